@@ -1,1 +1,837 @@
+//! # Membership pallet
+//!
+//! Who belongs to the chain, and with which powers:
+//! - **trust anchors**: the CA certificates pinned at genesis (or added by the admins);
+//! - **members**: accounts admitted by an X.509 certificate issued by a pinned CA whose subject
+//!   key is the member's Ed25519 key, with a role (`validator` or `member`);
+//! - **validators**: the consensus set; changes take effect [`VALIDATOR_SET_DELAY`] blocks after
+//!   the block that made them, so every node knows the set of height `h + 1` while deciding `h`;
+//! - **admins**: accounts that, `threshold` of them together, admit, revoke and reconfigure
+//!   (the runtime collects their approvals through [`propose`] and [`approve`]).
+//!
+//! Trust is out-of-band: a member is admitted only through an on-chain call checked against
+//! the pinned CAs, never because of what a peer presents on the wire.
 
+#![forbid(unsafe_code)]
+
+#[cfg(any(test, feature = "certgen"))]
+pub mod certgen;
+#[cfg(test)]
+mod tests;
+pub mod x509;
+
+use drchain_support::{
+    storage_map, storage_value, AccountId, BlockNumber, Env, Moment, Origin, H256,
+};
+use parity_scale_codec::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+pub use x509::CertError;
+
+/// Storage prefix of this pallet.
+pub const PALLET: &str = "Membership";
+/// A validator-set change made in block `n` takes effect at height `n + VALIDATOR_SET_DELAY`.
+pub const VALIDATOR_SET_DELAY: BlockNumber = 2;
+/// Largest certificate accepted, in bytes.
+pub const MAX_CERTIFICATE_BYTES: usize = 16 * 1024;
+/// Most admins.
+pub const MAX_ADMINS: usize = 64;
+
+/// What a member may do.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    /// Runs services and submits transactions; does not vote.
+    #[codec(index = 0)]
+    Member,
+    /// Also signs consensus votes.
+    #[codec(index = 1)]
+    Validator,
+}
+
+/// Why and when a member was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Revocation {
+    /// Block of the revocation.
+    pub at: BlockNumber,
+    /// Free text from the admins (or "rotated to 0x…").
+    pub reason: String,
+}
+
+/// An admitted (or revoked) member.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Member {
+    /// The member's Ed25519 key.
+    pub account: AccountId,
+    /// Its role.
+    pub role: MemberRole,
+    /// The certificate (DER).
+    pub certificate: Vec<u8>,
+    /// Certificate subject.
+    pub subject: String,
+    /// Fingerprint of the pinned CA that issued it.
+    pub anchor: H256,
+    /// Certificate validity, ms.
+    pub not_before: Moment,
+    /// Certificate validity, ms.
+    pub not_after: Moment,
+    /// Block of admission.
+    pub admitted_at: BlockNumber,
+    /// Set once revoked.
+    pub revoked: Option<Revocation>,
+}
+
+/// A pinned CA certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct TrustAnchor {
+    /// The certificate (DER).
+    pub certificate: Vec<u8>,
+    /// Its subject.
+    pub subject: String,
+}
+
+/// A call waiting for more admin approvals.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct AdminProposal {
+    /// The SCALE-encoded runtime call.
+    pub call: Vec<u8>,
+    /// Who proposed it.
+    pub proposer: AccountId,
+    /// Admins that approved it so far (the proposer included).
+    pub approvals: Vec<AccountId>,
+    /// Block of the proposal.
+    pub proposed_at: BlockNumber,
+}
+
+storage_map!(
+    /// Pinned CAs by the blake3 fingerprint of their DER.
+    pub TrustAnchors: H256 => TrustAnchor, "Membership"
+);
+storage_map!(
+    /// Members by account, revoked ones included.
+    pub Members: AccountId => Member, "Membership"
+);
+storage_map!(
+    /// Fingerprints of revoked certificates, with the block of revocation.
+    pub RevokedCertificates: H256 => BlockNumber, "Membership"
+);
+storage_value!(
+    /// The validator set in force, sorted.
+    pub Validators: Vec<AccountId>, "Membership"
+);
+storage_map!(
+    /// Scheduled validator sets by the height they take effect at.
+    pub PendingValidators: BlockNumber => Vec<AccountId>, "Membership"
+);
+storage_value!(
+    /// Admin accounts, sorted.
+    pub Admins: Vec<AccountId>, "Membership"
+);
+storage_value!(
+    /// Approvals an admin call needs.
+    pub AdminThreshold: u32, "Membership"
+);
+storage_map!(
+    /// Admin calls waiting for approvals, by blake3 of the encoded call.
+    pub AdminProposals: H256 => AdminProposal, "Membership"
+);
+
+/// Calls of this pallet. Indices are fixed: they are the wire format.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Call {
+    /// Admin: admit the holder of `certificate` (DER) with `role`. The certificate must pass
+    /// every check of [`x509::verify_member`] at block time, and its OU (if any) must grant
+    /// the role.
+    #[codec(index = 0)]
+    Admit {
+        /// DER certificate.
+        certificate: Vec<u8>,
+        /// Role to grant.
+        role: MemberRole,
+    },
+    /// Admin: revoke a member; its certificate can never be admitted again.
+    #[codec(index = 1)]
+    Revoke {
+        /// The member.
+        account: AccountId,
+        /// Why, for the audit trail.
+        reason: String,
+    },
+    /// Signed by a member: replace its certificate. A certificate with the same key renews it;
+    /// one with a new key moves the membership (and role) to the new key and revokes the old.
+    #[codec(index = 2)]
+    RotateCertificate {
+        /// The new DER certificate.
+        certificate: Vec<u8>,
+    },
+    /// Admin: pin another CA certificate.
+    #[codec(index = 3)]
+    AddTrustAnchor {
+        /// DER CA certificate.
+        certificate: Vec<u8>,
+    },
+    /// Admin: unpin a CA. Refused while members it issued remain admitted.
+    #[codec(index = 4)]
+    RemoveTrustAnchor {
+        /// The CA's fingerprint.
+        fingerprint: H256,
+    },
+    /// Admin: replace the admin set and threshold.
+    #[codec(index = 5)]
+    SetAdmins {
+        /// New admins.
+        admins: Vec<AccountId>,
+        /// Approvals needed, 1 to the number of admins.
+        threshold: u32,
+    },
+    /// Admin: change a member's role (the certificate's OU must grant it).
+    #[codec(index = 6)]
+    SetRole {
+        /// The member.
+        account: AccountId,
+        /// New role.
+        role: MemberRole,
+    },
+}
+
+/// Events of this pallet.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Event {
+    /// A member was admitted.
+    #[codec(index = 0)]
+    MemberAdmitted {
+        /// The member.
+        account: AccountId,
+        /// Its role.
+        role: MemberRole,
+        /// Certificate subject.
+        subject: String,
+    },
+    /// A member was revoked.
+    #[codec(index = 1)]
+    MemberRevoked {
+        /// The member.
+        account: AccountId,
+        /// Why.
+        reason: String,
+    },
+    /// A member replaced its certificate.
+    #[codec(index = 2)]
+    CertificateRotated {
+        /// Old account.
+        old: AccountId,
+        /// New account (equal to `old` for a renewal).
+        new: AccountId,
+    },
+    /// A member's role changed.
+    #[codec(index = 3)]
+    RoleChanged {
+        /// The member.
+        account: AccountId,
+        /// New role.
+        role: MemberRole,
+    },
+    /// A CA was pinned.
+    #[codec(index = 4)]
+    TrustAnchorAdded {
+        /// Its fingerprint.
+        fingerprint: H256,
+        /// Its subject.
+        subject: String,
+    },
+    /// A CA was unpinned.
+    #[codec(index = 5)]
+    TrustAnchorRemoved {
+        /// Its fingerprint.
+        fingerprint: H256,
+    },
+    /// The admin set changed.
+    #[codec(index = 6)]
+    AdminsChanged {
+        /// New admins.
+        admins: Vec<AccountId>,
+        /// New threshold.
+        threshold: u32,
+    },
+    /// A new validator set was scheduled.
+    #[codec(index = 7)]
+    ValidatorSetScheduled {
+        /// Height at which it takes effect.
+        effective_at: BlockNumber,
+        /// The set.
+        validators: Vec<AccountId>,
+    },
+    /// A scheduled validator set took effect at this block.
+    #[codec(index = 8)]
+    ValidatorSetChanged {
+        /// The set now in force.
+        validators: Vec<AccountId>,
+    },
+}
+
+/// Errors of this pallet.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, thiserror::Error)]
+pub enum Error {
+    /// Wrong origin for the call.
+    #[error("bad origin: this call needs {needed} origin")]
+    BadOrigin {
+        /// What was needed.
+        needed: String,
+    },
+    /// The certificate failed a check.
+    #[error("certificate refused: {0}")]
+    Certificate(CertError),
+    /// Larger than [`MAX_CERTIFICATE_BYTES`].
+    #[error("certificate of {size} bytes is larger than {MAX_CERTIFICATE_BYTES}")]
+    CertificateTooLarge {
+        /// Its size.
+        size: u32,
+    },
+    /// The account is already an admitted member.
+    #[error("{account} is already a member")]
+    AlreadyMember {
+        /// The account.
+        account: AccountId,
+    },
+    /// No such member, or it was revoked.
+    #[error("{account} is not an admitted member")]
+    NotAMember {
+        /// The account.
+        account: AccountId,
+    },
+    /// The certificate's OU does not grant the requested role.
+    #[error("the certificate grants {granted:?}, not {requested:?}")]
+    RoleNotGranted {
+        /// What the OU says.
+        granted: MemberRole,
+        /// What was asked.
+        requested: MemberRole,
+    },
+    /// The change would leave no validator.
+    #[error("the change would leave the chain without validators")]
+    NoValidatorsLeft,
+    /// No such trust anchor.
+    #[error("no pinned CA with fingerprint {fingerprint}")]
+    UnknownTrustAnchor {
+        /// The fingerprint.
+        fingerprint: H256,
+    },
+    /// The CA is already pinned.
+    #[error("CA {fingerprint} is already pinned")]
+    TrustAnchorExists {
+        /// The fingerprint.
+        fingerprint: H256,
+    },
+    /// Members issued by this CA remain.
+    #[error("{members} admitted members were issued by this CA; revoke or rotate them first")]
+    TrustAnchorInUse {
+        /// How many.
+        members: u32,
+    },
+    /// Bad admin set or threshold.
+    #[error("invalid admin set: {reason}")]
+    InvalidAdmins {
+        /// Why.
+        reason: String,
+    },
+    /// The signer is not an admin.
+    #[error("{account} is not an admin")]
+    NotAnAdmin {
+        /// The account.
+        account: AccountId,
+    },
+    /// The same call is already proposed.
+    #[error("proposal {proposal} already exists")]
+    ProposalExists {
+        /// Its hash.
+        proposal: H256,
+    },
+    /// No such proposal.
+    #[error("no proposal {proposal}")]
+    UnknownProposal {
+        /// Its hash.
+        proposal: H256,
+    },
+    /// This admin already approved.
+    #[error("{account} already approved this proposal")]
+    AlreadyApproved {
+        /// The admin.
+        account: AccountId,
+    },
+}
+
+impl From<drchain_support::dispatch::BadOrigin> for Error {
+    fn from(e: drchain_support::dispatch::BadOrigin) -> Self {
+        Error::BadOrigin {
+            needed: e.needed.to_string(),
+        }
+    }
+}
+
+impl From<CertError> for Error {
+    fn from(e: CertError) -> Self {
+        Error::Certificate(e)
+    }
+}
+
+type State<'e, 's> = drchain_support::Overlay<'s>;
+
+/// The pinned CAs, parsed.
+pub fn trust_anchors(state: &State<'_, '_>) -> Vec<x509::ParsedCertificate> {
+    TrustAnchors::iter(state)
+        .into_iter()
+        .filter_map(|(_, a)| x509::parse(&a.certificate).ok())
+        .collect()
+}
+
+/// Verifies a member certificate against the pinned CAs and revocations at block time `now`.
+pub fn verify_certificate(
+    state: &State<'_, '_>,
+    der: &[u8],
+    now: Moment,
+) -> Result<x509::VerifiedMember, Error> {
+    if der.len() > MAX_CERTIFICATE_BYTES {
+        return Err(Error::CertificateTooLarge {
+            size: u32::try_from(der.len()).unwrap_or(u32::MAX),
+        });
+    }
+    let anchors = trust_anchors(state);
+    Ok(x509::verify_member(der, &anchors, now, |fp| {
+        RevokedCertificates::contains(state, fp)
+    })?)
+}
+
+/// The member record of `account`, revoked or not.
+pub fn member(state: &State<'_, '_>, account: &AccountId) -> Option<Member> {
+    Members::get(state, account)
+}
+
+/// Whether `account` is admitted at block time `now`: a member, not revoked, its certificate
+/// within its validity window and its CA still pinned.
+pub fn is_admitted(state: &State<'_, '_>, account: &AccountId, now: Moment) -> bool {
+    Members::get(state, account).is_some_and(|m| {
+        m.revoked.is_none()
+            && m.not_before <= now
+            && now <= m.not_after
+            && TrustAnchors::contains(state, &m.anchor)
+    })
+}
+
+/// Whether `account` may sign transactions: an unrevoked member (even with an expired
+/// certificate, so that it can rotate it) or an admin.
+pub fn may_transact(state: &State<'_, '_>, account: &AccountId) -> bool {
+    is_admin(state, account) || Members::get(state, account).is_some_and(|m| m.revoked.is_none())
+}
+
+/// The validator set in force.
+pub fn validators(state: &State<'_, '_>) -> Vec<AccountId> {
+    Validators::get(state).unwrap_or_default()
+}
+
+/// The validator set for `height`, given the state after block `height - 1` or earlier:
+/// the latest set scheduled at or below `height`, else the set in force.
+pub fn validators_at(state: &State<'_, '_>, height: BlockNumber) -> Vec<AccountId> {
+    PendingValidators::iter(state)
+        .into_iter()
+        .filter(|(at, _)| *at <= height)
+        .max_by_key(|(at, _)| *at)
+        .map(|(_, set)| set)
+        .unwrap_or_else(|| validators(state))
+}
+
+/// Whether `account` is an admin.
+pub fn is_admin(state: &State<'_, '_>, account: &AccountId) -> bool {
+    Admins::get(state).unwrap_or_default().contains(account)
+}
+
+/// Approvals an admin call needs.
+pub fn admin_threshold(state: &State<'_, '_>) -> u32 {
+    AdminThreshold::get(state).unwrap_or(1)
+}
+
+/// What became of an admin proposal or approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    /// More approvals needed.
+    Pending {
+        /// Approvals so far.
+        approvals: u32,
+        /// Approvals needed.
+        threshold: u32,
+    },
+    /// Threshold reached: the proposal was removed; dispatch this encoded call as admin.
+    Approved {
+        /// The encoded call.
+        call: Vec<u8>,
+    },
+}
+
+/// Records a new admin proposal by `who`. Returns its hash and whether it is already approved.
+pub fn propose(
+    state: &mut State<'_, '_>,
+    who: AccountId,
+    call: Vec<u8>,
+    now: BlockNumber,
+) -> Result<(H256, Approval), Error> {
+    if !is_admin(state, &who) {
+        return Err(Error::NotAnAdmin { account: who });
+    }
+    let proposal = drchain_support::blake3_hash(&call);
+    if AdminProposals::contains(state, &proposal) {
+        return Err(Error::ProposalExists { proposal });
+    }
+    AdminProposals::insert(
+        state,
+        &proposal,
+        &AdminProposal {
+            call,
+            proposer: who,
+            approvals: vec![],
+            proposed_at: now,
+        },
+    );
+    let approval = approve(state, who, proposal)?;
+    Ok((proposal, approval))
+}
+
+/// Adds `who`'s approval to a proposal.
+pub fn approve(
+    state: &mut State<'_, '_>,
+    who: AccountId,
+    proposal: H256,
+) -> Result<Approval, Error> {
+    if !is_admin(state, &who) {
+        return Err(Error::NotAnAdmin { account: who });
+    }
+    let mut p = AdminProposals::get(state, &proposal).ok_or(Error::UnknownProposal { proposal })?;
+    if p.approvals.contains(&who) {
+        return Err(Error::AlreadyApproved { account: who });
+    }
+    p.approvals.push(who);
+    let threshold = admin_threshold(state);
+    let admins = Admins::get(state).unwrap_or_default();
+    let approvals = p.approvals.iter().filter(|a| admins.contains(a)).count() as u32;
+    if approvals >= threshold {
+        AdminProposals::remove(state, &proposal);
+        Ok(Approval::Approved { call: p.call })
+    } else {
+        AdminProposals::insert(state, &proposal, &p);
+        Ok(Approval::Pending {
+            approvals,
+            threshold,
+        })
+    }
+}
+
+/// Withdraws a proposal (any admin may).
+pub fn cancel(state: &mut State<'_, '_>, who: AccountId, proposal: H256) -> Result<(), Error> {
+    if !is_admin(state, &who) {
+        return Err(Error::NotAnAdmin { account: who });
+    }
+    if !AdminProposals::contains(state, &proposal) {
+        return Err(Error::UnknownProposal { proposal });
+    }
+    AdminProposals::remove(state, &proposal);
+    Ok(())
+}
+
+fn check_admins(admins: &[AccountId], threshold: u32) -> Result<Vec<AccountId>, Error> {
+    let mut sorted = admins.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() != admins.len() {
+        return Err(Error::InvalidAdmins {
+            reason: "duplicate admin".into(),
+        });
+    }
+    if sorted.is_empty() || sorted.len() > MAX_ADMINS {
+        return Err(Error::InvalidAdmins {
+            reason: format!("need 1 to {MAX_ADMINS} admins"),
+        });
+    }
+    if threshold == 0 || threshold as usize > sorted.len() {
+        return Err(Error::InvalidAdmins {
+            reason: format!(
+                "threshold {threshold} must be between 1 and {}",
+                sorted.len()
+            ),
+        });
+    }
+    Ok(sorted)
+}
+
+fn check_role(cert: &x509::ParsedCertificate, requested: MemberRole) -> Result<(), Error> {
+    match cert.granted_role {
+        Some(granted) if granted < requested => Err(Error::RoleNotGranted { granted, requested }),
+        _ => Ok(()),
+    }
+}
+
+/// The set implied by the current members: unrevoked members with the validator role, sorted.
+fn implied_validators(state: &State<'_, '_>) -> Vec<AccountId> {
+    Members::iter(state)
+        .into_iter()
+        .filter(|(_, m)| m.revoked.is_none() && m.role == MemberRole::Validator)
+        .map(|(a, _)| a)
+        .collect()
+}
+
+/// Schedules the validator set implied by the members if it differs from the latest one known.
+fn reschedule_validators<E: From<Event>>(env: &mut Env<'_, '_, E>) -> Result<(), Error> {
+    let next = implied_validators(env.state);
+    let effective_at = env.block.number + VALIDATOR_SET_DELAY;
+    if next == validators_at(env.state, effective_at) {
+        return Ok(());
+    }
+    if next.is_empty() {
+        return Err(Error::NoValidatorsLeft);
+    }
+    PendingValidators::insert(env.state, &effective_at, &next);
+    env.deposit(Event::ValidatorSetScheduled {
+        effective_at,
+        validators: next,
+    });
+    Ok(())
+}
+
+fn insert_member(
+    state: &mut State<'_, '_>,
+    v: &x509::VerifiedMember,
+    role: MemberRole,
+    at: BlockNumber,
+) {
+    let member = Member {
+        account: v.account,
+        role,
+        certificate: v.certificate.der.clone(),
+        subject: v.certificate.subject.clone(),
+        anchor: v.anchor,
+        not_before: v.certificate.not_before,
+        not_after: v.certificate.not_after,
+        admitted_at: at,
+        revoked: None,
+    };
+    Members::insert(state, &v.account, &member);
+}
+
+fn revoke_member(state: &mut State<'_, '_>, mut m: Member, reason: String, at: BlockNumber) {
+    RevokedCertificates::insert(state, &drchain_support::blake3_hash(&m.certificate), &at);
+    m.revoked = Some(Revocation { at, reason });
+    Members::insert(state, &m.account.clone(), &m);
+}
+
+/// Executes a call. The runtime runs each call in a storage transaction and rolls it back on
+/// error, so a call may write before it fails.
+pub fn dispatch<E: From<Event>>(
+    env: &mut Env<'_, '_, E>,
+    origin: Origin,
+    call: Call,
+) -> Result<(), Error> {
+    let now = env.block.timestamp;
+    let number = env.block.number;
+    match call {
+        Call::Admit { certificate, role } => {
+            origin.admin()?;
+            let v = verify_certificate(env.state, &certificate, now)?;
+            check_role(&v.certificate, role)?;
+            if Members::get(env.state, &v.account).is_some_and(|m| m.revoked.is_none()) {
+                return Err(Error::AlreadyMember { account: v.account });
+            }
+            insert_member(env.state, &v, role, number);
+            env.deposit(Event::MemberAdmitted {
+                account: v.account,
+                role,
+                subject: v.certificate.subject.clone(),
+            });
+            reschedule_validators(env)
+        }
+        Call::Revoke { account, reason } => {
+            origin.admin()?;
+            let m = Members::get(env.state, &account)
+                .filter(|m| m.revoked.is_none())
+                .ok_or(Error::NotAMember { account })?;
+            revoke_member(env.state, m, reason.clone(), number);
+            env.deposit(Event::MemberRevoked { account, reason });
+            reschedule_validators(env)
+        }
+        Call::RotateCertificate { certificate } => {
+            let old = origin.signed()?;
+            let m = Members::get(env.state, &old)
+                .filter(|m| m.revoked.is_none())
+                .ok_or(Error::NotAMember { account: old })?;
+            let v = verify_certificate(env.state, &certificate, now)?;
+            check_role(&v.certificate, m.role)?;
+            if v.account != old {
+                if Members::get(env.state, &v.account).is_some_and(|m| m.revoked.is_none()) {
+                    return Err(Error::AlreadyMember { account: v.account });
+                }
+                revoke_member(
+                    env.state,
+                    m.clone(),
+                    format!("rotated to {}", v.account),
+                    number,
+                );
+            } else {
+                // Renewal: the old certificate must not be usable again.
+                RevokedCertificates::insert(
+                    env.state,
+                    &drchain_support::blake3_hash(&m.certificate),
+                    &number,
+                );
+            }
+            insert_member(env.state, &v, m.role, number);
+            env.deposit(Event::CertificateRotated {
+                old,
+                new: v.account,
+            });
+            reschedule_validators(env)
+        }
+        Call::AddTrustAnchor { certificate } => {
+            origin.admin()?;
+            if certificate.len() > MAX_CERTIFICATE_BYTES {
+                return Err(Error::CertificateTooLarge {
+                    size: u32::try_from(certificate.len()).unwrap_or(u32::MAX),
+                });
+            }
+            let ca = x509::check_trust_anchor(&certificate)?;
+            if TrustAnchors::contains(env.state, &ca.fingerprint) {
+                return Err(Error::TrustAnchorExists {
+                    fingerprint: ca.fingerprint,
+                });
+            }
+            TrustAnchors::insert(
+                env.state,
+                &ca.fingerprint,
+                &TrustAnchor {
+                    certificate,
+                    subject: ca.subject.clone(),
+                },
+            );
+            env.deposit(Event::TrustAnchorAdded {
+                fingerprint: ca.fingerprint,
+                subject: ca.subject,
+            });
+            Ok(())
+        }
+        Call::RemoveTrustAnchor { fingerprint } => {
+            origin.admin()?;
+            if !TrustAnchors::contains(env.state, &fingerprint) {
+                return Err(Error::UnknownTrustAnchor { fingerprint });
+            }
+            let in_use = Members::iter(env.state)
+                .into_iter()
+                .filter(|(_, m)| m.revoked.is_none() && m.anchor == fingerprint)
+                .count();
+            if in_use > 0 {
+                return Err(Error::TrustAnchorInUse {
+                    members: in_use as u32,
+                });
+            }
+            TrustAnchors::remove(env.state, &fingerprint);
+            env.deposit(Event::TrustAnchorRemoved { fingerprint });
+            Ok(())
+        }
+        Call::SetAdmins { admins, threshold } => {
+            origin.admin()?;
+            let admins = check_admins(&admins, threshold)?;
+            Admins::put(env.state, &admins);
+            AdminThreshold::put(env.state, &threshold);
+            env.deposit(Event::AdminsChanged { admins, threshold });
+            Ok(())
+        }
+        Call::SetRole { account, role } => {
+            origin.admin()?;
+            let mut m = Members::get(env.state, &account)
+                .filter(|m| m.revoked.is_none())
+                .ok_or(Error::NotAMember { account })?;
+            let cert = x509::parse(&m.certificate)?;
+            check_role(&cert, role)?;
+            m.role = role;
+            Members::insert(env.state, &account, &m);
+            env.deposit(Event::RoleChanged { account, role });
+            reschedule_validators(env)
+        }
+    }
+}
+
+/// Block hook: puts a scheduled validator set into force at its height.
+pub fn on_initialize<E: From<Event>>(env: &mut Env<'_, '_, E>) {
+    let number = env.block.number;
+    if let Some(set) = PendingValidators::get(env.state, &number) {
+        PendingValidators::remove(env.state, &number);
+        Validators::put(env.state, &set);
+        env.deposit(Event::ValidatorSetChanged { validators: set });
+    }
+}
+
+/// Genesis configuration of this pallet (DER certificates).
+#[derive(Debug, Clone, Default)]
+pub struct GenesisConfig {
+    /// Pinned CA certificates.
+    pub trust_anchors: Vec<Vec<u8>>,
+    /// Admin accounts.
+    pub admins: Vec<AccountId>,
+    /// Admin approvals needed.
+    pub admin_threshold: u32,
+    /// Initial members: certificate and role.
+    pub members: Vec<(Vec<u8>, MemberRole)>,
+}
+
+/// Which genesis entry is wrong, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {error}")]
+pub struct GenesisError {
+    /// The entry, e.g. `members[2].certificate`.
+    pub field: String,
+    /// What is wrong with it.
+    pub error: Error,
+}
+
+/// Writes the genesis state of this pallet; certificates are checked at `genesis_time`.
+pub fn build_genesis(
+    state: &mut State<'_, '_>,
+    config: &GenesisConfig,
+    genesis_time: Moment,
+) -> Result<(), GenesisError> {
+    let err = |field: String| move |error: Error| GenesisError { field, error };
+    for (i, der) in config.trust_anchors.iter().enumerate() {
+        let ca = x509::check_trust_anchor(der)
+            .map_err(Error::from)
+            .map_err(err(format!("trust_anchors[{i}]")))?;
+        TrustAnchors::insert(
+            state,
+            &ca.fingerprint,
+            &TrustAnchor {
+                certificate: der.clone(),
+                subject: ca.subject,
+            },
+        );
+    }
+    let admins =
+        check_admins(&config.admins, config.admin_threshold).map_err(err("admins".into()))?;
+    Admins::put(state, &admins);
+    AdminThreshold::put(state, &config.admin_threshold);
+    for (i, (der, role)) in config.members.iter().enumerate() {
+        let field = format!("members[{i}].certificate");
+        let v = verify_certificate(state, der, genesis_time).map_err(err(field.clone()))?;
+        check_role(&v.certificate, *role).map_err(err(field.clone()))?;
+        if Members::contains(state, &v.account) {
+            return Err(GenesisError {
+                field,
+                error: Error::AlreadyMember { account: v.account },
+            });
+        }
+        insert_member(state, &v, *role, 0);
+    }
+    let set = implied_validators(state);
+    if set.is_empty() {
+        return Err(GenesisError {
+            field: "members".into(),
+            error: Error::NoValidatorsLeft,
+        });
+    }
+    Validators::put(state, &set);
+    Ok(())
+}

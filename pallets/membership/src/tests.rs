@@ -1,0 +1,420 @@
+use drchain_support::{BlockInfo, Env, MemoryState, Overlay};
+use ed25519_dalek::SigningKey;
+use spki::SubjectPublicKeyInfoOwned;
+
+use super::*;
+use crate::certgen::{self, CaKey, CertParams};
+
+const DAY: u64 = 86_400_000;
+const T0: u64 = 1_767_225_600_000; // 2026-01-01
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn params(subject: &str, serial: u64, from: u64, to: u64) -> CertParams {
+    CertParams {
+        subject: subject.into(),
+        serial,
+        not_before_ms: from,
+        not_after_ms: to,
+    }
+}
+
+struct Ca {
+    key: CaKey,
+    der: Vec<u8>,
+}
+
+fn ed_ca(seed: u8, name: &str) -> Ca {
+    let key = CaKey::Ed25519(key(seed));
+    let der = certgen::new_ca(
+        &key,
+        &params(
+            &format!("CN={name},O=drchain"),
+            1,
+            T0 - DAY,
+            T0 + 3650 * DAY,
+        ),
+    )
+    .unwrap();
+    Ca { key, der }
+}
+
+fn p256_ca() -> Ca {
+    let sk = p256::ecdsa::SigningKey::from_slice(&[9u8; 32]).unwrap();
+    let key = CaKey::P256(sk);
+    let der = certgen::new_ca(
+        &key,
+        &params("CN=p256 ca,O=drchain", 1, T0 - DAY, T0 + 3650 * DAY),
+    )
+    .unwrap();
+    Ca { key, der }
+}
+
+fn cert(ca: &Ca, who: &SigningKey, ou: &str, from: u64, to: u64) -> Vec<u8> {
+    let subject = format!("CN=node,OU={ou},O=drchain");
+    certgen::issue(
+        &ca.key,
+        &ca.der,
+        &AccountId::from(who),
+        &params(&subject, 7, from, to),
+    )
+    .unwrap()
+}
+
+fn valid(ca: &Ca, who: &SigningKey) -> Vec<u8> {
+    cert(ca, who, "validator", T0 - DAY, T0 + 365 * DAY)
+}
+
+/// A chain whose genesis pins `ca`, with validator key(1) and admins key(100), key(101).
+fn genesis(ca: &Ca, threshold: u32) -> MemoryState {
+    let mut base = MemoryState::new();
+    let mut o = Overlay::new(&base);
+    let config = GenesisConfig {
+        trust_anchors: vec![ca.der.clone()],
+        admins: vec![AccountId::from(&key(100)), AccountId::from(&key(101))],
+        admin_threshold: threshold,
+        members: vec![(valid(ca, &key(1)), MemberRole::Validator)],
+    };
+    build_genesis(&mut o, &config, T0).unwrap();
+    let changes = o.into_changes();
+    base.commit(changes);
+    base
+}
+
+fn block(number: u64) -> BlockInfo {
+    BlockInfo {
+        number,
+        timestamp: T0 + number * 1000,
+        live_now: number * 1000,
+        ..Default::default()
+    }
+}
+
+/// Runs `f` in block `number` and commits its writes; returns its result and events.
+fn run<R>(
+    state: &mut MemoryState,
+    number: u64,
+    f: impl FnOnce(&mut Env<'_, '_, Event>) -> R,
+) -> (R, Vec<Event>) {
+    let mut events = vec![];
+    let (r, changes) = {
+        let mut o = Overlay::new(state);
+        let r = {
+            let mut env = Env::new(&mut o, block(number), &mut events);
+            on_initialize(&mut env);
+            f(&mut env)
+        };
+        (r, o.into_changes())
+    };
+    state.commit(changes);
+    (r, events)
+}
+
+fn admit(
+    state: &mut MemoryState,
+    number: u64,
+    der: Vec<u8>,
+    role: MemberRole,
+) -> Result<(), Error> {
+    run(state, number, |env| {
+        dispatch(
+            env,
+            Origin::Admin,
+            Call::Admit {
+                certificate: der,
+                role,
+            },
+        )
+    })
+    .0
+}
+
+fn cert_error(r: Result<(), Error>) -> CertError {
+    match r {
+        Err(Error::Certificate(e)) => e,
+        other => panic!("expected a certificate error, got {other:?}"),
+    }
+}
+
+#[test]
+fn admitted_validator_joins_the_set_after_the_delay() {
+    let ca = ed_ca(50, "dev ca");
+    let mut s = genesis(&ca, 1);
+    let alice = AccountId::from(&key(1));
+    let bob = AccountId::from(&key(2));
+    let (r, events) = run(&mut s, 5, |env| {
+        dispatch(
+            env,
+            Origin::Admin,
+            Call::Admit {
+                certificate: valid(&ca, &key(2)),
+                role: MemberRole::Validator,
+            },
+        )
+    });
+    r.unwrap();
+    assert!(events.contains(&Event::ValidatorSetScheduled {
+        effective_at: 7,
+        validators: sorted(vec![alice, bob])
+    }));
+    let o = Overlay::new(&s);
+    assert!(is_admitted(&o, &bob, T0 + 5000));
+    assert_eq!(validators(&o), vec![alice]);
+    assert_eq!(validators_at(&o, 6), vec![alice]);
+    assert_eq!(validators_at(&o, 7), sorted(vec![alice, bob]));
+    let (_, events) = run(&mut s, 7, |_| ());
+    assert_eq!(
+        events,
+        vec![Event::ValidatorSetChanged {
+            validators: sorted(vec![alice, bob])
+        }]
+    );
+    assert_eq!(validators(&Overlay::new(&s)), sorted(vec![alice, bob]));
+}
+
+fn sorted(mut v: Vec<AccountId>) -> Vec<AccountId> {
+    v.sort();
+    v
+}
+
+#[test]
+fn p256_ca_certificates_are_accepted() {
+    let ca = p256_ca();
+    let s = genesis(&ca, 1);
+    assert!(is_admitted(
+        &Overlay::new(&s),
+        &AccountId::from(&key(1)),
+        T0
+    ));
+}
+
+#[test]
+fn refused_certificates_get_distinct_errors() {
+    let ca = ed_ca(50, "dev ca");
+    let mut s = genesis(&ca, 1);
+    let foreign = ed_ca(51, "other ca");
+    let e = cert_error(admit(
+        &mut s,
+        2,
+        valid(&foreign, &key(3)),
+        MemberRole::Member,
+    ));
+    assert!(matches!(e, CertError::UnknownIssuer { .. }), "{e:?}");
+
+    // Same name as the pinned CA, different key: the signature check catches it.
+    let impostor = ed_ca(52, "dev ca");
+    let e = cert_error(admit(
+        &mut s,
+        2,
+        valid(&impostor, &key(3)),
+        MemberRole::Member,
+    ));
+    assert_eq!(e, CertError::BadSignature);
+
+    let expired = cert(&ca, &key(3), "member", T0 - 10 * DAY, T0 - DAY);
+    assert!(matches!(
+        cert_error(admit(&mut s, 2, expired, MemberRole::Member)),
+        CertError::Expired { .. }
+    ));
+
+    let future = cert(&ca, &key(3), "member", T0 + 10 * DAY, T0 + 20 * DAY);
+    assert!(matches!(
+        cert_error(admit(&mut s, 2, future, MemberRole::Member)),
+        CertError::NotYetValid { .. }
+    ));
+
+    let p256_key = p256::ecdsa::SigningKey::from_slice(&[5u8; 32]).unwrap();
+    let spki = SubjectPublicKeyInfoOwned::from_key(*p256_key.verifying_key()).unwrap();
+    let non_ed = certgen::issue_for_key(
+        &ca.key,
+        &ca.der,
+        spki,
+        &params("CN=x", 3, T0 - DAY, T0 + DAY),
+    )
+    .unwrap();
+    assert!(matches!(
+        cert_error(admit(&mut s, 2, non_ed, MemberRole::Member)),
+        CertError::NotEd25519SubjectKey { .. }
+    ));
+
+    assert!(matches!(
+        cert_error(admit(
+            &mut s,
+            2,
+            b"not a certificate".to_vec(),
+            MemberRole::Member
+        )),
+        CertError::Malformed { .. }
+    ));
+
+    let mut tampered = valid(&ca, &key(3));
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert_eq!(
+        cert_error(admit(&mut s, 2, tampered, MemberRole::Member)),
+        CertError::BadSignature
+    );
+
+    // Revoked: admit, revoke, then the same certificate again.
+    let c = valid(&ca, &key(4));
+    admit(&mut s, 3, c.clone(), MemberRole::Member).unwrap();
+    let who = AccountId::from(&key(4));
+    run(&mut s, 4, |env| {
+        dispatch(
+            env,
+            Origin::Admin,
+            Call::Revoke {
+                account: who,
+                reason: "lost".into(),
+            },
+        )
+    })
+    .0
+    .unwrap();
+    assert!(!is_admitted(&Overlay::new(&s), &who, T0 + 4000));
+    assert!(matches!(
+        cert_error(admit(&mut s, 5, c, MemberRole::Member)),
+        CertError::Revoked { .. }
+    ));
+}
+
+#[test]
+fn admission_needs_admin_origin_and_a_granted_role() {
+    let ca = ed_ca(50, "dev ca");
+    let mut s = genesis(&ca, 1);
+    let r = run(&mut s, 2, |env| {
+        dispatch(
+            env,
+            Origin::Signed(AccountId::from(&key(1))),
+            Call::Admit {
+                certificate: valid(&ca, &key(3)),
+                role: MemberRole::Member,
+            },
+        )
+    })
+    .0;
+    assert!(matches!(r, Err(Error::BadOrigin { .. })));
+    let member_only = cert(&ca, &key(3), "member", T0 - DAY, T0 + DAY);
+    assert_eq!(
+        admit(&mut s, 2, member_only, MemberRole::Validator),
+        Err(Error::RoleNotGranted {
+            granted: MemberRole::Member,
+            requested: MemberRole::Validator
+        })
+    );
+}
+
+#[test]
+fn the_last_validator_cannot_be_revoked() {
+    let ca = ed_ca(50, "dev ca");
+    let mut s = genesis(&ca, 1);
+    let alice = AccountId::from(&key(1));
+    let r = run(&mut s, 2, |env| {
+        dispatch(
+            env,
+            Origin::Admin,
+            Call::Revoke {
+                account: alice,
+                reason: "x".into(),
+            },
+        )
+    })
+    .0;
+    assert_eq!(r, Err(Error::NoValidatorsLeft));
+}
+
+#[test]
+fn rotation_moves_membership_and_validator_role_to_the_new_key() {
+    let ca = ed_ca(50, "dev ca");
+    let mut s = genesis(&ca, 1);
+    admit(&mut s, 2, valid(&ca, &key(2)), MemberRole::Validator).unwrap();
+    let old = AccountId::from(&key(2));
+    let new = AccountId::from(&key(22));
+    let (r, events) = run(&mut s, 3, |env| {
+        dispatch(
+            env,
+            Origin::Signed(old),
+            Call::RotateCertificate {
+                certificate: valid(&ca, &key(22)),
+            },
+        )
+    });
+    r.unwrap();
+    assert!(events.contains(&Event::CertificateRotated { old, new }));
+    let o = Overlay::new(&s);
+    assert!(!is_admitted(&o, &old, T0 + 3000));
+    assert!(is_admitted(&o, &new, T0 + 3000));
+    assert_eq!(
+        validators_at(&o, 5),
+        sorted(vec![AccountId::from(&key(1)), new])
+    );
+}
+
+#[test]
+fn admin_calls_need_the_threshold_of_approvals() {
+    let ca = ed_ca(50, "dev ca");
+    let s = genesis(&ca, 2);
+    let mut o = Overlay::new(&s);
+    let a = AccountId::from(&key(100));
+    let b = AccountId::from(&key(101));
+    let (hash, first) = propose(&mut o, a, b"call".to_vec(), 1).unwrap();
+    assert_eq!(
+        first,
+        Approval::Pending {
+            approvals: 1,
+            threshold: 2
+        }
+    );
+    assert_eq!(
+        approve(&mut o, a, hash),
+        Err(Error::AlreadyApproved { account: a })
+    );
+    let outsider = AccountId::from(&key(1));
+    assert_eq!(
+        approve(&mut o, outsider, hash),
+        Err(Error::NotAnAdmin { account: outsider })
+    );
+    assert_eq!(
+        approve(&mut o, b, hash),
+        Ok(Approval::Approved {
+            call: b"call".to_vec()
+        })
+    );
+    assert_eq!(
+        approve(&mut o, b, hash),
+        Err(Error::UnknownProposal { proposal: hash })
+    );
+}
+
+#[test]
+fn a_ca_in_use_cannot_be_unpinned() {
+    let ca = ed_ca(50, "dev ca");
+    let mut s = genesis(&ca, 1);
+    let fingerprint = drchain_support::blake3_hash(&ca.der);
+    let r = run(&mut s, 2, |env| {
+        dispatch(env, Origin::Admin, Call::RemoveTrustAnchor { fingerprint })
+    })
+    .0;
+    assert_eq!(r, Err(Error::TrustAnchorInUse { members: 1 }));
+}
+
+#[test]
+fn genesis_errors_name_the_field() {
+    let ca = ed_ca(50, "dev ca");
+    let foreign = ed_ca(51, "other");
+    let base = MemoryState::new();
+    let mut o = Overlay::new(&base);
+    let config = GenesisConfig {
+        trust_anchors: vec![ca.der.clone()],
+        admins: vec![AccountId::from(&key(100))],
+        admin_threshold: 1,
+        members: vec![
+            (valid(&ca, &key(1)), MemberRole::Validator),
+            (valid(&foreign, &key(2)), MemberRole::Member),
+        ],
+    };
+    let e = build_genesis(&mut o, &config, T0).unwrap_err();
+    assert_eq!(e.field, "members[1].certificate");
+}
