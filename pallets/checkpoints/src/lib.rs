@@ -1,1 +1,307 @@
+//! # Checkpoints pallet
+//!
+//! Recovery checkpoints of replicated service data. The active node of a service records each
+//! checkpoint it produces (a blake3 manifest root of the content-addressed snapshot) under the
+//! epoch it holds; standbys acknowledge the checkpoints they have applied. The failover pallet
+//! compares a candidate's applied checkpoint with the latest one here to bound its lag.
 
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+mod tests;
+
+use drchain_support::{
+    storage_double_map, storage_map, AccountId, BlockNumber, Env, Epoch, Moment, Origin, Overlay,
+    ServiceDirectory, ServiceName, H256,
+};
+use parity_scale_codec::{Decode, Encode};
+
+/// Checkpoints kept per service; older ones are pruned.
+pub const RETAINED_CHECKPOINTS: u64 = 128;
+
+/// A recorded checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Checkpoint {
+    /// Epoch of the active node that produced it.
+    pub epoch: Epoch,
+    /// The node that produced it.
+    pub producer: AccountId,
+    /// blake3 root of the manifest of chunks.
+    pub manifest_root: H256,
+    /// Size of the snapshot, bytes.
+    pub size_bytes: u64,
+    /// Header timestamp of the block that recorded it.
+    pub timestamp: Moment,
+    /// That block's number.
+    pub block: BlockNumber,
+}
+
+storage_double_map!(
+    /// Checkpoints by service and sequence.
+    pub Checkpoints: (ServiceName, u64) => Checkpoint, "Checkpoints"
+);
+storage_map!(
+    /// Latest sequence per service.
+    pub Latest: ServiceName => u64, "Checkpoints"
+);
+storage_double_map!(
+    /// Highest sequence each node acknowledged, per service.
+    pub Acks: (ServiceName, AccountId) => u64, "Checkpoints"
+);
+
+/// Calls of this pallet. Indices are fixed: they are the wire format.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Call {
+    /// Signed by the active node of `service` at `epoch`: record a checkpoint.
+    #[codec(index = 0)]
+    Submit {
+        /// The service.
+        service: ServiceName,
+        /// The epoch the producer holds (the fencing token).
+        epoch: Epoch,
+        /// Strictly greater than the latest sequence.
+        sequence: u64,
+        /// blake3 manifest root.
+        manifest_root: H256,
+        /// Snapshot size, bytes.
+        size_bytes: u64,
+    },
+    /// Signed by a candidate node: it has applied checkpoint `sequence`.
+    #[codec(index = 1)]
+    Acknowledge {
+        /// The service.
+        service: ServiceName,
+        /// A recorded sequence, not below the node's previous acknowledgement.
+        sequence: u64,
+    },
+}
+
+/// Events of this pallet.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Event {
+    /// A checkpoint was recorded.
+    #[codec(index = 0)]
+    CheckpointRecorded {
+        /// The service.
+        service: ServiceName,
+        /// Its sequence.
+        sequence: u64,
+        /// Producer's epoch.
+        epoch: Epoch,
+        /// The producer.
+        producer: AccountId,
+        /// Manifest root.
+        manifest_root: H256,
+    },
+    /// A node acknowledged a checkpoint.
+    #[codec(index = 1)]
+    CheckpointAcknowledged {
+        /// The service.
+        service: ServiceName,
+        /// The node.
+        node: AccountId,
+        /// The sequence.
+        sequence: u64,
+    },
+}
+
+/// Errors of this pallet.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, thiserror::Error)]
+pub enum Error {
+    /// Wrong origin for the call.
+    #[error("bad origin: this call needs {needed} origin")]
+    BadOrigin {
+        /// What was needed.
+        needed: String,
+    },
+    /// No such service.
+    #[error("unknown service {service}")]
+    UnknownService {
+        /// The service.
+        service: ServiceName,
+    },
+    /// Only the active node (promotion completed) may record checkpoints.
+    #[error("{node} is not the active node of {service}")]
+    NotActive {
+        /// The service.
+        service: ServiceName,
+        /// The sender.
+        node: AccountId,
+    },
+    /// The epoch is not the service's current one (a fenced node).
+    #[error("checkpoint for epoch {given} but the service is at epoch {current}")]
+    WrongEpoch {
+        /// Current epoch.
+        current: Epoch,
+        /// Given epoch.
+        given: Epoch,
+    },
+    /// Sequences must increase.
+    #[error("sequence {given} is not above the latest {latest}")]
+    SequenceNotIncreasing {
+        /// Latest recorded.
+        latest: u64,
+        /// Given.
+        given: u64,
+    },
+    /// The sender is not a candidate of the service.
+    #[error("{node} is not a candidate of {service}")]
+    NotACandidate {
+        /// The service.
+        service: ServiceName,
+        /// The node.
+        node: AccountId,
+    },
+    /// No such checkpoint (never recorded, or pruned).
+    #[error("no checkpoint {sequence} for {service}")]
+    UnknownCheckpoint {
+        /// The service.
+        service: ServiceName,
+        /// The sequence.
+        sequence: u64,
+    },
+    /// Acknowledgements must not go backwards.
+    #[error("already acknowledged {previous}, cannot go back to {given}")]
+    AckRegression {
+        /// Previous acknowledgement.
+        previous: u64,
+        /// Given.
+        given: u64,
+    },
+}
+
+impl From<drchain_support::dispatch::BadOrigin> for Error {
+    fn from(e: drchain_support::dispatch::BadOrigin) -> Self {
+        Error::BadOrigin {
+            needed: e.needed.to_string(),
+        }
+    }
+}
+
+/// Latest recorded sequence of `service`.
+pub fn latest(state: &Overlay<'_>, service: &ServiceName) -> Option<u64> {
+    Latest::get(state, service)
+}
+
+/// A recorded checkpoint.
+pub fn checkpoint(state: &Overlay<'_>, service: &ServiceName, sequence: u64) -> Option<Checkpoint> {
+    Checkpoints::get(state, service, &sequence)
+}
+
+/// Retained checkpoints of `service`, oldest first.
+pub fn checkpoints(state: &Overlay<'_>, service: &ServiceName) -> Vec<(u64, Checkpoint)> {
+    let mut all = Checkpoints::iter_prefix(state, service);
+    all.sort_by_key(|(seq, _)| *seq);
+    all
+}
+
+/// Acknowledgements per node for `service`.
+pub fn acks(state: &Overlay<'_>, service: &ServiceName) -> Vec<(AccountId, u64)> {
+    Acks::iter_prefix(state, service)
+}
+
+/// Drops everything about a removed service.
+pub fn clear_service(state: &mut Overlay<'_>, service: &ServiceName) {
+    Checkpoints::remove_prefix(state, service);
+    Acks::remove_prefix(state, service);
+    Latest::remove(state, service);
+}
+
+/// Executes a call.
+pub fn dispatch<E: From<Event>>(
+    env: &mut Env<'_, '_, E>,
+    directory: &dyn ServiceDirectory,
+    origin: Origin,
+    call: Call,
+) -> Result<(), Error> {
+    let node = origin.signed()?;
+    match call {
+        Call::Submit {
+            service,
+            epoch,
+            sequence,
+            manifest_root,
+            size_bytes,
+        } => {
+            let current =
+                directory
+                    .epoch(env.state, &service)
+                    .ok_or_else(|| Error::UnknownService {
+                        service: service.clone(),
+                    })?;
+            if epoch != current {
+                return Err(Error::WrongEpoch {
+                    current,
+                    given: epoch,
+                });
+            }
+            match directory.active(env.state, &service) {
+                Some((active, _)) if active == node => {}
+                _ => return Err(Error::NotActive { service, node }),
+            }
+            let latest = Latest::get(env.state, &service);
+            if let Some(latest) = latest.filter(|l| sequence <= *l) {
+                return Err(Error::SequenceNotIncreasing {
+                    latest,
+                    given: sequence,
+                });
+            }
+            let record = Checkpoint {
+                epoch,
+                producer: node,
+                manifest_root,
+                size_bytes,
+                timestamp: env.block.timestamp,
+                block: env.block.number,
+            };
+            Checkpoints::insert(env.state, &service, &sequence, &record);
+            Latest::insert(env.state, &service, &sequence);
+            prune(env.state, &service, sequence);
+            env.deposit(Event::CheckpointRecorded {
+                service,
+                sequence,
+                epoch,
+                producer: node,
+                manifest_root,
+            });
+            Ok(())
+        }
+        Call::Acknowledge { service, sequence } => {
+            if !directory.exists(env.state, &service) {
+                return Err(Error::UnknownService { service });
+            }
+            if !directory.is_candidate(env.state, &service, &node) {
+                return Err(Error::NotACandidate { service, node });
+            }
+            if Checkpoints::get(env.state, &service, &sequence).is_none() {
+                return Err(Error::UnknownCheckpoint { service, sequence });
+            }
+            if let Some(previous) = Acks::get(env.state, &service, &node).filter(|p| *p > sequence)
+            {
+                return Err(Error::AckRegression {
+                    previous,
+                    given: sequence,
+                });
+            }
+            Acks::insert(env.state, &service, &node, &sequence);
+            env.deposit(Event::CheckpointAcknowledged {
+                service,
+                node,
+                sequence,
+            });
+            Ok(())
+        }
+    }
+}
+
+/// Keeps the newest [`RETAINED_CHECKPOINTS`] checkpoints of a service.
+fn prune(state: &mut Overlay<'_>, service: &ServiceName, newest: u64) {
+    let Some(cutoff) = newest.checked_sub(RETAINED_CHECKPOINTS) else {
+        return;
+    };
+    for (seq, _) in Checkpoints::iter_prefix(state, service) {
+        if seq <= cutoff {
+            Checkpoints::remove(state, service, &seq);
+        }
+    }
+}

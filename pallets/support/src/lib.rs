@@ -16,7 +16,9 @@ pub use dispatch::{BlockInfo, Env, Origin};
 pub use primitives::{
     blake3_hash, AccountId, BlockNumber, Epoch, Hash, Moment, Nonce, Signature, H256,
 };
-pub use service::{Health, ServiceDirectory, ServiceName, ServiceNameError};
+pub use service::{
+    Health, ServiceDirectory, ServiceName, ServiceNameError, StaticDirectory, StaticService,
+};
 pub use storage::{ChangeSet, MemoryState, Overlay, StateRead};
 pub use trie::{StateTrie, TrieDelta};
 

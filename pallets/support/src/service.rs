@@ -114,6 +114,43 @@ pub trait ServiceDirectory {
     fn active(&self, state: &Overlay<'_>, service: &ServiceName) -> Option<(AccountId, Epoch)>;
 }
 
+/// One service as a [`StaticDirectory`] describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaticService {
+    /// Candidates in priority order.
+    pub candidates: Vec<AccountId>,
+    /// Current epoch.
+    pub epoch: Epoch,
+    /// The node holding the active role.
+    pub active: Option<AccountId>,
+}
+
+/// A fixed directory, for pallet tests and tools that have no failover state at hand.
+#[derive(Debug, Clone, Default)]
+pub struct StaticDirectory {
+    /// Services by name.
+    pub services: std::collections::BTreeMap<ServiceName, StaticService>,
+}
+
+impl ServiceDirectory for StaticDirectory {
+    fn exists(&self, _: &Overlay<'_>, service: &ServiceName) -> bool {
+        self.services.contains_key(service)
+    }
+    fn is_candidate(&self, _: &Overlay<'_>, service: &ServiceName, node: &AccountId) -> bool {
+        self.services
+            .get(service)
+            .is_some_and(|s| s.candidates.contains(node))
+    }
+    fn epoch(&self, _: &Overlay<'_>, service: &ServiceName) -> Option<Epoch> {
+        self.services.get(service).map(|s| s.epoch)
+    }
+    fn active(&self, _: &Overlay<'_>, service: &ServiceName) -> Option<(AccountId, Epoch)> {
+        self.services
+            .get(service)
+            .and_then(|s| s.active.map(|a| (a, s.epoch)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,123 @@
+use drchain_support::{BlockInfo, MemoryState, StaticDirectory, StaticService};
+
+use super::*;
+
+fn db() -> ServiceName {
+    ServiceName::new("db").unwrap()
+}
+
+const ACTIVE: AccountId = AccountId([1; 32]);
+const STANDBY: AccountId = AccountId([2; 32]);
+
+fn directory() -> StaticDirectory {
+    let service = StaticService {
+        candidates: vec![ACTIVE, STANDBY],
+        epoch: 5,
+        active: Some(ACTIVE),
+    };
+    StaticDirectory {
+        services: [(db(), service)].into(),
+    }
+}
+
+fn call(state: &mut MemoryState, who: AccountId, c: Call) -> (Result<(), Error>, Vec<Event>) {
+    let mut events = vec![];
+    let mut o = Overlay::new(state);
+    let r = {
+        let mut env = Env::new(
+            &mut o,
+            BlockInfo {
+                number: 9,
+                timestamp: 99,
+                ..Default::default()
+            },
+            &mut events,
+        );
+        dispatch(&mut env, &directory(), Origin::Signed(who), c)
+    };
+    let changes = o.into_changes();
+    state.commit(changes);
+    (r, events)
+}
+
+fn submit(epoch: Epoch, sequence: u64) -> Call {
+    Call::Submit {
+        service: db(),
+        epoch,
+        sequence,
+        manifest_root: H256([sequence as u8; 32]),
+        size_bytes: 10,
+    }
+}
+
+#[test]
+fn only_the_active_at_the_current_epoch_records_checkpoints() {
+    let mut s = MemoryState::new();
+    let (r, events) = call(&mut s, ACTIVE, submit(5, 1));
+    r.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(latest(&Overlay::new(&s), &db()), Some(1));
+    assert_eq!(
+        call(&mut s, STANDBY, submit(5, 2)).0,
+        Err(Error::NotActive {
+            service: db(),
+            node: STANDBY
+        })
+    );
+    assert_eq!(
+        call(&mut s, ACTIVE, submit(4, 2)).0,
+        Err(Error::WrongEpoch {
+            current: 5,
+            given: 4
+        })
+    );
+    assert_eq!(
+        call(&mut s, ACTIVE, submit(5, 1)).0,
+        Err(Error::SequenceNotIncreasing {
+            latest: 1,
+            given: 1
+        })
+    );
+}
+
+#[test]
+fn standbys_acknowledge_recorded_checkpoints_monotonically() {
+    let mut s = MemoryState::new();
+    call(&mut s, ACTIVE, submit(5, 1)).0.unwrap();
+    call(&mut s, ACTIVE, submit(5, 2)).0.unwrap();
+    let ack = |sequence| Call::Acknowledge {
+        service: db(),
+        sequence,
+    };
+    call(&mut s, STANDBY, ack(2)).0.unwrap();
+    assert_eq!(
+        call(&mut s, STANDBY, ack(1)).0,
+        Err(Error::AckRegression {
+            previous: 2,
+            given: 1
+        })
+    );
+    assert_eq!(
+        call(&mut s, STANDBY, ack(7)).0,
+        Err(Error::UnknownCheckpoint {
+            service: db(),
+            sequence: 7
+        })
+    );
+    assert!(matches!(
+        call(&mut s, AccountId([9; 32]), ack(2)).0,
+        Err(Error::NotACandidate { .. })
+    ));
+    assert_eq!(acks(&Overlay::new(&s), &db()), vec![(STANDBY, 2)]);
+}
+
+#[test]
+fn old_checkpoints_are_pruned() {
+    let mut s = MemoryState::new();
+    for seq in 1..=RETAINED_CHECKPOINTS + 3 {
+        call(&mut s, ACTIVE, submit(5, seq)).0.unwrap();
+    }
+    let kept = checkpoints(&Overlay::new(&s), &db());
+    assert_eq!(kept.len() as u64, RETAINED_CHECKPOINTS);
+    assert_eq!(kept.first().map(|(seq, _)| *seq), Some(4));
+}
