@@ -1,0 +1,380 @@
+//! The election rules, one function per step. Everything reads chain state only.
+
+use drchain_support::{AccountId, Env, Epoch, Health, ServiceName};
+use parity_scale_codec::{Decode, Encode};
+
+use crate::{Error, Event, NodeRecord, Nodes, Phase, Reason, Role, ServiceConfig, States};
+
+/// Why a candidate cannot be elected.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, thiserror::Error)]
+pub enum Ineligible {
+    /// Not in the service's candidate list.
+    #[error("not a candidate")]
+    NotACandidate,
+    /// Not an admitted member at block time.
+    #[error("not admitted (revoked, expired or CA unpinned)")]
+    NotAdmitted,
+    /// Never sent a heartbeat.
+    #[error("no heartbeat yet")]
+    NoHeartbeat,
+    /// Last heartbeat too old on the live clock.
+    #[error("heartbeat is {age_ms} ms old")]
+    Stale {
+        /// Age on the live clock.
+        age_ms: u64,
+    },
+    /// Reports a health other than healthy.
+    #[error("reports {health:?}")]
+    Unhealthy {
+        /// The reported health.
+        health: Health,
+    },
+    /// Failed in an epoch it has not seen the end of.
+    #[error("failed in epoch {epoch} and has not reported a newer one")]
+    FailedInEpoch {
+        /// The epoch of the failure.
+        epoch: Epoch,
+    },
+    /// A deposed holder that has not seen the newer epoch.
+    #[error("fenced since epoch {epoch}")]
+    FencedInEpoch {
+        /// The epoch it lost.
+        epoch: Epoch,
+    },
+    /// Too many checkpoints behind.
+    #[error("{lag} checkpoints behind (max {max_lag})")]
+    Lagging {
+        /// How far behind.
+        lag: u64,
+        /// The allowed lag.
+        max_lag: u64,
+    },
+}
+
+/// Checks whether `node` may be elected for `service` in the current block. On success returns
+/// the sequence of the checkpoint it applied (for the preference order).
+pub fn eligibility<E>(
+    env: &Env<'_, '_, E>,
+    service: &ServiceName,
+    config: &ServiceConfig,
+    node: &AccountId,
+) -> Result<Option<u64>, Ineligible> {
+    if config.priority(node).is_none() {
+        return Err(Ineligible::NotACandidate);
+    }
+    if !pallet_membership::is_admitted(env.state, node, env.block.timestamp) {
+        return Err(Ineligible::NotAdmitted);
+    }
+    let status =
+        pallet_service_status::status(env.state, service, node).ok_or(Ineligible::NoHeartbeat)?;
+    let age_ms = env.block.live_now.saturating_sub(status.live_at);
+    if age_ms > config.heartbeat_timeout_ms {
+        return Err(Ineligible::Stale { age_ms });
+    }
+    if status.health != Health::Healthy {
+        return Err(Ineligible::Unhealthy {
+            health: status.health,
+        });
+    }
+    if let Some(record) = Nodes::get(env.state, service, node) {
+        if let Some(epoch) = record.fenced_epoch.filter(|d| status.epoch_seen <= *d) {
+            return Err(Ineligible::FencedInEpoch { epoch });
+        }
+        if let Some(epoch) = record.failed_epoch.filter(|f| status.epoch_seen <= *f) {
+            return Err(Ineligible::FailedInEpoch { epoch });
+        }
+    }
+    let latest = pallet_checkpoints::latest(env.state, service);
+    let lag = match (latest, status.applied_checkpoint) {
+        (None, _) => 0,
+        (Some(latest), applied) => latest.saturating_sub(applied.unwrap_or(0)),
+    };
+    if lag > config.max_lag {
+        return Err(Ineligible::Lagging {
+            lag,
+            max_lag: config.max_lag,
+        });
+    }
+    Ok(status.applied_checkpoint)
+}
+
+/// The best eligible candidate other than `exclude`: most recent applied checkpoint first,
+/// then priority.
+fn best_candidate<E>(
+    env: &Env<'_, '_, E>,
+    service: &ServiceName,
+    config: &ServiceConfig,
+    exclude: Option<AccountId>,
+) -> Option<AccountId> {
+    config
+        .candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, node)| Some(**node) != exclude)
+        .filter_map(|(priority, node)| {
+            eligibility(env, service, config, node)
+                .ok()
+                .map(|applied| (applied, priority, *node))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
+        .map(|(_, _, node)| node)
+}
+
+/// What is wrong with the current holder, if anything.
+fn holder_fault<E>(
+    env: &Env<'_, '_, E>,
+    service: &ServiceName,
+    config: &ServiceConfig,
+    node: &AccountId,
+) -> Option<Reason> {
+    if config.priority(node).is_none() {
+        return Some(Reason::RemovedFromCandidates);
+    }
+    if !pallet_membership::is_admitted(env.state, node, env.block.timestamp) {
+        return Some(Reason::NotAdmitted);
+    }
+    match pallet_service_status::status(env.state, service, node) {
+        None => Some(Reason::HeartbeatStale),
+        Some(s) if env.block.live_now.saturating_sub(s.live_at) > config.heartbeat_timeout_ms => {
+            Some(Reason::HeartbeatStale)
+        }
+        Some(s) if s.health == Health::Failed => Some(Reason::ReportedFailed),
+        Some(_) => None,
+    }
+}
+
+/// Records a role, emitting `RoleChanged` if it differs.
+pub(crate) fn set_role<E: From<Event>>(
+    env: &mut Env<'_, '_, E>,
+    service: &ServiceName,
+    node: &AccountId,
+    role: Role,
+    epoch: Epoch,
+) {
+    let record = Nodes::get(env.state, service, node);
+    let from = record.as_ref().map(|r| r.role);
+    if from == Some(role) {
+        return;
+    }
+    let mut record = record.unwrap_or(NodeRecord {
+        role,
+        failed_epoch: None,
+        fenced_epoch: None,
+    });
+    record.role = role;
+    Nodes::insert(env.state, service, node, &record);
+    env.deposit(Event::RoleChanged {
+        service: service.clone(),
+        node: *node,
+        from,
+        to: role,
+        epoch,
+    });
+}
+
+/// Takes the service from its holder `node`, which held `epoch`.
+fn depose<E: From<Event>>(
+    env: &mut Env<'_, '_, E>,
+    service: &ServiceName,
+    config: &ServiceConfig,
+    node: AccountId,
+    epoch: Epoch,
+    reason: Reason,
+) {
+    env.deposit(Event::Deposed {
+        service: service.clone(),
+        node,
+        epoch,
+        reason,
+    });
+    if config.priority(&node).is_none() {
+        // No longer a candidate: nothing to remember about it.
+        Nodes::remove(env.state, service, &node);
+        return;
+    }
+    let mut record = Nodes::get(env.state, service, &node).unwrap_or(NodeRecord {
+        role: Role::Fenced,
+        failed_epoch: None,
+        fenced_epoch: None,
+    });
+    if reason.needs_fencing() {
+        record.fenced_epoch = Some(epoch);
+    }
+    if reason.is_failure() {
+        record.failed_epoch = Some(epoch);
+    }
+    Nodes::insert(env.state, service, &node, &record);
+    let role = if reason.is_failure() {
+        Role::Failed
+    } else {
+        Role::Fenced
+    };
+    set_role(env, service, &node, role, epoch);
+}
+
+/// Elects `node` (already checked eligible) in a new epoch.
+fn elect<E: From<Event>>(
+    env: &mut Env<'_, '_, E>,
+    service: &ServiceName,
+    config: &ServiceConfig,
+    node: AccountId,
+    previous: Option<AccountId>,
+    reason: Reason,
+) {
+    let Some(mut st) = States::get(env.state, service) else {
+        return;
+    };
+    st.epoch += 1;
+    st.phase = Phase::Promoting {
+        node,
+        deadline: env.block.live_now + config.promotion_timeout_ms,
+    };
+    st.since_block = env.block.number;
+    States::insert(env.state, service, &st);
+    env.deposit(Event::Elected {
+        service: service.clone(),
+        node,
+        epoch: st.epoch,
+        previous,
+        reason,
+    });
+    set_role(env, service, &node, Role::Promoting, st.epoch);
+}
+
+/// Leaves the service without a holder in a new epoch.
+fn vacate<E: From<Event>>(env: &mut Env<'_, '_, E>, service: &ServiceName, reason: Reason) {
+    let Some(mut st) = States::get(env.state, service) else {
+        return;
+    };
+    st.epoch += 1;
+    st.phase = Phase::Vacant;
+    st.since_block = env.block.number;
+    States::insert(env.state, service, &st);
+    env.deposit(Event::WentVacant {
+        service: service.clone(),
+        epoch: st.epoch,
+        reason,
+    });
+}
+
+/// The end-of-block step for one service: check the holder, elect if needed, refresh roles.
+pub(crate) fn run<E: From<Event>>(
+    env: &mut Env<'_, '_, E>,
+    service: &ServiceName,
+    config: &ServiceConfig,
+) {
+    let Some(st) = States::get(env.state, service) else {
+        return;
+    };
+    let fault = match st.phase {
+        Phase::Active { node } => holder_fault(env, service, config, &node).map(|r| (node, r)),
+        Phase::Promoting { node, deadline } => holder_fault(env, service, config, &node)
+            .or((env.block.live_now > deadline).then_some(Reason::PromotionTimeout))
+            .map(|r| (node, r)),
+        Phase::Vacant => None,
+    };
+    match (st.phase, fault) {
+        (_, Some((node, reason))) => {
+            depose(env, service, config, node, st.epoch, reason);
+            match best_candidate(env, service, config, Some(node)) {
+                Some(next) => elect(env, service, config, next, Some(node), reason),
+                None => vacate(env, service, reason),
+            }
+        }
+        (Phase::Vacant, None) => {
+            if let Some(next) = best_candidate(env, service, config, None) {
+                elect(env, service, config, next, None, Reason::Vacancy);
+            }
+        }
+        _ => {}
+    }
+    refresh_roles(env, service, config);
+}
+
+/// Roles of the candidates that do not hold the service, from their latest heartbeat.
+fn refresh_roles<E: From<Event>>(
+    env: &mut Env<'_, '_, E>,
+    service: &ServiceName,
+    config: &ServiceConfig,
+) {
+    let Some(st) = States::get(env.state, service) else {
+        return;
+    };
+    let holder = st.phase.holder();
+    for node in &config.candidates {
+        if Some(*node) == holder {
+            continue;
+        }
+        let Some(status) = pallet_service_status::status(env.state, service, node) else {
+            continue;
+        };
+        let record = Nodes::get(env.state, service, node);
+        let stale = env.block.live_now.saturating_sub(status.live_at) > config.heartbeat_timeout_ms;
+        let seen = status.epoch_seen;
+        let role = if stale || status.health == Health::Failed {
+            Role::Failed
+        } else if record
+            .as_ref()
+            .and_then(|r| r.fenced_epoch)
+            .is_some_and(|d| seen <= d)
+        {
+            Role::Fenced
+        } else if record
+            .as_ref()
+            .and_then(|r| r.failed_epoch)
+            .is_some_and(|f| seen <= f)
+        {
+            Role::Failed
+        } else {
+            Role::Standby
+        };
+        set_role(env, service, node, role, st.epoch);
+    }
+}
+
+/// Moves the service from its active node to `target` or the best eligible candidate.
+pub(crate) fn switchover<E: From<Event>>(
+    env: &mut Env<'_, '_, E>,
+    service: &ServiceName,
+    target: Option<AccountId>,
+) -> Result<(), Error> {
+    let config = crate::Services::get(env.state, service).ok_or_else(|| Error::UnknownService {
+        service: service.clone(),
+    })?;
+    let st = States::get(env.state, service).ok_or_else(|| Error::UnknownService {
+        service: service.clone(),
+    })?;
+    let Phase::Active { node: current } = st.phase else {
+        return Err(Error::NotActive {
+            service: service.clone(),
+        });
+    };
+    let next = match target {
+        Some(node) => {
+            if node == current {
+                return Err(Error::TargetNotEligible {
+                    node,
+                    why: Ineligible::FencedInEpoch { epoch: st.epoch },
+                });
+            }
+            eligibility(env, service, &config, &node)
+                .map_err(|why| Error::TargetNotEligible { node, why })?;
+            node
+        }
+        None => best_candidate(env, service, &config, Some(current)).ok_or_else(|| {
+            Error::NoEligibleCandidate {
+                service: service.clone(),
+            }
+        })?,
+    };
+    depose(env, service, &config, current, st.epoch, Reason::Switchover);
+    elect(
+        env,
+        service,
+        &config,
+        next,
+        Some(current),
+        Reason::Switchover,
+    );
+    Ok(())
+}
