@@ -19,7 +19,7 @@ pub use primitives::{
 pub use service::{
     Health, ServiceDirectory, ServiceName, ServiceNameError, StaticDirectory, StaticService,
 };
-pub use storage::{ChangeSet, MemoryState, Overlay, StateRead};
+pub use storage::{Backend, ChangeSet, MemoryState, Overlay, StateRead};
 pub use trie::{StateTrie, TrieDelta};
 
 /// Re-exported so the storage macros work in crates that name the codec differently.

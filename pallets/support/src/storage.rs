@@ -21,6 +21,15 @@ pub trait StateRead {
     fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)>;
 }
 
+/// State a block can be executed on: readable, and able to compute the root a change set
+/// would produce without applying it.
+pub trait Backend: StateRead {
+    /// The trie delta and new root for `changes`.
+    fn prepare(&self, changes: &ChangeSet) -> TrieDelta;
+    /// The current root.
+    fn root(&self) -> H256;
+}
+
 /// The writes of one block (or of genesis): `None` deletes a key.
 pub type ChangeSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
@@ -80,6 +89,15 @@ impl MemoryState {
     /// Whether the state holds no key.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+impl Backend for MemoryState {
+    fn prepare(&self, changes: &ChangeSet) -> TrieDelta {
+        MemoryState::prepare(self, changes)
+    }
+    fn root(&self) -> H256 {
+        MemoryState::root(self)
     }
 }
 

@@ -1,0 +1,429 @@
+//! Block execution: header checks, the block hooks, extrinsic application, and the roots.
+
+use drchain_support::{
+    AccountId, Backend, BlockInfo, ChangeSet, Env, Nonce, Origin, Overlay, TrieDelta, H256,
+};
+use parity_scale_codec::Encode;
+
+use crate::block::{extrinsics_root, Block, Header};
+use crate::call::{dispatch, RuntimeCall};
+use crate::event::{EventRecord, Phase, RuntimeEvent, SystemEvent};
+use crate::extrinsic::{UncheckedExtrinsic, MAX_EXTRINSIC_BYTES};
+use crate::system;
+
+/// Most extrinsics in one block.
+pub const MAX_BLOCK_EXTRINSICS: usize = 8192;
+/// How far ahead of the account's nonce the pool accepts transactions.
+pub const MAX_FUTURE_NONCES: u64 = 64;
+
+/// Why a transaction cannot be included. A block holding one is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransactionError {
+    /// Encoded size over the limit.
+    #[error("transaction of {size} bytes exceeds {max}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The signature does not verify for this chain.
+    #[error("bad signature (or signed for another chain)")]
+    BadSignature,
+    /// The signer is neither an unrevoked member nor an admin.
+    #[error("{signer} is not a member or admin of this chain")]
+    NotPermitted {
+        /// The signer.
+        signer: AccountId,
+    },
+    /// The nonce was already used.
+    #[error("nonce {got} already used; next is {expected}")]
+    StaleNonce {
+        /// Next nonce.
+        expected: Nonce,
+        /// Given.
+        got: Nonce,
+    },
+    /// The nonce is ahead of the account's next nonce.
+    #[error("nonce {got} is ahead of the next nonce {expected}")]
+    FutureNonce {
+        /// Next nonce.
+        expected: Nonce,
+        /// Given.
+        got: Nonce,
+    },
+}
+
+/// Why a block is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    /// Parent hash mismatch.
+    #[error("parent hash {got} is not {expected}")]
+    WrongParent {
+        /// The parent we execute on.
+        expected: H256,
+        /// What the header says.
+        got: H256,
+    },
+    /// Number is not parent + 1.
+    #[error("block number {got}, expected {expected}")]
+    WrongNumber {
+        /// parent + 1.
+        expected: u64,
+        /// What the header says.
+        got: u64,
+    },
+    /// Timestamp not after the parent's.
+    #[error("timestamp {got} is not after the parent's {parent}")]
+    TimestampNotIncreasing {
+        /// Parent timestamp.
+        parent: u64,
+        /// Header timestamp.
+        got: u64,
+    },
+    /// Too many extrinsics.
+    #[error("{count} extrinsics exceed the limit of {max}")]
+    TooManyExtrinsics {
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Extrinsics root mismatch.
+    #[error("extrinsics root {got} does not match the extrinsics ({computed})")]
+    BadExtrinsicsRoot {
+        /// Computed.
+        computed: H256,
+        /// In the header.
+        got: H256,
+    },
+    /// An extrinsic that cannot be included.
+    #[error("extrinsic {index}: {error}")]
+    InvalidExtrinsic {
+        /// Its position.
+        index: usize,
+        /// Why.
+        error: TransactionError,
+    },
+    /// State root mismatch.
+    #[error("state root {got} does not match the executed state ({computed})")]
+    BadStateRoot {
+        /// Computed.
+        computed: H256,
+        /// In the header.
+        got: H256,
+    },
+}
+
+/// The result of executing a block: what to write, and what happened.
+#[derive(Debug, Clone)]
+pub struct ExecutedBlock {
+    /// The header (with the roots).
+    pub header: Header,
+    /// State writes.
+    pub changes: ChangeSet,
+    /// State trie writes for those changes.
+    pub trie: TrieDelta,
+    /// Events, in order.
+    pub events: Vec<EventRecord>,
+}
+
+/// A block built by a proposer.
+#[derive(Debug, Clone)]
+pub struct BuiltBlock {
+    /// The block.
+    pub block: Block,
+    /// Its execution.
+    pub executed: ExecutedBlock,
+    /// Candidate transactions left out, and why.
+    pub rejected: Vec<(H256, TransactionError)>,
+}
+
+/// A transaction that may enter the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidTransaction {
+    /// Its hash.
+    pub hash: H256,
+    /// Signer.
+    pub sender: AccountId,
+    /// Its nonce.
+    pub nonce: Nonce,
+    /// Whether it can be included now (its nonce is the next one).
+    pub ready: bool,
+    /// Higher goes first: heartbeats and promotion completions are never starved.
+    pub priority: u8,
+}
+
+/// Priority of failover-critical calls.
+pub const PRIORITY_FAILOVER: u8 = 2;
+/// Priority of everything else.
+pub const PRIORITY_NORMAL: u8 = 1;
+
+fn priority(call: &RuntimeCall) -> u8 {
+    match call {
+        RuntimeCall::ServiceStatus(_)
+        | RuntimeCall::Failover(pallet_failover::Call::PromotionComplete { .. }) => {
+            PRIORITY_FAILOVER
+        }
+        _ => PRIORITY_NORMAL,
+    }
+}
+
+/// Checks what does not depend on the exact nonce; returns the account's next nonce.
+fn check(
+    state: &Overlay<'_>,
+    x: &UncheckedExtrinsic,
+    genesis_hash: &H256,
+) -> Result<Nonce, TransactionError> {
+    let size = x.encoded_size();
+    if size > MAX_EXTRINSIC_BYTES {
+        return Err(TransactionError::TooLarge {
+            size,
+            max: MAX_EXTRINSIC_BYTES,
+        });
+    }
+    if !x.verify(genesis_hash) {
+        return Err(TransactionError::BadSignature);
+    }
+    if !pallet_membership::may_transact(state, &x.signer) {
+        return Err(TransactionError::NotPermitted { signer: x.signer });
+    }
+    let expected = system::nonce(state, &x.signer);
+    if x.nonce < expected {
+        return Err(TransactionError::StaleNonce {
+            expected,
+            got: x.nonce,
+        });
+    }
+    Ok(expected)
+}
+
+/// Validates a transaction for the pool against the best state.
+pub fn validate_transaction(
+    backend: &dyn Backend,
+    x: &UncheckedExtrinsic,
+    genesis_hash: &H256,
+) -> Result<ValidTransaction, TransactionError> {
+    let state = Overlay::new(backend);
+    let expected = check(&state, x, genesis_hash)?;
+    if x.nonce > expected + MAX_FUTURE_NONCES {
+        return Err(TransactionError::FutureNonce {
+            expected,
+            got: x.nonce,
+        });
+    }
+    Ok(ValidTransaction {
+        hash: x.hash(),
+        sender: x.signer,
+        nonce: x.nonce,
+        ready: x.nonce == expected,
+        priority: priority(&x.call),
+    })
+}
+
+/// A block being executed.
+struct Execution<'a> {
+    state: Overlay<'a>,
+    block: BlockInfo,
+    events: Vec<EventRecord>,
+    genesis_hash: H256,
+}
+
+impl<'a> Execution<'a> {
+    /// Header-independent start of a block: time checks, the live clock, start-of-block hooks.
+    fn start(
+        backend: &'a dyn Backend,
+        parent: &Header,
+        timestamp: u64,
+        genesis_hash: H256,
+    ) -> Result<Self, BlockError> {
+        if timestamp <= parent.timestamp {
+            return Err(BlockError::TimestampNotIncreasing {
+                parent: parent.timestamp,
+                got: timestamp,
+            });
+        }
+        let mut state = Overlay::new(backend);
+        let params = pallet_network_config::params(&state);
+        let parent_live = system::LiveClock::get(&state).unwrap_or(0);
+        let live_now = system::advance_live_clock(
+            parent_live,
+            parent.timestamp,
+            timestamp,
+            params.live_clock_max_gap_ms,
+        );
+        let block = BlockInfo {
+            number: parent.number + 1,
+            timestamp,
+            live_now,
+            parent_hash: parent.hash(),
+        };
+        system::Number::put(&mut state, &block.number);
+        system::ParentHash::put(&mut state, &block.parent_hash);
+        system::Timestamp::put(&mut state, &timestamp);
+        system::LiveClock::put(&mut state, &live_now);
+        let mut exec = Self {
+            state,
+            block,
+            events: vec![],
+            genesis_hash,
+        };
+        exec.in_phase(Phase::Initialization, |env| {
+            pallet_membership::on_initialize(env)
+        });
+        Ok(exec)
+    }
+
+    fn in_phase<R>(
+        &mut self,
+        phase: Phase,
+        f: impl FnOnce(&mut Env<'_, '_, RuntimeEvent>) -> R,
+    ) -> R {
+        let mut events = vec![];
+        let r = f(&mut Env::new(&mut self.state, self.block, &mut events));
+        self.events
+            .extend(events.into_iter().map(|event| EventRecord { phase, event }));
+        r
+    }
+
+    /// Applies one extrinsic. `Err` means it cannot be in this block (nothing was written);
+    /// a failing call is `Ok`, recorded as `ExtrinsicFailed` with its writes rolled back.
+    fn apply(&mut self, index: u32, x: &UncheckedExtrinsic) -> Result<(), TransactionError> {
+        let expected = check(&self.state, x, &self.genesis_hash)?;
+        if x.nonce != expected {
+            return Err(TransactionError::FutureNonce {
+                expected,
+                got: x.nonce,
+            });
+        }
+        system::Nonces::insert(&mut self.state, &x.signer, &(expected + 1));
+        let call = x.call.clone();
+        let origin = Origin::Signed(x.signer);
+        self.in_phase(Phase::ApplyExtrinsic(index), |env| {
+            env.state.start_transaction();
+            let before = env.event_count();
+            match dispatch(env, origin, call) {
+                Ok(()) => {
+                    env.state.commit_transaction();
+                    env.deposit(SystemEvent::ExtrinsicSuccess { index });
+                }
+                Err(error) => {
+                    env.state.rollback_transaction();
+                    env.truncate_events(before);
+                    env.deposit(SystemEvent::ExtrinsicFailed { index, error });
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// End-of-block hooks; returns the writes and events.
+    fn finish(mut self) -> (ChangeSet, Vec<EventRecord>) {
+        self.in_phase(Phase::Finalization, |env| pallet_failover::on_finalize(env));
+        (self.state.into_changes(), self.events)
+    }
+}
+
+/// Builds a block on `parent` at `timestamp` from `candidates` (in order), leaving out those
+/// that cannot be included, up to `max_extrinsics`.
+pub fn build_block(
+    backend: &dyn Backend,
+    parent: &Header,
+    timestamp: u64,
+    genesis_hash: &H256,
+    candidates: impl IntoIterator<Item = UncheckedExtrinsic>,
+    max_extrinsics: usize,
+) -> Result<BuiltBlock, BlockError> {
+    let mut exec = Execution::start(backend, parent, timestamp, *genesis_hash)?;
+    let mut included = vec![];
+    let mut rejected = vec![];
+    for x in candidates {
+        if included.len() >= max_extrinsics.min(MAX_BLOCK_EXTRINSICS) {
+            break;
+        }
+        match exec.apply(included.len() as u32, &x) {
+            Ok(()) => included.push(x),
+            Err(e) => rejected.push((x.hash(), e)),
+        }
+    }
+    let number = exec.block.number;
+    let (changes, events) = exec.finish();
+    let trie = backend.prepare(&changes);
+    let header = Header {
+        parent_hash: parent.hash(),
+        number,
+        timestamp,
+        extrinsics_root: extrinsics_root(&included),
+        state_root: trie.root,
+    };
+    let executed = ExecutedBlock {
+        header: header.clone(),
+        changes,
+        trie,
+        events,
+    };
+    Ok(BuiltBlock {
+        block: Block {
+            header,
+            extrinsics: included,
+        },
+        executed,
+        rejected,
+    })
+}
+
+/// Executes `block` on `parent`'s state, checking the header: parent, number, timestamp,
+/// extrinsics root, every extrinsic, and the state root.
+pub fn execute_block(
+    backend: &dyn Backend,
+    parent: &Header,
+    block: &Block,
+    genesis_hash: &H256,
+) -> Result<ExecutedBlock, BlockError> {
+    let h = &block.header;
+    let parent_hash = parent.hash();
+    if h.parent_hash != parent_hash {
+        return Err(BlockError::WrongParent {
+            expected: parent_hash,
+            got: h.parent_hash,
+        });
+    }
+    if h.number != parent.number + 1 {
+        return Err(BlockError::WrongNumber {
+            expected: parent.number + 1,
+            got: h.number,
+        });
+    }
+    if block.extrinsics.len() > MAX_BLOCK_EXTRINSICS {
+        return Err(BlockError::TooManyExtrinsics {
+            count: block.extrinsics.len(),
+            max: MAX_BLOCK_EXTRINSICS,
+        });
+    }
+    let computed = extrinsics_root(&block.extrinsics);
+    if computed != h.extrinsics_root {
+        return Err(BlockError::BadExtrinsicsRoot {
+            computed,
+            got: h.extrinsics_root,
+        });
+    }
+    let mut exec = Execution::start(backend, parent, h.timestamp, *genesis_hash)?;
+    for (index, x) in block.extrinsics.iter().enumerate() {
+        exec.apply(index as u32, x)
+            .map_err(|error| BlockError::InvalidExtrinsic { index, error })?;
+    }
+    let (changes, events) = exec.finish();
+    let trie = backend.prepare(&changes);
+    if trie.root != h.state_root {
+        return Err(BlockError::BadStateRoot {
+            computed: trie.root,
+            got: h.state_root,
+        });
+    }
+    Ok(ExecutedBlock {
+        header: h.clone(),
+        changes,
+        trie,
+        events,
+    })
+}

@@ -1,0 +1,78 @@
+//! Signed extrinsics.
+//!
+//! The signature covers a domain tag, the chain's genesis hash, the signer, the nonce and the
+//! call, so a transaction can neither be replayed on another chain nor twice on this one.
+
+use drchain_support::{blake3_hash, AccountId, Nonce, Signature, H256};
+use ed25519_dalek::{Signer, SigningKey};
+use parity_scale_codec::{Decode, DecodeLimit, Encode};
+
+use crate::call::RuntimeCall;
+use crate::MAX_DECODE_DEPTH;
+
+/// Domain separation tag of transaction signatures.
+pub const SIGNING_DOMAIN: &[u8] = b"drchain/tx/v1";
+/// Largest encoded extrinsic, bytes.
+pub const MAX_EXTRINSIC_BYTES: usize = 64 * 1024;
+
+/// A signed call.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct UncheckedExtrinsic {
+    /// Who signed.
+    pub signer: AccountId,
+    /// The signer's transaction counter; must equal the chain's for the signer.
+    pub nonce: Nonce,
+    /// What to do.
+    pub call: RuntimeCall,
+    /// Ed25519 signature over [`signing_payload`].
+    pub signature: Signature,
+}
+
+/// The bytes a transaction's signature covers.
+pub fn signing_payload(
+    genesis_hash: &H256,
+    signer: &AccountId,
+    nonce: Nonce,
+    call: &RuntimeCall,
+) -> Vec<u8> {
+    (SIGNING_DOMAIN, genesis_hash, signer, nonce, call).encode()
+}
+
+impl UncheckedExtrinsic {
+    /// Signs `call` with `key` for the chain with `genesis_hash`.
+    pub fn sign(key: &SigningKey, genesis_hash: &H256, nonce: Nonce, call: RuntimeCall) -> Self {
+        let signer = AccountId::from(key);
+        let payload = signing_payload(genesis_hash, &signer, nonce, &call);
+        let signature = Signature(key.sign(&payload).to_bytes());
+        Self {
+            signer,
+            nonce,
+            call,
+            signature,
+        }
+    }
+
+    /// Whether the signature is valid for the chain with `genesis_hash`.
+    pub fn verify(&self, genesis_hash: &H256) -> bool {
+        let payload = signing_payload(genesis_hash, &self.signer, self.nonce, &self.call);
+        self.signer.verify(&payload, &self.signature)
+    }
+
+    /// blake3 of the encoding: the transaction hash.
+    pub fn hash(&self) -> H256 {
+        blake3_hash(&self.encode())
+    }
+
+    /// Decodes an extrinsic from untrusted bytes: size-limited, nesting-limited, and all bytes
+    /// must be used.
+    pub fn decode_untrusted(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() > MAX_EXTRINSIC_BYTES {
+            return Err(format!(
+                "extrinsic of {} bytes exceeds {MAX_EXTRINSIC_BYTES}",
+                bytes.len()
+            ));
+        }
+        Self::decode_all_with_depth_limit(MAX_DECODE_DEPTH, &mut &bytes[..])
+            .map_err(|e| e.to_string())
+    }
+}
