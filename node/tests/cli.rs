@@ -1,0 +1,188 @@
+//! The `drchain` binary's key, cert and build-spec commands, run as a user would.
+
+mod common;
+
+use common::{drchain, fails, field, ok};
+
+#[test]
+fn key_generate_and_inspect_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = drchain(dir.path(), &["key", "generate", "--out", "node.key"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let account = field(&stderr, "Account:");
+    assert_eq!(
+        ok(dir.path(), &["key", "inspect", "node.key"]).trim(),
+        account
+    );
+    // Never overwrites a key.
+    assert!(fails(dir.path(), &["key", "generate", "--out", "node.key"]).contains("must not exist"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("node.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn dev_keys_are_the_documented_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = drchain(dir.path(), &["key", "generate", "--dev", "alice"]);
+    let account = field(&String::from_utf8_lossy(&out.stderr), "Account:");
+    assert_eq!(
+        account,
+        drchain_runtime::dev::dev_account("alice").to_string()
+    );
+}
+
+#[test]
+fn ca_issue_verify_round_trip_for_both_ca_algorithms() {
+    for algorithm in ["ed25519", "p256"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        ok(d, &["key", "generate", "--out", "m.key"]);
+        ok(
+            d,
+            &[
+                "cert",
+                "ca-new",
+                "--algorithm",
+                algorithm,
+                "--key-out",
+                "ca.key",
+                "--cert-out",
+                "ca.pem",
+            ],
+        );
+        ok(
+            d,
+            &[
+                "cert",
+                "issue",
+                "--ca-cert",
+                "ca.pem",
+                "--ca-key",
+                "ca.key",
+                "--subject-key",
+                "m.key",
+                "--name",
+                "m1",
+                "--role",
+                "validator",
+                "--out",
+                "m.pem",
+            ],
+        );
+        let verified = ok(d, &["cert", "verify", "--ca", "ca.pem", "m.pem"]);
+        assert_eq!(
+            field(&verified, "account:"),
+            ok(d, &["key", "inspect", "m.key"]).trim()
+        );
+        assert_eq!(field(&verified, "role:"), "validator");
+
+        // Another CA does not vouch for it.
+        ok(
+            d,
+            &[
+                "cert",
+                "ca-new",
+                "--key-out",
+                "other.key",
+                "--cert-out",
+                "other.pem",
+                "--subject",
+                "CN=other",
+            ],
+        );
+        let err = fails(d, &["cert", "verify", "--ca", "other.pem", "m.pem"]);
+        assert!(err.contains("is not a pinned CA"), "{err}");
+        // Not valid a year and a day from now.
+        let later = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            + 366 * 86_400_000)
+            .to_string();
+        let err = fails(
+            d,
+            &[
+                "cert", "verify", "--ca", "ca.pem", "m.pem", "--at-ms", &later,
+            ],
+        );
+        assert!(err.contains("expired"), "{err}");
+    }
+}
+
+#[test]
+fn garbage_certificates_and_keys_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("junk.pem"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("junk.key"), "not a key").unwrap();
+    ok(
+        d,
+        &[
+            "cert",
+            "ca-new",
+            "--key-out",
+            "ca.key",
+            "--cert-out",
+            "ca.pem",
+        ],
+    );
+    assert!(fails(d, &["cert", "verify", "--ca", "ca.pem", "junk.pem"])
+        .contains("malformed certificate"));
+    assert!(fails(d, &["key", "inspect", "junk.key"]).contains("not a PKCS#8 PEM Ed25519 key"));
+    assert!(
+        fails(d, &["cert", "verify", "--ca", "ca.pem", "missing.pem"])
+            .contains("reading certificate")
+    );
+}
+
+#[test]
+fn checked_in_chain_specs_are_the_generated_ones() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for chain in ["dev", "local"] {
+        let generated = ok(&root, &["build-spec", "--chain", chain]);
+        let file = std::fs::read_to_string(root.join(format!("chain-spec/{chain}.json"))).unwrap();
+        assert_eq!(generated, file, "chain-spec/{chain}.json is stale: run `drchain build-spec --chain {chain} --out chain-spec/{chain}.json`");
+        let from_file = ok(
+            &root,
+            &["build-spec", "--chain", &format!("chain-spec/{chain}.json")],
+        );
+        assert_eq!(from_file, file);
+    }
+}
+
+#[test]
+fn a_malformed_spec_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let spec = std::fs::read_to_string(root.join("chain-spec/local.json")).unwrap();
+    std::fs::write(
+        d.join("bad.json"),
+        spec.replace(
+            "\"genesis_time_ms\": 1767225600000",
+            "\"genesis_time_ms\": -1",
+        ),
+    )
+    .unwrap();
+    let err = fails(d, &["build-spec", "--chain", "bad.json"]);
+    assert!(err.contains("`genesis_time_ms`"), "{err}");
+    std::fs::write(
+        d.join("bad2.json"),
+        spec.replace("127.0.0.1:15433", "nowhere"),
+    )
+    .unwrap();
+    let err = fails(d, &["build-spec", "--chain", "bad2.json"]);
+    assert!(err.contains("services[0].endpoints.bob"), "{err}");
+}

@@ -1,0 +1,203 @@
+//! Certificates made with the `openssl` command line work with drchain, and drchain's verify
+//! with openssl. Skipped when openssl is missing, unless DRCHAIN_REQUIRE_OPENSSL is set (CI sets
+//! it, so the test cannot silently pass there).
+
+mod common;
+
+use std::path::Path;
+
+use common::{field, ok, sh};
+
+fn have_openssl() -> bool {
+    let present = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present && std::env::var_os("DRCHAIN_REQUIRE_OPENSSL").is_some() {
+        panic!("openssl is required (DRCHAIN_REQUIRE_OPENSSL is set) but not installed");
+    }
+    if !present {
+        eprintln!("openssl not installed: skipping");
+    }
+    present
+}
+
+/// An openssl CA of `ca_alg` (`ed25519` or `p256`) issuing an Ed25519 member certificate.
+fn openssl_ca_and_member(d: &Path, ca_alg: &str) {
+    match ca_alg {
+        "ed25519" => sh(
+            d,
+            "openssl",
+            &["genpkey", "-algorithm", "ed25519", "-out", "ca.key"],
+        ),
+        _ => sh(
+            d,
+            "openssl",
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "ca.key",
+            ],
+        ),
+    };
+    sh(
+        d,
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-subj",
+            "/O=ossl/CN=openssl CA",
+            "-days",
+            "30",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    sh(
+        d,
+        "openssl",
+        &["genpkey", "-algorithm", "ed25519", "-out", "m.key"],
+    );
+    sh(
+        d,
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-key",
+            "m.key",
+            "-subj",
+            "/O=ossl/OU=validator/CN=m1",
+            "-out",
+            "m.csr",
+        ],
+    );
+    sh(
+        d,
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "m.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "7",
+            "-days",
+            "10",
+            "-out",
+            "m.pem",
+        ],
+    );
+}
+
+#[test]
+fn openssl_made_certificates_verify_and_admit() {
+    if !have_openssl() {
+        return;
+    }
+    for ca_alg in ["ed25519", "p256"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        openssl_ca_and_member(d, ca_alg);
+        let verified = ok(d, &["cert", "verify", "--ca", "ca.pem", "m.pem"]);
+        // openssl's Ed25519 key file is a key drchain reads, and it is the certificate's account.
+        assert_eq!(
+            field(&verified, "account:"),
+            ok(d, &["key", "inspect", "m.key"]).trim()
+        );
+        assert_eq!(field(&verified, "role:"), "validator");
+
+        // A chain spec pinning the openssl CA admits the openssl member at genesis.
+        let ca = std::fs::read_to_string(d.join("ca.pem")).unwrap();
+        let member = std::fs::read_to_string(d.join("m.pem")).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let spec = serde_json::json!({
+            "name": "openssl", "id": "ossl", "genesis_time_ms": now,
+            "trust_anchors": [ca],
+            "admins": {"accounts": [field(&verified, "account:")], "threshold": 1},
+            "members": [{"name": "m1", "role": "validator", "certificate": member}],
+        });
+        std::fs::write(d.join("spec.json"), spec.to_string()).unwrap();
+        ok(d, &["build-spec", "--chain", "spec.json"]);
+
+        // drchain can also issue from the openssl CA key.
+        ok(d, &["key", "generate", "--out", "n.key"]);
+        ok(
+            d,
+            &[
+                "cert",
+                "issue",
+                "--ca-cert",
+                "ca.pem",
+                "--ca-key",
+                "ca.key",
+                "--subject-key",
+                "n.key",
+                "--name",
+                "n",
+                "--out",
+                "n.pem",
+            ],
+        );
+        sh(d, "openssl", &["verify", "-CAfile", "ca.pem", "n.pem"]);
+    }
+}
+
+#[test]
+fn drchain_certificates_verify_with_openssl() {
+    if !have_openssl() {
+        return;
+    }
+    for alg in ["ed25519", "p256"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        ok(
+            d,
+            &[
+                "cert",
+                "ca-new",
+                "--algorithm",
+                alg,
+                "--key-out",
+                "ca.key",
+                "--cert-out",
+                "ca.pem",
+            ],
+        );
+        ok(d, &["key", "generate", "--out", "m.key"]);
+        ok(
+            d,
+            &[
+                "cert",
+                "issue",
+                "--ca-cert",
+                "ca.pem",
+                "--ca-key",
+                "ca.key",
+                "--subject-key",
+                "m.key",
+                "--name",
+                "m",
+                "--out",
+                "m.pem",
+            ],
+        );
+        let out = sh(d, "openssl", &["verify", "-CAfile", "ca.pem", "m.pem"]);
+        assert!(out.contains("OK"), "{out}");
+    }
+}
