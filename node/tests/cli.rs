@@ -1,5 +1,8 @@
 //! The `drchain` binary's key, cert and build-spec commands, run as a user would.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{drchain, fails, field, ok};

@@ -2,6 +2,9 @@
 //! with openssl. Skipped when openssl is missing, unless DRCHAIN_REQUIRE_OPENSSL is set (CI sets
 //! it, so the test cannot silently pass there).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::Path;

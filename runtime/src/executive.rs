@@ -319,7 +319,7 @@ impl<'a> Execution<'a> {
 
     /// End-of-block hooks; returns the writes and events.
     fn finish(mut self) -> (ChangeSet, Vec<EventRecord>) {
-        self.in_phase(Phase::Finalization, |env| pallet_failover::on_finalize(env));
+        self.in_phase(Phase::Finalization, pallet_failover::on_finalize);
         (self.state.into_changes(), self.events)
     }
 }

@@ -510,7 +510,7 @@ pub fn node_records(state: &Overlay<'_>, service: &ServiceName) -> Vec<(AccountI
 
 fn check_members(state: &Overlay<'_>, config: &ServiceConfig) -> Result<(), Error> {
     for node in &config.candidates {
-        if !pallet_membership::member(state, node).is_some_and(|m| m.revoked.is_none()) {
+        if pallet_membership::member(state, node).is_none_or(|m| m.revoked.is_some()) {
             return Err(Error::UnknownMember { node: *node });
         }
     }

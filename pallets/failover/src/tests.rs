@@ -564,9 +564,12 @@ fn degraded_active_stays_but_degraded_standby_is_not_elected() {
     assert!(events.iter().any(|e| matches!(e, Event::WentVacant { .. })));
 }
 
+/// One random block: live-clock advance, heartbeats as (node, health code, saw the previous
+/// epoch), whether the holder completes, and an optional switchover (to a target or the best).
+type RandomBlock = (u64, Vec<(usize, u8, bool)>, bool, Option<Option<usize>>);
+
 /// Ops for one random block.
-fn arb_block() -> impl Strategy<Value = (u64, Vec<(usize, u8, bool)>, bool, Option<Option<usize>>)>
-{
+fn arb_block() -> impl Strategy<Value = RandomBlock> {
     (
         prop_oneof![Just(0u64), Just(100), Just(300), Just(700), Just(1200)],
         prop::collection::vec((0usize..4, 0u8..4, any::<bool>()), 0..5),
@@ -615,8 +618,8 @@ proptest! {
                         prop_assert_eq!(s.health, Health::Healthy);
                         prop_assert!(pallet_membership::is_admitted(&o, node, T0 + c.live));
                         let r = Nodes::get(&o, &db(), node).unwrap();
-                        prop_assert!(r.failed_epoch.map_or(true, |f| s.epoch_seen > f));
-                        prop_assert!(r.fenced_epoch.map_or(true, |d| s.epoch_seen > d));
+                        prop_assert!(r.failed_epoch.is_none_or(|f| s.epoch_seen > f));
+                        prop_assert!(r.fenced_epoch.is_none_or(|d| s.epoch_seen > d));
                     }
                     Event::WentVacant { epoch, .. } => {
                         prop_assert!(*epoch > last_epoch);

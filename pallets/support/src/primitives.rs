@@ -95,6 +95,7 @@ macro_rules! fixed_bytes {
 
 fixed_bytes!(
     /// A 32-byte blake3 hash.
+    #[derive(Default)]
     H256,
     32
 );
@@ -109,12 +110,6 @@ fixed_bytes!(
     Signature,
     64
 );
-
-impl Default for H256 {
-    fn default() -> Self {
-        H256([0; 32])
-    }
-}
 
 /// The hash type of the chain.
 pub type Hash = H256;
