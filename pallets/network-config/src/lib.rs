@@ -32,7 +32,8 @@ pub const MAX_ADDRESS_LEN: usize = 256;
 pub struct ChainParams {
     /// A block is proposed at least this often when idle, so chain time advances.
     pub max_block_interval_ms: u64,
-    /// Validators refuse proposals whose timestamp is further ahead of their clock.
+    /// Validators refuse proposals whose timestamp is further than this from their clock (in
+    /// either direction; see the lease argument in `docs/architecture.md`).
     pub max_drift_ms: u64,
     /// The live clock advances by at most this much per block, so a consensus stall does not
     /// age heartbeats. Must be at least `max_block_interval_ms`.
