@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ed25519_dalek::{Verifier, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -127,7 +127,7 @@ impl AccountId {
             return false;
         };
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        key.verify_strict(message, &sig).is_ok() && key.verify(message, &sig).is_ok()
+        key.verify_strict(message, &sig).is_ok()
     }
 
     /// A short form for logs: the first four bytes.

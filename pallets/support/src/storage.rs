@@ -81,6 +81,11 @@ impl MemoryState {
         root
     }
 
+    /// Number of cached inner nodes of the state trie.
+    pub fn trie_nodes(&self) -> usize {
+        self.trie.cached_nodes()
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.entries.len()
