@@ -44,6 +44,12 @@ pub enum TransactionError {
         /// Given.
         got: Nonce,
     },
+    /// The block already holds the most extrinsics it may.
+    #[error("the block is full ({max} extrinsics)")]
+    BlockFull {
+        /// The limit.
+        max: usize,
+    },
     /// The nonce is ahead of the account's next nonce.
     #[error("nonce {got} is ahead of the next nonce {expected}")]
     FutureNonce {
@@ -324,6 +330,94 @@ impl<'a> Execution<'a> {
     }
 }
 
+/// Builds a block one extrinsic at a time, as a proposer draining its pool does: it can stop
+/// at any point (time budget, size) and seal what it has.
+pub struct BlockBuilder<'a> {
+    backend: &'a dyn Backend,
+    parent_hash: H256,
+    exec: Execution<'a>,
+    included: Vec<UncheckedExtrinsic>,
+}
+
+impl std::fmt::Debug for BlockBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockBuilder")
+            .field("number", &self.exec.block.number)
+            .field("included", &self.included.len())
+            .finish()
+    }
+}
+
+impl<'a> BlockBuilder<'a> {
+    /// Starts block `parent.number + 1` at `timestamp` (which must be after the parent's) on
+    /// `backend`, the parent's state; runs the start-of-block hooks.
+    pub fn new(
+        backend: &'a dyn Backend,
+        parent: &Header,
+        timestamp: u64,
+        genesis_hash: &H256,
+    ) -> Result<Self, BlockError> {
+        let exec = Execution::start(backend, parent, timestamp, *genesis_hash)?;
+        Ok(Self {
+            backend,
+            parent_hash: parent.hash(),
+            exec,
+            included: vec![],
+        })
+    }
+
+    /// Applies one extrinsic. `Err` means it cannot be in this block and nothing was written;
+    /// a call that fails is `Ok` (included, recorded as `ExtrinsicFailed`).
+    pub fn apply_extrinsic(&mut self, x: UncheckedExtrinsic) -> Result<(), TransactionError> {
+        if self.included.len() >= MAX_BLOCK_EXTRINSICS {
+            return Err(TransactionError::BlockFull {
+                max: MAX_BLOCK_EXTRINSICS,
+            });
+        }
+        self.exec.apply(self.included.len() as u32, &x)?;
+        self.included.push(x);
+        Ok(())
+    }
+
+    /// Extrinsics applied so far.
+    pub fn len(&self) -> usize {
+        self.included.len()
+    }
+
+    /// Whether no extrinsic was applied.
+    pub fn is_empty(&self) -> bool {
+        self.included.is_empty()
+    }
+
+    /// Runs the end-of-block hooks and seals the block with both roots.
+    pub fn finish(self) -> (Block, ExecutedBlock) {
+        let number = self.exec.block.number;
+        let timestamp = self.exec.block.timestamp;
+        let (changes, events) = self.exec.finish();
+        let trie = self.backend.prepare(&changes);
+        let header = Header {
+            parent_hash: self.parent_hash,
+            number,
+            timestamp,
+            extrinsics_root: extrinsics_root(&self.included),
+            state_root: trie.root,
+        };
+        let executed = ExecutedBlock {
+            header: header.clone(),
+            changes,
+            trie,
+            events,
+        };
+        (
+            Block {
+                header,
+                extrinsics: self.included,
+            },
+            executed,
+        )
+    }
+}
+
 /// Builds a block on `parent` at `timestamp` from `candidates` (in order), leaving out those
 /// that cannot be included, up to `max_extrinsics`.
 pub fn build_block(
@@ -334,39 +428,20 @@ pub fn build_block(
     candidates: impl IntoIterator<Item = UncheckedExtrinsic>,
     max_extrinsics: usize,
 ) -> Result<BuiltBlock, BlockError> {
-    let mut exec = Execution::start(backend, parent, timestamp, *genesis_hash)?;
-    let mut included = vec![];
+    let mut builder = BlockBuilder::new(backend, parent, timestamp, genesis_hash)?;
     let mut rejected = vec![];
     for x in candidates {
-        if included.len() >= max_extrinsics.min(MAX_BLOCK_EXTRINSICS) {
+        if builder.len() >= max_extrinsics.min(MAX_BLOCK_EXTRINSICS) {
             break;
         }
-        match exec.apply(included.len() as u32, &x) {
-            Ok(()) => included.push(x),
-            Err(e) => rejected.push((x.hash(), e)),
+        let hash = x.hash();
+        if let Err(e) = builder.apply_extrinsic(x) {
+            rejected.push((hash, e));
         }
     }
-    let number = exec.block.number;
-    let (changes, events) = exec.finish();
-    let trie = backend.prepare(&changes);
-    let header = Header {
-        parent_hash: parent.hash(),
-        number,
-        timestamp,
-        extrinsics_root: extrinsics_root(&included),
-        state_root: trie.root,
-    };
-    let executed = ExecutedBlock {
-        header: header.clone(),
-        changes,
-        trie,
-        events,
-    };
+    let (block, executed) = builder.finish();
     Ok(BuiltBlock {
-        block: Block {
-            header,
-            extrinsics: included,
-        },
+        block,
         executed,
         rejected,
     })

@@ -20,8 +20,8 @@ pub use block::{Block, Header};
 pub use call::{AdminCall, DispatchError, RuntimeCall};
 pub use event::{AdminEvent, EventRecord, Phase, RuntimeEvent, SystemEvent};
 pub use executive::{
-    build_block, execute_block, validate_transaction, BlockError, BuiltBlock, ExecutedBlock,
-    TransactionError, ValidTransaction,
+    build_block, execute_block, validate_transaction, BlockBuilder, BlockError, BuiltBlock,
+    ExecutedBlock, TransactionError, ValidTransaction,
 };
 pub use extrinsic::UncheckedExtrinsic;
 pub use genesis::{ChainSpec, Genesis, SpecError};

@@ -461,3 +461,60 @@ fn malformed_specs_name_the_field() {
     let unknown = json.replacen("\"id\"", "\"idd\"", 1);
     assert!(ChainSpec::from_json(unknown.as_bytes()).is_err());
 }
+
+#[test]
+fn the_block_builder_applies_one_extrinsic_at_a_time() {
+    let mut chain = Chain::local();
+    let good = chain.tx("alice", heartbeat("demo-db", 0));
+    let skipped_nonce = UncheckedExtrinsic::sign(
+        &dev_key("bob"),
+        &chain.genesis_hash,
+        5,
+        heartbeat("demo-db", 0),
+    );
+    let mut builder = BlockBuilder::new(
+        &chain.state,
+        &chain.head,
+        chain.head.timestamp + 200,
+        &chain.genesis_hash,
+    )
+    .unwrap();
+    builder.apply_extrinsic(good.clone()).unwrap();
+    assert_eq!(
+        builder.apply_extrinsic(skipped_nonce),
+        Err(TransactionError::FutureNonce {
+            expected: 0,
+            got: 5
+        })
+    );
+    assert_eq!(builder.len(), 1);
+    let (block, executed) = builder.finish();
+    let same = chain.build(200, vec![good]);
+    assert_eq!(block, same.block);
+    assert_eq!(executed.header.state_root, same.executed.header.state_root);
+    assert!(execute_block(&chain.state, &chain.head, &block, &chain.genesis_hash).is_ok());
+}
+
+proptest::proptest! {
+    /// Untrusted bytes never panic the decoders: they decode or they are refused.
+    #[test]
+    fn random_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+        let _ = UncheckedExtrinsic::decode_untrusted(&bytes);
+        let _ = <Block as parity_scale_codec::DecodeLimit>::decode_all_with_depth_limit(MAX_DECODE_DEPTH, &mut &bytes[..]);
+        let _ = ChainSpec::from_json(&bytes);
+    }
+
+    /// Valid extrinsics with flipped bytes are refused or, if they still decode, fail the
+    /// signature check: nothing signed can be altered.
+    #[test]
+    fn altered_extrinsics_do_not_verify(flip in 0usize..200, bit in 0u8..8) {
+        let mut chain = Chain::local();
+        let x = chain.tx("alice", heartbeat("demo-db", 0));
+        let mut bytes = x.encode();
+        let i = flip % bytes.len();
+        bytes[i] ^= 1 << bit;
+        if let Ok(altered) = UncheckedExtrinsic::decode_untrusted(&bytes) {
+            proptest::prop_assert!(!altered.verify(&chain.genesis_hash));
+        }
+    }
+}
