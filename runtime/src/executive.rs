@@ -1,7 +1,7 @@
 //! Block execution: header checks, the block hooks, extrinsic application, and the roots.
 
 use drchain_support::{
-    AccountId, Backend, BlockInfo, ChangeSet, Env, Nonce, Origin, Overlay, TrieDelta, H256,
+    AccountId, Backend, BlockInfo, ChangeSet, Env, Hooks, Nonce, Origin, Overlay, TrieDelta, H256,
 };
 use parity_scale_codec::Encode;
 
@@ -227,6 +227,24 @@ pub fn validate_transaction(
     })
 }
 
+/// Every pallet's start-of-block hook, in pallet index order.
+fn on_initialize_all(env: &mut Env<'_, '_, RuntimeEvent>) {
+    pallet_membership::Pallet::on_initialize(env);
+    pallet_service_status::Pallet::on_initialize(env);
+    pallet_network_config::Pallet::on_initialize(env);
+    pallet_checkpoints::Pallet::on_initialize(env);
+    pallet_failover::Pallet::on_initialize(env);
+}
+
+/// Every pallet's end-of-block hook, in pallet index order.
+fn on_finalize_all(env: &mut Env<'_, '_, RuntimeEvent>) {
+    pallet_membership::Pallet::on_finalize(env);
+    pallet_service_status::Pallet::on_finalize(env);
+    pallet_network_config::Pallet::on_finalize(env);
+    pallet_checkpoints::Pallet::on_finalize(env);
+    pallet_failover::Pallet::on_finalize(env);
+}
+
 /// A block being executed.
 struct Execution<'a> {
     state: Overlay<'a>,
@@ -274,9 +292,7 @@ impl<'a> Execution<'a> {
             events: vec![],
             genesis_hash,
         };
-        exec.in_phase(Phase::Initialization, |env| {
-            pallet_membership::on_initialize(env)
-        });
+        exec.in_phase(Phase::Initialization, on_initialize_all);
         Ok(exec)
     }
 
@@ -325,7 +341,7 @@ impl<'a> Execution<'a> {
 
     /// End-of-block hooks; returns the writes and events.
     fn finish(mut self) -> (ChangeSet, Vec<EventRecord>) {
-        self.in_phase(Phase::Finalization, pallet_failover::on_finalize);
+        self.in_phase(Phase::Finalization, on_finalize_all);
         (self.state.into_changes(), self.events)
     }
 }

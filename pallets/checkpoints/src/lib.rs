@@ -178,6 +178,12 @@ impl From<drchain_support::dispatch::BadOrigin> for Error {
     }
 }
 
+/// The pallet, for its block hooks (none: everything happens in calls).
+#[derive(Debug)]
+pub struct Pallet;
+
+impl<E> drchain_support::Hooks<E> for Pallet {}
+
 /// Latest recorded sequence of `service`.
 pub fn latest(state: &Overlay<'_>, service: &ServiceName) -> Option<u64> {
     Latest::get(state, service)

@@ -31,8 +31,8 @@ mod election;
 mod tests;
 
 use drchain_support::{
-    storage_double_map, storage_map, AccountId, BlockNumber, Env, Epoch, Moment, Origin, Overlay,
-    ServiceDirectory, ServiceName,
+    storage_double_map, storage_map, AccountId, BlockNumber, Env, Epoch, Hooks, Moment, Origin,
+    Overlay, ServiceDirectory, ServiceName,
 };
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -630,10 +630,16 @@ pub fn dispatch<E: From<Event>>(
     }
 }
 
-/// Block hook, after the block's calls: runs elections and refreshes roles for every service.
-pub fn on_finalize<E: From<Event>>(env: &mut Env<'_, '_, E>) {
-    for (service, config) in Services::iter(env.state) {
-        election::run(env, &service, &config);
+/// The pallet, for its block hooks.
+#[derive(Debug)]
+pub struct Pallet;
+
+impl<E: From<Event>> Hooks<E> for Pallet {
+    /// After the block's calls: runs elections and refreshes roles for every service.
+    fn on_finalize(env: &mut Env<'_, '_, E>) {
+        for (service, config) in Services::iter(env.state) {
+            election::run(env, &service, &config);
+        }
     }
 }
 

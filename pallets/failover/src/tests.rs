@@ -2,7 +2,7 @@
 //! `block` advances the live clock directly; the runtime's live clock (which ignores stalls)
 //! has its own tests in the runtime.
 
-use drchain_support::{BlockInfo, Env, Health, MemoryState, Overlay, H256};
+use drchain_support::{BlockInfo, Env, Health, Hooks, MemoryState, Overlay, H256};
 use ed25519_dalek::SigningKey;
 use pallet_membership::certgen::{self, CaKey, CertParams};
 use pallet_membership::MemberRole;
@@ -166,7 +166,7 @@ impl Chain {
             let mut o = Overlay::new(&self.state);
             {
                 let mut env = Env::new(&mut o, block, &mut events);
-                pallet_membership::on_initialize(&mut env);
+                <pallet_membership::Pallet as Hooks<Ev>>::on_initialize(&mut env);
                 for op in ops {
                     env.state.start_transaction();
                     let r = self.apply(&mut env, op);
@@ -177,7 +177,7 @@ impl Chain {
                     }
                     results.push(r);
                 }
-                on_finalize(&mut env);
+                <Pallet as Hooks<Ev>>::on_finalize(&mut env);
             }
             o.into_changes()
         };

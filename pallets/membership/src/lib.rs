@@ -21,7 +21,7 @@ mod tests;
 pub mod x509;
 
 use drchain_support::{
-    storage_map, storage_value, AccountId, BlockNumber, Env, Moment, Origin, H256,
+    storage_map, storage_value, AccountId, BlockNumber, Env, Hooks, Moment, Origin, H256,
 };
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -756,13 +756,19 @@ pub fn dispatch<E: From<Event>>(
     }
 }
 
-/// Block hook: puts a scheduled validator set into force at its height.
-pub fn on_initialize<E: From<Event>>(env: &mut Env<'_, '_, E>) {
-    let number = env.block.number;
-    if let Some(set) = PendingValidators::get(env.state, &number) {
-        PendingValidators::remove(env.state, &number);
-        Validators::put(env.state, &set);
-        env.deposit(Event::ValidatorSetChanged { validators: set });
+/// The pallet, for its block hooks.
+#[derive(Debug)]
+pub struct Pallet;
+
+impl<E: From<Event>> Hooks<E> for Pallet {
+    /// Puts a scheduled validator set into force at its height.
+    fn on_initialize(env: &mut Env<'_, '_, E>) {
+        let number = env.block.number;
+        if let Some(set) = PendingValidators::get(env.state, &number) {
+            PendingValidators::remove(env.state, &number);
+            Validators::put(env.state, &set);
+            env.deposit(Event::ValidatorSetChanged { validators: set });
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-use drchain_support::{BlockInfo, Env, MemoryState, Overlay};
+use drchain_support::{BlockInfo, Env, Hooks, MemoryState, Overlay};
 use ed25519_dalek::SigningKey;
 use spki::SubjectPublicKeyInfoOwned;
 
@@ -103,7 +103,7 @@ fn run<R>(
         let mut o = Overlay::new(state);
         let r = {
             let mut env = Env::new(&mut o, block(number), &mut events);
-            on_initialize(&mut env);
+            Pallet::on_initialize(&mut env);
             f(&mut env)
         };
         (r, o.into_changes())

@@ -196,6 +196,12 @@ impl From<drchain_support::dispatch::BadOrigin> for Error {
     }
 }
 
+/// The pallet, for its block hooks (none: everything happens in calls).
+#[derive(Debug)]
+pub struct Pallet;
+
+impl<E> drchain_support::Hooks<E> for Pallet {}
+
 /// The chain parameters in force (defaults before genesis sets them).
 pub fn params(state: &Overlay<'_>) -> ChainParams {
     Params::get(state).unwrap_or_default()

@@ -118,6 +118,12 @@ impl From<drchain_support::dispatch::BadOrigin> for Error {
     }
 }
 
+/// The pallet, for its block hooks (none: everything happens in calls).
+#[derive(Debug)]
+pub struct Pallet;
+
+impl<E> drchain_support::Hooks<E> for Pallet {}
+
 /// The latest status of `node` for `service`.
 pub fn status(state: &Overlay<'_>, service: &ServiceName, node: &AccountId) -> Option<Status> {
     Statuses::get(state, service, node)

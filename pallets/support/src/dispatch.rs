@@ -94,3 +94,12 @@ impl<'e, 's, E> Env<'e, 's, E> {
         self.events.truncate(count);
     }
 }
+
+/// A pallet's block hooks, called by the runtime for every pallet in index order. The defaults
+/// do nothing.
+pub trait Hooks<E> {
+    /// Start of the block, before any extrinsic.
+    fn on_initialize(_env: &mut Env<'_, '_, E>) {}
+    /// End of the block, after every extrinsic.
+    fn on_finalize(_env: &mut Env<'_, '_, E>) {}
+}

@@ -12,7 +12,7 @@ pub mod service;
 pub mod storage;
 pub mod trie;
 
-pub use dispatch::{BlockInfo, Env, Origin};
+pub use dispatch::{BlockInfo, Env, Hooks, Origin};
 pub use primitives::{
     blake3_hash, AccountId, BlockNumber, Epoch, Hash, Moment, Nonce, Signature, H256,
 };
