@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{drchain, fails, field, ok};
+use common::{drchain, fails, field, new_ca, new_member, ok};
 
 #[test]
 fn key_generate_and_inspect_agree() {
@@ -47,39 +47,8 @@ fn ca_issue_verify_round_trip_for_both_ca_algorithms() {
     for algorithm in ["ed25519", "p256"] {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        ok(d, &["key", "generate", "--out", "m.key"]);
-        ok(
-            d,
-            &[
-                "cert",
-                "ca-new",
-                "--algorithm",
-                algorithm,
-                "--key-out",
-                "ca.key",
-                "--cert-out",
-                "ca.pem",
-            ],
-        );
-        ok(
-            d,
-            &[
-                "cert",
-                "issue",
-                "--ca-cert",
-                "ca.pem",
-                "--ca-key",
-                "ca.key",
-                "--subject-key",
-                "m.key",
-                "--name",
-                "m1",
-                "--role",
-                "validator",
-                "--out",
-                "m.pem",
-            ],
-        );
+        new_ca(d, algorithm);
+        new_member(d, "m", "validator");
         let verified = ok(d, &["cert", "verify", "--ca", "ca.pem", "m.pem"]);
         assert_eq!(
             field(&verified, "account:"),

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{field, ok, sh};
+use common::{field, new_ca, new_member, ok, sh};
 
 fn have_openssl() -> bool {
     let present = std::process::Command::new("openssl")
@@ -139,24 +139,7 @@ fn openssl_made_certificates_verify_and_admit() {
         ok(d, &["build-spec", "--chain", "spec.json"]);
 
         // drchain can also issue from the openssl CA key.
-        ok(d, &["key", "generate", "--out", "n.key"]);
-        ok(
-            d,
-            &[
-                "cert",
-                "issue",
-                "--ca-cert",
-                "ca.pem",
-                "--ca-key",
-                "ca.key",
-                "--subject-key",
-                "n.key",
-                "--name",
-                "n",
-                "--out",
-                "n.pem",
-            ],
-        );
+        new_member(d, "n", "member");
         sh(d, "openssl", &["verify", "-CAfile", "ca.pem", "n.pem"]);
     }
 }
@@ -169,37 +152,8 @@ fn drchain_certificates_verify_with_openssl() {
     for alg in ["ed25519", "p256"] {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        ok(
-            d,
-            &[
-                "cert",
-                "ca-new",
-                "--algorithm",
-                alg,
-                "--key-out",
-                "ca.key",
-                "--cert-out",
-                "ca.pem",
-            ],
-        );
-        ok(d, &["key", "generate", "--out", "m.key"]);
-        ok(
-            d,
-            &[
-                "cert",
-                "issue",
-                "--ca-cert",
-                "ca.pem",
-                "--ca-key",
-                "ca.key",
-                "--subject-key",
-                "m.key",
-                "--name",
-                "m",
-                "--out",
-                "m.pem",
-            ],
-        );
+        new_ca(d, alg);
+        new_member(d, "m", "member");
         let out = sh(d, "openssl", &["verify", "-CAfile", "ca.pem", "m.pem"]);
         assert!(out.contains("OK"), "{out}");
     }

@@ -57,3 +57,47 @@ pub fn field(output: &str, label: &str) -> String {
         .find_map(|l| l.strip_prefix(label).map(|v| v.trim().to_string()))
         .unwrap_or_else(|| panic!("no {label} in {output}"))
 }
+
+/// `drchain cert ca-new` of `algorithm` writing `ca.key` and `ca.pem` in `dir`.
+pub fn new_ca(dir: &Path, algorithm: &str) {
+    ok(
+        dir,
+        &[
+            "cert",
+            "ca-new",
+            "--algorithm",
+            algorithm,
+            "--key-out",
+            "ca.key",
+            "--cert-out",
+            "ca.pem",
+        ],
+    );
+}
+
+/// A new member key `<name>.key` and its certificate `<name>.pem` issued by `ca.pem`/`ca.key`
+/// in `dir` with `role`.
+pub fn new_member(dir: &Path, name: &str, role: &str) {
+    let key = format!("{name}.key");
+    let cert = format!("{name}.pem");
+    ok(dir, &["key", "generate", "--out", &key]);
+    ok(
+        dir,
+        &[
+            "cert",
+            "issue",
+            "--ca-cert",
+            "ca.pem",
+            "--ca-key",
+            "ca.key",
+            "--subject-key",
+            &key,
+            "--name",
+            name,
+            "--role",
+            role,
+            "--out",
+            &cert,
+        ],
+    );
+}

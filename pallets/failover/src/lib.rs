@@ -382,11 +382,8 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, thiserror::Error)]
 pub enum Error {
     /// Wrong origin for the call.
-    #[error("bad origin: this call needs {needed} origin")]
-    BadOrigin {
-        /// What was needed.
-        needed: String,
-    },
+    #[error(transparent)]
+    BadOrigin(#[from] drchain_support::dispatch::BadOrigin),
     /// Bad configuration.
     #[error("invalid service configuration: {reason}")]
     InvalidConfig {
@@ -453,14 +450,6 @@ pub enum Error {
         /// Why.
         why: Ineligible,
     },
-}
-
-impl From<drchain_support::dispatch::BadOrigin> for Error {
-    fn from(e: drchain_support::dispatch::BadOrigin) -> Self {
-        Error::BadOrigin {
-            needed: e.needed.to_string(),
-        }
-    }
 }
 
 /// The [`ServiceDirectory`] the other service pallets consult, backed by this pallet.

@@ -275,11 +275,8 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, thiserror::Error)]
 pub enum Error {
     /// Wrong origin for the call.
-    #[error("bad origin: this call needs {needed} origin")]
-    BadOrigin {
-        /// What was needed.
-        needed: String,
-    },
+    #[error(transparent)]
+    BadOrigin(#[from] drchain_support::dispatch::BadOrigin),
     /// The certificate failed a check.
     #[error("certificate refused: {0}")]
     Certificate(CertError),
@@ -360,14 +357,6 @@ pub enum Error {
         /// The admin.
         account: AccountId,
     },
-}
-
-impl From<drchain_support::dispatch::BadOrigin> for Error {
-    fn from(e: drchain_support::dispatch::BadOrigin) -> Self {
-        Error::BadOrigin {
-            needed: e.needed.to_string(),
-        }
-    }
 }
 
 impl From<CertError> for Error {

@@ -295,7 +295,7 @@ fn admission_needs_admin_origin_and_a_granted_role() {
         )
     })
     .0;
-    assert!(matches!(r, Err(Error::BadOrigin { .. })));
+    assert!(matches!(r, Err(Error::BadOrigin(_))));
     let member_only = cert(&ca, &key(3), "member", T0 - DAY, T0 + DAY);
     assert_eq!(
         admit(&mut s, 2, member_only, MemberRole::Validator),

@@ -14,6 +14,7 @@
 #[cfg(test)]
 mod tests;
 
+use drchain_support::dispatch::BadOrigin;
 use drchain_support::{
     storage_double_map, storage_value, AccountId, Env, Origin, Overlay, ServiceDirectory,
     ServiceName,
@@ -147,11 +148,8 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, thiserror::Error)]
 pub enum Error {
     /// Wrong origin for the call.
-    #[error("bad origin: this call needs {needed} origin")]
-    BadOrigin {
-        /// What was needed.
-        needed: String,
-    },
+    #[error(transparent)]
+    BadOrigin(#[from] drchain_support::dispatch::BadOrigin),
     /// Parameters out of range.
     #[error("invalid chain parameters: {reason}")]
     InvalidParams {
@@ -186,14 +184,6 @@ pub enum Error {
         /// The node.
         node: AccountId,
     },
-}
-
-impl From<drchain_support::dispatch::BadOrigin> for Error {
-    fn from(e: drchain_support::dispatch::BadOrigin) -> Self {
-        Error::BadOrigin {
-            needed: e.needed.to_string(),
-        }
-    }
 }
 
 /// The pallet, for its block hooks (none: everything happens in calls).
@@ -295,9 +285,7 @@ pub fn dispatch<E: From<Event>>(
         } => {
             if let Origin::Signed(who) = origin {
                 if who != node {
-                    return Err(Error::BadOrigin {
-                        needed: "admin, or the node's own signed".into(),
-                    });
+                    return Err(BadOrigin::needs("admin, or the node's own signed").into());
                 }
             }
             if !directory.exists(env.state, &service) {

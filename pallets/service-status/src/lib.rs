@@ -81,11 +81,8 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, thiserror::Error)]
 pub enum Error {
     /// Wrong origin for the call.
-    #[error("bad origin: this call needs {needed} origin")]
-    BadOrigin {
-        /// What was needed.
-        needed: String,
-    },
+    #[error(transparent)]
+    BadOrigin(#[from] drchain_support::dispatch::BadOrigin),
     /// No such service.
     #[error("unknown service {service}")]
     UnknownService {
@@ -108,14 +105,6 @@ pub enum Error {
         /// The claimed one.
         given: Epoch,
     },
-}
-
-impl From<drchain_support::dispatch::BadOrigin> for Error {
-    fn from(e: drchain_support::dispatch::BadOrigin) -> Self {
-        Error::BadOrigin {
-            needed: e.needed.to_string(),
-        }
-    }
 }
 
 /// The pallet, for its block hooks (none: everything happens in calls).

@@ -14,12 +14,21 @@ pub enum Origin {
     Admin,
 }
 
-/// Error for a call made by the wrong kind of origin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("this call needs {needed} origin")]
+/// Error for a call made by the wrong kind of origin. Every pallet's `Error` wraps it.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, thiserror::Error)]
+#[error("bad origin: this call needs {needed} origin")]
 pub struct BadOrigin {
     /// The origin the call needs.
-    pub needed: &'static str,
+    pub needed: String,
+}
+
+impl BadOrigin {
+    /// An error saying the call needs `needed` origin.
+    pub fn needs(needed: &str) -> Self {
+        Self {
+            needed: needed.to_string(),
+        }
+    }
 }
 
 impl Origin {
@@ -27,7 +36,7 @@ impl Origin {
     pub fn signed(&self) -> Result<AccountId, BadOrigin> {
         match self {
             Origin::Signed(who) => Ok(*who),
-            Origin::Admin => Err(BadOrigin { needed: "a signed" }),
+            Origin::Admin => Err(BadOrigin::needs("a signed")),
         }
     }
 
@@ -35,7 +44,7 @@ impl Origin {
     pub fn admin(&self) -> Result<(), BadOrigin> {
         match self {
             Origin::Admin => Ok(()),
-            Origin::Signed(_) => Err(BadOrigin { needed: "admin" }),
+            Origin::Signed(_) => Err(BadOrigin::needs("admin")),
         }
     }
 }
