@@ -66,7 +66,8 @@ pub enum Call {
         /// Snapshot size, bytes.
         size_bytes: u64,
     },
-    /// Signed by a candidate node: it has applied checkpoint `sequence`.
+    /// Signed by a standby (a candidate other than the active node): it has applied
+    /// checkpoint `sequence`.
     #[codec(index = 1)]
     Acknowledge {
         /// The service.
@@ -156,6 +157,14 @@ pub enum Error {
         service: ServiceName,
         /// The sequence.
         sequence: u64,
+    },
+    /// The active node produced the checkpoint; only standbys acknowledge.
+    #[error("{node} is the active node of {service}; only standbys acknowledge checkpoints")]
+    ActiveCannotAcknowledge {
+        /// The service.
+        service: ServiceName,
+        /// The active node.
+        node: AccountId,
     },
     /// Acknowledgements must not go backwards.
     #[error("already acknowledged {previous}, cannot go back to {given}")]
@@ -267,6 +276,12 @@ pub fn dispatch<E: From<Event>>(
             }
             if !directory.is_candidate(env.state, &service, &node) {
                 return Err(Error::NotACandidate { service, node });
+            }
+            if directory
+                .active(env.state, &service)
+                .is_some_and(|(active, _)| active == node)
+            {
+                return Err(Error::ActiveCannotAcknowledge { service, node });
             }
             if Checkpoints::get(env.state, &service, &sequence).is_none() {
                 return Err(Error::UnknownCheckpoint { service, sequence });

@@ -108,6 +108,13 @@ fn standbys_acknowledge_recorded_checkpoints_monotonically() {
         call(&mut s, AccountId([9; 32]), ack(2)).0,
         Err(Error::NotACandidate { .. })
     ));
+    assert_eq!(
+        call(&mut s, ACTIVE, ack(2)).0,
+        Err(Error::ActiveCannotAcknowledge {
+            service: db(),
+            node: ACTIVE
+        })
+    );
     assert_eq!(acks(&Overlay::new(&s), &db()), vec![(STANDBY, 2)]);
 }
 
