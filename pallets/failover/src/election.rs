@@ -352,10 +352,7 @@ pub(crate) fn switchover<E: From<Event>>(
     let next = match target {
         Some(node) => {
             if node == current {
-                return Err(Error::TargetNotEligible {
-                    node,
-                    why: Ineligible::FencedInEpoch { epoch: st.epoch },
-                });
+                return Err(Error::TargetIsActive { node });
             }
             eligibility(env, service, &config, &node)
                 .map_err(|why| Error::TargetNotEligible { node, why })?;

@@ -442,6 +442,12 @@ pub enum Error {
         /// The service.
         service: ServiceName,
     },
+    /// The switchover target already holds the service.
+    #[error("{node} is already the active node")]
+    TargetIsActive {
+        /// The target.
+        node: AccountId,
+    },
     /// The requested switchover target cannot take over.
     #[error("{node} cannot take over: {why}")]
     TargetNotEligible {

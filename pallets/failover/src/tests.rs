@@ -457,6 +457,13 @@ fn switchover_to_an_ineligible_target_is_refused() {
     for _ in 0..6 {
         c.block(200, &Chain::heartbeats(&[0, 1, 2]));
     }
+    let (_, r) = c.block(100, &[Op::Switchover(Some(0))]);
+    assert!(
+        r[0].as_ref()
+            .unwrap_err()
+            .contains("already the active node"),
+        "{r:?}"
+    );
     let (_, r) = c.block(100, &[Op::Switchover(Some(3))]);
     assert!(
         r[0].as_ref().unwrap_err().contains("cannot take over"),

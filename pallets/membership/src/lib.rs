@@ -21,7 +21,7 @@ mod tests;
 pub mod x509;
 
 use drchain_support::{
-    storage_map, storage_value, AccountId, BlockNumber, Env, Hooks, Moment, Origin, H256,
+    storage_map, storage_value, AccountId, BlockNumber, Env, Hooks, Moment, Origin, Overlay, H256,
 };
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -365,10 +365,8 @@ impl From<CertError> for Error {
     }
 }
 
-type State<'e, 's> = drchain_support::Overlay<'s>;
-
 /// The pinned CAs, parsed.
-pub fn trust_anchors(state: &State<'_, '_>) -> Vec<x509::ParsedCertificate> {
+pub fn trust_anchors(state: &Overlay<'_>) -> Vec<x509::ParsedCertificate> {
     TrustAnchors::iter(state)
         .into_iter()
         .filter_map(|(_, a)| x509::parse(&a.certificate).ok())
@@ -377,7 +375,7 @@ pub fn trust_anchors(state: &State<'_, '_>) -> Vec<x509::ParsedCertificate> {
 
 /// Verifies a member certificate against the pinned CAs and revocations at block time `now`.
 pub fn verify_certificate(
-    state: &State<'_, '_>,
+    state: &Overlay<'_>,
     der: &[u8],
     now: Moment,
 ) -> Result<x509::VerifiedMember, Error> {
@@ -393,13 +391,13 @@ pub fn verify_certificate(
 }
 
 /// The member record of `account`, revoked or not.
-pub fn member(state: &State<'_, '_>, account: &AccountId) -> Option<Member> {
+pub fn member(state: &Overlay<'_>, account: &AccountId) -> Option<Member> {
     Members::get(state, account)
 }
 
 /// Whether `account` is admitted at block time `now`: a member, not revoked, its certificate
 /// within its validity window and its CA still pinned.
-pub fn is_admitted(state: &State<'_, '_>, account: &AccountId, now: Moment) -> bool {
+pub fn is_admitted(state: &Overlay<'_>, account: &AccountId, now: Moment) -> bool {
     Members::get(state, account).is_some_and(|m| {
         m.revoked.is_none()
             && m.not_before <= now
@@ -410,18 +408,18 @@ pub fn is_admitted(state: &State<'_, '_>, account: &AccountId, now: Moment) -> b
 
 /// Whether `account` may sign transactions: an unrevoked member (even with an expired
 /// certificate, so that it can rotate it) or an admin.
-pub fn may_transact(state: &State<'_, '_>, account: &AccountId) -> bool {
+pub fn may_transact(state: &Overlay<'_>, account: &AccountId) -> bool {
     is_admin(state, account) || Members::get(state, account).is_some_and(|m| m.revoked.is_none())
 }
 
 /// The validator set in force.
-pub fn validators(state: &State<'_, '_>) -> Vec<AccountId> {
+pub fn validators(state: &Overlay<'_>) -> Vec<AccountId> {
     Validators::get(state).unwrap_or_default()
 }
 
 /// The validator set for `height`, given the state after block `height - 1` or earlier:
 /// the latest set scheduled at or below `height`, else the set in force.
-pub fn validators_at(state: &State<'_, '_>, height: BlockNumber) -> Vec<AccountId> {
+pub fn validators_at(state: &Overlay<'_>, height: BlockNumber) -> Vec<AccountId> {
     PendingValidators::iter(state)
         .into_iter()
         .filter(|(at, _)| *at <= height)
@@ -431,12 +429,12 @@ pub fn validators_at(state: &State<'_, '_>, height: BlockNumber) -> Vec<AccountI
 }
 
 /// Whether `account` is an admin.
-pub fn is_admin(state: &State<'_, '_>, account: &AccountId) -> bool {
+pub fn is_admin(state: &Overlay<'_>, account: &AccountId) -> bool {
     Admins::get(state).unwrap_or_default().contains(account)
 }
 
 /// Approvals an admin call needs.
-pub fn admin_threshold(state: &State<'_, '_>) -> u32 {
+pub fn admin_threshold(state: &Overlay<'_>) -> u32 {
     AdminThreshold::get(state).unwrap_or(1)
 }
 
@@ -459,7 +457,7 @@ pub enum Approval {
 
 /// Records a new admin proposal by `who`. Returns its hash and whether it is already approved.
 pub fn propose(
-    state: &mut State<'_, '_>,
+    state: &mut Overlay<'_>,
     who: AccountId,
     call: Vec<u8>,
     now: BlockNumber,
@@ -486,11 +484,7 @@ pub fn propose(
 }
 
 /// Adds `who`'s approval to a proposal.
-pub fn approve(
-    state: &mut State<'_, '_>,
-    who: AccountId,
-    proposal: H256,
-) -> Result<Approval, Error> {
+pub fn approve(state: &mut Overlay<'_>, who: AccountId, proposal: H256) -> Result<Approval, Error> {
     if !is_admin(state, &who) {
         return Err(Error::NotAnAdmin { account: who });
     }
@@ -515,7 +509,7 @@ pub fn approve(
 }
 
 /// Withdraws a proposal (any admin may).
-pub fn cancel(state: &mut State<'_, '_>, who: AccountId, proposal: H256) -> Result<(), Error> {
+pub fn cancel(state: &mut Overlay<'_>, who: AccountId, proposal: H256) -> Result<(), Error> {
     if !is_admin(state, &who) {
         return Err(Error::NotAnAdmin { account: who });
     }
@@ -559,7 +553,7 @@ fn check_role(cert: &x509::ParsedCertificate, requested: MemberRole) -> Result<(
 }
 
 /// The set implied by the current members: unrevoked members with the validator role, sorted.
-fn implied_validators(state: &State<'_, '_>) -> Vec<AccountId> {
+fn implied_validators(state: &Overlay<'_>) -> Vec<AccountId> {
     Members::iter(state)
         .into_iter()
         .filter(|(_, m)| m.revoked.is_none() && m.role == MemberRole::Validator)
@@ -586,7 +580,7 @@ fn reschedule_validators<E: From<Event>>(env: &mut Env<'_, '_, E>) -> Result<(),
 }
 
 fn insert_member(
-    state: &mut State<'_, '_>,
+    state: &mut Overlay<'_>,
     v: &x509::VerifiedMember,
     role: MemberRole,
     at: BlockNumber,
@@ -605,7 +599,7 @@ fn insert_member(
     Members::insert(state, &v.account, &member);
 }
 
-fn revoke_member(state: &mut State<'_, '_>, mut m: Member, reason: String, at: BlockNumber) {
+fn revoke_member(state: &mut Overlay<'_>, mut m: Member, reason: String, at: BlockNumber) {
     RevokedCertificates::insert(state, &drchain_support::blake3_hash(&m.certificate), &at);
     m.revoked = Some(Revocation { at, reason });
     Members::insert(state, &m.account.clone(), &m);
@@ -786,7 +780,7 @@ pub struct GenesisError {
 
 /// Writes the genesis state of this pallet; certificates are checked at `genesis_time`.
 pub fn build_genesis(
-    state: &mut State<'_, '_>,
+    state: &mut Overlay<'_>,
     config: &GenesisConfig,
     genesis_time: Moment,
 ) -> Result<(), GenesisError> {
