@@ -90,6 +90,21 @@ pub struct TrustAnchor {
     pub certificate: Vec<u8>,
     /// Its subject.
     pub subject: String,
+    /// Its validity, ms: certificates it issued are valid only within it too.
+    pub not_before: Moment,
+    /// Its validity, ms.
+    pub not_after: Moment,
+}
+
+impl TrustAnchor {
+    fn from_parsed(ca: &x509::ParsedCertificate) -> Self {
+        Self {
+            certificate: ca.der.clone(),
+            subject: ca.subject.clone(),
+            not_before: ca.not_before,
+            not_after: ca.not_after,
+        }
+    }
 }
 
 /// A call waiting for more admin approvals.
@@ -396,13 +411,14 @@ pub fn member(state: &Overlay<'_>, account: &AccountId) -> Option<Member> {
 }
 
 /// Whether `account` is admitted at block time `now`: a member, not revoked, its certificate
-/// within its validity window and its CA still pinned.
+/// and its CA's within their validity windows, and its CA still pinned.
 pub fn is_admitted(state: &Overlay<'_>, account: &AccountId, now: Moment) -> bool {
+    let within = |from: Moment, to: Moment| from <= now && now <= to;
     Members::get(state, account).is_some_and(|m| {
         m.revoked.is_none()
-            && m.not_before <= now
-            && now <= m.not_after
-            && TrustAnchors::contains(state, &m.anchor)
+            && within(m.not_before, m.not_after)
+            && TrustAnchors::get(state, &m.anchor)
+                .is_some_and(|ca| within(ca.not_before, ca.not_after))
     })
 }
 
@@ -684,14 +700,7 @@ pub fn dispatch<E: From<Event>>(
                     fingerprint: ca.fingerprint,
                 });
             }
-            TrustAnchors::insert(
-                env.state,
-                &ca.fingerprint,
-                &TrustAnchor {
-                    certificate,
-                    subject: ca.subject.clone(),
-                },
-            );
+            TrustAnchors::insert(env.state, &ca.fingerprint, &TrustAnchor::from_parsed(&ca));
             env.deposit(Event::TrustAnchorAdded {
                 fingerprint: ca.fingerprint,
                 subject: ca.subject,
@@ -789,14 +798,7 @@ pub fn build_genesis(
         let ca = x509::check_trust_anchor(der)
             .map_err(Error::from)
             .map_err(err(format!("trust_anchors[{i}]")))?;
-        TrustAnchors::insert(
-            state,
-            &ca.fingerprint,
-            &TrustAnchor {
-                certificate: der.clone(),
-                subject: ca.subject,
-            },
-        );
+        TrustAnchors::insert(state, &ca.fingerprint, &TrustAnchor::from_parsed(&ca));
     }
     let admins =
         check_admins(&config.admins, config.admin_threshold).map_err(err("admins".into()))?;

@@ -418,3 +418,15 @@ fn genesis_errors_name_the_field() {
     let e = build_genesis(&mut o, &config, T0).unwrap_err();
     assert_eq!(e.field, "members[1].certificate");
 }
+
+#[test]
+fn members_of_an_expired_ca_are_no_longer_admitted() {
+    let key_ca = CaKey::Ed25519(key(60));
+    let der = certgen::new_ca(&key_ca, &params("CN=short ca", 1, T0 - DAY, T0 + 10 * DAY)).unwrap();
+    let ca = Ca { key: key_ca, der };
+    let s = genesis(&ca, 1);
+    let alice = AccountId::from(&key(1));
+    assert!(is_admitted(&Overlay::new(&s), &alice, T0 + 5 * DAY));
+    // alice's own certificate runs for a year, but its CA's only ten days.
+    assert!(!is_admitted(&Overlay::new(&s), &alice, T0 + 20 * DAY));
+}
