@@ -297,6 +297,21 @@ impl Chain {
         self
     }
 
+    /// Whether node `i` could be elected at the head, under the current configuration.
+    fn eligibility_of(&self, i: usize) -> Result<Option<u64>, Ineligible> {
+        let config = Services::get(&self.view(), &db()).unwrap();
+        let mut events: Vec<Event> = vec![];
+        let mut o = Overlay::new(&self.state);
+        let block = BlockInfo {
+            number: self.number,
+            timestamp: T0 + self.live,
+            live_now: self.live,
+            ..Default::default()
+        };
+        let env = Env::new(&mut o, block, &mut events);
+        eligibility(&env, &db(), &config, &self.nodes[i])
+    }
+
     /// Blocks every 200 ms with heartbeats from `alive` until an election or `max_ms` passes.
     fn run_until_election(&mut self, alive: &[usize], max_ms: u64) -> Vec<Event> {
         let start = self.live;
@@ -473,6 +488,127 @@ fn switchover_to_an_ineligible_target_is_refused() {
     assert_eq!(c.epoch(), 1);
 }
 
+/// Rule 2, one row per reason a standby (node 1) cannot be elected while node 0 is active.
+#[test]
+fn eligibility_table() {
+    use Ineligible::*;
+    // (case, live-clock advance, ops in the block, node 1's eligibility after it)
+    type Row = (&'static str, u64, Vec<Op>, Result<Option<u64>, Ineligible>);
+    let table: Vec<Row> = vec![
+        (
+            "fresh and healthy",
+            100,
+            vec![Op::Hb(1, Health::Healthy)],
+            Ok(None),
+        ),
+        (
+            "exactly at the timeout",
+            1000,
+            vec![Op::Hb(0, Health::Healthy)],
+            Ok(None),
+        ),
+        (
+            "past the timeout",
+            1001,
+            vec![Op::Hb(0, Health::Healthy)],
+            Err(Stale { age_ms: 1001 }),
+        ),
+        (
+            "degraded",
+            100,
+            vec![Op::Hb(1, Health::Degraded)],
+            Err(Unhealthy {
+                health: Health::Degraded,
+            }),
+        ),
+        (
+            "reports failure",
+            100,
+            vec![Op::Hb(1, Health::Failed)],
+            Err(Unhealthy {
+                health: Health::Failed,
+            }),
+        ),
+        ("revoked", 100, vec![Op::Revoke(1)], Err(NotAdmitted)),
+        (
+            "removed from the candidates",
+            100,
+            vec![Op::Candidates(vec![0, 2, 3])],
+            Err(NotACandidate),
+        ),
+        (
+            "three checkpoints behind with max_lag 2",
+            100,
+            vec![
+                Op::Checkpoint(0, 1),
+                Op::Checkpoint(0, 2),
+                Op::Checkpoint(0, 3),
+                Op::Hb(1, Health::Healthy),
+            ],
+            Err(Lagging { lag: 3, max_lag: 2 }),
+        ),
+    ];
+    for (case, advance, ops, expected) in table {
+        let mut c = Chain::new(|_| {}).with_active();
+        let (_, results) = c.block(advance, &ops);
+        assert!(results.iter().all(|r| r.is_ok()), "{case}: {results:?}");
+        assert_eq!(c.eligibility_of(1), expected, "{case}");
+    }
+    // Never heartbeated.
+    let c = Chain::new(|_| {});
+    assert_eq!(c.eligibility_of(1), Err(NoHeartbeat));
+}
+
+/// Rule 1, one row per reason the holder (node 0) is deposed.
+#[test]
+fn deposition_table() {
+    let table: Vec<(&str, u64, Vec<Op>, Reason, Role)> = vec![
+        (
+            "silent past the timeout",
+            1001,
+            vec![Op::Hb(1, Health::Healthy)],
+            Reason::HeartbeatStale,
+            Role::Failed,
+        ),
+        (
+            "reports failure",
+            100,
+            vec![Op::Hb(0, Health::Failed), Op::Hb(1, Health::Healthy)],
+            Reason::ReportedFailed,
+            Role::Failed,
+        ),
+        (
+            "revoked",
+            100,
+            vec![Op::Revoke(0), Op::Hb(1, Health::Healthy)],
+            Reason::NotAdmitted,
+            Role::Fenced,
+        ),
+        (
+            "switched over",
+            100,
+            vec![Op::Switchover(Some(1))],
+            Reason::Switchover,
+            Role::Fenced,
+        ),
+    ];
+    for (case, advance, ops, reason, role) in table {
+        let mut c = Chain::new(|_| {}).with_active();
+        let (events, _) = c.block(advance, &ops);
+        assert!(
+            events.contains(&Event::Deposed {
+                service: db(),
+                node: c.nodes[0],
+                epoch: 1,
+                reason
+            }),
+            "{case}: {events:?}"
+        );
+        assert_eq!(elected(&events), Some((c.nodes[1], 2, reason)), "{case}");
+        assert_eq!(c.role(0), Some(role), "{case}");
+    }
+}
+
 #[test]
 fn election_prefers_the_least_lagging_candidate_then_priority() {
     let mut c = Chain::new(|cfg| cfg.max_lag = 5).with_active();
@@ -483,22 +619,8 @@ fn election_prefers_the_least_lagging_candidate_then_priority() {
     let events = c.run_until_election(&[1, 2, 3], 5000);
     // Node 1 has priority but lags 3; node 2 is up to date; node 3 lags 8 > max_lag.
     assert_eq!(elected(&events).map(|e| e.0), Some(c.nodes[2]));
-    let n3 = c.nodes[3];
-    let cfg = c.config.clone();
-    let mut ev: Vec<Event> = vec![];
-    let mut o = Overlay::new(&c.state);
-    let env = Env::new(
-        &mut o,
-        BlockInfo {
-            number: 99,
-            timestamp: T0 + c.live,
-            live_now: c.live,
-            ..Default::default()
-        },
-        &mut ev,
-    );
     assert_eq!(
-        eligibility(&env, &db(), &cfg, &n3),
+        c.eligibility_of(3),
         Err(Ineligible::Lagging { lag: 8, max_lag: 5 })
     );
 }
