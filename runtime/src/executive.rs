@@ -518,3 +518,67 @@ pub fn execute_block(
         events,
     })
 }
+
+/// Why a validator refuses a proposal's timestamp (see the lease argument in
+/// `docs/architecture.md`: both bounds are needed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimestampError {
+    /// Further ahead of the validator's clock than `max_drift_ms`.
+    #[error("timestamp {timestamp} is {ahead_ms} ms ahead of our clock (max {max_drift_ms})")]
+    TooFarAhead {
+        /// The proposal's timestamp.
+        timestamp: u64,
+        /// How far ahead.
+        ahead_ms: u64,
+        /// The chain's limit.
+        max_drift_ms: u64,
+    },
+    /// Further behind the validator's clock than `max_drift_ms`.
+    #[error("timestamp {timestamp} is {behind_ms} ms behind our clock (max {max_drift_ms})")]
+    TooFarBehind {
+        /// The proposal's timestamp.
+        timestamp: u64,
+        /// How far behind.
+        behind_ms: u64,
+        /// The chain's limit.
+        max_drift_ms: u64,
+    },
+}
+
+/// The timestamp a proposer puts in its block: its clock, but always after the parent's.
+pub fn proposal_timestamp(parent: &Header, local_now_ms: u64) -> u64 {
+    local_now_ms.max(parent.timestamp + 1)
+}
+
+/// Checks a proposed header's timestamp against the validator's clock, within the chain's
+/// `max_drift_ms` (from the parent state) in both directions.
+///
+/// Apply it only when a value is first proposed (a proposal without a proof-of-lock round).
+/// A value re-proposed in a later round carries a polka from validators that found it timely
+/// when it was new; checking it again against a later clock would refuse a locked value and
+/// stall consensus. This is the "timely" rule of proposer-based timestamps in CometBFT.
+pub fn check_proposal_time(
+    parent_state: &dyn Backend,
+    header: &Header,
+    local_now_ms: u64,
+) -> Result<(), TimestampError> {
+    let max_drift_ms = pallet_network_config::params(&Overlay::new(parent_state)).max_drift_ms;
+    let timestamp = header.timestamp;
+    let ahead_ms = timestamp.saturating_sub(local_now_ms);
+    if ahead_ms > max_drift_ms {
+        return Err(TimestampError::TooFarAhead {
+            timestamp,
+            ahead_ms,
+            max_drift_ms,
+        });
+    }
+    let behind_ms = local_now_ms.saturating_sub(timestamp);
+    if behind_ms > max_drift_ms {
+        return Err(TimestampError::TooFarBehind {
+            timestamp,
+            behind_ms,
+            max_drift_ms,
+        });
+    }
+    Ok(())
+}

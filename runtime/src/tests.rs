@@ -518,3 +518,38 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn proposal_timestamps_must_be_near_the_validators_clock() {
+    let mut chain = Chain::local();
+    chain.produce(200, vec![]);
+    let parent = chain.head.clone();
+    let now = parent.timestamp + 10_000;
+    let at = |ts: u64| Header {
+        timestamp: ts,
+        ..parent.clone()
+    };
+    // max_drift_ms is 500 in the local spec.
+    assert_eq!(
+        check_proposal_time(&chain.state, &at(now + 500), now),
+        Ok(())
+    );
+    assert!(matches!(
+        check_proposal_time(&chain.state, &at(now + 501), now),
+        Err(TimestampError::TooFarAhead { ahead_ms: 501, .. })
+    ));
+    assert_eq!(
+        check_proposal_time(&chain.state, &at(now - 500), now),
+        Ok(())
+    );
+    assert!(matches!(
+        check_proposal_time(&chain.state, &at(now - 501), now),
+        Err(TimestampError::TooFarBehind { behind_ms: 501, .. })
+    ));
+    // A proposer uses its clock, but never a time at or before the parent's.
+    assert_eq!(proposal_timestamp(&parent, now), now);
+    assert_eq!(
+        proposal_timestamp(&parent, parent.timestamp - 5),
+        parent.timestamp + 1
+    );
+}
