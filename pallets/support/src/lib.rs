@@ -20,7 +20,7 @@ pub use service::{
     Health, ServiceDirectory, ServiceName, ServiceNameError, StaticDirectory, StaticService,
 };
 pub use storage::{Backend, ChangeSet, MemoryState, Overlay, StateRead};
-pub use trie::{StateTrie, TrieDelta};
+pub use trie::{StateTrie, TrieDelta, TrieStore};
 
 /// Re-exported so the storage macros work in crates that name the codec differently.
 pub use parity_scale_codec as codec;

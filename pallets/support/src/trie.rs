@@ -15,9 +15,23 @@ use std::ops::RangeInclusive;
 use crate::primitives::{blake3_hash, H256};
 use crate::storage::ChangeSet;
 
-type Path = [u8; 32];
-/// `(depth, path prefix with the bits at and below depth cleared)`.
-type NodeKey = (u8, Path);
+/// A key's position in the trie: `blake3(key)`.
+pub type Path = [u8; 32];
+/// A cached inner node: `(depth, path prefix with the bits at and below depth cleared)`.
+pub type NodeKey = (u8, Path);
+
+/// Where a committed trie lives: in memory ([`StateTrie`]) or in a database. Computing a new
+/// root reads only the leaves and cached nodes along the changed paths through this.
+pub trait TrieStore {
+    /// The leaves whose paths lie in `range`, in path order (read lazily: callers usually
+    /// stop after two).
+    fn leaves<'a>(
+        &'a self,
+        range: RangeInclusive<Path>,
+    ) -> Box<dyn Iterator<Item = (Path, H256)> + 'a>;
+    /// The cached hash of an inner node, if cached.
+    fn node(&self, key: &NodeKey) -> Option<H256>;
+}
 
 const EMPTY: H256 = H256([0; 32]);
 
@@ -88,21 +102,7 @@ impl StateTrie {
 
     /// Computes the trie delta and new root for `changes`, leaving `self` untouched.
     pub fn prepare(&self, changes: &ChangeSet) -> TrieDelta {
-        let mut delta = TrieDelta::default();
-        for (key, value) in changes {
-            let path = key_path(key);
-            delta
-                .leaves
-                .insert(path, value.as_ref().map(|v| leaf_hash(&path, v)));
-        }
-        let changed: Vec<Path> = delta.leaves.keys().copied().collect();
-        let mut view = View {
-            trie: self,
-            delta: &mut delta,
-        };
-        let root = view.subtree(0, [0; 32], &changed);
-        delta.root = root;
-        delta
+        prepare(self, changes)
     }
 
     /// Applies a delta computed by [`StateTrie::prepare`] on this same trie.
@@ -128,8 +128,40 @@ impl StateTrie {
     }
 }
 
+impl TrieStore for StateTrie {
+    fn leaves<'a>(
+        &'a self,
+        range: RangeInclusive<Path>,
+    ) -> Box<dyn Iterator<Item = (Path, H256)> + 'a> {
+        Box::new(self.leaves.range(range).map(|(p, h)| (*p, *h)))
+    }
+
+    fn node(&self, key: &NodeKey) -> Option<H256> {
+        self.nodes.get(key).copied()
+    }
+}
+
+/// Computes the trie delta and new root that `changes` make to the trie in `store`.
+pub fn prepare(store: &dyn TrieStore, changes: &ChangeSet) -> TrieDelta {
+    let mut delta = TrieDelta::default();
+    for (key, value) in changes {
+        let path = key_path(key);
+        delta
+            .leaves
+            .insert(path, value.as_ref().map(|v| leaf_hash(&path, v)));
+    }
+    let changed: Vec<Path> = delta.leaves.keys().copied().collect();
+    let mut view = View {
+        store,
+        delta: &mut delta,
+    };
+    let root = view.subtree(0, [0; 32], &changed);
+    delta.root = root;
+    delta
+}
+
 struct View<'a> {
-    trie: &'a StateTrie,
+    store: &'a dyn TrieStore,
     delta: &'a mut TrieDelta,
 }
 
@@ -141,14 +173,14 @@ impl View<'_> {
 
     fn leaves_in(&self, depth: usize, prefix: &Path, limit: usize) -> Vec<(Path, H256)> {
         let range = span(depth, prefix);
-        let mut base = self.trie.leaves.range(range.clone()).peekable();
+        let mut base = self.store.leaves(range.clone()).peekable();
         let mut pending = self.delta.leaves.range(range).peekable();
         let mut out = Vec::new();
         while out.len() < limit {
             let next = match (base.peek(), pending.peek()) {
                 (None, None) => break,
                 (Some((bk, bv)), None) => {
-                    let item = (**bk, Some(**bv));
+                    let item = (*bk, Some(*bv));
                     base.next();
                     item
                 }
@@ -158,13 +190,13 @@ impl View<'_> {
                     item
                 }
                 (Some((bk, bv)), Some((pk, pv))) => {
-                    if bk < pk {
-                        let item = (**bk, Some(**bv));
+                    if bk < *pk {
+                        let item = (*bk, Some(*bv));
                         base.next();
                         item
                     } else {
                         // A pending write shadows the committed leaf at the same path.
-                        if bk == pk {
+                        if bk == *pk {
                             base.next();
                         }
                         let item = (**pk, **pv);
@@ -183,7 +215,7 @@ impl View<'_> {
     fn cached(&self, key: &NodeKey) -> Option<H256> {
         match self.delta.nodes.get(key) {
             Some(node) => *node,
-            None => self.trie.nodes.get(key).copied(),
+            None => self.store.node(key),
         }
     }
 
