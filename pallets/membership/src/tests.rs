@@ -430,3 +430,34 @@ fn members_of_an_expired_ca_are_no_longer_admitted() {
     // alice's own certificate runs for a year, but its CA's only ten days.
     assert!(!is_admitted(&Overlay::new(&s), &alice, T0 + 20 * DAY));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Certificates are outside input: any corruption is refused with an error (never a
+    /// panic), and whatever still verifies names the same key and validity as the original.
+    #[test]
+    fn corrupted_certificates_never_panic_or_change_meaning(
+        flips in proptest::collection::vec((proptest::prelude::any::<usize>(), 1u8..=255), 1..4),
+        truncate in proptest::option::of(proptest::prelude::any::<usize>()),
+    ) {
+        let ca = ed_ca(50, "dev ca");
+        let anchors = vec![x509::parse(&ca.der).unwrap()];
+        let original = valid(&ca, &key(3));
+        let mut der = original.clone();
+        for (at, mask) in flips {
+            let i = at % der.len();
+            der[i] ^= mask;
+        }
+        if let Some(t) = truncate {
+            der.truncate(t % (der.len() + 1));
+        }
+        if let Ok(v) = x509::verify_member(&der, &anchors, T0, |_| false) {
+            proptest::prop_assert_eq!(v.account, AccountId::from(&key(3)));
+            let o = x509::parse(&original).unwrap();
+            proptest::prop_assert_eq!((v.certificate.not_before, v.certificate.not_after), (o.not_before, o.not_after));
+        }
+        let _ = x509::certificate_der(&der);
+        let _ = x509::check_trust_anchor(&der);
+    }
+}
