@@ -31,6 +31,14 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// `now` plus `days`, refusing validity periods no certificate can encode.
+fn expiry(now: u64, days: u64) -> Result<u64> {
+    days.checked_mul(DAY_MS)
+        .and_then(|d| now.checked_add(d))
+        .filter(|_| days <= 100 * 365)
+        .ok_or_else(|| anyhow::anyhow!("--days {days} is too large (at most 36500)"))
+}
+
 fn new_ed25519() -> SigningKey {
     SigningKey::generate(&mut rand_core::OsRng)
 }
@@ -94,7 +102,7 @@ fn cert(cmd: CertCommand) -> Result<()> {
                 subject,
                 serial: now,
                 not_before_ms: now.saturating_sub(60_000),
-                not_after_ms: now + days * DAY_MS,
+                not_after_ms: expiry(now, days)?,
             };
             let der = certgen::new_ca(&ca_key, &params)?;
             if let Some(path) = key_out {
@@ -161,7 +169,7 @@ fn cert(cmd: CertCommand) -> Result<()> {
                 subject: format!("CN={name},OU={ou},O=drchain"),
                 serial,
                 not_before_ms: now.saturating_sub(60_000),
-                not_after_ms: now + days * DAY_MS,
+                not_after_ms: expiry(now, days)?,
             };
             let der = certgen::issue(&ca_key, &ca_der, &account, &params)?;
             write_pem_cert(&out, &der)?;

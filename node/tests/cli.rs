@@ -117,6 +117,39 @@ fn garbage_certificates_and_keys_get_clear_errors() {
         fails(d, &["cert", "verify", "--ca", "ca.pem", "missing.pem"])
             .contains("reading certificate")
     );
+    let huge = u64::MAX.to_string();
+    let err = fails(
+        d,
+        &[
+            "cert",
+            "ca-new",
+            "--key-out",
+            "big.key",
+            "--cert-out",
+            "big.pem",
+            "--days",
+            &huge,
+        ],
+    );
+    assert!(err.contains("too large"), "{err}");
+    let err = fails(
+        d,
+        &[
+            "cert",
+            "issue",
+            "--ca-cert",
+            "ca.pem",
+            "--ca-key",
+            "ca.key",
+            "--account",
+            "0x12",
+            "--name",
+            "x",
+            "--out",
+            "x.pem",
+        ],
+    );
+    assert!(err.contains("--account"), "{err}");
 }
 
 #[test]
