@@ -4,8 +4,9 @@
 //! configuration (candidates in priority order and timeouts), an `epoch` (the fencing token),
 //! a phase (`Active`, `Promoting` or `Vacant`) and each candidate's role.
 //!
-//! All transitions happen in [`on_finalize`], after the block's heartbeats were applied, and
-//! depend only on chain state, so every node computes the same outcome:
+//! All transitions happen in the end-of-block hook ([`Pallet`]'s `on_finalize`), after the
+//! block's heartbeats were applied, and depend only on chain state, so every node computes the
+//! same outcome:
 //!
 //! 1. An election starts when the holder's heartbeat is stale on the **live clock**, it
 //!    reports itself failed, it is revoked or no longer admitted, it was removed from the

@@ -1,6 +1,7 @@
 //! State storage: a read-only committed state, an overlay of pending changes with nested
-//! transactions, and typed storage items declared with [`storage_value!`], [`storage_map!`] and
-//! [`storage_double_map!`].
+//! transactions, and typed storage items declared with
+//! [`storage_value!`](crate::storage_value), [`storage_map!`](crate::storage_map) and
+//! [`storage_double_map!`](crate::storage_double_map).
 //!
 //! Keys are `"<Pallet>::<Item>/" ++ SCALE(key)`. The trailing `/` cannot occur in an item name,
 //! so no item's prefix is a prefix of another item's, and a prefix scan finds exactly one item.
@@ -33,8 +34,9 @@ pub trait Backend: StateRead {
 /// The writes of one block (or of genesis): `None` deletes a key.
 pub type ChangeSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
-/// The whole state in memory, with its state trie. The node keeps one of these per imported
-/// block head it executes on; rocksdb persistence comes with the node's storage.
+/// The whole state in memory, with its state trie: genesis, tests and simulations use it. A
+/// database-backed state implements [`Backend`] over the same trie code
+/// ([`crate::trie::prepare`] over a [`crate::TrieStore`]).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryState {
     entries: BTreeMap<Vec<u8>, Vec<u8>>,
