@@ -313,6 +313,9 @@ pub enum Error {
         /// The account.
         account: AccountId,
     },
+    /// A rotation to the certificate the member already holds.
+    #[error("the member already holds this certificate")]
+    SameCertificate,
     /// The certificate's OU does not grant the requested role.
     #[error("the certificate grants {granted:?}, not {requested:?}")]
     RoleNotGranted {
@@ -674,11 +677,11 @@ pub fn dispatch<E: From<Event>>(
                 );
             } else {
                 // Renewal: the old certificate must not be usable again.
-                RevokedCertificates::insert(
-                    env.state,
-                    &drchain_support::blake3_hash(&m.certificate),
-                    &number,
-                );
+                let old_fingerprint = drchain_support::blake3_hash(&m.certificate);
+                if old_fingerprint == v.certificate.fingerprint {
+                    return Err(Error::SameCertificate);
+                }
+                RevokedCertificates::insert(env.state, &old_fingerprint, &number);
             }
             insert_member(env.state, &v, m.role, number);
             env.deposit(Event::CertificateRotated {

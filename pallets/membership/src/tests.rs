@@ -461,3 +461,35 @@ proptest::proptest! {
         let _ = x509::check_trust_anchor(&der);
     }
 }
+
+#[test]
+fn renewal_with_the_same_key_revokes_only_the_old_certificate() {
+    let ca = ed_ca(50, "dev ca");
+    let mut s = genesis(&ca, 1);
+    let alice = AccountId::from(&key(1));
+    let current = valid(&ca, &key(1));
+    let rotate = |c: Vec<u8>| Call::RotateCertificate { certificate: c };
+    let r = run(&mut s, 2, |env| {
+        dispatch(env, Origin::Signed(alice), rotate(current.clone()))
+    })
+    .0;
+    assert_eq!(r, Err(Error::SameCertificate));
+    let renewed = cert(&ca, &key(1), "validator", T0, T0 + 2 * 365 * DAY);
+    let (r, events) = run(&mut s, 3, |env| {
+        dispatch(env, Origin::Signed(alice), rotate(renewed.clone()))
+    });
+    r.unwrap();
+    assert!(events.contains(&Event::CertificateRotated {
+        old: alice,
+        new: alice
+    }));
+    let o = Overlay::new(&s);
+    assert_eq!(member(&o, &alice).unwrap().not_after, T0 + 2 * 365 * DAY);
+    assert!(is_admitted(&o, &alice, T0 + 400 * DAY));
+    let e = verify_certificate(&o, &current, T0 + DAY).unwrap_err();
+    assert!(
+        matches!(e, Error::Certificate(CertError::Revoked { .. })),
+        "{e:?}"
+    );
+    assert!(verify_certificate(&o, &renewed, T0 + DAY).is_ok());
+}
