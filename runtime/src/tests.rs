@@ -37,15 +37,7 @@ impl Chain {
 
     /// Builds a block `dt` ms after the head and imports it through `execute_block`.
     fn produce(&mut self, dt: u64, txs: Vec<UncheckedExtrinsic>) -> ExecutedBlock {
-        let built = build_block(
-            &self.state,
-            &self.head,
-            self.head.timestamp + dt,
-            &self.genesis_hash,
-            txs,
-            1000,
-        )
-        .unwrap();
+        let built = self.build(dt, txs);
         assert!(built.rejected.is_empty(), "rejected: {:?}", built.rejected);
         let executed =
             execute_block(&self.state, &self.head, &built.block, &self.genesis_hash).unwrap();
