@@ -2,12 +2,8 @@
 
 #![forbid(unsafe_code)]
 
-mod chain_spec;
-mod cli;
-mod command;
-mod keys;
-
 use clap::Parser;
+use drchain_node::{cli, command};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

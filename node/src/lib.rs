@@ -1,0 +1,15 @@
+//! drchain-node: everything that does I/O — CLI, storage, network, the consensus host.
+//!
+//! The binary `drchain` is a thin `main` over [`command::run`]. The consensus driver
+//! ([`consensus::driver`]) is sans-I/O so the deterministic simulation in `drchain-tests`
+//! runs the same code as a real node.
+
+#![forbid(unsafe_code)]
+
+pub mod chain_spec;
+pub mod cli;
+pub mod command;
+pub mod consensus;
+pub mod keys;
+pub mod pool;
+pub mod store;

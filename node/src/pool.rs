@@ -1,0 +1,239 @@
+//! The transaction pool: transactions validated against the finalized state, kept per sender
+//! in nonce order, bounded in size. Failover-critical transactions (heartbeats, promotion
+//! completions) come first in blocks and may evict ordinary ones when the pool is full, so a
+//! flood of ordinary transactions never starves failure detection.
+
+use std::collections::{BTreeMap, HashMap};
+
+use drchain_runtime::executive::PRIORITY_FAILOVER;
+use drchain_runtime::{
+    build_block, proposal_timestamp, validate_transaction, BlockError, BuiltBlock, Header,
+    TransactionError, UncheckedExtrinsic,
+};
+use drchain_support::{AccountId, Backend, H256};
+
+/// Why a transaction was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// The runtime refuses it.
+    #[error("invalid transaction: {0}")]
+    Invalid(#[from] TransactionError),
+    /// Already in the pool.
+    #[error("transaction {hash} is already pending")]
+    AlreadyKnown {
+        /// Its hash.
+        hash: H256,
+    },
+    /// Another pending transaction of the sender has this nonce.
+    #[error("nonce {nonce} of {sender} is already taken by a pending transaction")]
+    NonceTaken {
+        /// The sender.
+        sender: AccountId,
+        /// The nonce.
+        nonce: u64,
+    },
+    /// No room.
+    #[error("the pool is full ({max} transactions)")]
+    Full {
+        /// The limit.
+        max: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    extrinsic: UncheckedExtrinsic,
+    sender: AccountId,
+    nonce: u64,
+    priority: u8,
+    arrival: u64,
+}
+
+/// The pool.
+#[derive(Debug)]
+pub struct TransactionPool {
+    genesis: H256,
+    max: usize,
+    entries: HashMap<H256, Entry>,
+    by_sender: BTreeMap<AccountId, BTreeMap<u64, H256>>,
+    arrivals: u64,
+}
+
+impl TransactionPool {
+    /// An empty pool of at most `max` transactions for the chain `genesis`.
+    pub fn new(genesis: H256, max: usize) -> Self {
+        Self {
+            genesis,
+            max,
+            entries: HashMap::new(),
+            by_sender: BTreeMap::new(),
+            arrivals: 0,
+        }
+    }
+
+    /// Number of pending transactions.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether `hash` is pending.
+    pub fn contains(&self, hash: &H256) -> bool {
+        self.entries.contains_key(hash)
+    }
+
+    /// Every pending transaction (for RPC), in block order.
+    pub fn pending(&self) -> Vec<UncheckedExtrinsic> {
+        self.block_candidates()
+    }
+
+    /// Validates `x` against `state` (the finalized state) and adds it.
+    pub fn submit(
+        &mut self,
+        state: &dyn Backend,
+        x: UncheckedExtrinsic,
+    ) -> Result<H256, PoolError> {
+        let valid = validate_transaction(state, &x, &self.genesis)?;
+        if self.entries.contains_key(&valid.hash) {
+            return Err(PoolError::AlreadyKnown { hash: valid.hash });
+        }
+        if self
+            .by_sender
+            .get(&valid.sender)
+            .is_some_and(|n| n.contains_key(&valid.nonce))
+        {
+            return Err(PoolError::NonceTaken {
+                sender: valid.sender,
+                nonce: valid.nonce,
+            });
+        }
+        if self.entries.len() >= self.max && !self.evict_for(valid.priority) {
+            return Err(PoolError::Full { max: self.max });
+        }
+        self.arrivals += 1;
+        self.by_sender
+            .entry(valid.sender)
+            .or_default()
+            .insert(valid.nonce, valid.hash);
+        self.entries.insert(
+            valid.hash,
+            Entry {
+                extrinsic: x,
+                sender: valid.sender,
+                nonce: valid.nonce,
+                priority: valid.priority,
+                arrival: self.arrivals,
+            },
+        );
+        Ok(valid.hash)
+    }
+
+    /// Makes room for a failover-critical transaction by dropping the newest ordinary one
+    /// with the highest nonce of its sender (so no gap is left behind a kept transaction).
+    fn evict_for(&mut self, priority: u8) -> bool {
+        if priority < PRIORITY_FAILOVER {
+            return false;
+        }
+        let victim = self
+            .by_sender
+            .values()
+            .filter_map(|nonces| nonces.values().next_back())
+            .filter_map(|h| self.entries.get(h).map(|e| (h, e)))
+            .filter(|(_, e)| e.priority < PRIORITY_FAILOVER)
+            .max_by_key(|(_, e)| e.arrival)
+            .map(|(h, _)| *h);
+        match victim {
+            Some(hash) => {
+                self.remove(&hash);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&mut self, hash: &H256) -> Option<Entry> {
+        let entry = self.entries.remove(hash)?;
+        if let Some(nonces) = self.by_sender.get_mut(&entry.sender) {
+            nonces.remove(&entry.nonce);
+            if nonces.is_empty() {
+                self.by_sender.remove(&entry.sender);
+            }
+        }
+        Some(entry)
+    }
+
+    /// Transactions in the order a block should try them: senders whose next transaction is
+    /// failover-critical first, then by arrival; each sender's transactions in nonce order.
+    pub fn block_candidates(&self) -> Vec<UncheckedExtrinsic> {
+        let mut senders: Vec<(u8, u64, &BTreeMap<u64, H256>)> = self
+            .by_sender
+            .values()
+            .filter_map(|nonces| {
+                let first = nonces.values().next()?;
+                let e = self.entries.get(first)?;
+                let priority = nonces
+                    .values()
+                    .filter_map(|h| self.entries.get(h))
+                    .map(|e| e.priority)
+                    .max()
+                    .unwrap_or(e.priority);
+                Some((priority, e.arrival, nonces))
+            })
+            .collect();
+        senders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        senders
+            .into_iter()
+            .flat_map(|(_, _, nonces)| nonces.values())
+            .filter_map(|h| self.entries.get(h).map(|e| e.extrinsic.clone()))
+            .collect()
+    }
+
+    /// Builds a block on `head` (whose state is `state`) from the pending transactions, at
+    /// most `max_extrinsics`, stamped with the local clock (after the parent's time).
+    pub fn build_block(
+        &self,
+        state: &dyn Backend,
+        head: &Header,
+        now_ms: u64,
+        max_extrinsics: usize,
+    ) -> Result<BuiltBlock, BlockError> {
+        let timestamp = proposal_timestamp(head, now_ms);
+        build_block(
+            state,
+            head,
+            timestamp,
+            &self.genesis,
+            self.block_candidates(),
+            max_extrinsics,
+        )
+    }
+
+    /// After a block is finalized: drops its transactions, and re-validates the rest against
+    /// the new state, dropping those that can no longer be included. Returns the dropped ones
+    /// with the reason.
+    pub fn finalized(
+        &mut self,
+        state: &dyn Backend,
+        included: &[H256],
+    ) -> Vec<(H256, TransactionError)> {
+        for hash in included {
+            self.remove(hash);
+        }
+        let mut dropped = vec![];
+        let hashes: Vec<H256> = self.entries.keys().copied().collect();
+        for hash in hashes {
+            let Some(entry) = self.entries.get(&hash) else {
+                continue;
+            };
+            if let Err(e) = validate_transaction(state, &entry.extrinsic, &self.genesis) {
+                self.remove(&hash);
+                dropped.push((hash, e));
+            }
+        }
+        dropped
+    }
+}

@@ -1,0 +1,58 @@
+//! rocksdb under the chain store. Durable writes are synced (fsync of rocksdb's log) before
+//! they return: the consensus WAL relies on it.
+
+use std::path::Path;
+
+use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+
+use super::kv::{DbError, Entries, KeyValueDb, Write};
+
+/// A rocksdb database.
+#[derive(Debug)]
+pub struct RocksDb {
+    db: DB,
+}
+
+fn backend(e: rocksdb::Error) -> DbError {
+    DbError::Backend {
+        reason: e.into_string(),
+    }
+}
+
+impl RocksDb {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let db = DB::open(&options, path).map_err(backend)?;
+        Ok(Self { db })
+    }
+}
+
+impl KeyValueDb for RocksDb {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        self.db.get(key).map_err(backend)
+    }
+
+    fn write(&self, batch: Vec<Write>, durable: bool) -> Result<(), DbError> {
+        let mut wb = WriteBatch::default();
+        for (key, value) in batch {
+            match value {
+                Some(v) => wb.put(key, v),
+                None => wb.delete(key),
+            }
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(durable);
+        self.db.write_opt(wb, &options).map_err(backend)
+    }
+
+    fn iter_from<'a>(&'a self, from: &[u8]) -> Entries<'a> {
+        Box::new(
+            self.db
+                .iterator(IteratorMode::From(from, Direction::Forward))
+                .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend)),
+        )
+    }
+}
