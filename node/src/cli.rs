@@ -24,6 +24,63 @@ pub enum Command {
     Cert(CertCommand),
     /// Print a chain spec (after checking that its genesis builds).
     BuildSpec(BuildSpecArgs),
+    /// Run a node.
+    Run(RunArgs),
+    /// Delete a chain's database (blocks, state, consensus WAL).
+    PurgeChain(PurgeArgs),
+}
+
+/// `drchain run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Development mode: the one-validator `dev` chain, alice's dev key, a temporary base
+    /// path, validating. Blocks are produced and finalized at once.
+    #[arg(long)]
+    pub dev: bool,
+    /// `dev`, `local`, or the path of a chain spec JSON file.
+    #[arg(long)]
+    pub chain: Option<String>,
+    /// Take part in consensus (when the key is in the validator set).
+    #[arg(long)]
+    pub validator: bool,
+    /// The node's name in logs. With `--chain dev|local` and no `--node-key-file`, a dev name
+    /// (alice, bob, charlie, dave, eve) also selects that well-known dev key.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where the node keeps its data (default `$HOME/.local/share/drchain`).
+    #[arg(long, conflicts_with = "tmp")]
+    pub base_path: Option<PathBuf>,
+    /// Use a temporary base path, deleted on exit.
+    #[arg(long)]
+    pub tmp: bool,
+    /// P2P TCP port (0: any free port).
+    #[arg(long, default_value_t = 30333)]
+    pub port: u16,
+    /// Listen on every interface instead of loopback only.
+    #[arg(long)]
+    pub listen_external: bool,
+    /// Peers to dial, as multiaddrs (`/ip4/127.0.0.1/tcp/30333/p2p/12D3...`); added to the
+    /// chain spec's bootnodes.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub bootnodes: Vec<String>,
+    /// The member key (PKCS#8 PEM); also the node's network identity. Without it (and without
+    /// a dev name), the key at `<base-path>/node-key.pem` is used, created on first run.
+    #[arg(long)]
+    pub node_key_file: Option<PathBuf>,
+}
+
+/// `drchain purge-chain`
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// `dev`, `local`, or the path of a chain spec JSON file.
+    #[arg(long, default_value = "local")]
+    pub chain: String,
+    /// The base path the node ran with.
+    #[arg(long)]
+    pub base_path: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 /// `drchain key ...`

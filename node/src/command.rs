@@ -21,6 +21,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Key(cmd) => key(cmd),
         Command::Cert(cmd) => cert(cmd),
         Command::BuildSpec(args) => build_spec(args),
+        Command::Run(args) => crate::run::run(args),
+        Command::PurgeChain(args) => crate::run::purge_chain(args),
     }
 }
 

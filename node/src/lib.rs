@@ -11,5 +11,8 @@ pub mod cli;
 pub mod command;
 pub mod consensus;
 pub mod keys;
+pub mod network;
 pub mod pool;
+pub mod run;
+pub mod service;
 pub mod store;

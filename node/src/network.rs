@@ -1,0 +1,246 @@
+//! The libp2p network: TCP + noise + yamux; gossipsub for consensus messages and transactions;
+//! request-response for block sync; identify and ping. The node key is the member's Ed25519
+//! key, so a peer's libp2p identity *is* its member account, authenticated by noise.
+
+use std::io;
+use std::time::Duration;
+
+use drchain_runtime::Block;
+use drchain_support::{AccountId, H256};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::{
+    gossipsub, identify, identity, noise, ping, request_response, swarm::NetworkBehaviour, tcp,
+    yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder,
+};
+use parity_scale_codec::{Decode, Encode};
+
+use crate::consensus::codec::{decode_bounded, WireCertificate, MAX_MESSAGE_BYTES};
+
+/// Most blocks sent in one sync response.
+pub const SYNC_BATCH: u64 = 32;
+/// Largest sync request accepted.
+const MAX_SYNC_REQUEST: usize = 64;
+/// Largest sync response accepted.
+const MAX_SYNC_RESPONSE: usize = 64 * 1024 * 1024;
+
+/// Asks for finalized blocks from `from`, at most `max`.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SyncRequest {
+    /// First height.
+    pub from: u64,
+    /// How many at most.
+    pub max: u32,
+}
+
+/// Finalized blocks with their commit certificates, in height order.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SyncResponse {
+    /// The blocks.
+    pub blocks: Vec<(Block, WireCertificate)>,
+}
+
+/// Length-prefixed SCALE over a libp2p stream, with size limits on what is read.
+#[derive(Debug, Clone, Default)]
+pub struct SyncCodec;
+
+async fn read_framed<T: AsyncRead + Unpin + Send, M: Decode>(
+    io: &mut T,
+    max: usize,
+    what: &'static str,
+) -> io::Result<M> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{what} of {len} bytes exceeds {max}"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    decode_bounded(&buf, max, what).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+async fn write_framed<T: AsyncWrite + Unpin + Send, M: Encode>(
+    io: &mut T,
+    msg: &M,
+) -> io::Result<()> {
+    let bytes = msg.encode();
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too large"))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(&bytes).await?;
+    io.close().await
+}
+
+#[async_trait::async_trait]
+impl request_response::Codec for SyncCodec {
+    type Protocol = StreamProtocol;
+    type Request = SyncRequest;
+    type Response = SyncResponse;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncRequest>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_framed(io, MAX_SYNC_REQUEST, "sync request").await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncResponse>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_framed(io, MAX_SYNC_RESPONSE, "sync response").await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: SyncRequest,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_framed(io, &r).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: SyncResponse,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_framed(io, &r).await
+    }
+}
+
+/// The node's network behaviours. (libp2p's behaviours do not implement `Debug`.)
+#[allow(missing_debug_implementations)]
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Consensus messages and transactions.
+    pub gossipsub: gossipsub::Behaviour,
+    /// Block sync.
+    pub sync: request_response::Behaviour<SyncCodec>,
+    /// Peer information (listen addresses, agent).
+    pub identify: identify::Behaviour,
+    /// Liveness.
+    pub ping: ping::Behaviour,
+}
+
+/// Gossip topics of one chain.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// Proposals and votes.
+    pub consensus: gossipsub::IdentTopic,
+    /// Transactions.
+    pub transactions: gossipsub::IdentTopic,
+}
+
+impl Topics {
+    /// The topics of the chain `genesis`.
+    pub fn new(genesis: &H256) -> Self {
+        let id = hex::encode(&genesis.0[..8]);
+        Self {
+            consensus: gossipsub::IdentTopic::new(format!("/drchain/{id}/consensus/1")),
+            transactions: gossipsub::IdentTopic::new(format!("/drchain/{id}/tx/1")),
+        }
+    }
+}
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The key could not be used as a libp2p identity.
+    #[error("node key: {reason}")]
+    Key {
+        /// Why.
+        reason: String,
+    },
+    /// A behaviour or transport failed to build.
+    #[error("network setup: {reason}")]
+    Setup {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The libp2p identity of a member key.
+pub fn keypair(secret: &ed25519_dalek::SigningKey) -> Result<identity::Keypair, NetworkError> {
+    identity::Keypair::ed25519_from_bytes(secret.to_bytes()).map_err(|e| NetworkError::Key {
+        reason: e.to_string(),
+    })
+}
+
+/// The peer id of a member account.
+pub fn peer_id_of(account: &AccountId) -> Option<PeerId> {
+    let key = identity::ed25519::PublicKey::try_from_bytes(&account.0).ok()?;
+    Some(PeerId::from_public_key(&identity::PublicKey::from(key)))
+}
+
+/// The member account behind a peer id (peer ids of Ed25519 keys embed the key).
+pub fn account_of(peer: &PeerId) -> Option<AccountId> {
+    let multihash = peer.as_ref();
+    if multihash.code() != 0 {
+        return None;
+    }
+    let key = identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+    let key = key.try_into_ed25519().ok()?;
+    Some(AccountId(key.to_bytes()))
+}
+
+/// Builds the swarm of a node with key `secret` on chain `genesis`.
+pub fn build_swarm(
+    secret: &ed25519_dalek::SigningKey,
+    genesis: &H256,
+) -> Result<Swarm<Behaviour>, NetworkError> {
+    let setup = |e: &dyn std::fmt::Display| NetworkError::Setup {
+        reason: e.to_string(),
+    };
+    let swarm = SwarmBuilder::with_existing_identity(keypair(secret)?)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| setup(&e))?
+        .with_behaviour(|key| {
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(500))
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .max_transmit_size(MAX_MESSAGE_BYTES)
+                .build()?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )?;
+            let sync = request_response::Behaviour::new(
+                [(
+                    StreamProtocol::new("/drchain/sync/1"),
+                    request_response::ProtocolSupport::Full,
+                )],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+            );
+            let identify = identify::Behaviour::new(identify::Config::new(
+                format!("/drchain/{}", hex::encode(&genesis.0[..8])),
+                key.public(),
+            ));
+            let ping = ping::Behaviour::new(ping::Config::new());
+            Ok(Behaviour {
+                gossipsub,
+                sync,
+                identify,
+                ping,
+            })
+        })
+        .map_err(|e| setup(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    Ok(swarm)
+}

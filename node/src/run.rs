@@ -1,0 +1,163 @@
+//! `drchain run` and `drchain purge-chain`.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use drchain_runtime::dev::dev_key;
+use drchain_runtime::ChainSpec;
+use drchain_support::{AccountId, Overlay, StateRead};
+use ed25519_dalek::SigningKey;
+use libp2p::Multiaddr;
+
+use crate::cli::{PurgeArgs, RunArgs};
+use crate::consensus::DriverConfig;
+use crate::service::{self, NodeConfig};
+use crate::{chain_spec, keys};
+
+/// Dev names whose well-known keys `--name` selects on the built-in chains.
+const DEV_NAMES: [&str; 5] = ["alice", "bob", "charlie", "dave", "eve"];
+
+fn default_base_path() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/drchain")
+}
+
+/// The database directory of a chain under a base path.
+pub fn database_path(base: &Path, spec: &ChainSpec) -> PathBuf {
+    base.join("chains").join(&spec.id).join("db")
+}
+
+fn node_key(args: &RunArgs, chain: &str, name: &str, base: &Path) -> Result<SigningKey> {
+    if let Some(path) = &args.node_key_file {
+        return keys::read_ed25519(path);
+    }
+    if matches!(chain, "dev" | "local") && DEV_NAMES.contains(&name) {
+        tracing::warn!(
+            name,
+            "using the well-known dev key of {name}: for testing only"
+        );
+        return Ok(dev_key(name));
+    }
+    let path = base.join("node-key.pem");
+    if path.exists() {
+        return keys::read_ed25519(&path);
+    }
+    let key = SigningKey::generate(&mut rand_core::OsRng);
+    std::fs::create_dir_all(base)?;
+    keys::write_secret(&path, &keys::ed25519_pem(&key)?)?;
+    tracing::info!(path = %path.display(), "generated a node key");
+    Ok(key)
+}
+
+/// Runs a node until Ctrl-C (or SIGTERM).
+pub fn run(args: RunArgs) -> Result<()> {
+    init_logging();
+    let chain = match (&args.chain, args.dev) {
+        (Some(c), _) => c.clone(),
+        (None, true) => "dev".into(),
+        (None, false) => "local".into(),
+    };
+    let name = args.name.clone().unwrap_or_else(|| {
+        if args.dev {
+            "alice".into()
+        } else {
+            "node".into()
+        }
+    });
+    let validator = args.validator || args.dev;
+    let spec = chain_spec::load(&chain)?;
+    let genesis = spec.build_genesis().context("building genesis")?;
+    let tmp = if args.tmp || args.dev && args.base_path.is_none() {
+        Some(tempfile::tempdir().context("creating a temporary base path")?)
+    } else {
+        None
+    };
+    let base = match (&tmp, &args.base_path) {
+        (Some(t), _) => t.path().to_path_buf(),
+        (None, Some(p)) => p.clone(),
+        (None, None) => default_base_path(),
+    };
+    let key = node_key(&args, &chain, &name, &base)?;
+    let listen_ip = if args.listen_external {
+        "0.0.0.0"
+    } else {
+        "127.0.0.1"
+    };
+    let listen: Multiaddr = format!("/ip4/{listen_ip}/tcp/{}", args.port).parse()?;
+    let mut bootnodes = vec![];
+    let state = &genesis.state;
+    let spec_bootnodes =
+        drchain_runtime::pallet_network_config::bootnodes(&Overlay::new(state as &dyn StateRead));
+    for b in spec_bootnodes.iter().chain(args.bootnodes.iter()) {
+        bootnodes.push(
+            b.parse::<Multiaddr>()
+                .with_context(|| format!("bootnode {b:?} is not a multiaddr"))?,
+        );
+    }
+    let account = AccountId::from(&key);
+    tracing::info!(
+        chain = %spec.name,
+        genesis = %genesis.hash(),
+        %account,
+        base_path = %base.display(),
+        "drchain {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let config = NodeConfig {
+        database: database_path(&base, &spec),
+        genesis,
+        key,
+        name,
+        validator,
+        listen,
+        bootnodes,
+        driver: DriverConfig::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let node = service::start(config).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => node.stop().await,
+            _ = term.recv() => node.stop().await,
+        }
+    })?;
+    drop(tmp);
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(
+            "info,libp2p=warn,libp2p_gossipsub=error,informalsystems_malachitebft_core_consensus=error",
+        ));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Deletes a chain's database.
+pub fn purge_chain(args: PurgeArgs) -> Result<()> {
+    let spec = chain_spec::load(&args.chain)?;
+    let base = args.base_path.unwrap_or_else(default_base_path);
+    let db = database_path(&base, &spec);
+    if !db.exists() {
+        println!("{} does not exist; nothing to purge", db.display());
+        return Ok(());
+    }
+    if !args.yes {
+        eprint!("Delete {}? [y/N] ", db.display());
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("aborted");
+        }
+    }
+    std::fs::remove_dir_all(&db).with_context(|| format!("removing {}", db.display()))?;
+    println!("{} removed", db.display());
+    Ok(())
+}

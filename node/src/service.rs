@@ -1,0 +1,558 @@
+//! The node service: one tokio task that owns the swarm, the consensus driver, the store and
+//! the pool, and executes the driver's outputs. Everything protocol-related is decided by the
+//! driver; this loop only moves bytes and time.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use drchain_runtime::{Genesis, UncheckedExtrinsic};
+use drchain_support::{Overlay, H256};
+use ed25519_dalek::SigningKey;
+use futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{gossipsub, request_response, Multiaddr, PeerId, Swarm};
+use parity_scale_codec::Encode;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::consensus::codec::ConsensusMessage;
+use crate::consensus::context::SigningProvider;
+use crate::consensus::{ConsensusDriver, DriverConfig, Output, TimerKey};
+use crate::network::{self, Behaviour, BehaviourEvent, SyncRequest, SyncResponse, Topics};
+use crate::pool::{PoolError, TransactionPool};
+use crate::store::rocks::RocksDb;
+use crate::store::ChainStore;
+
+/// Pending transactions at most.
+pub const POOL_LIMIT: usize = 65_536;
+/// Extrinsics per block at most.
+pub const BLOCK_LIMIT: usize = 4096;
+/// How often bootnodes we are not connected to are dialled again.
+const REDIAL: Duration = Duration::from_secs(2);
+
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The chain.
+    pub genesis: Genesis,
+    /// Where the database lives.
+    pub database: PathBuf,
+    /// The member key: signs votes and is the network identity.
+    pub key: SigningKey,
+    /// A name for logs.
+    pub name: String,
+    /// Whether to take part in consensus when the key is in the validator set.
+    pub validator: bool,
+    /// Where to listen.
+    pub listen: Multiaddr,
+    /// Peers to dial (and redial).
+    pub bootnodes: Vec<Multiaddr>,
+    /// Consensus timers and limits.
+    pub driver: DriverConfig,
+}
+
+/// What happened to the chain, as seen from outside the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChainStatus {
+    /// Finalized height.
+    pub finalized: u64,
+    /// Finalized hash.
+    pub hash: H256,
+    /// Connected peers.
+    pub peers: usize,
+    /// Malformed or invalid network messages dropped.
+    pub dropped_messages: u64,
+    /// Peers disconnected for not being members.
+    pub rejected_peers: u64,
+    /// Transactions in blocks finalized since start.
+    pub included_transactions: u64,
+    /// Blocks imported by sync since start.
+    pub synced_blocks: u64,
+}
+
+enum Command {
+    Submit(UncheckedExtrinsic, oneshot::Sender<Result<H256, PoolError>>),
+    FinalizedHash(u64, oneshot::Sender<Option<H256>>),
+}
+
+/// A running node, for the binary and for in-process tests.
+#[derive(Debug)]
+pub struct NodeHandle {
+    /// Its peer id.
+    pub peer_id: PeerId,
+    /// Addresses it listens on, once bound.
+    pub listening: watch::Receiver<Vec<Multiaddr>>,
+    /// The chain as it goes.
+    pub status: watch::Receiver<ChainStatus>,
+    commands: mpsc::Sender<Command>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl NodeHandle {
+    /// Submits a transaction (validated, pooled, gossiped).
+    pub async fn submit(&self, x: UncheckedExtrinsic) -> anyhow::Result<Result<H256, PoolError>> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Submit(x, tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
+        Ok(rx.await?)
+    }
+
+    /// The hash of finalized block `number`, if the node has it.
+    pub async fn finalized_hash(&self, number: u64) -> anyhow::Result<Option<H256>> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::FinalizedHash(number, tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
+        Ok(rx.await?)
+    }
+
+    /// Stops the node and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await?
+    }
+
+    /// Waits until the node stops on its own (an error), or forever.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Opens the store, starts listening, and spawns the node's task.
+pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
+    std::fs::create_dir_all(&config.database)?;
+    let db = RocksDb::open(&config.database)?;
+    let store = ChainStore::open(db, &config.genesis)?;
+    let genesis_hash = config.genesis.hash();
+    let signer = SigningProvider::new(genesis_hash, config.key.clone());
+    let driver = ConsensusDriver::new(store, signer, config.driver, config.validator);
+    let mut swarm = network::build_swarm(&config.key, &genesis_hash)?;
+    let topics = Topics::new(&genesis_hash);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topics.consensus)?;
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topics.transactions)?;
+    swarm.listen_on(config.listen.clone())?;
+    let peer_id = *swarm.local_peer_id();
+    let (listening_tx, listening) = watch::channel(vec![]);
+    let (status_tx, status) = watch::channel(ChainStatus::default());
+    let (commands, commands_rx) = mpsc::channel(1024);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    tracing::info!(name = %config.name, %peer_id, validator = config.validator, "node starting");
+    let service = Service {
+        pool: TransactionPool::new(genesis_hash, POOL_LIMIT),
+        driver,
+        swarm,
+        topics,
+        timers: BTreeMap::new(),
+        work: VecDeque::new(),
+        bootnodes: config.bootnodes,
+        listening: listening_tx,
+        status: status_tx,
+        stats: ChainStatus::default(),
+        sync_peer: 0,
+    };
+    let task = tokio::spawn(service.run(commands_rx, shutdown_rx));
+    Ok(NodeHandle {
+        peer_id,
+        listening,
+        status,
+        commands,
+        shutdown,
+        task,
+    })
+}
+
+struct Service {
+    driver: ConsensusDriver<RocksDb>,
+    pool: TransactionPool,
+    swarm: Swarm<Behaviour>,
+    topics: Topics,
+    timers: BTreeMap<TimerKey, Instant>,
+    work: VecDeque<Output>,
+    bootnodes: Vec<Multiaddr>,
+    listening: watch::Sender<Vec<Multiaddr>>,
+    status: watch::Sender<ChainStatus>,
+    stats: ChainStatus,
+    sync_peer: usize,
+}
+
+impl Service {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let head = self.driver.store().head().clone();
+        self.stats.finalized = head.number;
+        self.stats.hash = head.hash();
+        self.publish_status();
+        let outputs = self.driver.start(now_ms())?;
+        self.execute(outputs)?;
+        self.dial_bootnodes();
+        let mut redial = tokio::time::interval(REDIAL);
+        loop {
+            let next_timer = self.timers.values().min().copied();
+            let sleep = async {
+                match next_timer {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => futures::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    tracing::info!("node stopping");
+                    return Ok(());
+                }
+                Some(command) = commands.recv() => self.command(command)?,
+                event = self.swarm.select_next_some() => self.swarm_event(event)?,
+                _ = sleep => self.fire_timers()?,
+                _ = redial.tick() => self.dial_bootnodes(),
+            }
+        }
+    }
+
+    fn publish_status(&mut self) {
+        self.stats.peers = self.swarm.connected_peers().count();
+        self.status.send_replace(self.stats);
+    }
+
+    fn dial_bootnodes(&mut self) {
+        let connected: BTreeSet<PeerId> = self.swarm.connected_peers().copied().collect();
+        let me = *self.swarm.local_peer_id();
+        for addr in self.bootnodes.clone() {
+            let peer = addr.iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+                _ => None,
+            });
+            if peer.is_some_and(|p| p == me || connected.contains(&p)) {
+                continue;
+            }
+            if peer.is_none() && !connected.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, error = %e, "dial failed");
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let due: Vec<TimerKey> = self
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            self.timers.remove(&key);
+            let outputs = self.driver.on_timer(now_ms(), key)?;
+            self.execute(outputs)?;
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, command: Command) -> anyhow::Result<()> {
+        match command {
+            Command::Submit(x, reply) => {
+                let bytes = x.encode();
+                let result = self.submit(x);
+                if result.is_ok() {
+                    if let Err(e) = self
+                        .swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .publish(self.topics.transactions.clone(), bytes)
+                    {
+                        tracing::debug!(error = %e, "transaction not gossiped");
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            Command::FinalizedHash(number, reply) => {
+                let _ = reply.send(self.driver.store().hash(number)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, x: UncheckedExtrinsic) -> Result<H256, PoolError> {
+        let result = {
+            let store = self.driver.store();
+            self.pool.submit(&store.state(), x)
+        };
+        if result.is_ok() {
+            match self.driver.on_transactions_pending(now_ms()) {
+                Ok(outputs) => {
+                    self.work.extend(outputs);
+                }
+                Err(e) => tracing::error!(error = %e, "consensus failed"),
+            }
+        }
+        result
+    }
+
+    /// Whether `peer` is an admitted, unrevoked member of the finalized state.
+    fn admitted(&self, peer: &PeerId) -> bool {
+        let Some(account) = network::account_of(peer) else {
+            return false;
+        };
+        let store = self.driver.store();
+        let state = store.state();
+        let at = store.head().timestamp;
+        pallet_membership::is_admitted(&Overlay::new(&state), &account, at)
+    }
+
+    fn enforce_membership(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            if !self.admitted(&peer) {
+                tracing::warn!(%peer, "disconnecting a peer that is not an admitted member");
+                self.stats.rejected_peers += 1;
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
+    fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> anyhow::Result<()> {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.listening.send_modify(|l| l.push(address));
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                if self.admitted(&peer_id) {
+                    tracing::debug!(peer = %peer_id, "peer connected");
+                } else {
+                    tracing::warn!(peer = %peer_id, "disconnecting a peer that is not an admitted member");
+                    self.stats.rejected_peers += 1;
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                }
+                self.publish_status();
+            }
+            SwarmEvent::ConnectionClosed { .. } => self.publish_status(),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            })) => self.gossip(propagation_source, message)?,
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
+                peer,
+                message,
+                ..
+            })) => self.sync_message(peer, message)?,
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(
+                request_response::Event::OutboundFailure { peer, error, .. },
+            )) => tracing::debug!(%peer, %error, "sync request failed"),
+            _ => {}
+        }
+        self.drain()
+    }
+
+    fn gossip(&mut self, from: PeerId, message: gossipsub::Message) -> anyhow::Result<()> {
+        if !self.admitted(&from) {
+            self.stats.dropped_messages += 1;
+            return Ok(());
+        }
+        if message.topic == self.topics.consensus.hash() {
+            match ConsensusMessage::decode_untrusted(&message.data) {
+                Ok(m) => {
+                    let outputs = self.driver.on_message(now_ms(), m)?;
+                    self.execute(outputs)?;
+                }
+                Err(e) => {
+                    self.stats.dropped_messages += 1;
+                    tracing::debug!(peer = %from, error = %e, "malformed consensus message dropped");
+                }
+            }
+        } else if message.topic == self.topics.transactions.hash() {
+            match UncheckedExtrinsic::decode_untrusted(&message.data) {
+                Ok(x) => {
+                    if let Err(e) = self.submit(x) {
+                        tracing::trace!(error = %e, "gossiped transaction not pooled");
+                    }
+                }
+                Err(e) => {
+                    self.stats.dropped_messages += 1;
+                    tracing::debug!(peer = %from, error = %e, "malformed transaction dropped");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_message(
+        &mut self,
+        peer: PeerId,
+        message: request_response::Message<SyncRequest, SyncResponse>,
+    ) -> anyhow::Result<()> {
+        match message {
+            request_response::Message::Request {
+                request, channel, ..
+            } => {
+                if !self.admitted(&peer) {
+                    return Ok(());
+                }
+                let store = self.driver.store();
+                let head = store.head().number;
+                let last = head.min(
+                    request
+                        .from
+                        .saturating_add(u64::from(request.max).min(network::SYNC_BATCH))
+                        .saturating_sub(1),
+                );
+                let mut blocks = vec![];
+                for n in request.from.max(1)..=last {
+                    match (store.block(n)?, store.certificate(n)?) {
+                        (Some(b), Some(c)) => blocks.push((b, c)),
+                        _ => break,
+                    }
+                }
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, SyncResponse { blocks });
+            }
+            request_response::Message::Response { response, .. } => {
+                for (block, certificate) in response.blocks {
+                    match self.driver.on_synced_block(now_ms(), block, certificate)? {
+                        Ok(outputs) => self.execute(outputs)?,
+                        Err(rejected) => {
+                            tracing::warn!(%peer, %rejected, "peer sent a bad block; disconnecting");
+                            self.stats.dropped_messages += 1;
+                            let _ = self.swarm.disconnect_peer_id(peer);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn execute(&mut self, outputs: Vec<Output>) -> anyhow::Result<()> {
+        self.work.extend(outputs);
+        self.drain()
+    }
+
+    fn drain(&mut self) -> anyhow::Result<()> {
+        while let Some(output) = self.work.pop_front() {
+            self.output(output)?;
+        }
+        Ok(())
+    }
+
+    fn output(&mut self, output: Output) -> anyhow::Result<()> {
+        match output {
+            Output::Broadcast(message) => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topics.consensus.clone(), message.encode())
+                {
+                    tracing::trace!(error = %e, "consensus message not gossiped");
+                }
+            }
+            Output::ScheduleTimer { key, after_ms } => {
+                self.timers
+                    .insert(key, Instant::now() + Duration::from_millis(after_ms));
+            }
+            Output::CancelTimer(key) => {
+                self.timers.remove(&key);
+            }
+            Output::CancelAllTimers => self.timers.retain(|k, _| *k == TimerKey::Idle),
+            Output::BuildBlock { height, round } => {
+                let now = now_ms();
+                let built = {
+                    let store = self.driver.store();
+                    self.pool
+                        .build_block(&store.state(), store.head(), now, BLOCK_LIMIT)
+                };
+                match built {
+                    Ok(built) => {
+                        for (hash, reason) in &built.rejected {
+                            tracing::debug!(%hash, %reason, "transaction left out of the block");
+                        }
+                        let outputs = self.driver.on_block_built(
+                            now,
+                            height,
+                            round,
+                            built.block,
+                            built.executed,
+                        )?;
+                        self.work.extend(outputs);
+                    }
+                    Err(e) => tracing::error!(error = %e, "could not build a block"),
+                }
+            }
+            Output::Finalized {
+                header,
+                hash,
+                extrinsics,
+                synced,
+                ..
+            } => {
+                tracing::info!(
+                    "Imported #{} ({hash}) txs={} via={}",
+                    header.number,
+                    extrinsics.len(),
+                    if synced { "sync" } else { "consensus" }
+                );
+                tracing::info!("Finalized #{} ({hash})", header.number);
+                let dropped = {
+                    let store = self.driver.store();
+                    self.pool.finalized(&store.state(), &extrinsics)
+                };
+                for (hash, reason) in dropped {
+                    tracing::info!(%hash, %reason, "transaction dropped from the pool");
+                }
+                self.stats.finalized = header.number;
+                self.stats.hash = hash;
+                self.stats.included_transactions += extrinsics.len() as u64;
+                if synced {
+                    self.stats.synced_blocks += 1;
+                }
+                self.enforce_membership();
+                self.publish_status();
+                if !self.pool.is_empty() {
+                    let outputs = self.driver.on_transactions_pending(now_ms())?;
+                    self.work.extend(outputs);
+                }
+            }
+            Output::RequestSync { from } => {
+                let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                if !peers.is_empty() {
+                    self.sync_peer = (self.sync_peer + 1) % peers.len();
+                    let peer = peers[self.sync_peer];
+                    tracing::debug!(%peer, from, "asking for blocks");
+                    self.swarm.behaviour_mut().sync.send_request(
+                        &peer,
+                        SyncRequest {
+                            from,
+                            max: network::SYNC_BATCH as u32,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,279 @@
+//! Four `drchain run` processes of the local chain on loopback, killed for real: they finalize
+//! the same blocks; one SIGKILLed, the other three go on; restarted, it catches up by sync;
+//! two of four killed, finalization halts without a fork and resumes when one returns; a node
+//! whose key is not a member is disconnected.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use drchain_node::network::peer_id_of;
+use drchain_runtime::dev::dev_account;
+
+const NAMES: [&str; 4] = ["alice", "bob", "charlie", "dave"];
+const WAIT: Duration = Duration::from_secs(40);
+
+/// What a node's log said: finalized hashes by height, and whole lines.
+#[derive(Default)]
+struct Log {
+    finalized: BTreeMap<u64, String>,
+    lines: Vec<String>,
+}
+
+struct Node {
+    name: String,
+    base: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    log: Arc<Mutex<Log>>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(node: &mut Node, bootnodes: &str, extra: &[&str]) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drchain"));
+    cmd.args(["run", "--chain", "local", "--name", &node.name])
+        .arg("--base-path")
+        .arg(&node.base)
+        .args(["--port", &node.port.to_string(), "--bootnodes", bootnodes])
+        .args(extra)
+        .env("RUST_LOG", "info,libp2p=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("drchain runs");
+    let stderr = child.stderr.take().unwrap();
+    let log = node.log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = log.lock().unwrap();
+            if let Some(rest) = line.split("Finalized #").nth(1) {
+                let mut parts = rest.split_whitespace();
+                let number = parts.next().and_then(|n| n.parse().ok());
+                let hash = parts
+                    .next()
+                    .map(|h| h.trim_matches(|c| c == '(' || c == ')'));
+                if let (Some(n), Some(h)) = (number, hash) {
+                    log.finalized.insert(n, h.to_string());
+                }
+            }
+            log.lines.push(line);
+        }
+    });
+    node.child = Some(child);
+}
+
+struct Testnet {
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl Testnet {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = NAMES
+            .iter()
+            .map(|name| Node {
+                name: (*name).into(),
+                base: dir.path().join(name),
+                port: free_port(),
+                child: None,
+                log: Arc::default(),
+            })
+            .collect();
+        let mut net = Self { nodes, _dir: dir };
+        for i in 0..4 {
+            net.start(i);
+        }
+        net
+    }
+
+    fn bootnodes(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let peer = peer_id_of(&dev_account(&n.name)).unwrap();
+                format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", n.port)
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn start(&mut self, i: usize) {
+        let boot = self.bootnodes();
+        spawn(&mut self.nodes[i], &boot, &["--validator"]);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+    }
+
+    fn height(&self, i: usize) -> u64 {
+        let log = self.nodes[i].log.lock().unwrap();
+        log.finalized.keys().next_back().copied().unwrap_or(0)
+    }
+
+    fn hash(&self, i: usize, n: u64) -> Option<String> {
+        self.nodes[i].log.lock().unwrap().finalized.get(&n).cloned()
+    }
+
+    fn wait_for(&self, which: &[usize], height: u64) {
+        let deadline = Instant::now() + WAIT;
+        while which.iter().any(|i| self.height(*i) < height) {
+            if Instant::now() > deadline {
+                let heights: Vec<(String, u64)> = which
+                    .iter()
+                    .map(|i| (self.nodes[*i].name.clone(), self.height(*i)))
+                    .collect();
+                let tail: Vec<String> = which
+                    .iter()
+                    .flat_map(|i| {
+                        let log = self.nodes[*i].log.lock().unwrap();
+                        log.lines
+                            .iter()
+                            .rev()
+                            .take(15)
+                            .rev()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                panic!(
+                    "not at height {height} in time: {heights:?}\n{}",
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every height finalized by any two of `which` has the same hash in both.
+    fn assert_no_fork(&self, which: &[usize]) {
+        let top = which.iter().map(|i| self.height(*i)).max().unwrap_or(0);
+        for n in 1..=top {
+            let hashes: Vec<String> = which.iter().filter_map(|i| self.hash(*i, n)).collect();
+            assert!(
+                hashes.windows(2).all(|w| w[0] == w[1]),
+                "fork at #{n}: {hashes:?}"
+            );
+        }
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+#[test]
+fn four_processes_survive_kills_halt_without_quorum_and_resume() {
+    let mut net = Testnet::new();
+    let all = [0, 1, 2, 3];
+    net.wait_for(&all, 3);
+    net.assert_no_fork(&all);
+
+    // SIGKILL dave: the other three keep finalizing.
+    net.kill(3);
+    let h = net.height(0);
+    net.wait_for(&[0, 1, 2], h + 5);
+
+    // Restarted, dave catches up by sync (his WAL and database survived the kill).
+    net.start(3);
+    let target = net.height(0) + 2;
+    net.wait_for(&all, target);
+    net.assert_no_fork(&all);
+    let synced = net.nodes[3]
+        .log
+        .lock()
+        .unwrap()
+        .lines
+        .iter()
+        .any(|l| l.contains("via=sync"));
+    assert!(synced, "dave imported blocks by sync");
+
+    // SIGKILL two of four: no quorum, finalization halts.
+    net.kill(2);
+    net.kill(3);
+    std::thread::sleep(Duration::from_secs(1));
+    let halted = net.height(0).max(net.height(1));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        net.height(0) <= halted && net.height(1) <= halted,
+        "blocks finalized without a quorum"
+    );
+    // One returns: finalization resumes, without a fork.
+    net.start(2);
+    net.wait_for(&[0, 1, 2], halted + 3);
+    net.assert_no_fork(&all);
+}
+
+fn wait_for_line(log: &Arc<Mutex<Log>>, needle: &str) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if log.lock().unwrap().lines.iter().any(|l| l.contains(needle)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn write_key(dir: &Path, seed: u8) -> PathBuf {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let pem = key.to_pkcs8_pem(Default::default()).unwrap();
+    let path = dir.join("stranger.pem");
+    std::fs::write(&path, pem.as_bytes()).unwrap();
+    path
+}
+
+#[test]
+fn a_non_member_node_is_disconnected() {
+    let net = Testnet::new();
+    net.wait_for(&[0, 1, 2, 3], 1);
+    let dir = tempfile::tempdir().unwrap();
+    let key = write_key(dir.path(), 9);
+    let mut stranger = Node {
+        name: "stranger".into(),
+        base: dir.path().join("base"),
+        port: free_port(),
+        child: None,
+        log: Arc::default(),
+    };
+    let boot = net.bootnodes();
+    spawn(
+        &mut stranger,
+        &boot,
+        &["--node-key-file", key.to_str().unwrap()],
+    );
+    let disconnected = wait_for_line(
+        &net.nodes[0].log,
+        "disconnecting a peer that is not an admitted member",
+    );
+    if let Some(mut c) = stranger.child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert!(disconnected, "alice did not disconnect the non-member");
+    assert!(
+        stranger.log.lock().unwrap().finalized.is_empty(),
+        "the non-member received blocks"
+    );
+}
