@@ -8,6 +8,9 @@
 // A test harness: failing loudly is its job.
 #![allow(clippy::expect_used, clippy::panic)]
 
+pub mod net;
+pub mod sim;
+
 use std::collections::BTreeMap;
 
 use drchain_runtime::dev::{dev_account, dev_key, specs};

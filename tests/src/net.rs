@@ -1,0 +1,187 @@
+//! In-process networks of real nodes: each node is the real service (rocksdb store, libp2p on
+//! loopback, consensus driver) in one tokio runtime.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use drchain_node::consensus::DriverConfig;
+use drchain_node::service::{self, ChainStatus, NodeConfig, NodeHandle};
+use drchain_runtime::dev::{dev_key, specs};
+use drchain_runtime::support::H256;
+use drchain_runtime::Genesis;
+use ed25519_dalek::SigningKey;
+use libp2p::Multiaddr;
+
+/// A node of an in-process network, running or stopped.
+#[derive(Debug)]
+pub struct TestNode {
+    /// Its name.
+    pub name: String,
+    /// Its key.
+    pub key: SigningKey,
+    /// Its database directory (kept across restarts).
+    pub database: PathBuf,
+    /// Its address, once it has listened.
+    pub address: Option<Multiaddr>,
+    /// The running node.
+    pub handle: Option<NodeHandle>,
+}
+
+/// Several nodes of the local chain on loopback.
+#[derive(Debug)]
+pub struct TestNetwork {
+    /// The chain.
+    pub genesis: Genesis,
+    /// The nodes.
+    pub nodes: Vec<TestNode>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestNetwork {
+    /// The four validators of the local chain, started one after the other, each dialling
+    /// those before it.
+    pub async fn local_validators() -> Self {
+        let spec = specs::local().expect("local spec");
+        let genesis = spec.build_genesis().expect("genesis");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nodes = crate::sim::VALIDATORS
+            .iter()
+            .map(|name| TestNode {
+                name: (*name).into(),
+                key: dev_key(name),
+                database: dir.path().join(name),
+                address: None,
+                handle: None,
+            })
+            .collect();
+        let mut net = Self {
+            genesis,
+            nodes,
+            _dir: dir,
+        };
+        for i in 0..net.nodes.len() {
+            net.start(i).await;
+        }
+        net
+    }
+
+    fn bootnodes(&self, except: usize) -> Vec<Multiaddr> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != except)
+            .filter_map(|(_, n)| n.address.clone())
+            .collect()
+    }
+
+    /// Adds a node with `key` (not necessarily a member) that dials the others.
+    pub async fn add(&mut self, name: &str, key: SigningKey, validator: bool) -> usize {
+        let database = self._dir.path().join(name);
+        self.nodes.push(TestNode {
+            name: name.into(),
+            key,
+            database,
+            address: None,
+            handle: None,
+        });
+        let i = self.nodes.len() - 1;
+        self.start_with(i, validator).await;
+        i
+    }
+
+    /// Starts (or restarts) node `i` as a validator.
+    pub async fn start(&mut self, i: usize) {
+        self.start_with(i, true).await;
+    }
+
+    async fn start_with(&mut self, i: usize, validator: bool) {
+        let port = self.nodes[i]
+            .address
+            .as_ref()
+            .and_then(|a| {
+                a.iter().find_map(|p| match p {
+                    libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+                    _ => None,
+                })
+            })
+            .unwrap_or(0);
+        let config = NodeConfig {
+            genesis: self.genesis.clone(),
+            database: self.nodes[i].database.clone(),
+            key: self.nodes[i].key.clone(),
+            name: self.nodes[i].name.clone(),
+            validator,
+            listen: format!("/ip4/127.0.0.1/tcp/{port}")
+                .parse()
+                .expect("multiaddr"),
+            bootnodes: self.bootnodes(i),
+            driver: DriverConfig::default(),
+        };
+        let handle = service::start(config).await.expect("node starts");
+        let mut listening = handle.listening.clone();
+        let addr = tokio::time::timeout(
+            Duration::from_secs(10),
+            listening.wait_for(|l| !l.is_empty()),
+        )
+        .await
+        .expect("node listens in time")
+        .expect("node alive")[0]
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(handle.peer_id));
+        self.nodes[i].address = Some(addr);
+        self.nodes[i].handle = Some(handle);
+    }
+
+    /// Stops node `i` abruptly (its task is dropped mid-flight, like a kill).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(h) = self.nodes[i].handle.take() {
+            h.stop().await.expect("node stopped cleanly");
+        }
+    }
+
+    /// The status of node `i`.
+    pub fn status(&self, i: usize) -> ChainStatus {
+        *self.nodes[i]
+            .handle
+            .as_ref()
+            .expect("node running")
+            .status
+            .borrow()
+    }
+
+    /// Waits until every node in `which` has finalized `height`.
+    pub async fn wait_for_height(&self, which: &[usize], height: u64, within: Duration) {
+        let waits = which.iter().map(|i| {
+            let mut status = self.nodes[*i]
+                .handle
+                .as_ref()
+                .expect("node running")
+                .status
+                .clone();
+            async move {
+                status
+                    .wait_for(|s| s.finalized >= height)
+                    .await
+                    .map(|_| ())
+                    .expect("node alive");
+            }
+        });
+        if tokio::time::timeout(within, futures::future::join_all(waits))
+            .await
+            .is_err()
+        {
+            let heights: BTreeMap<String, u64> = which
+                .iter()
+                .map(|i| (self.nodes[*i].name.clone(), self.status(*i).finalized))
+                .collect();
+            panic!("nodes did not reach height {height} within {within:?}: {heights:?}");
+        }
+    }
+
+    /// The finalized hash of `number` at running node `i`.
+    pub async fn hash_at(&self, i: usize, number: u64) -> Option<H256> {
+        let handle = self.nodes[i].handle.as_ref().expect("node running");
+        handle.finalized_hash(number).await.expect("node answers")
+    }
+}

@@ -1,0 +1,655 @@
+//! A deterministic simulation of a validator network: every node runs the real consensus
+//! driver, runtime and chain store (over an in-memory database that survives crashes), and
+//! every message crosses a simulated network with seeded delays, loss, duplication,
+//! reordering and partitions. Time is virtual: the run is a queue of timed events, so the same
+//! seed replays exactly the same run.
+//!
+//! Invariants are checked at every finalized block: no two honest nodes finalize different
+//! blocks at one height. [`Simulation::run`] then checks liveness: once faults end, every
+//! honest running node keeps finalizing.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use drchain_node::consensus::codec::{ConsensusMessage, WireCertificate};
+use drchain_node::consensus::context::SigningProvider;
+use drchain_node::consensus::{ConsensusDriver, DriverConfig, Output, TimerKey};
+use drchain_node::pool::TransactionPool;
+use drchain_node::store::kv::MemoryDb;
+use drchain_node::store::ChainStore;
+use drchain_runtime::dev::{dev_key, specs};
+use drchain_runtime::support::H256;
+use drchain_runtime::{Block, Genesis};
+use ed25519_dalek::{Signer as _, SigningKey};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The validators of the local spec, in its order.
+pub const VALIDATORS: [&str; 4] = ["alice", "bob", "charlie", "dave"];
+
+/// What can go wrong in a run, and for how long.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    /// Virtual ms during which faults happen; afterwards the network is calm.
+    pub chaos_ms: u64,
+    /// Probability that a message copy is lost (during chaos).
+    pub loss: f64,
+    /// Probability that a message copy is delivered twice (during chaos).
+    pub duplicate: f64,
+    /// Delay range of a message, ms (reordering follows from the spread).
+    pub delay_ms: (u64, u64),
+    /// Extra delay range during chaos.
+    pub chaos_delay_ms: (u64, u64),
+    /// Partitions: (start, end, nodes cut off from the rest).
+    pub partitions: Vec<(u64, u64, BTreeSet<usize>)>,
+    /// Crashes: (at, node, restart after ms).
+    pub crashes: Vec<(u64, usize, u64)>,
+    /// A validator that equivocates: signs a second, conflicting proposal or vote for every
+    /// one it sends, and sends each to a random half of the peers.
+    pub equivocator: Option<usize>,
+    /// Clock skew per node, ms (positive: ahead).
+    pub skew_ms: Vec<i64>,
+}
+
+impl Faults {
+    /// Seeded random faults for a 4-validator network with at most one faulty node at any
+    /// time beyond an equivocator (f = 1): crash-restarts and partitions are kept to nodes
+    /// other than the equivocator, and overlap only while the chain may halt.
+    pub fn random(rng: &mut ChaCha8Rng) -> Self {
+        let chaos_ms = 6_000;
+        let equivocator = rng.gen_bool(0.5).then(|| rng.gen_range(0..4));
+        let honest: Vec<usize> = (0..4).filter(|n| Some(*n) != equivocator).collect();
+        let mut crashes = vec![];
+        for _ in 0..rng.gen_range(0..=2) {
+            let node = honest[rng.gen_range(0..honest.len())];
+            let at = rng.gen_range(200..chaos_ms - 1_500);
+            crashes.push((at, node, rng.gen_range(100..1_500)));
+        }
+        let mut partitions = vec![];
+        for _ in 0..rng.gen_range(0..=2) {
+            let start = rng.gen_range(0..chaos_ms - 1_000);
+            let end = start + rng.gen_range(200..2_000);
+            let size = rng.gen_range(1..=2);
+            let mut cut = BTreeSet::new();
+            while cut.len() < size {
+                cut.insert(rng.gen_range(0..4));
+            }
+            partitions.push((start, end.min(chaos_ms), cut));
+        }
+        Self {
+            chaos_ms,
+            loss: rng.gen_range(0.0..0.2),
+            duplicate: rng.gen_range(0.0..0.1),
+            delay_ms: (1, 20),
+            chaos_delay_ms: (0, rng.gen_range(1..200)),
+            partitions,
+            crashes,
+            equivocator,
+            skew_ms: (0..4).map(|_| rng.gen_range(-40..=40)).collect(),
+        }
+    }
+
+    /// A calm network.
+    pub fn none() -> Self {
+        Self {
+            chaos_ms: 0,
+            loss: 0.0,
+            duplicate: 0.0,
+            delay_ms: (1, 20),
+            chaos_delay_ms: (0, 0),
+            partitions: vec![],
+            crashes: vec![],
+            equivocator: None,
+            skew_ms: vec![0; 4],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Deliver {
+        to: usize,
+        message: Box<ConsensusMessage>,
+    },
+    Timer {
+        node: usize,
+        key: TimerKey,
+        generation: u64,
+    },
+    SyncRequest {
+        to: usize,
+        from: usize,
+        height: u64,
+    },
+    SyncResponse {
+        to: usize,
+        blocks: Vec<(Block, WireCertificate)>,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
+    Build {
+        node: usize,
+        height: u64,
+        round: u32,
+    },
+}
+
+struct Node {
+    key: SigningKey,
+    db: MemoryDb,
+    driver: Option<ConsensusDriver<MemoryDb>>,
+    timers: BTreeMap<TimerKey, u64>,
+    generation: u64,
+    finalized: Vec<H256>,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// A digest of every event processed and every block finalized, in order.
+    pub trace: H256,
+    /// Per node, its finalized block hashes by height (index 0 is height 1).
+    pub chains: Vec<Vec<H256>>,
+    /// Events processed.
+    pub events: u64,
+    /// Highest height finalized by any node at the end of the chaos phase.
+    pub height_at_calm: u64,
+    /// WAL records replayed by restarted nodes.
+    pub wal_records_replayed: u64,
+}
+
+/// The simulation.
+pub struct Simulation {
+    seed: u64,
+    rng: ChaCha8Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    events: BTreeMap<usize, Event>,
+    next_event: usize,
+    nodes: Vec<Node>,
+    genesis: Genesis,
+    faults: Faults,
+    finalized: BTreeMap<u64, (H256, usize)>,
+    trace: blake3::Hasher,
+    processed: u64,
+    height_at_calm: u64,
+    wal_records_replayed: u64,
+    /// Print every event (set `DRCHAIN_SIM_TRACE=1`), to read a failing seed's run.
+    print_events: bool,
+}
+
+fn describe(event: &Event) -> String {
+    match event {
+        Event::Deliver { message, .. } => match message.as_ref() {
+            ConsensusMessage::Proposal(p) => format!(
+                "proposal h{} r{} pol{} from {} block {}",
+                p.height,
+                p.round,
+                p.pol_round,
+                p.proposer.short(),
+                p.block.hash()
+            ),
+            ConsensusMessage::Vote(v) => format!(
+                "vote {} h{} r{} {:?} from {}",
+                if v.vote_type == 0 {
+                    "prevote"
+                } else {
+                    "precommit"
+                },
+                v.height,
+                v.round,
+                v.value,
+                v.validator.short()
+            ),
+            ConsensusMessage::PolkaCertificate(c) => format!(
+                "polka certificate h{} r{} {} ({} signatures)",
+                c.height,
+                c.round,
+                c.block_hash,
+                c.signatures.len()
+            ),
+            ConsensusMessage::RoundCertificate(c) => format!(
+                "round certificate h{} r{} kind {} ({} signatures)",
+                c.height,
+                c.round,
+                c.kind,
+                c.signatures.len()
+            ),
+        },
+        Event::Timer { key, .. } => format!("timer {key:?}"),
+        Event::SyncRequest { from, height, .. } => format!("sync request from {from} at #{height}"),
+        Event::SyncResponse { blocks, .. } => format!("sync response of {} blocks", blocks.len()),
+        Event::Crash { .. } => "crash".into(),
+        Event::Restart { .. } => "restart".into(),
+        Event::Build { height, round, .. } => format!("build h{height} r{round}"),
+    }
+}
+
+impl std::fmt::Debug for Simulation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulation")
+            .field("seed", &self.seed)
+            .field("now", &self.now)
+            .finish()
+    }
+}
+
+impl Simulation {
+    /// A 4-validator network of the local spec with `faults`, driven by `seed`.
+    pub fn new(seed: u64, faults: Faults) -> Self {
+        let spec = specs::local().expect("local spec builds");
+        let genesis = spec.build_genesis().expect("genesis builds");
+        let nodes = VALIDATORS
+            .iter()
+            .map(|name| Node {
+                key: dev_key(name),
+                db: MemoryDb::new(),
+                driver: None,
+                timers: BTreeMap::new(),
+                generation: 0,
+                finalized: vec![],
+            })
+            .collect();
+        let mut sim = Self {
+            seed,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            next_event: 0,
+            nodes,
+            genesis,
+            faults,
+            finalized: BTreeMap::new(),
+            trace: blake3::Hasher::new(),
+            processed: 0,
+            height_at_calm: 0,
+            wal_records_replayed: 0,
+            print_events: std::env::var_os("DRCHAIN_SIM_TRACE").is_some(),
+        };
+        for (at, node, down_for) in sim.faults.crashes.clone() {
+            sim.schedule(at, Event::Crash { node });
+            sim.schedule(at + down_for, Event::Restart { node });
+        }
+        for node in 0..sim.nodes.len() {
+            sim.schedule(0, Event::Restart { node });
+        }
+        sim
+    }
+
+    /// A network with seeded random faults.
+    pub fn random(seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_fa17);
+        let faults = Faults::random(&mut rng);
+        Self::new(seed, faults)
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        let id = self.next_event;
+        self.next_event += 1;
+        self.events.insert(id, event);
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, id)));
+    }
+
+    fn local_time(&self, node: usize) -> u64 {
+        let skew = self.faults.skew_ms.get(node).copied().unwrap_or(0);
+        // Virtual time starts at the genesis time, so timestamps look like real ones.
+        let base = self.genesis.header.timestamp as i64 + 1_000 + self.now as i64;
+        (base + skew).max(0) as u64
+    }
+
+    fn chaotic(&self) -> bool {
+        self.now < self.faults.chaos_ms
+    }
+
+    fn cut(&self, a: usize, b: usize) -> bool {
+        self.faults.partitions.iter().any(|(s, e, cut)| {
+            self.now >= *s && self.now < *e && cut.contains(&a) != cut.contains(&b)
+        })
+    }
+
+    fn delay(&mut self) -> u64 {
+        let (lo, hi) = self.faults.delay_ms;
+        let mut d = self.rng.gen_range(lo..=hi);
+        if self.chaotic() {
+            let (lo, hi) = self.faults.chaos_delay_ms;
+            d += self.rng.gen_range(lo..=hi);
+        }
+        d
+    }
+
+    fn send(&mut self, from: usize, to: usize, event: Event) {
+        if self.cut(from, to) {
+            return;
+        }
+        if self.chaotic() && self.rng.gen_bool(self.faults.loss) {
+            return;
+        }
+        let copies = if self.chaotic() && self.rng.gen_bool(self.faults.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let at = self.now + self.delay();
+            self.schedule(at, event.clone());
+        }
+    }
+
+    /// Runs for `duration_ms` of virtual time, then checks that every node finalized at least
+    /// `min_progress` blocks after the chaos ended. Panics with the seed on any violation.
+    pub fn run(mut self, duration_ms: u64, min_progress: u64) -> Report {
+        let mut calm_marked = false;
+        while let Some(Reverse((at, _, id))) = self.queue.pop() {
+            if at > duration_ms {
+                break;
+            }
+            if !calm_marked && at >= self.faults.chaos_ms {
+                calm_marked = true;
+                self.height_at_calm = self.finalized.keys().next_back().copied().unwrap_or(0);
+            }
+            self.now = at;
+            let Some(event) = self.events.remove(&id) else {
+                continue;
+            };
+            self.processed += 1;
+            self.step(event);
+        }
+        let chains: Vec<Vec<H256>> = self.nodes.iter().map(|n| n.finalized.clone()).collect();
+        let states: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| match &n.driver {
+                Some(d) => format!("h{} r{:?} {:?}", d.height(), d.round(), d.stats()),
+                None => "down".into(),
+            })
+            .collect();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let progress = (node.finalized.len() as u64).saturating_sub(self.height_at_calm);
+            assert!(
+                progress >= min_progress,
+                "seed {}: node {i} finalized only {progress} blocks after the network healed \
+                 (height {} at calm, {} now); nodes: {states:#?}",
+                self.seed,
+                self.height_at_calm,
+                node.finalized.len()
+            );
+        }
+        Report {
+            trace: H256(*self.trace.finalize().as_bytes()),
+            chains,
+            events: self.processed,
+            height_at_calm: self.height_at_calm,
+            wal_records_replayed: self.wal_records_replayed,
+        }
+    }
+
+    fn step(&mut self, event: Event) {
+        let node = match &event {
+            Event::Deliver { to, .. } => *to,
+            Event::Timer { node, .. } => *node,
+            Event::SyncRequest { to, .. } => *to,
+            Event::SyncResponse { to, .. } => *to,
+            Event::Crash { node } | Event::Restart { node } | Event::Build { node, .. } => *node,
+        };
+        self.trace.update(&self.now.to_le_bytes());
+        self.trace.update(&(node as u64).to_le_bytes());
+        if self.print_events {
+            eprintln!("{:>6} ms node {node}: {}", self.now, describe(&event));
+        }
+        let now = self.local_time(node);
+        let outputs = match event {
+            Event::Crash { node } => {
+                self.nodes[node].driver = None;
+                self.nodes[node].timers.clear();
+                self.trace.update(b"crash");
+                return;
+            }
+            Event::Restart { node } => {
+                if self.nodes[node].driver.is_some() {
+                    return;
+                }
+                self.trace.update(b"restart");
+                let store = ChainStore::open(self.nodes[node].db.clone(), &self.genesis)
+                    .unwrap_or_else(|e| panic!("seed {}: node {node} reopens: {e}", self.seed));
+                let signer =
+                    SigningProvider::new(self.genesis.hash(), self.nodes[node].key.clone());
+                let mut driver = ConsensusDriver::new(store, signer, DriverConfig::default(), true);
+                let out = driver.start(now);
+                self.wal_records_replayed += driver.stats().wal_records_replayed;
+                self.nodes[node].driver = Some(driver);
+                out
+            }
+            Event::Deliver { to, message } => match self.nodes[to].driver.as_mut() {
+                Some(d) => d.on_message(now, *message),
+                None => return,
+            },
+            Event::Timer {
+                node,
+                key,
+                generation,
+            } => {
+                if self.nodes[node].timers.get(&key) != Some(&generation) {
+                    return;
+                }
+                self.nodes[node].timers.remove(&key);
+                match self.nodes[node].driver.as_mut() {
+                    Some(d) => d.on_timer(now, key),
+                    None => return,
+                }
+            }
+            Event::Build {
+                node,
+                height,
+                round,
+            } => {
+                let Some(d) = self.nodes[node].driver.as_mut() else {
+                    return;
+                };
+                if d.height() != height {
+                    return;
+                }
+                let store = d.store();
+                let pool = TransactionPool::new(self.genesis.hash(), 16);
+                let built = pool
+                    .build_block(&store.state(), store.head(), now, 64)
+                    .unwrap_or_else(|e| panic!("seed {}: building a block: {e}", self.seed));
+                d.on_block_built(now, height, round, built.block, built.executed)
+            }
+            Event::SyncRequest { to, from, height } => {
+                let Some(d) = self.nodes[to].driver.as_ref() else {
+                    return;
+                };
+                let store = d.store();
+                let head = store.head().number;
+                let mut blocks = vec![];
+                for n in height..=head.min(height + 16) {
+                    let block = store.block(n).ok().flatten();
+                    let cert = store.certificate(n).ok().flatten();
+                    if let (Some(b), Some(c)) = (block, cert) {
+                        blocks.push((b, c));
+                    }
+                }
+                if !blocks.is_empty() {
+                    self.send(to, from, Event::SyncResponse { to: from, blocks });
+                }
+                return;
+            }
+            Event::SyncResponse { to, blocks } => {
+                let mut all = vec![];
+                for (block, cert) in blocks {
+                    let Some(d) = self.nodes[to].driver.as_mut() else {
+                        return;
+                    };
+                    match d.on_synced_block(now, block, cert) {
+                        Ok(Ok(out)) => all.extend(out),
+                        Ok(Err(rejected)) => {
+                            panic!(
+                                "seed {}: node {to} refused a synced block: {rejected}",
+                                self.seed
+                            )
+                        }
+                        Err(e) => panic!("seed {}: node {to} failed on sync: {e}", self.seed),
+                    }
+                }
+                Ok(all)
+            }
+        };
+        let outputs = outputs
+            .unwrap_or_else(|e| panic!("seed {}: node {node} driver failed: {e}", self.seed));
+        self.execute(node, outputs);
+    }
+
+    fn execute(&mut self, node: usize, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Broadcast(message) => {
+                    let equivocation = (self.faults.equivocator == Some(node))
+                        .then(|| self.conflicting(node, &message))
+                        .flatten();
+                    for to in 0..self.nodes.len() {
+                        if to == node {
+                            continue;
+                        }
+                        let message = match &equivocation {
+                            Some(other) if self.rng.gen_bool(0.5) => other.clone(),
+                            _ => message.clone(),
+                        };
+                        let message = Box::new(message);
+                        self.send(node, to, Event::Deliver { to, message });
+                    }
+                }
+                Output::ScheduleTimer { key, after_ms } => {
+                    let n = &mut self.nodes[node];
+                    n.generation += 1;
+                    let generation = n.generation;
+                    n.timers.insert(key, generation);
+                    self.schedule(
+                        self.now + after_ms,
+                        Event::Timer {
+                            node,
+                            key,
+                            generation,
+                        },
+                    );
+                }
+                Output::CancelTimer(key) => {
+                    self.nodes[node].timers.remove(&key);
+                }
+                Output::CancelAllTimers => {
+                    self.nodes[node]
+                        .timers
+                        .retain(|k, _| matches!(k, TimerKey::Idle));
+                }
+                Output::BuildBlock { height, round } => {
+                    // Building takes a little time, as on a real node.
+                    let at = self.now + 1;
+                    self.schedule(
+                        at,
+                        Event::Build {
+                            node,
+                            height,
+                            round,
+                        },
+                    );
+                }
+                Output::Finalized { header, hash, .. } => {
+                    self.trace.update(&hash.0);
+                    let n = &mut self.nodes[node];
+                    assert_eq!(
+                        n.finalized.len() as u64 + 1,
+                        header.number,
+                        "seed {}: node {node} finalized out of order",
+                        self.seed
+                    );
+                    n.finalized.push(hash);
+                    if self.faults.equivocator != Some(node) {
+                        match self.finalized.get(&header.number) {
+                            Some((other, by)) if *other != hash => panic!(
+                                "seed {}: SAFETY VIOLATION at height {}: node {node} finalized \
+                                 {hash}, node {by} finalized {other}",
+                                self.seed, header.number
+                            ),
+                            Some(_) => {}
+                            None => {
+                                self.finalized.insert(header.number, (hash, node));
+                            }
+                        }
+                    }
+                }
+                Output::RequestSync { from } => {
+                    let peers: Vec<usize> = (0..self.nodes.len())
+                        .filter(|p| *p != node && self.nodes[*p].driver.is_some())
+                        .collect();
+                    if peers.is_empty() {
+                        continue;
+                    }
+                    let to = peers[self.rng.gen_range(0..peers.len())];
+                    self.send(
+                        node,
+                        to,
+                        Event::SyncRequest {
+                            to,
+                            from: node,
+                            height: from,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The equivocator's second message for the same slot: a vote for another value, or a
+    /// proposal of another (valid) block.
+    fn conflicting(&mut self, node: usize, message: &ConsensusMessage) -> Option<ConsensusMessage> {
+        let key = self.nodes[node].key.clone();
+        let genesis = self.genesis.hash();
+        match message {
+            ConsensusMessage::Vote(v) => {
+                let mut other = v.clone();
+                other.value = match v.value {
+                    Some(_) => None,
+                    None => Some(H256(self.rng.gen())),
+                };
+                let vote = drchain_node::consensus::codec::vote_from_wire(other.clone()).ok()?;
+                other.signature = drchain_runtime::support::Signature(
+                    key.sign(&vote.message.sign_bytes(&genesis)).to_bytes(),
+                );
+                Some(ConsensusMessage::Vote(other))
+            }
+            ConsensusMessage::Proposal(p) => {
+                let d = self.nodes[node].driver.as_ref()?;
+                let store = d.store();
+                if store.head().number + 1 != p.height {
+                    return None;
+                }
+                let pool = TransactionPool::new(genesis, 16);
+                let built = pool
+                    .build_block(
+                        &store.state(),
+                        store.head(),
+                        p.block.header.timestamp + 1,
+                        64,
+                    )
+                    .ok()?;
+                let mut other = p.clone();
+                other.block = built.block;
+                let proposal =
+                    drchain_node::consensus::codec::proposal_from_wire(other.clone()).ok()?;
+                other.signature = drchain_runtime::support::Signature(
+                    key.sign(&proposal.message.sign_bytes(&genesis)).to_bytes(),
+                );
+                Some(ConsensusMessage::Proposal(other))
+            }
+            // Certificates carry others' signatures: nothing to equivocate on.
+            ConsensusMessage::PolkaCertificate(_) | ConsensusMessage::RoundCertificate(_) => None,
+        }
+    }
+}

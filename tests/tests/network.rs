@@ -1,0 +1,102 @@
+//! Four real validators in one process (rocksdb, libp2p on loopback, the consensus service):
+//! they finalize the same blocks, carry a transaction from the pool into a block, survive one
+//! stopped validator, halt without forking with two stopped, resume when one returns, catch a
+//! restarted node up by sync, and disconnect a peer that is not a member.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use drchain_runtime::dev::dev_key;
+use drchain_runtime::pallet_service_status;
+use drchain_runtime::support::{Health, ServiceName};
+use drchain_runtime::{RuntimeCall, UncheckedExtrinsic};
+use drchain_tests::net::TestNetwork;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn assert_same_chain(net: &TestNetwork, nodes: &[usize], up_to: u64) {
+    for number in 1..=up_to {
+        let first = net.hash_at(nodes[0], number).await;
+        assert!(first.is_some(), "node {} lacks block #{number}", nodes[0]);
+        for &i in &nodes[1..] {
+            assert_eq!(
+                net.hash_at(i, number).await,
+                first,
+                "nodes {} and {i} differ at #{number}",
+                nodes[0]
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_validators_agree_survive_a_stop_and_resume() {
+    let mut net = TestNetwork::local_validators().await;
+    let all = [0, 1, 2, 3];
+    net.wait_for_height(&all, 5, WAIT).await;
+    assert_same_chain(&net, &all, 5).await;
+
+    // A transaction submitted to one node reaches a block finalized by all.
+    let heartbeat = UncheckedExtrinsic::sign(
+        &dev_key("bob"),
+        &net.genesis.hash(),
+        0,
+        RuntimeCall::ServiceStatus(pallet_service_status::Call::Heartbeat {
+            service: ServiceName::new("demo-db").unwrap(),
+            epoch_seen: 0,
+            health: Health::Healthy,
+            applied_checkpoint: None,
+        }),
+    );
+    let handle = net.nodes[1].handle.as_ref().unwrap();
+    handle
+        .submit(heartbeat)
+        .await
+        .unwrap()
+        .expect("pool accepts the heartbeat");
+    let mut status = handle.status.clone();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.included_transactions >= 1))
+        .await
+        .expect("the heartbeat is finalized")
+        .unwrap();
+
+    // One validator stopped: the other three keep finalizing.
+    net.stop(3).await;
+    let h = net.status(0).finalized;
+    net.wait_for_height(&[0, 1, 2], h + 5, WAIT).await;
+
+    // Two stopped: finalization halts (at most the height in flight completes)...
+    net.stop(2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let halted = net.status(0).finalized.max(net.status(1).finalized);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        net.status(0).finalized <= halted && net.status(1).finalized <= halted,
+        "two of four validators stopped, yet blocks were finalized"
+    );
+    // ...and resumes when one returns, which first catches up by sync.
+    net.start(2).await;
+    net.wait_for_height(&[0, 1, 2], halted + 3, WAIT).await;
+    // The one stopped longest catches up too.
+    net.start(3).await;
+    let target = net.status(0).finalized + 2;
+    net.wait_for_height(&all, target, WAIT).await;
+    assert_same_chain(&net, &all, target).await;
+    assert!(net.status(3).synced_blocks > 0, "dave caught up by sync");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_is_not_a_member_is_disconnected() {
+    let mut net = TestNetwork::local_validators().await;
+    net.wait_for_height(&[0, 1, 2, 3], 2, WAIT).await;
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let i = net.add("stranger", stranger, false).await;
+    let mut status = net.nodes[0].handle.as_ref().unwrap().status.clone();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.rejected_peers >= 1))
+        .await
+        .expect("alice disconnects the stranger")
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(net.status(i).finalized, 0, "the stranger got no blocks");
+}

@@ -1,0 +1,100 @@
+//! The deterministic simulation: 4 validators running the real driver, runtime and store over
+//! a seeded, faulty network. A failing seed is printed in the panic message; replay it with
+//! `DRCHAIN_SIM_SEED=<seed> cargo nextest run -p drchain-tests --test simulation replay`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use drchain_tests::sim::{Faults, Simulation};
+
+/// Virtual run length: 6 s of chaos, then 10 s of calm. Tendermint's rounds slow down while
+/// they fail (each timeout grows per elapse) and a lock taken during the chaos can need a few
+/// rounds to be re-proposed, so the calm phase is long enough for several rounds.
+const RUN_MS: u64 = 16_000;
+/// Blocks every node must finalize once the network is calm.
+const MIN_PROGRESS: u64 = 2;
+
+fn seeds(default: u64) -> u64 {
+    std::env::var("DRCHAIN_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn calm_network_finalizes_the_same_blocks_everywhere() {
+    let report = Simulation::new(1, Faults::none()).run(5_000, 5);
+    let first = &report.chains[0];
+    assert!(first.len() >= 5, "finalized {} blocks", first.len());
+    for chain in &report.chains {
+        let common = chain.len().min(first.len());
+        assert_eq!(chain[..common], first[..common]);
+    }
+}
+
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    let a = Simulation::random(42).run(RUN_MS, MIN_PROGRESS);
+    let b = Simulation::random(42).run(RUN_MS, MIN_PROGRESS);
+    assert_eq!(a, b, "seed 42 did not replay identically");
+    let c = Simulation::random(43).run(RUN_MS, MIN_PROGRESS);
+    assert_ne!(
+        a.trace, c.trace,
+        "different seeds should give different runs"
+    );
+}
+
+fn run_seeds(range: std::ops::Range<u64>) {
+    let mut replayed = 0;
+    for seed in range {
+        replayed += Simulation::random(seed)
+            .run(RUN_MS, MIN_PROGRESS)
+            .wal_records_replayed;
+    }
+    // Crashes mid-height must have happened, or restart-from-WAL went untested.
+    assert!(replayed > 0, "no run restarted a node from its WAL");
+}
+
+// 200 seeds by default, in four tests so the test runner spreads them over the cores.
+// `DRCHAIN_SIM_SEEDS=N` runs N per test instead.
+
+#[test]
+fn random_faults_never_fork_and_recover_seeds_a() {
+    run_seeds(0..seeds(50));
+}
+
+#[test]
+fn random_faults_never_fork_and_recover_seeds_b() {
+    run_seeds(1_000..1_000 + seeds(50));
+}
+
+#[test]
+fn random_faults_never_fork_and_recover_seeds_c() {
+    run_seeds(2_000..2_000 + seeds(50));
+}
+
+#[test]
+fn random_faults_never_fork_and_recover_seeds_d() {
+    run_seeds(3_000..3_000 + seeds(50));
+}
+
+/// Many more seeds: `cargo nextest run -p drchain-tests --run-ignored only` with
+/// `DRCHAIN_SIM_SEEDS` (default 3000).
+#[test]
+#[ignore = "slow: thousands of seeds; run in the opt-in profile"]
+fn thousands_of_seeds() {
+    let n = seeds(3_000);
+    for seed in 10_000..10_000 + n {
+        Simulation::random(seed).run(RUN_MS, MIN_PROGRESS);
+    }
+}
+
+/// Replays one seed given in `DRCHAIN_SIM_SEED` (a no-op without it).
+#[test]
+fn replay() {
+    if let Some(seed) = std::env::var("DRCHAIN_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Simulation::random(seed).run(RUN_MS, MIN_PROGRESS);
+    }
+}
