@@ -237,3 +237,145 @@ impl TransactionPool {
         dropped
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use drchain_runtime::dev::{dev_key, specs};
+    use drchain_runtime::support::{Health, ServiceName};
+    use drchain_runtime::{pallet_network_config, pallet_service_status, Genesis, RuntimeCall};
+
+    use super::*;
+
+    fn genesis() -> Genesis {
+        specs::local().unwrap().build_genesis().unwrap()
+    }
+
+    fn ordinary(g: &Genesis, who: &str, nonce: u64) -> UncheckedExtrinsic {
+        let call = RuntimeCall::NetworkConfig(pallet_network_config::Call::SetBootnodes {
+            bootnodes: vec![format!("/dns4/n{nonce}/tcp/1")],
+        });
+        UncheckedExtrinsic::sign(&dev_key(who), &g.hash(), nonce, call)
+    }
+
+    fn heartbeat(g: &Genesis, who: &str, nonce: u64) -> UncheckedExtrinsic {
+        let call = RuntimeCall::ServiceStatus(pallet_service_status::Call::Heartbeat {
+            service: ServiceName::new("demo-db").unwrap(),
+            epoch_seen: 0,
+            health: Health::Healthy,
+            applied_checkpoint: None,
+        });
+        UncheckedExtrinsic::sign(&dev_key(who), &g.hash(), nonce, call)
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_included_with_the_reason() {
+        let g = genesis();
+        let mut pool = TransactionPool::new(g.hash(), 16);
+        let x = ordinary(&g, "bob", 0);
+        pool.submit(&g.state, x.clone()).unwrap();
+        assert_eq!(
+            pool.submit(&g.state, x.clone()),
+            Err(PoolError::AlreadyKnown { hash: x.hash() })
+        );
+        let mut forged = ordinary(&g, "bob", 1);
+        forged.nonce = 2;
+        assert_eq!(
+            pool.submit(&g.state, forged),
+            Err(PoolError::Invalid(TransactionError::BadSignature))
+        );
+        let stranger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+        let call = RuntimeCall::NetworkConfig(pallet_network_config::Call::SetBootnodes {
+            bootnodes: vec![],
+        });
+        let x = UncheckedExtrinsic::sign(&stranger, &g.hash(), 0, call);
+        assert!(matches!(
+            pool.submit(&g.state, x),
+            Err(PoolError::Invalid(TransactionError::NotPermitted { .. }))
+        ));
+        let taken = heartbeat(&g, "bob", 0);
+        assert!(matches!(
+            pool.submit(&g.state, taken),
+            Err(PoolError::NonceTaken { nonce: 0, .. })
+        ));
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn a_sender_s_transactions_go_into_blocks_in_nonce_order() {
+        let g = genesis();
+        let mut pool = TransactionPool::new(g.hash(), 16);
+        for nonce in [2, 0, 1] {
+            pool.submit(&g.state, ordinary(&g, "bob", nonce)).unwrap();
+        }
+        let nonces: Vec<u64> = pool.block_candidates().iter().map(|x| x.nonce).collect();
+        assert_eq!(nonces, vec![0, 1, 2]);
+        let built = pool
+            .build_block(&g.state, &g.header, g.header.timestamp + 100, 100)
+            .unwrap();
+        assert_eq!(built.block.extrinsics.len(), 3);
+        assert!(built.rejected.is_empty());
+    }
+
+    #[test]
+    fn heartbeats_come_first_and_are_never_refused_for_room() {
+        let g = genesis();
+        let mut pool = TransactionPool::new(g.hash(), 3);
+        for nonce in 0..3 {
+            pool.submit(&g.state, ordinary(&g, "dave", nonce)).unwrap();
+        }
+        assert_eq!(
+            pool.submit(&g.state, ordinary(&g, "eve", 0)),
+            Err(PoolError::Full { max: 3 })
+        );
+        // A heartbeat evicts the newest ordinary transaction (the end of dave's chain).
+        let hb = heartbeat(&g, "alice", 0);
+        pool.submit(&g.state, hb.clone()).unwrap();
+        assert_eq!(pool.len(), 3);
+        let candidates = pool.block_candidates();
+        assert_eq!(candidates[0], hb);
+        let dave: Vec<u64> = candidates[1..].iter().map(|x| x.nonce).collect();
+        assert_eq!(dave, vec![0, 1], "no gap is left in dave's nonces");
+        // With only heartbeats in the pool, another heartbeat is refused: nothing to evict.
+        let mut full = TransactionPool::new(g.hash(), 1);
+        full.submit(&g.state, heartbeat(&g, "alice", 0)).unwrap();
+        assert_eq!(
+            full.submit(&g.state, heartbeat(&g, "bob", 0)),
+            Err(PoolError::Full { max: 1 })
+        );
+    }
+
+    #[test]
+    fn finalized_blocks_remove_their_transactions_and_stale_ones() {
+        let g = genesis();
+        let mut pool = TransactionPool::new(g.hash(), 16);
+        let included = ordinary(&g, "bob", 0);
+        pool.submit(&g.state, included.clone()).unwrap();
+        pool.submit(&g.state, ordinary(&g, "bob", 1)).unwrap();
+        // Another node's block used bob's nonce 0 with a different transaction.
+        let rival = heartbeat(&g, "bob", 0);
+        let built = drchain_runtime::build_block(
+            &g.state,
+            &g.header,
+            g.header.timestamp + 100,
+            &g.hash(),
+            [rival.clone()],
+            10,
+        )
+        .unwrap();
+        let mut state = g.state.clone();
+        state.apply(built.executed.changes, built.executed.trie);
+        let dropped = pool.finalized(&state, &[rival.hash()]);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].0, included.hash());
+        assert!(matches!(
+            dropped[0].1,
+            TransactionError::StaleNonce {
+                expected: 1,
+                got: 0
+            }
+        ));
+        assert_eq!(pool.len(), 1, "bob's nonce 1 is now ready and stays");
+    }
+}

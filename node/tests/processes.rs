@@ -277,3 +277,61 @@ fn a_non_member_node_is_disconnected() {
         "the non-member received blocks"
     );
 }
+
+#[test]
+fn dev_mode_finalizes_within_seconds() {
+    let mut node = Node {
+        name: "alice".into(),
+        base: PathBuf::new(),
+        port: 0,
+        child: None,
+        log: Arc::default(),
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drchain"));
+    cmd.args(["run", "--dev", "--tmp", "--port", "0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = node.log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log.lock().unwrap().lines.push(line);
+        }
+    });
+    node.child = Some(child);
+    let started = Instant::now();
+    let finalized = wait_for_line(&node.log, "Finalized #3 ");
+    let took = started.elapsed();
+    let mut child = node.child.take().unwrap();
+    // SIGTERM stops it cleanly (and removes the temporary base path).
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        finalized,
+        "no block finalized: {:?}",
+        node.log.lock().unwrap().lines
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn a_validator_killed_again_and_again_restarts_consistent() {
+    let mut net = Testnet::new();
+    let all = [0, 1, 2, 3];
+    net.wait_for(&all, 2);
+    // Kill dave at arbitrary moments: mid-vote, mid-import, mid-sync.
+    for delay_ms in [130, 470, 50, 820, 260] {
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        net.kill(3);
+        net.start(3);
+    }
+    let target = net.height(0) + 3;
+    net.wait_for(&all, target);
+    net.assert_no_fork(&all);
+}

@@ -100,3 +100,85 @@ async fn a_peer_that_is_not_a_member_is_disconnected() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(net.status(i).finalized, 0, "the stranger got no blocks");
 }
+
+/// A member (eve, not a validator) whose node sends garbage on the consensus and transaction
+/// topics: the messages are dropped and counted, and the chain goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_from_a_member_are_dropped_and_counted() {
+    use futures::StreamExt;
+    use libp2p::gossipsub;
+    use libp2p::swarm::SwarmEvent;
+
+    let net = TestNetwork::local_validators().await;
+    net.wait_for_height(&[0, 1, 2, 3], 2, WAIT).await;
+    let genesis = net.genesis.hash();
+    let mut swarm = drchain_node::network::build_swarm(&dev_key("eve"), &genesis).unwrap();
+    let topics = drchain_node::network::Topics::new(&genesis);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topics.consensus)
+        .unwrap();
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topics.transactions)
+        .unwrap();
+    swarm.dial(net.nodes[0].address.clone().unwrap()).unwrap();
+    let alice = net.nodes[0].handle.as_ref().unwrap().peer_id;
+    let garbage: Vec<Vec<u8>> = vec![vec![], vec![0xff; 64], vec![1, 0, 0, 0], vec![0; 1 << 16]];
+    let sent = tokio::time::timeout(WAIT, async {
+        // Wait until alice has subscribed us to the consensus topic, then send.
+        loop {
+            if let Some(SwarmEvent::Behaviour(drchain_node::network::BehaviourEvent::Gossipsub(
+                gossipsub::Event::Subscribed { peer_id, topic },
+            ))) = swarm.next().await
+            {
+                if peer_id == alice && topic == topics.consensus.hash() {
+                    break;
+                }
+            }
+        }
+        for g in &garbage {
+            let g = [g.as_slice(), &[garbage.len() as u8]].concat();
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(topics.consensus.clone(), g.clone())
+                .unwrap();
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(topics.transactions.clone(), g)
+                .unwrap();
+        }
+    })
+    .await;
+    assert!(sent.is_ok(), "eve never joined alice's consensus topic");
+    // Keep eve's swarm running while alice reads what it sent.
+    let eve = tokio::spawn(async move {
+        loop {
+            swarm.next().await;
+        }
+    });
+    let mut status = net.nodes[0].handle.as_ref().unwrap().status.clone();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.dropped_messages >= 8))
+        .await
+        .expect("alice counts the malformed messages")
+        .unwrap();
+    let h = net.status(0).finalized;
+    net.wait_for_height(&[0, 1, 2, 3], h + 3, WAIT).await;
+    eve.abort();
+}
+
+/// Eve, a member that is not a validator, runs a follower node: it finalizes the same blocks
+/// without voting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_follows_the_chain_without_voting() {
+    let mut net = TestNetwork::local_validators().await;
+    net.wait_for_height(&[0, 1, 2, 3], 2, WAIT).await;
+    let eve = net.add("eve", dev_key("eve"), false).await;
+    let target = net.status(0).finalized + 3;
+    net.wait_for_height(&[eve], target, WAIT).await;
+    assert_same_chain(&net, &[0, eve], target).await;
+}

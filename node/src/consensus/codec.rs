@@ -498,3 +498,144 @@ pub fn replay_record(record: WalRecord) -> Result<Replayed, DecodeError> {
         }),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use drchain_runtime::dev::{dev_account, specs};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn block() -> Block {
+        let g = specs::local().unwrap().build_genesis().unwrap();
+        let built = drchain_runtime::build_block(
+            &g.state,
+            &g.header,
+            g.header.timestamp + 10,
+            &g.hash(),
+            [],
+            1,
+        )
+        .unwrap();
+        built.block
+    }
+
+    fn vote(round: i64) -> WireVote {
+        WireVote {
+            vote_type: 1,
+            height: 3,
+            round,
+            value: Some(H256([9; 32])),
+            validator: dev_account("bob"),
+            signature: Signature([7; 64]),
+        }
+    }
+
+    fn messages() -> Vec<ConsensusMessage> {
+        vec![
+            ConsensusMessage::Proposal(WireProposal {
+                height: 1,
+                round: 2,
+                pol_round: -1,
+                proposer: dev_account("alice"),
+                block: block(),
+                signature: Signature([3; 64]),
+            }),
+            ConsensusMessage::Vote(vote(0)),
+            ConsensusMessage::PolkaCertificate(WirePolkaCertificate {
+                height: 3,
+                round: 1,
+                block_hash: H256([9; 32]),
+                signatures: vec![(dev_account("bob"), Signature([7; 64]))],
+            }),
+            ConsensusMessage::RoundCertificate(WireRoundCertificate {
+                height: 3,
+                round: 4,
+                kind: 0,
+                signatures: vec![(0, None, dev_account("bob"), Signature([7; 64]))],
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in messages() {
+            let bytes = m.encode();
+            assert_eq!(ConsensusMessage::decode_untrusted(&bytes).unwrap(), m);
+        }
+        let p = match &messages()[0] {
+            ConsensusMessage::Proposal(p) => p.clone(),
+            _ => unreachable!(),
+        };
+        let core = proposal_from_wire(p.clone()).unwrap();
+        assert_eq!(proposal_to_wire(&core), p);
+        let core = vote_from_wire(vote(5)).unwrap();
+        assert_eq!(vote_to_wire(&core), vote(5));
+    }
+
+    #[test]
+    fn trailing_oversized_and_unknown_bytes_are_refused() {
+        let mut bytes = ConsensusMessage::Vote(vote(0)).encode();
+        bytes.push(0);
+        assert!(matches!(
+            ConsensusMessage::decode_untrusted(&bytes),
+            Err(DecodeError::Malformed { .. })
+        ));
+        let big = vec![0u8; MAX_MESSAGE_BYTES + 1];
+        assert!(matches!(
+            ConsensusMessage::decode_untrusted(&big),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        assert!(ConsensusMessage::decode_untrusted(&[9]).is_err());
+        let mut bad_type = vote(0);
+        bad_type.vote_type = 7;
+        assert!(vote_from_wire(bad_type).is_err());
+    }
+
+    #[test]
+    fn a_nil_round_is_refused_where_a_round_is_required() {
+        assert_eq!(
+            vote_from_wire(vote(-1)).unwrap_err(),
+            DecodeError::NilRound { what: "vote" }
+        );
+        let mut cert = certificate_to_wire(&CommitCertificate {
+            height: Height(1),
+            round: Round::new(0),
+            value_id: H256([1; 32]),
+            commit_signatures: vec![],
+        });
+        cert.round = -5;
+        assert!(certificate_from_wire(&cert).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(m) = ConsensusMessage::decode_untrusted(&bytes) {
+                // Whatever decodes re-encodes to the same bytes (no ambiguity on the wire).
+                prop_assert_eq!(m.encode(), bytes);
+            }
+        }
+
+        #[test]
+        fn corrupted_messages_never_panic(index in 0usize..4, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+            let mut bytes = messages()[index].encode();
+            for (at, x) in flips {
+                let at = at % bytes.len();
+                bytes[at] ^= x;
+            }
+            if let Ok(m) = ConsensusMessage::decode_untrusted(&bytes) {
+                let _ = match m {
+                    ConsensusMessage::Proposal(p) => proposal_from_wire(p).map(|_| ()),
+                    ConsensusMessage::Vote(v) => vote_from_wire(v).map(|_| ()),
+                    ConsensusMessage::PolkaCertificate(c) => polka_from_wire(c).map(|_| ()),
+                    ConsensusMessage::RoundCertificate(c) => {
+                        round_certificate_from_wire(c).map(|_| ())
+                    }
+                };
+            }
+        }
+    }
+}

@@ -9,3 +9,6 @@ mod host;
 pub use driver::{
     ConsensusDriver, DriverConfig, DriverError, DriverStats, Output, Timeouts, TimerKey,
 };
+
+#[cfg(test)]
+mod tests;

@@ -377,3 +377,6 @@ impl<D: KeyValueDb> Backend for StoreState<'_, D> {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests;

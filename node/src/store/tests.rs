@@ -1,0 +1,168 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use drchain_runtime::dev::specs;
+use drchain_runtime::{build_block, Genesis};
+use drchain_support::{Backend, StateRead, H256};
+
+use super::kv::{KeyValueDb, MemoryDb};
+use super::rocks::RocksDb;
+use super::{ChainStore, StoreError};
+use crate::consensus::codec::{ConsensusMessage, WalRecord, WireCertificate, WireVote};
+
+fn local() -> Genesis {
+    specs::local().unwrap().build_genesis().unwrap()
+}
+
+fn certificate(number: u64, hash: H256) -> WireCertificate {
+    WireCertificate {
+        height: number,
+        round: 0,
+        block_hash: hash,
+        signatures: vec![],
+    }
+}
+
+/// Builds and imports the next (empty) block; returns its hash.
+fn import_next<D: KeyValueDb>(store: &mut ChainStore<D>, g: &Genesis) -> H256 {
+    let head = store.head().clone();
+    let built = {
+        let state = store.state();
+        build_block(&state, &head, head.timestamp + 200, &g.hash(), [], 10).unwrap()
+    };
+    let hash = built.block.hash();
+    let number = built.block.header.number;
+    store
+        .import(&built.block, built.executed, &certificate(number, hash))
+        .unwrap();
+    hash
+}
+
+fn vote_record(round: i64) -> WalRecord {
+    WalRecord::Message(ConsensusMessage::Vote(WireVote {
+        vote_type: 0,
+        height: 1,
+        round,
+        value: None,
+        validator: drchain_runtime::dev::dev_account("alice"),
+        signature: drchain_support::Signature([1; 64]),
+    }))
+}
+
+#[test]
+fn genesis_is_written_once_and_read_back() {
+    let g = local();
+    let db = MemoryDb::new();
+    let store = ChainStore::open(db.clone(), &g).unwrap();
+    assert_eq!(store.head(), &g.header);
+    assert_eq!(store.state().root(), g.state.root());
+    assert_eq!(store.state().scan_prefix(&[]), g.state.scan_prefix(&[]));
+    drop(store);
+    let reopened = ChainStore::open(db, &g).unwrap();
+    assert_eq!(reopened.head().hash(), g.hash());
+    assert_eq!(reopened.hash(0).unwrap(), Some(g.hash()));
+}
+
+#[test]
+fn a_database_of_another_chain_is_refused() {
+    let db = MemoryDb::new();
+    ChainStore::open(db.clone(), &local()).unwrap();
+    let dev = specs::dev().unwrap().build_genesis().unwrap();
+    match ChainStore::open(db, &dev) {
+        Err(StoreError::WrongChain { expected, found }) => {
+            assert_eq!(expected, dev.hash());
+            assert_eq!(found, local().hash());
+        }
+        other => panic!("expected WrongChain, got {other:?}"),
+    }
+}
+
+#[test]
+fn imported_blocks_their_certificates_and_state_survive_a_reopen() {
+    let g = local();
+    let db = MemoryDb::new();
+    let mut store = ChainStore::open(db.clone(), &g).unwrap();
+    let mut replica = g.state.clone();
+    let mut hashes = vec![];
+    for _ in 0..5 {
+        let head = store.head().clone();
+        let built = build_block(&replica, &head, head.timestamp + 200, &g.hash(), [], 10).unwrap();
+        replica.apply(built.executed.changes.clone(), built.executed.trie.clone());
+        hashes.push(import_next(&mut store, &g));
+        assert_eq!(
+            store.state().root(),
+            replica.root(),
+            "trie kept on disk agrees"
+        );
+    }
+    assert_eq!(store.head().number, 5);
+    let reopened = ChainStore::open(db, &g).unwrap();
+    assert_eq!(reopened.head().number, 5);
+    for (i, hash) in hashes.iter().enumerate() {
+        let n = i as u64 + 1;
+        assert_eq!(reopened.hash(n).unwrap(), Some(*hash));
+        assert_eq!(reopened.block(n).unwrap().unwrap().hash(), *hash);
+        assert_eq!(reopened.certificate(n).unwrap().unwrap().block_hash, *hash);
+    }
+    assert_eq!(reopened.state().root(), replica.root());
+}
+
+#[test]
+fn only_the_next_block_can_be_imported() {
+    let g = local();
+    let mut store = ChainStore::open(MemoryDb::new(), &g).unwrap();
+    let head = store.head().clone();
+    let built = {
+        let state = store.state();
+        build_block(&state, &head, head.timestamp + 200, &g.hash(), [], 10).unwrap()
+    };
+    let mut block = built.block.clone();
+    block.header.number = 7;
+    let hash = block.hash();
+    match store.import(&block, built.executed, &certificate(7, hash)) {
+        Err(StoreError::NotNext { head: 0, got: 7 }) => {}
+        other => panic!("expected NotNext, got {other:?}"),
+    }
+    assert_eq!(store.head().number, 0);
+}
+
+#[test]
+fn the_wal_survives_a_reopen_and_goes_with_its_block() {
+    let g = local();
+    let db = MemoryDb::new();
+    let mut store = ChainStore::open(db.clone(), &g).unwrap();
+    store
+        .wal_append(1, &[vote_record(0), vote_record(1)])
+        .unwrap();
+    drop(store);
+    let mut store = ChainStore::open(db.clone(), &g).unwrap();
+    store.wal_append(1, &[vote_record(2)]).unwrap();
+    assert_eq!(
+        store.wal(1).unwrap(),
+        vec![vote_record(0), vote_record(1), vote_record(2)],
+        "appends after a reopen do not overwrite"
+    );
+    import_next(&mut store, &g);
+    assert!(
+        store.wal(1).unwrap().is_empty(),
+        "importing #1 drops its WAL"
+    );
+    drop(store);
+    assert!(ChainStore::open(db, &g).unwrap().wal(1).unwrap().is_empty());
+}
+
+#[test]
+fn rocksdb_keeps_blocks_state_and_wal_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = local();
+    let hash = {
+        let mut store = ChainStore::open(RocksDb::open(dir.path()).unwrap(), &g).unwrap();
+        let hash = import_next(&mut store, &g);
+        store.wal_append(2, &[vote_record(0)]).unwrap();
+        hash
+    };
+    let store = ChainStore::open(RocksDb::open(dir.path()).unwrap(), &g).unwrap();
+    assert_eq!(store.head().number, 1);
+    assert_eq!(store.head().hash(), hash);
+    assert_eq!(store.state().root(), store.head().state_root);
+    assert_eq!(store.wal(2).unwrap(), vec![vote_record(0)]);
+}
