@@ -225,8 +225,14 @@ impl<D: KeyValueDb> ChainStore<D> {
         Ok(out)
     }
 
-    /// Appends records to the WAL of `height` and syncs them to disk before returning.
-    pub fn wal_append(&mut self, height: u64, records: &[WalRecord]) -> Result<(), StoreError> {
+    /// Appends records to the WAL of `height`; with `durable`, they (and every write before
+    /// them) are synced to disk before this returns.
+    pub fn wal_append(
+        &mut self,
+        height: u64,
+        records: &[WalRecord],
+        durable: bool,
+    ) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -235,7 +241,7 @@ impl<D: KeyValueDb> ChainStore<D> {
             .enumerate()
             .map(|(i, r)| (wal_key(height, self.wal_next + i as u64), Some(r.encode())))
             .collect();
-        self.db.write(batch, true)?;
+        self.db.write(batch, durable)?;
         self.wal_next += records.len() as u64;
         Ok(())
     }

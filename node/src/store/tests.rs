@@ -131,11 +131,11 @@ fn the_wal_survives_a_reopen_and_goes_with_its_block() {
     let db = MemoryDb::new();
     let mut store = ChainStore::open(db.clone(), &g).unwrap();
     store
-        .wal_append(1, &[vote_record(0), vote_record(1)])
+        .wal_append(1, &[vote_record(0), vote_record(1)], true)
         .unwrap();
     drop(store);
     let mut store = ChainStore::open(db.clone(), &g).unwrap();
-    store.wal_append(1, &[vote_record(2)]).unwrap();
+    store.wal_append(1, &[vote_record(2)], false).unwrap();
     assert_eq!(
         store.wal(1).unwrap(),
         vec![vote_record(0), vote_record(1), vote_record(2)],
@@ -157,7 +157,7 @@ fn rocksdb_keeps_blocks_state_and_wal_across_a_reopen() {
     let hash = {
         let mut store = ChainStore::open(RocksDb::open(dir.path()).unwrap(), &g).unwrap();
         let hash = import_next(&mut store, &g);
-        store.wal_append(2, &[vote_record(0)]).unwrap();
+        store.wal_append(2, &[vote_record(0)], true).unwrap();
         hash
     };
     let store = ChainStore::open(RocksDb::open(dir.path()).unwrap(), &g).unwrap();

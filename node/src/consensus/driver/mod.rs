@@ -14,220 +14,28 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use drchain_runtime::{
-    check_proposal_time, execute_block, Block, EventRecord, ExecutedBlock, Header,
-};
+use drchain_runtime::{execute_block, Block, ExecutedBlock};
 use drchain_support::{AccountId, Overlay, Signature, H256};
 use malachitebft_core_consensus::{
-    process, Input, LocallyProposedValue, Params, ProposedValue, State, ValuePayload,
+    process, Input, LocallyProposedValue, Params, State, ValuePayload,
 };
 use malachitebft_core_types::{
-    self as mc, CommitCertificate, Round, SignedProposal, SignedVote, SigningProviderExt,
-    ThresholdParams, Timeout, Validity, ValueOrigin,
+    self as mc, CommitCertificate, Round, SignedVote, SigningProviderExt, ThresholdParams,
+    ValueOrigin,
 };
 
-use super::codec::{self, ConsensusMessage, Replayed, WalRecord, WireCertificate};
-use super::context::{
+use crate::consensus::codec::{self, ConsensusMessage, Replayed, WalRecord, WireCertificate};
+use crate::consensus::context::{
     vote_type_code, Address, BlockValue, Ctx, Height, SigningProvider, ValidatorSet,
 };
-use super::host::{kind_code, Host};
+use crate::consensus::host::Host;
 use crate::store::kv::KeyValueDb;
-use crate::store::{ChainStore, StoreError};
+use crate::store::ChainStore;
 
-/// Base durations of the consensus timers, in ms. Each elapse of a kind within a height adds
-/// `delta_ms` to that kind, so rounds slow down until the network is fast enough.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Waiting for the proposal.
-    pub propose_ms: u64,
-    /// Waiting for more prevotes after 2/3 of any.
-    pub prevote_ms: u64,
-    /// Waiting for more precommits after 2/3 of any.
-    pub precommit_ms: u64,
-    /// Added per elapse.
-    pub delta_ms: u64,
-    /// Republishing our last votes, for peers that missed them.
-    pub rebroadcast_ms: u64,
-}
+mod intake;
+mod types;
 
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            propose_ms: 500,
-            prevote_ms: 250,
-            precommit_ms: 250,
-            delta_ms: 100,
-            rebroadcast_ms: 1000,
-        }
-    }
-}
-
-/// Driver settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DriverConfig {
-    /// Consensus timers.
-    pub timeouts: Timeouts,
-    /// Messages for later heights are kept only this far ahead.
-    pub future_heights: u64,
-    /// At most this many future-height messages are kept.
-    pub max_future_messages: usize,
-    /// Messages for rounds further than this beyond the current one are dropped.
-    pub max_round_ahead: u32,
-    /// Sync is asked for at most this often while peers are ahead.
-    pub sync_retry_ms: u64,
-}
-
-impl Default for DriverConfig {
-    fn default() -> Self {
-        Self {
-            timeouts: Timeouts::default(),
-            future_heights: 2,
-            max_future_messages: 4096,
-            max_round_ahead: 64,
-            sync_retry_ms: 300,
-        }
-    }
-}
-
-/// A timer the driver asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TimerKey {
-    /// A consensus timeout of the current height.
-    Consensus(Timeout),
-    /// The idle wait before starting the next height when no transaction is pending.
-    Idle,
-}
-
-impl TimerKey {
-    fn sort_key(&self) -> (u8, u8, i64) {
-        match self {
-            TimerKey::Consensus(t) => (0, kind_code(t.kind), t.round.as_i64()),
-            TimerKey::Idle => (1, 0, 0),
-        }
-    }
-}
-
-impl PartialOrd for TimerKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for TimerKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.sort_key().cmp(&other.sort_key())
-    }
-}
-
-/// What the host must do, in order. Each names how the driver resumes.
-#[must_use]
-#[derive(Debug, Clone)]
-pub enum Output {
-    /// Gossip to every peer (it is already in the WAL).
-    Broadcast(ConsensusMessage),
-    /// Arm (or re-arm) a timer; when it fires, call [`ConsensusDriver::on_timer`].
-    ScheduleTimer {
-        /// Which.
-        key: TimerKey,
-        /// In how many ms.
-        after_ms: u64,
-    },
-    /// Disarm a timer.
-    CancelTimer(TimerKey),
-    /// Disarm every consensus timer (not the idle one).
-    CancelAllTimers,
-    /// Build a block on the finalized head for (height, round) from the pool and pass it to
-    /// [`ConsensusDriver::on_block_built`].
-    BuildBlock {
-        /// Height.
-        height: u64,
-        /// Round.
-        round: u32,
-    },
-    /// A block was finalized and durably stored: drop its transactions from the pool.
-    Finalized {
-        /// Its header.
-        header: Header,
-        /// Its hash.
-        hash: H256,
-        /// Hashes of its extrinsics.
-        extrinsics: Vec<H256>,
-        /// What happened in it.
-        events: Vec<EventRecord>,
-        /// Whether it came by sync rather than by our own consensus.
-        synced: bool,
-    },
-    /// Peers are ahead: ask one for finalized blocks from `from` and pass each to
-    /// [`ConsensusDriver::on_synced_block`], in order.
-    RequestSync {
-        /// The first height wanted.
-        from: u64,
-    },
-}
-
-/// Why a driver operation failed. Only storage failures stop the driver; everything a peer
-/// sends that is wrong is dropped and counted instead.
-#[derive(Debug, thiserror::Error)]
-pub enum DriverError {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The chain has no validator for a height.
-    #[error("no validators for height {height}")]
-    NoValidators {
-        /// The height.
-        height: u64,
-    },
-    /// A WAL record does not decode.
-    #[error("corrupt WAL at height {height}: {reason}")]
-    CorruptWal {
-        /// The height.
-        height: u64,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A block the network finalized does not execute here: state diverged or the store is
-    /// damaged. The node must stop rather than go on with a wrong state.
-    #[error("finalized block #{number} does not execute: {reason}")]
-    Diverged {
-        /// The block.
-        number: u64,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// Why a synced block was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SyncRejected {
-    /// Its certificate does not match it or does not verify.
-    #[error("bad commit certificate for #{number}: {reason}")]
-    BadCertificate {
-        /// The block.
-        number: u64,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// Counters of what the driver dropped, for metrics and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DriverStats {
-    /// Messages refused: bad signature, unknown validator, wrong proposer, far round.
-    pub invalid_messages: u64,
-    /// Proposals whose block failed validation (we prevote nil on them).
-    pub invalid_proposals: u64,
-    /// Second votes or proposals for the same slot (duplicates or equivocations).
-    pub duplicates: u64,
-    /// Future-height messages dropped because the buffer was full or too far ahead.
-    pub future_dropped: u64,
-    /// Blocks finalized by consensus.
-    pub decided: u64,
-    /// Blocks imported by sync.
-    pub synced: u64,
-    /// WAL records replayed at start (after a crash or restart mid-height).
-    pub wal_records_replayed: u64,
-}
+pub use types::{DriverConfig, DriverError, DriverStats, Output, SyncRejected, Timeouts, TimerKey};
 
 /// Whether the driver is waiting to start the next height.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -571,243 +379,6 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
             .map_err(|e| format!("{e:?}"))
     }
 
-    fn message(&mut self, message: ConsensusMessage) -> Result<(), DriverError> {
-        let height = message.height();
-        let current = self.host.height;
-        if height < current {
-            return Ok(());
-        }
-        if height > current {
-            self.buffer_future(height, message);
-            self.maybe_request_sync();
-            return Ok(());
-        }
-        if self.phase == Phase::Idle {
-            self.start_height()?;
-        }
-        match message {
-            ConsensusMessage::Vote(v) => {
-                let Ok(vote) = codec::vote_from_wire(v) else {
-                    self.stats.invalid_messages += 1;
-                    return Ok(());
-                };
-                self.vote(vote)
-            }
-            ConsensusMessage::Proposal(p) => {
-                let Ok(proposal) = codec::proposal_from_wire(p) else {
-                    self.stats.invalid_messages += 1;
-                    return Ok(());
-                };
-                self.proposal(proposal)
-            }
-            ConsensusMessage::PolkaCertificate(c) => self.polka_certificate(c),
-            ConsensusMessage::RoundCertificate(c) => self.round_certificate(c),
-        }
-    }
-
-    /// Whether a certificate's signature may reach the core: it verifies, its signer is a
-    /// validator, and it is not a second signature of a vote accepted before (that would put
-    /// the same vote twice into a commit certificate and fail it). A signed vote for another
-    /// value than the one seen first is kept: it is the equivocator's, the core counts only
-    /// the first, and the certificate needs it to reach its quorum.
-    fn accept_signature(&mut self, vote: &super::context::Vote, signature: &Signature) -> bool {
-        let slot = (
-            vote_type_code(vote.vote_type),
-            vote.round.as_i64(),
-            vote.validator.0,
-        );
-        let value = vote_value(vote);
-        if let Some((seen_value, seen_signature)) = self.seen_votes.get(&slot) {
-            if *seen_value == value {
-                return seen_signature == signature;
-            }
-        }
-        if !self.host.vset.contains(&vote.validator.0)
-            || !vote
-                .validator
-                .0
-                .verify(&vote.sign_bytes(self.host.ctx.genesis()), signature)
-        {
-            return false;
-        }
-        self.seen_votes.entry(slot).or_insert((value, *signature));
-        true
-    }
-
-    fn polka_certificate(&mut self, wire: codec::WirePolkaCertificate) -> Result<(), DriverError> {
-        let Ok(mut c) = codec::polka_from_wire(wire) else {
-            self.stats.invalid_messages += 1;
-            return Ok(());
-        };
-        if self.round_too_far(c.round) {
-            self.stats.invalid_messages += 1;
-            return Ok(());
-        }
-        let (height, round, value) = (c.height, c.round, c.value_id);
-        let mut signers = BTreeSet::new();
-        c.polka_signatures.retain(|s| signers.insert(s.address));
-        c.polka_signatures.retain(|s| {
-            let vote = mc::Context::new_prevote(
-                &self.host.ctx,
-                height,
-                round,
-                mc::NilOrVal::Val(value),
-                s.address,
-            );
-            self.accept_signature(&vote, &s.signature)
-        });
-        self.log_certificate(ConsensusMessage::PolkaCertificate(codec::polka_to_wire(&c)));
-        self.feed(Input::PolkaCertificate(c))
-    }
-
-    fn round_certificate(&mut self, wire: codec::WireRoundCertificate) -> Result<(), DriverError> {
-        let Ok(mut c) = codec::round_certificate_from_wire(wire) else {
-            self.stats.invalid_messages += 1;
-            return Ok(());
-        };
-        if self.round_too_far(c.round) {
-            self.stats.invalid_messages += 1;
-            return Ok(());
-        }
-        let (height, round) = (c.height, c.round);
-        let mut slots = BTreeSet::new();
-        c.round_signatures
-            .retain(|s| slots.insert((vote_type_code(s.vote_type), s.address)));
-        c.round_signatures.retain(|s| {
-            let vote = super::context::Vote {
-                vote_type: s.vote_type,
-                height,
-                round,
-                value: s.value_id,
-                validator: s.address,
-            };
-            self.accept_signature(&vote, &s.signature)
-        });
-        self.log_certificate(ConsensusMessage::RoundCertificate(
-            codec::round_certificate_to_wire(&c),
-        ));
-        self.feed(Input::RoundCertificate(c))
-    }
-
-    /// The core does not log certificates, but applying one changes what it will sign: log it
-    /// so a replay after a crash reaches the same state.
-    fn log_certificate(&mut self, message: ConsensusMessage) {
-        if !self.host.recovering {
-            self.host.wal_buffer.push(WalRecord::Message(message));
-        }
-    }
-
-    fn round_too_far(&self, round: Round) -> bool {
-        let current = self.state.round().as_u32().unwrap_or(0);
-        round.as_u32().unwrap_or(0) > current.saturating_add(self.host.config.max_round_ahead)
-    }
-
-    fn vote(&mut self, vote: SignedVote<Ctx>) -> Result<(), DriverError> {
-        let v = &vote.message;
-        let known = self.host.vset.contains(&v.validator.0);
-        if !known
-            || self.round_too_far(v.round)
-            || !v
-                .validator
-                .0
-                .verify(&v.sign_bytes(self.host.ctx.genesis()), &vote.signature)
-        {
-            self.stats.invalid_messages += 1;
-            return Ok(());
-        }
-        // One vote per (type, round, validator): a second signature (even for the same vote)
-        // would put a duplicate into the commit certificate.
-        let slot = vote_slot(&vote);
-        if self.seen_votes.contains_key(&slot) {
-            self.stats.duplicates += 1;
-            return Ok(());
-        }
-        self.seen_votes
-            .insert(slot, (vote_value(&vote.message), vote.signature));
-        self.feed(Input::Vote(vote))
-    }
-
-    fn proposal(&mut self, signed: SignedProposal<Ctx>) -> Result<(), DriverError> {
-        let p = &signed.message;
-        let expected = self.host.vset.proposer(p.height, p.round).map(|v| {
-            use malachitebft_core_types::Validator as _;
-            *v.address()
-        });
-        if expected != Some(p.proposer)
-            || self.round_too_far(p.round)
-            || !p
-                .proposer
-                .0
-                .verify(&p.sign_bytes(self.host.ctx.genesis()), &signed.signature)
-        {
-            self.stats.invalid_messages += 1;
-            return Ok(());
-        }
-        if !self.seen_proposals.insert(p.round.as_i64()) {
-            self.stats.duplicates += 1;
-            return Ok(());
-        }
-        let validity = match self.validate(&p.value, p.pol_round.is_nil()) {
-            Ok(()) => Validity::Valid,
-            Err(reason) => {
-                self.stats.invalid_proposals += 1;
-                tracing::warn!(height = p.height.0, round = %p.round, %reason, "invalid proposal");
-                Validity::Invalid
-            }
-        };
-        let value = ProposedValue {
-            height: p.height,
-            round: p.round,
-            valid_round: p.pol_round,
-            proposer: p.proposer,
-            value: p.value.clone(),
-            validity,
-        };
-        self.feed(Input::ProposedValue(value, ValueOrigin::Consensus))?;
-        self.feed(Input::Proposal(signed))
-    }
-
-    /// Executes a proposed block on the finalized state; a new value's timestamp must also be
-    /// within the chain's drift of our clock.
-    fn validate(&mut self, value: &BlockValue, new_value: bool) -> Result<(), String> {
-        let state = self.host.store.state();
-        let head = self.host.store.head();
-        if new_value {
-            check_proposal_time(&state, &value.block().header, self.now_ms)
-                .map_err(|e| e.to_string())?;
-        }
-        if self.executed.contains_key(&value.hash()) {
-            return Ok(());
-        }
-        let executed = execute_block(&state, head, value.block(), self.host.ctx.genesis())
-            .map_err(|e| e.to_string())?;
-        self.executed.insert(value.hash(), executed);
-        Ok(())
-    }
-
-    fn buffer_future(&mut self, height: u64, message: ConsensusMessage) {
-        if height > self.host.height + self.host.config.future_heights
-            || self.future_count >= self.host.config.max_future_messages
-        {
-            self.stats.future_dropped += 1;
-            return;
-        }
-        self.future.entry(height).or_default().push(message);
-        self.future_count += 1;
-    }
-
-    fn maybe_request_sync(&mut self) {
-        let height = self.host.height;
-        let due = match self.last_sync_request {
-            Some((h, at)) => h != height || self.now_ms >= at + self.host.config.sync_retry_ms,
-            None => true,
-        };
-        if due {
-            self.last_sync_request = Some((height, self.now_ms));
-            self.host.outputs.push(Output::RequestSync { from: height });
-        }
-    }
-
     /// Feeds one input to the core, then whatever it asked to follow.
     fn feed(&mut self, input: Input<Ctx>) -> Result<(), DriverError> {
         let host = &mut self.host;
@@ -854,10 +425,21 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
     }
 
     /// Writes the WAL records of this input durably, then hands out the outputs.
+    ///
+    /// The write is synced only when something is about to leave the node: records of inputs
+    /// that sent nothing (a vote received, say) may be lost in a crash without harm, since
+    /// what we signed never depended on them, and the next synced write covers them anyway.
     fn finish(&mut self) -> Outputs {
         if !self.host.wal_buffer.is_empty() {
             let records = std::mem::take(&mut self.host.wal_buffer);
-            self.host.store.wal_append(self.host.height, &records)?;
+            let sends = self
+                .host
+                .outputs
+                .iter()
+                .any(|o| matches!(o, Output::Broadcast(_)));
+            self.host
+                .store
+                .wal_append(self.host.height, &records, sends)?;
         }
         Ok(std::mem::take(&mut self.host.outputs))
     }
@@ -878,7 +460,10 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         // Records of the deciding input are written before the import deletes the height's WAL.
         let records = std::mem::take(&mut self.host.wal_buffer);
         if !self.host.recovering {
-            self.host.store.wal_append(self.host.height, &records)?;
+            // The import that follows is a synced write: it makes these durable too.
+            self.host
+                .store
+                .wal_append(self.host.height, &records, false)?;
         }
         self.import(block, executed, wire, false)
     }
