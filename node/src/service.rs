@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context as _;
 use drchain_runtime::{Genesis, UncheckedExtrinsic};
 use drchain_support::{Overlay, H256};
 use ed25519_dalek::SigningKey;
@@ -131,8 +132,10 @@ fn now_ms() -> u64 {
 
 /// Opens the store, starts listening, and spawns the node's task.
 pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
-    std::fs::create_dir_all(&config.database)?;
-    let db = RocksDb::open(&config.database)?;
+    std::fs::create_dir_all(&config.database)
+        .with_context(|| format!("creating {}", config.database.display()))?;
+    let db = RocksDb::open(&config.database)
+        .with_context(|| format!("opening the database {}", config.database.display()))?;
     let store = ChainStore::open(db, &config.genesis)?;
     let genesis_hash = config.genesis.hash();
     let signer = SigningProvider::new(genesis_hash, config.key.clone());
@@ -147,7 +150,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         .behaviour_mut()
         .gossipsub
         .subscribe(&topics.transactions)?;
-    swarm.listen_on(config.listen.clone())?;
+    swarm
+        .listen_on(config.listen.clone())
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let peer_id = *swarm.local_peer_id();
     let (listening_tx, listening) = watch::channel(vec![]);
     let (status_tx, status) = watch::channel(ChainStatus::default());

@@ -191,3 +191,24 @@ fn a_malformed_spec_is_refused_naming_the_field() {
     let err = fails(d, &["build-spec", "--chain", "bad2.json"]);
     assert!(err.contains("services[0].endpoints.bob"), "{err}");
 }
+
+#[test]
+fn run_refuses_bad_configuration_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let err = fails(d, &["run", "--chain", "missing.json", "--tmp"]);
+    assert!(err.contains("missing.json"), "{err}");
+    let err = fails(
+        d,
+        &["run", "--dev", "--tmp", "--bootnodes", "not-an-address"],
+    );
+    assert!(
+        err.contains("bootnode \"not-an-address\" is not a multiaddr"),
+        "{err}"
+    );
+    std::fs::write(d.join("junk.pem"), "junk").unwrap();
+    let err = fails(d, &["run", "--dev", "--tmp", "--node-key-file", "junk.pem"]);
+    assert!(err.contains("junk.pem"), "{err}");
+    let err = fails(d, &["run", "--tmp", "--base-path", "x"]);
+    assert!(err.contains("cannot be used with"), "{err}");
+}

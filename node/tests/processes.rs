@@ -335,3 +335,59 @@ fn a_validator_killed_again_and_again_restarts_consistent() {
     net.wait_for(&all, target);
     net.assert_no_fork(&all);
 }
+
+#[test]
+fn purge_chain_deletes_the_database_only_when_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drchain"))
+        .args(["run", "--dev", "--port", "0", "--base-path"])
+        .arg(&base)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log: Arc<Mutex<Log>> = Arc::default();
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().lines.push(line);
+        }
+    });
+    assert!(wait_for_line(&log, "Finalized #2 "));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let db = base.join("chains/dev/db");
+    assert!(db.is_dir());
+
+    let purge = |answer: &str, yes: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_drchain"));
+        cmd.args(["purge-chain", "--chain", "dev", "--base-path"])
+            .arg(&base)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if yes {
+            cmd.arg("-y");
+        }
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let refused = purge("n\n", false);
+    assert!(!refused.status.success());
+    assert!(db.is_dir(), "a refused purge keeps the database");
+    let done = purge("", true);
+    assert!(done.status.success());
+    assert!(!db.exists());
+    assert!(base.join("chains").exists(), "only the database goes");
+    let again = purge("", true);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to purge"));
+}

@@ -183,3 +183,48 @@ async fn a_member_follows_the_chain_without_voting() {
     net.wait_for_height(&[eve], target, WAIT).await;
     assert_same_chain(&net, &[0, eve], target).await;
 }
+
+/// An admin demotes dave to a plain member: from two blocks later the set is alice, bob and
+/// charlie. The chain goes on across the change, and dave's vote no longer counts: with
+/// charlie stopped, finalization halts although dave still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_set_change_takes_effect_on_every_node() {
+    use drchain_runtime::pallet_membership::{self, MemberRole};
+    use drchain_runtime::AdminCall;
+
+    let mut net = TestNetwork::local_validators().await;
+    net.wait_for_height(&[0, 1, 2, 3], 2, WAIT).await;
+    let demote = RuntimeCall::Admin(AdminCall::Propose {
+        call: Box::new(RuntimeCall::Membership(pallet_membership::Call::SetRole {
+            account: drchain_runtime::dev::dev_account("dave"),
+            role: MemberRole::Member,
+        })),
+    });
+    let x = UncheckedExtrinsic::sign(&dev_key("alice"), &net.genesis.hash(), 0, demote);
+    let alice = net.nodes[0].handle.as_ref().unwrap();
+    alice
+        .submit(x)
+        .await
+        .unwrap()
+        .expect("pool accepts the admin call");
+    let mut status = alice.status.clone();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.included_transactions >= 1))
+        .await
+        .expect("the demotion is finalized")
+        .unwrap();
+    let changed_at = net.status(0).finalized;
+    net.wait_for_height(&[0, 1, 2, 3], changed_at + 5, WAIT)
+        .await;
+    assert_same_chain(&net, &[0, 1, 2, 3], changed_at + 5).await;
+
+    net.stop(2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let halted = net.status(0).finalized;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        net.status(0).finalized <= halted,
+        "alice and bob finalized with dave's votes, which no longer count"
+    );
+    net.start(2).await;
+    net.wait_for_height(&[0, 1, 2, 3], halted + 3, WAIT).await;
+}
