@@ -19,7 +19,8 @@ use drchain_node::store::kv::MemoryDb;
 use drchain_node::store::ChainStore;
 use drchain_runtime::dev::{dev_key, specs};
 use drchain_runtime::support::H256;
-use drchain_runtime::{Block, Genesis};
+use drchain_runtime::support::{Health, Overlay, ServiceName};
+use drchain_runtime::{pallet_service_status, Block, Genesis, RuntimeCall, UncheckedExtrinsic};
 use ed25519_dalek::{Signer as _, SigningKey};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -136,10 +137,20 @@ enum Event {
         height: u64,
         round: u32,
     },
+    /// A client submits a heartbeat to `node`, and schedules the next submission.
+    Submit {
+        node: usize,
+    },
+    /// A transaction gossiped by a peer.
+    DeliverTx {
+        to: usize,
+        tx: Box<UncheckedExtrinsic>,
+    },
 }
 
 struct Node {
     key: SigningKey,
+    pool: TransactionPool,
     db: MemoryDb,
     driver: Option<ConsensusDriver<MemoryDb>>,
     timers: BTreeMap<TimerKey, u64>,
@@ -160,6 +171,8 @@ pub struct Report {
     pub height_at_calm: u64,
     /// WAL records replayed by restarted nodes.
     pub wal_records_replayed: u64,
+    /// Transactions in finalized blocks.
+    pub included_transactions: u64,
 }
 
 /// The simulation.
@@ -179,6 +192,7 @@ pub struct Simulation {
     processed: u64,
     height_at_calm: u64,
     wal_records_replayed: u64,
+    included_transactions: u64,
     /// Print every event (set `DRCHAIN_SIM_TRACE=1`), to read a failing seed's run.
     print_events: bool,
 }
@@ -227,6 +241,8 @@ fn describe(event: &Event) -> String {
         Event::Crash { .. } => "crash".into(),
         Event::Restart { .. } => "restart".into(),
         Event::Build { height, round, .. } => format!("build h{height} r{round}"),
+        Event::Submit { .. } => "client submits a heartbeat".into(),
+        Event::DeliverTx { tx, .. } => format!("transaction {}", tx.hash()),
     }
 }
 
@@ -248,6 +264,7 @@ impl Simulation {
             .iter()
             .map(|name| Node {
                 key: dev_key(name),
+                pool: TransactionPool::new(genesis.hash(), 256),
                 db: MemoryDb::new(),
                 driver: None,
                 timers: BTreeMap::new(),
@@ -271,6 +288,7 @@ impl Simulation {
             processed: 0,
             height_at_calm: 0,
             wal_records_replayed: 0,
+            included_transactions: 0,
             print_events: std::env::var_os("DRCHAIN_SIM_TRACE").is_some(),
         };
         for (at, node, down_for) in sim.faults.crashes.clone() {
@@ -280,6 +298,7 @@ impl Simulation {
         for node in 0..sim.nodes.len() {
             sim.schedule(0, Event::Restart { node });
         }
+        sim.schedule(100, Event::Submit { node: 0 });
         sim
     }
 
@@ -388,6 +407,7 @@ impl Simulation {
             events: self.processed,
             height_at_calm: self.height_at_calm,
             wal_records_replayed: self.wal_records_replayed,
+            included_transactions: self.included_transactions,
         }
     }
 
@@ -397,7 +417,11 @@ impl Simulation {
             Event::Timer { node, .. } => *node,
             Event::SyncRequest { to, .. } => *to,
             Event::SyncResponse { to, .. } => *to,
-            Event::Crash { node } | Event::Restart { node } | Event::Build { node, .. } => *node,
+            Event::Crash { node }
+            | Event::Restart { node }
+            | Event::Build { node, .. }
+            | Event::Submit { node } => *node,
+            Event::DeliverTx { to, .. } => *to,
         };
         self.trace.update(&self.now.to_le_bytes());
         self.trace.update(&(node as u64).to_le_bytes());
@@ -409,6 +433,7 @@ impl Simulation {
             Event::Crash { node } => {
                 self.nodes[node].driver = None;
                 self.nodes[node].timers.clear();
+                self.nodes[node].pool = TransactionPool::new(self.genesis.hash(), 256);
                 self.trace.update(b"crash");
                 return;
             }
@@ -450,19 +475,48 @@ impl Simulation {
                 height,
                 round,
             } => {
-                let Some(d) = self.nodes[node].driver.as_mut() else {
+                let seed = self.seed;
+                let n = &mut self.nodes[node];
+                let Some(d) = n.driver.as_mut() else {
                     return;
                 };
                 if d.height() != height {
                     return;
                 }
                 let store = d.store();
-                let pool = TransactionPool::new(self.genesis.hash(), 16);
-                let built = pool
+                let built = n
+                    .pool
                     .build_block(&store.state(), store.head(), now, 64)
-                    .unwrap_or_else(|e| panic!("seed {}: building a block: {e}", self.seed));
+                    .unwrap_or_else(|e| panic!("seed {seed}: building a block: {e}"));
                 d.on_block_built(now, height, round, built.block, built.executed)
             }
+            Event::Submit { node } => {
+                // The next submission, to a random node, in 50 to 400 ms.
+                let next = self.rng.gen_range(0..self.nodes.len());
+                let at = self.now + self.rng.gen_range(50..400);
+                self.schedule(at, Event::Submit { node: next });
+                let who = ["alice", "bob", "charlie"][self.rng.gen_range(0..3)];
+                let Some(tx) = self.heartbeat(node, who) else {
+                    return;
+                };
+                let out = self.pool_submit(node, now, tx.clone());
+                if out.as_ref().is_ok_and(|o| o.is_some()) {
+                    for to in (0..self.nodes.len()).filter(|p| *p != node) {
+                        let tx = Box::new(tx.clone());
+                        self.send(node, to, Event::DeliverTx { to, tx });
+                    }
+                }
+                match out {
+                    Ok(Some(out)) => Ok(out),
+                    Ok(None) => return,
+                    Err(e) => Err(e),
+                }
+            }
+            Event::DeliverTx { to, tx } => match self.pool_submit(to, now, *tx) {
+                Ok(Some(out)) => Ok(out),
+                Ok(None) => return,
+                Err(e) => Err(e),
+            },
             Event::SyncRequest { to, from, height } => {
                 let Some(d) = self.nodes[to].driver.as_ref() else {
                     return;
@@ -508,6 +562,7 @@ impl Simulation {
     }
 
     fn execute(&mut self, node: usize, outputs: Vec<Output>) {
+        let mut more = vec![];
         for output in outputs {
             match output {
                 Output::Broadcast(message) => {
@@ -560,8 +615,24 @@ impl Simulation {
                         },
                     );
                 }
-                Output::Finalized { header, hash, .. } => {
+                Output::Finalized {
+                    header,
+                    hash,
+                    extrinsics,
+                    ..
+                } => {
                     self.trace.update(&hash.0);
+                    let now = self.local_time(node);
+                    let n = &mut self.nodes[node];
+                    if let Some(d) = n.driver.as_mut() {
+                        n.pool.finalized(&d.store().state(), &extrinsics);
+                        if !n.pool.is_empty() {
+                            let out = d.on_transactions_pending(now).unwrap_or_else(|e| {
+                                panic!("seed {}: node {node} driver failed: {e}", self.seed)
+                            });
+                            more.extend(out);
+                        }
+                    }
                     let n = &mut self.nodes[node];
                     assert_eq!(
                         n.finalized.len() as u64 + 1,
@@ -580,6 +651,7 @@ impl Simulation {
                             Some(_) => {}
                             None => {
                                 self.finalized.insert(header.number, (hash, node));
+                                self.included_transactions += extrinsics.len() as u64;
                             }
                         }
                     }
@@ -604,6 +676,52 @@ impl Simulation {
                 }
             }
         }
+        if !more.is_empty() {
+            self.execute(node, more);
+        }
+    }
+
+    /// A heartbeat of `who` for demo-db, with the next nonce in `node`'s finalized state (as
+    /// a client reading that node would sign it); `None` if the node is down.
+    fn heartbeat(&self, node: usize, who: &str) -> Option<UncheckedExtrinsic> {
+        let d = self.nodes[node].driver.as_ref()?;
+        let state = d.store().state();
+        let account = drchain_runtime::dev::dev_account(who);
+        let nonce = drchain_runtime::system::nonce(&Overlay::new(&state), &account);
+        let call = RuntimeCall::ServiceStatus(pallet_service_status::Call::Heartbeat {
+            service: ServiceName::new("demo-db").expect("valid name"),
+            epoch_seen: 0,
+            health: Health::Healthy,
+            applied_checkpoint: None,
+        });
+        Some(UncheckedExtrinsic::sign(
+            &dev_key(who),
+            &self.genesis.hash(),
+            nonce,
+            call,
+        ))
+    }
+
+    /// Adds a transaction to `node`'s pool; if it is new, the driver learns that transactions
+    /// are pending. `Ok(None)`: the node is down or refused it.
+    fn pool_submit(
+        &mut self,
+        node: usize,
+        now: u64,
+        tx: UncheckedExtrinsic,
+    ) -> Result<Option<Vec<Output>>, drchain_node::consensus::DriverError> {
+        let n = &mut self.nodes[node];
+        let Some(d) = n.driver.as_mut() else {
+            return Ok(None);
+        };
+        let accepted = {
+            let state = d.store().state();
+            n.pool.submit(&state, tx).is_ok()
+        };
+        if !accepted {
+            return Ok(None);
+        }
+        d.on_transactions_pending(now).map(Some)
     }
 
     /// The equivocator's second message for the same slot: a vote for another value, or a

@@ -23,6 +23,11 @@ fn seeds(default: u64) -> u64 {
 #[test]
 fn calm_network_finalizes_the_same_blocks_everywhere() {
     let report = Simulation::new(1, Faults::none()).run(5_000, 5);
+    assert!(
+        report.included_transactions >= 10,
+        "clients' heartbeats were finalized: {}",
+        report.included_transactions
+    );
     let first = &report.chains[0];
     assert!(first.len() >= 5, "finalized {} blocks", first.len());
     for chain in &report.chains {

@@ -3,7 +3,7 @@
 //! answered synchronously; outputs for the host collect in `outputs`, WAL records in
 //! `wal_buffer` (written by the driver before the outputs leave).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use drchain_support::{AccountId, Overlay, H256};
 use malachitebft_core_consensus::{Effect, Resumable};
@@ -32,6 +32,8 @@ pub(super) struct Host<D> {
     pub(super) build_request: Option<u32>,
     /// Our signed vote per (type, round) this height: never sign two different ones.
     pub(super) sign_guard: HashMap<(u8, i64), Option<H256>>,
+    /// Signatures verified at this height (see [`Host::check_signature`]).
+    pub(super) verified: HashSet<H256>,
 }
 
 pub(super) fn kind_code(kind: TimeoutKind) -> u8 {
@@ -79,7 +81,7 @@ impl<D: KeyValueDb> Host<D> {
     }
 
     fn verify(
-        &self,
+        &mut self,
         msg: &mc::SignedMessage<Ctx, malachitebft_core_consensus::ConsensusMsg<Ctx>>,
         key: &AccountId,
     ) -> bool {
@@ -88,7 +90,31 @@ impl<D: KeyValueDb> Host<D> {
             ConsensusMsg::Vote(v) => v.sign_bytes(self.ctx.genesis()),
             ConsensusMsg::Proposal(p) => p.sign_bytes(self.ctx.genesis()),
         };
-        key.verify(&bytes, &msg.signature)
+        self.check_signature(key, &bytes, &msg.signature)
+    }
+
+    /// Verifies a signature, remembering successes for the height: every message is checked
+    /// once on arrival and once more by the core, and Ed25519 verification dominates the
+    /// cost of consensus.
+    pub(super) fn check_signature(
+        &mut self,
+        key: &AccountId,
+        bytes: &[u8],
+        signature: &drchain_support::Signature,
+    ) -> bool {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&key.0);
+        hasher.update(&signature.0);
+        hasher.update(bytes);
+        let id = H256(*hasher.finalize().as_bytes());
+        if self.verified.contains(&id) {
+            return true;
+        }
+        let valid = key.verify(bytes, signature);
+        if valid {
+            self.verified.insert(id);
+        }
+        valid
     }
 
     pub(super) fn handle(

@@ -72,11 +72,11 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
                 return seen_signature == signature;
             }
         }
+        let bytes = vote.sign_bytes(self.host.ctx.genesis());
         if !self.host.vset.contains(&vote.validator.0)
-            || !vote
-                .validator
-                .0
-                .verify(&vote.sign_bytes(self.host.ctx.genesis()), signature)
+            || !self
+                .host
+                .check_signature(&vote.validator.0, &bytes, signature)
         {
             return false;
         }
@@ -153,23 +153,23 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
     }
 
     fn vote(&mut self, vote: SignedVote<Ctx>) -> Result<(), DriverError> {
-        let v = &vote.message;
-        let known = self.host.vset.contains(&v.validator.0);
-        if !known
-            || self.round_too_far(v.round)
-            || !v
-                .validator
-                .0
-                .verify(&v.sign_bytes(self.host.ctx.genesis()), &vote.signature)
-        {
-            self.stats.invalid_messages += 1;
-            return Ok(());
-        }
         // One vote per (type, round, validator): a second signature (even for the same vote)
-        // would put a duplicate into the commit certificate.
+        // would put a duplicate into the commit certificate. Checked first: rebroadcast
+        // copies are the common case and need no signature check.
         let slot = vote_slot(&vote);
         if self.seen_votes.contains_key(&slot) {
             self.stats.duplicates += 1;
+            return Ok(());
+        }
+        let v = &vote.message;
+        let bytes = v.sign_bytes(self.host.ctx.genesis());
+        if !self.host.vset.contains(&v.validator.0)
+            || self.round_too_far(v.round)
+            || !self
+                .host
+                .check_signature(&v.validator.0, &bytes, &vote.signature)
+        {
+            self.stats.invalid_messages += 1;
             return Ok(());
         }
         self.seen_votes
@@ -183,12 +183,12 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
             use malachitebft_core_types::Validator as _;
             *v.address()
         });
+        let bytes = p.sign_bytes(self.host.ctx.genesis());
         if expected != Some(p.proposer)
             || self.round_too_far(p.round)
-            || !p
-                .proposer
-                .0
-                .verify(&p.sign_bytes(self.host.ctx.genesis()), &signed.signature)
+            || !self
+                .host
+                .check_signature(&p.proposer.0, &bytes, &signed.signature)
         {
             self.stats.invalid_messages += 1;
             return Ok(());

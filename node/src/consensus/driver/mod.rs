@@ -12,7 +12,7 @@
 //! otherwise mark every proposal valid): signature, proposer, timestamp drift for a new value,
 //! and full execution of the block on the finalized state, state root included.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use drchain_runtime::{execute_block, Block, ExecutedBlock};
 use drchain_support::{AccountId, Overlay, Signature, H256};
@@ -53,7 +53,6 @@ pub struct ConsensusDriver<D> {
     me: Address,
     phase: Phase,
     now_ms: u64,
-    transactions_pending: bool,
     /// Per height: the first vote accepted per (type, round, validator) with its signature,
     /// and the rounds whose proposal was accepted.
     seen_votes: BTreeMap<(u8, i64, AccountId), (Option<H256>, Signature)>,
@@ -121,6 +120,7 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
             decided: None,
             build_request: None,
             sign_guard: HashMap::new(),
+            verified: HashSet::new(),
         };
         host.reset_durations();
         Self {
@@ -129,7 +129,6 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
             me,
             phase: Phase::Idle,
             now_ms: 0,
-            transactions_pending: false,
             seen_votes: BTreeMap::new(),
             seen_proposals: BTreeSet::new(),
             executed: HashMap::new(),
@@ -285,7 +284,6 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
     /// idle timer.
     pub fn on_transactions_pending(&mut self, now_ms: u64) -> Outputs {
         self.now_ms = now_ms;
-        self.transactions_pending = true;
         if self.phase == Phase::Idle {
             self.start_height()?;
             self.after_input()?;
@@ -498,6 +496,7 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         self.host.height = self.host.store.head().number + 1;
         self.host.wal_buffer.clear();
         self.host.sign_guard.clear();
+        self.host.verified.clear();
         self.host.build_request = None;
         self.seen_votes.clear();
         self.seen_proposals.clear();
@@ -512,8 +511,7 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         }
         self.phase = Phase::Idle;
         self.host.outputs.push(Output::CancelAllTimers);
-        // The host signals pending transactions again if the pool still holds some.
-        self.transactions_pending = false;
+        // The host calls `on_transactions_pending` again if its pool still holds some.
         if self.future.contains_key(&height) {
             self.start_height()
         } else {
@@ -536,7 +534,6 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
             .ok_or(DriverError::NoValidators { height })?;
         self.host.vset = vset.clone();
         self.phase = Phase::Running;
-        self.transactions_pending = false;
         self.host.outputs.push(Output::CancelTimer(TimerKey::Idle));
         self.feed(Input::StartHeight(Height(height), vset))?;
         if let Some(messages) = self.future.remove(&height) {
