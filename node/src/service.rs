@@ -277,7 +277,7 @@ impl Service {
         match command {
             Command::Submit(x, reply) => {
                 let bytes = x.encode();
-                let result = self.submit(x);
+                let result = self.submit(x)?;
                 if result.is_ok() {
                     if let Err(e) = self
                         .swarm
@@ -294,23 +294,21 @@ impl Service {
                 let _ = reply.send(self.driver.store().hash(number)?);
             }
         }
-        Ok(())
+        self.drain()
     }
 
-    fn submit(&mut self, x: UncheckedExtrinsic) -> Result<H256, PoolError> {
+    /// Pools a transaction; a new one starts the next height if the driver is idle. The
+    /// outer error is the driver's (fatal), the inner one the pool's answer.
+    fn submit(&mut self, x: UncheckedExtrinsic) -> anyhow::Result<Result<H256, PoolError>> {
         let result = {
             let store = self.driver.store();
             self.pool.submit(&store.state(), x)
         };
         if result.is_ok() {
-            match self.driver.on_transactions_pending(now_ms()) {
-                Ok(outputs) => {
-                    self.work.extend(outputs);
-                }
-                Err(e) => tracing::error!(error = %e, "consensus failed"),
-            }
+            let outputs = self.driver.on_transactions_pending(now_ms())?;
+            self.work.extend(outputs);
         }
-        result
+        Ok(result)
     }
 
     /// Whether `peer` is an admitted, unrevoked member of the finalized state.
@@ -389,7 +387,7 @@ impl Service {
         } else if message.topic == self.topics.transactions.hash() {
             match UncheckedExtrinsic::decode_untrusted(&message.data) {
                 Ok(x) => {
-                    if let Err(e) = self.submit(x) {
+                    if let Err(e) = self.submit(x)? {
                         tracing::trace!(error = %e, "gossiped transaction not pooled");
                     }
                 }
