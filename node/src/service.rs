@@ -117,6 +117,13 @@ impl NodeHandle {
         self.task.await?
     }
 
+    /// Aborts the node's task at its next await point, without a clean shutdown, and waits
+    /// until its resources (the database lock among them) are released.
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     /// Waits until the node stops on its own (an error), or forever.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await?

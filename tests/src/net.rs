@@ -133,10 +133,18 @@ impl TestNetwork {
         self.nodes[i].handle = Some(handle);
     }
 
-    /// Stops node `i` abruptly (its task is dropped mid-flight, like a kill).
+    /// Stops node `i` cleanly (as on Ctrl-C).
     pub async fn stop(&mut self, i: usize) {
         if let Some(h) = self.nodes[i].handle.take() {
             h.stop().await.expect("node stopped cleanly");
+        }
+    }
+
+    /// Aborts node `i`'s task wherever it is, without letting it finish what it was doing
+    /// (the in-process stand-in for a kill; the process tests use real SIGKILLs).
+    pub async fn abort(&mut self, i: usize) {
+        if let Some(h) = self.nodes[i].handle.take() {
+            h.abort().await;
         }
     }
 

@@ -61,8 +61,8 @@ async fn four_validators_agree_survive_a_stop_and_resume() {
         .expect("the heartbeat is finalized")
         .unwrap();
 
-    // One validator stopped: the other three keep finalizing.
-    net.stop(3).await;
+    // One validator aborted mid-flight: the other three keep finalizing.
+    net.abort(3).await;
     let h = net.status(0).finalized;
     net.wait_for_height(&[0, 1, 2], h + 5, WAIT).await;
 
