@@ -173,15 +173,51 @@ async fn malformed_messages_from_a_member_are_dropped_and_counted() {
 }
 
 /// Eve, a member that is not a validator, runs a follower node: it finalizes the same blocks
-/// without voting.
+/// without voting. Once an admin revokes her, the validators disconnect her node and it
+/// gets no further blocks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_follows_the_chain_without_voting() {
+async fn a_member_follows_the_chain_until_revoked() {
+    use drchain_runtime::pallet_membership;
+    use drchain_runtime::AdminCall;
+
     let mut net = TestNetwork::local_validators().await;
     net.wait_for_height(&[0, 1, 2, 3], 2, WAIT).await;
     let eve = net.add("eve", dev_key("eve"), false).await;
     let target = net.status(0).finalized + 3;
     net.wait_for_height(&[eve], target, WAIT).await;
     assert_same_chain(&net, &[0, eve], target).await;
+
+    let revoke = RuntimeCall::Admin(AdminCall::Propose {
+        call: Box::new(RuntimeCall::Membership(pallet_membership::Call::Revoke {
+            account: drchain_runtime::dev::dev_account("eve"),
+            reason: "test".into(),
+        })),
+    });
+    let x = UncheckedExtrinsic::sign(&dev_key("alice"), &net.genesis.hash(), 0, revoke);
+    let alice = net.nodes[0].handle.as_ref().unwrap();
+    alice
+        .submit(x)
+        .await
+        .unwrap()
+        .expect("pool accepts the revocation");
+    let mut status = alice.status.clone();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.rejected_peers >= 1))
+        .await
+        .expect("alice disconnects eve once she is revoked")
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let eve_height = net.status(eve).finalized;
+    let validators_height = net.status(0).finalized;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        net.status(0).finalized > validators_height,
+        "the chain goes on"
+    );
+    assert_eq!(
+        net.status(eve).finalized,
+        eve_height,
+        "eve gets no more blocks"
+    );
 }
 
 /// An admin demotes dave to a plain member: from two blocks later the set is alice, bob and
