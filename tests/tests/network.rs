@@ -30,6 +30,25 @@ async fn assert_same_chain(net: &TestNetwork, nodes: &[usize], up_to: u64) {
     }
 }
 
+/// Alice (admin, threshold 1) proposes `call` through her node; waits until it is finalized.
+async fn as_admin(net: &TestNetwork, call: drchain_runtime::pallet_membership::Call) {
+    let call = RuntimeCall::Admin(drchain_runtime::AdminCall::Propose {
+        call: Box::new(RuntimeCall::Membership(call)),
+    });
+    let x = UncheckedExtrinsic::sign(&dev_key("alice"), &net.genesis.hash(), 0, call);
+    let alice = net.nodes[0].handle.as_ref().unwrap();
+    alice
+        .submit(x)
+        .await
+        .unwrap()
+        .expect("pool accepts the admin call");
+    let mut status = alice.status.clone();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.included_transactions >= 1))
+        .await
+        .expect("the admin call is finalized")
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_validators_agree_survive_a_stop_and_resume() {
     let mut net = TestNetwork::local_validators().await;
@@ -178,7 +197,6 @@ async fn malformed_messages_from_a_member_are_dropped_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_follows_the_chain_until_revoked() {
     use drchain_runtime::pallet_membership;
-    use drchain_runtime::AdminCall;
 
     let mut net = TestNetwork::local_validators().await;
     net.wait_for_height(&[0, 1, 2, 3], 2, WAIT).await;
@@ -187,20 +205,15 @@ async fn a_member_follows_the_chain_until_revoked() {
     net.wait_for_height(&[eve], target, WAIT).await;
     assert_same_chain(&net, &[0, eve], target).await;
 
-    let revoke = RuntimeCall::Admin(AdminCall::Propose {
-        call: Box::new(RuntimeCall::Membership(pallet_membership::Call::Revoke {
+    as_admin(
+        &net,
+        pallet_membership::Call::Revoke {
             account: drchain_runtime::dev::dev_account("eve"),
             reason: "test".into(),
-        })),
-    });
-    let x = UncheckedExtrinsic::sign(&dev_key("alice"), &net.genesis.hash(), 0, revoke);
-    let alice = net.nodes[0].handle.as_ref().unwrap();
-    alice
-        .submit(x)
-        .await
-        .unwrap()
-        .expect("pool accepts the revocation");
-    let mut status = alice.status.clone();
+        },
+    )
+    .await;
+    let mut status = net.nodes[0].handle.as_ref().unwrap().status.clone();
     tokio::time::timeout(WAIT, status.wait_for(|s| s.rejected_peers >= 1))
         .await
         .expect("alice disconnects eve once she is revoked")
@@ -226,28 +239,17 @@ async fn a_member_follows_the_chain_until_revoked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validator_set_change_takes_effect_on_every_node() {
     use drchain_runtime::pallet_membership::{self, MemberRole};
-    use drchain_runtime::AdminCall;
 
     let mut net = TestNetwork::local_validators().await;
     net.wait_for_height(&[0, 1, 2, 3], 2, WAIT).await;
-    let demote = RuntimeCall::Admin(AdminCall::Propose {
-        call: Box::new(RuntimeCall::Membership(pallet_membership::Call::SetRole {
+    as_admin(
+        &net,
+        pallet_membership::Call::SetRole {
             account: drchain_runtime::dev::dev_account("dave"),
             role: MemberRole::Member,
-        })),
-    });
-    let x = UncheckedExtrinsic::sign(&dev_key("alice"), &net.genesis.hash(), 0, demote);
-    let alice = net.nodes[0].handle.as_ref().unwrap();
-    alice
-        .submit(x)
-        .await
-        .unwrap()
-        .expect("pool accepts the admin call");
-    let mut status = alice.status.clone();
-    tokio::time::timeout(WAIT, status.wait_for(|s| s.included_transactions >= 1))
-        .await
-        .expect("the demotion is finalized")
-        .unwrap();
+        },
+    )
+    .await;
     let changed_at = net.status(0).finalized;
     net.wait_for_height(&[0, 1, 2, 3], changed_at + 5, WAIT)
         .await;
