@@ -36,16 +36,21 @@ async fn as_admin(net: &TestNetwork, call: drchain_runtime::pallet_membership::C
         call: Box::new(RuntimeCall::Membership(call)),
     });
     let x = UncheckedExtrinsic::sign(&dev_key("alice"), &net.genesis.hash(), 0, call);
-    let alice = net.nodes[0].handle.as_ref().unwrap();
-    alice
+    submit_until_finalized(net, 0, x).await;
+}
+
+/// Submits `x` through node `i` and waits until a block holding a transaction is finalized.
+async fn submit_until_finalized(net: &TestNetwork, i: usize, x: UncheckedExtrinsic) {
+    let handle = net.nodes[i].handle.as_ref().unwrap();
+    handle
         .submit(x)
         .await
         .unwrap()
-        .expect("pool accepts the admin call");
-    let mut status = alice.status.clone();
+        .expect("the pool accepts the transaction");
+    let mut status = handle.status.clone();
     tokio::time::timeout(WAIT, status.wait_for(|s| s.included_transactions >= 1))
         .await
-        .expect("the admin call is finalized")
+        .expect("the transaction is finalized")
         .unwrap();
 }
 
@@ -68,17 +73,7 @@ async fn four_validators_agree_survive_a_stop_and_resume() {
             applied_checkpoint: None,
         }),
     );
-    let handle = net.nodes[1].handle.as_ref().unwrap();
-    handle
-        .submit(heartbeat)
-        .await
-        .unwrap()
-        .expect("pool accepts the heartbeat");
-    let mut status = handle.status.clone();
-    tokio::time::timeout(WAIT, status.wait_for(|s| s.included_transactions >= 1))
-        .await
-        .expect("the heartbeat is finalized")
-        .unwrap();
+    submit_until_finalized(&net, 1, heartbeat).await;
 
     // One validator aborted mid-flight: the other three keep finalizing.
     net.abort(3).await;
