@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use drchain_runtime::executive::PRIORITY_FAILOVER;
 use drchain_runtime::{
-    build_block, proposal_timestamp, validate_transaction, BlockError, BuiltBlock, Header,
-    TransactionError, UncheckedExtrinsic,
+    build_block, proposal_timestamp, revalidate_transaction, validate_transaction, BlockError,
+    BuiltBlock, Header, TransactionError, UncheckedExtrinsic,
 };
 use drchain_support::{AccountId, Backend, H256};
 
@@ -212,8 +212,9 @@ impl TransactionPool {
         )
     }
 
-    /// After a block is finalized: drops its transactions, and re-validates the rest against
-    /// the new state, dropping those that can no longer be included. Returns the dropped ones
+    /// After a block is finalized: drops its transactions, and re-checks the rest against the
+    /// new state (permission and nonce; signatures were checked on entry), dropping those that
+    /// can no longer be included. Returns the dropped ones
     /// with the reason.
     pub fn finalized(
         &mut self,
@@ -229,7 +230,7 @@ impl TransactionPool {
             let Some(entry) = self.entries.get(&hash) else {
                 continue;
             };
-            if let Err(e) = validate_transaction(state, &entry.extrinsic, &self.genesis) {
+            if let Err(e) = revalidate_transaction(state, &entry.extrinsic) {
                 self.remove(&hash);
                 dropped.push((hash, e));
             }

@@ -181,6 +181,12 @@ fn check(
     x: &UncheckedExtrinsic,
     genesis_hash: &H256,
 ) -> Result<Nonce, TransactionError> {
+    check_stateless(x, genesis_hash)?;
+    check_against_state(state, x)
+}
+
+/// What never changes for a transaction: its size and its signature.
+fn check_stateless(x: &UncheckedExtrinsic, genesis_hash: &H256) -> Result<(), TransactionError> {
     let size = x.encoded_size();
     if size > MAX_EXTRINSIC_BYTES {
         return Err(TransactionError::TooLarge {
@@ -191,6 +197,14 @@ fn check(
     if !x.verify(genesis_hash) {
         return Err(TransactionError::BadSignature);
     }
+    Ok(())
+}
+
+/// What a new block can change: the signer's permission and nonce. Returns the next nonce.
+fn check_against_state(
+    state: &Overlay<'_>,
+    x: &UncheckedExtrinsic,
+) -> Result<Nonce, TransactionError> {
     if !pallet_membership::may_transact(state, &x.signer) {
         return Err(TransactionError::NotPermitted { signer: x.signer });
     }
@@ -202,6 +216,16 @@ fn check(
         });
     }
     Ok(expected)
+}
+
+/// Re-checks a transaction that passed [`validate_transaction`] against a newer state: only
+/// what a block can change (permission, nonce), not the signature, which cannot change. A
+/// pool runs this over every pending transaction after each block.
+pub fn revalidate_transaction(
+    backend: &dyn Backend,
+    x: &UncheckedExtrinsic,
+) -> Result<(), TransactionError> {
+    check_against_state(&Overlay::new(backend), x).map(|_| ())
 }
 
 /// Validates a transaction for the pool against the best state.
