@@ -53,9 +53,11 @@ pub struct Faults {
 }
 
 impl Faults {
-    /// Seeded random faults for a 4-validator network with at most one faulty node at any
-    /// time beyond an equivocator (f = 1): crash-restarts and partitions are kept to nodes
-    /// other than the equivocator, and overlap only while the chain may halt.
+    /// Seeded random faults for a 4-validator network (f = 1): maybe an equivocator, up to
+    /// two crash-restarts of honest nodes, up to two partitions cutting one or two nodes off,
+    /// loss, duplication, delays and clock skew, all within the chaos phase. Faults may
+    /// overlap there beyond f, so the chain may halt; safety is checked throughout, liveness
+    /// once the faults end (when only the equivocator, if any, is faulty).
     pub fn random(rng: &mut ChaCha8Rng) -> Self {
         let chaos_ms = 6_000;
         let equivocator = rng.gen_bool(0.5).then(|| rng.gen_range(0..4));
