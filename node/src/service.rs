@@ -2,7 +2,7 @@
 //! the pool, and executes the driver's outputs. Everything protocol-related is decided by the
 //! driver; this loop only moves bytes and time.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -178,6 +178,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         status: status_tx,
         stats: ChainStatus::default(),
         sync_peer: 0,
+        admission: HashMap::new(),
     };
     let task = tokio::spawn(service.run(commands_rx, shutdown_rx));
     Ok(NodeHandle {
@@ -202,6 +203,8 @@ struct Service {
     status: watch::Sender<ChainStatus>,
     stats: ChainStatus,
     sync_peer: usize,
+    /// Admission answers for the current head (see [`Service::admitted`]).
+    admission: HashMap<PeerId, bool>,
 }
 
 impl Service {
@@ -318,18 +321,24 @@ impl Service {
         Ok(result)
     }
 
-    /// Whether `peer` is an admitted, unrevoked member of the finalized state.
-    fn admitted(&self, peer: &PeerId) -> bool {
-        let Some(account) = network::account_of(peer) else {
-            return false;
-        };
-        let store = self.driver.store();
-        let state = store.state();
-        let at = store.head().timestamp;
-        pallet_membership::is_admitted(&Overlay::new(&state), &account, at)
+    /// Whether `peer` is an admitted, unrevoked member of the finalized state. Asked for every
+    /// gossip message, so answers are kept until the next block.
+    fn admitted(&mut self, peer: &PeerId) -> bool {
+        if let Some(known) = self.admission.get(peer) {
+            return *known;
+        }
+        let admitted = network::account_of(peer).is_some_and(|account| {
+            let store = self.driver.store();
+            let at = store.head().timestamp;
+            pallet_membership::is_admitted(&Overlay::new(&store.state()), &account, at)
+        });
+        self.admission.insert(*peer, admitted);
+        admitted
     }
 
+    /// After a block: forgets cached admissions and disconnects peers no longer admitted.
     fn enforce_membership(&mut self) {
+        self.admission.clear();
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for peer in peers {
             if !self.admitted(&peer) {
