@@ -120,10 +120,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     runtime.block_on(async move {
         let node = service::start(config).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => node.stop().await,
-            _ = term.recv() => node.stop().await,
-        }
+        let signal = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        node.run_until(signal).await
     })?;
     drop(tmp);
     Ok(())

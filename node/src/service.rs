@@ -124,9 +124,21 @@ impl NodeHandle {
         let _ = self.task.await;
     }
 
-    /// Waits until the node stops on its own (an error), or forever.
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await?
+    /// Runs until `signal` completes (then stops cleanly) or the node stops on its own, which
+    /// only a fatal error does (a failing database, a diverged state): that error is returned,
+    /// so the process exits instead of lingering without a node.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let mut task = self.task;
+        tokio::select! {
+            result = &mut task => result?,
+            () = signal => {
+                let _ = self.shutdown.send(true);
+                task.await?
+            }
+        }
     }
 }
 

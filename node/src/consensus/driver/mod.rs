@@ -163,15 +163,6 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         self.stats
     }
 
-    /// The validator set of the current height.
-    pub fn validators(&self) -> Result<ValidatorSet, DriverError> {
-        self.host
-            .validator_set(self.host.height)
-            .ok_or(DriverError::NoValidators {
-                height: self.host.height,
-            })
-    }
-
     /// Starts (or, after a crash, resumes) consensus at the height after the finalized head.
     /// A WAL left by a previous run is replayed first, so the node re-signs exactly the votes
     /// it had signed and nothing else.
