@@ -2,12 +2,15 @@
 
 use drchain_support::{blake3_hash, AccountId, Env, Origin, H256};
 use parity_scale_codec::{Decode, DecodeLimit, Encode};
+use serde::{Deserialize, Serialize};
 
 use crate::event::{AdminEvent, RuntimeEvent};
 use crate::MAX_DECODE_DEPTH;
 
-/// Every call of the chain. Pallet indices are fixed: they are the wire format.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+/// Every call of the chain. Pallet indices are fixed: they are the wire format. In JSON (the
+/// CLI's `drchain tx`), a call is `{"pallet": {"call": {fields}}}` in snake case.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RuntimeCall {
     /// Membership: CAs, members, validators, admins.
     #[codec(index = 1)]
@@ -30,7 +33,8 @@ pub enum RuntimeCall {
 }
 
 /// Multi-admin approval of calls that need admin origin.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AdminCall {
     /// Signed by an admin: propose `call` for dispatch as admin. With a threshold of 1 it is
     /// dispatched at once; otherwise it waits for [`AdminCall::Approve`]s.

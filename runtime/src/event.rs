@@ -2,11 +2,13 @@
 
 use drchain_support::{AccountId, H256};
 use parity_scale_codec::{Decode, Encode};
+use serde::{Serialize, Serializer};
 
 use crate::call::DispatchError;
 
 /// Every event of the chain. Indices match [`crate::RuntimeCall`]'s pallets.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RuntimeEvent {
     /// Extrinsic outcomes.
     #[codec(index = 0)]
@@ -32,7 +34,8 @@ pub enum RuntimeEvent {
 }
 
 /// Outcome of each extrinsic.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SystemEvent {
     /// The extrinsic at `index` succeeded.
     #[codec(index = 0)]
@@ -46,12 +49,14 @@ pub enum SystemEvent {
         /// Its position in the block.
         index: u32,
         /// Why.
+        #[serde(serialize_with = "error_text")]
         error: DispatchError,
     },
 }
 
 /// Admin proposal events.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AdminEvent {
     /// A call was proposed.
     #[codec(index = 0)]
@@ -75,6 +80,7 @@ pub enum AdminEvent {
         /// The proposal.
         proposal: H256,
         /// What the call returned.
+        #[serde(serialize_with = "result_text")]
         result: Result<(), DispatchError>,
     },
     /// A proposal was withdrawn.
@@ -86,7 +92,8 @@ pub enum AdminEvent {
 }
 
 /// When in the block an event happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// In the start-of-block hooks.
     #[codec(index = 0)]
@@ -100,7 +107,7 @@ pub enum Phase {
 }
 
 /// An event with its phase.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
 pub struct EventRecord {
     /// When.
     pub phase: Phase,
@@ -127,3 +134,16 @@ from_event!(
     Failover(pallet_failover::Event),
     Admin(AdminEvent),
 );
+
+/// Dispatch errors read as their message in JSON.
+fn error_text<S: Serializer>(error: &DispatchError, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(error)
+}
+
+/// `Ok(())` reads as `"ok"`, an error as its message.
+fn result_text<S: Serializer>(result: &Result<(), DispatchError>, s: S) -> Result<S::Ok, S::Error> {
+    match result {
+        Ok(()) => s.serialize_str("ok"),
+        Err(e) => s.collect_str(e),
+    }
+}

@@ -15,12 +15,13 @@ use drchain_support::{
     ServiceDirectory, ServiceName, H256,
 };
 use parity_scale_codec::{Decode, Encode};
+use serde::{Deserialize, Serialize};
 
 /// Checkpoints kept per service; older ones are pruned.
 pub const RETAINED_CHECKPOINTS: u64 = 128;
 
 /// A recorded checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Epoch of the active node that produced it.
     pub epoch: Epoch,
@@ -50,7 +51,8 @@ storage_double_map!(
 );
 
 /// Calls of this pallet. Indices are fixed: they are the wire format.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Call {
     /// Signed by the active node of `service` at `epoch`: record a checkpoint.
     #[codec(index = 0)]
@@ -78,7 +80,8 @@ pub enum Call {
 }
 
 /// Events of this pallet.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     /// A checkpoint was recorded.
     #[codec(index = 0)]

@@ -109,7 +109,8 @@ impl ServiceConfig {
 }
 
 /// Who holds a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// `node` completed its promotion and serves.
     #[codec(index = 0)]
@@ -141,7 +142,7 @@ impl Phase {
 }
 
 /// A service's failover state.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
 pub struct ServiceState {
     /// Fencing token; increases at every election and every vacancy.
     pub epoch: Epoch,
@@ -174,7 +175,7 @@ pub enum Role {
 }
 
 /// What the chain remembers about a candidate beyond its heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
 pub struct NodeRecord {
     /// Current role.
     pub role: Role,
@@ -247,7 +248,8 @@ storage_double_map!(
 );
 
 /// Calls of this pallet. Indices are fixed: they are the wire format.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Call {
     /// Admin: protect a new service. It starts `Vacant` at epoch 0; the first election happens
     /// once a candidate is eligible.
@@ -293,7 +295,8 @@ pub enum Call {
 }
 
 /// Events of this pallet.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     /// A service is now protected.
     #[codec(index = 0)]

@@ -52,7 +52,7 @@ pub enum MemberRole {
 }
 
 /// Why and when a member was revoked.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 pub struct Revocation {
     /// Block of the revocation.
     pub at: BlockNumber,
@@ -61,13 +61,14 @@ pub struct Revocation {
 }
 
 /// An admitted (or revoked) member.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
 pub struct Member {
     /// The member's Ed25519 key.
     pub account: AccountId,
     /// Its role.
     pub role: MemberRole,
     /// The certificate (DER).
+    #[serde(with = "drchain_support::primitives::hex_bytes")]
     pub certificate: Vec<u8>,
     /// Certificate subject.
     pub subject: String,
@@ -84,9 +85,10 @@ pub struct Member {
 }
 
 /// A pinned CA certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
 pub struct TrustAnchor {
     /// The certificate (DER).
+    #[serde(with = "drchain_support::primitives::hex_bytes")]
     pub certificate: Vec<u8>,
     /// Its subject.
     pub subject: String,
@@ -108,9 +110,10 @@ impl TrustAnchor {
 }
 
 /// A call waiting for more admin approvals.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
 pub struct AdminProposal {
     /// The SCALE-encoded runtime call.
+    #[serde(with = "drchain_support::primitives::hex_bytes")]
     pub call: Vec<u8>,
     /// Who proposed it.
     pub proposer: AccountId,
@@ -154,7 +157,8 @@ storage_map!(
 );
 
 /// Calls of this pallet. Indices are fixed: they are the wire format.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Call {
     /// Admin: admit the holder of `certificate` (DER) with `role`. The certificate must pass
     /// every check of [`x509::verify_member`] at block time, and its OU (if any) must grant
@@ -162,6 +166,7 @@ pub enum Call {
     #[codec(index = 0)]
     Admit {
         /// DER certificate.
+        #[serde(with = "drchain_support::primitives::hex_bytes")]
         certificate: Vec<u8>,
         /// Role to grant.
         role: MemberRole,
@@ -179,12 +184,14 @@ pub enum Call {
     #[codec(index = 2)]
     RotateCertificate {
         /// The new DER certificate.
+        #[serde(with = "drchain_support::primitives::hex_bytes")]
         certificate: Vec<u8>,
     },
     /// Admin: pin another CA certificate.
     #[codec(index = 3)]
     AddTrustAnchor {
         /// DER CA certificate.
+        #[serde(with = "drchain_support::primitives::hex_bytes")]
         certificate: Vec<u8>,
     },
     /// Admin: unpin a CA. Refused while members it issued remain admitted.
@@ -212,7 +219,8 @@ pub enum Call {
 }
 
 /// Events of this pallet.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     /// A member was admitted.
     #[codec(index = 0)]

@@ -90,7 +90,8 @@ storage_double_map!(
 );
 
 /// Calls of this pallet. Indices are fixed: they are the wire format.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Call {
     /// Admin: replace the chain parameters.
     #[codec(index = 0)]
@@ -118,7 +119,8 @@ pub enum Call {
 }
 
 /// Events of this pallet.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     /// The chain parameters changed.
     #[codec(index = 0)]

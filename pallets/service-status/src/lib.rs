@@ -16,9 +16,10 @@ use drchain_support::{
     ServiceDirectory, ServiceName,
 };
 use parity_scale_codec::{Decode, Encode};
+use serde::{Deserialize, Serialize};
 
 /// The latest heartbeat of a node for a service.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 pub struct Status {
     /// Reported health.
     pub health: Health,
@@ -42,7 +43,8 @@ storage_double_map!(
 );
 
 /// Calls of this pallet. Indices are fixed: they are the wire format.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Call {
     /// Signed by a candidate node of `service`: its heartbeat.
     #[codec(index = 0)]
@@ -59,7 +61,8 @@ pub enum Call {
 }
 
 /// Events of this pallet.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     /// A node's health for a service changed (or was first reported).
     #[codec(index = 0)]

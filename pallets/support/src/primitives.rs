@@ -174,3 +174,21 @@ mod tests {
         assert!(!AccountId([0; 32]).verify(b"hello", &sig));
     }
 }
+
+/// Serde for byte strings as `0x`-prefixed hex (certificates in calls and JSON-RPC answers),
+/// for `#[serde(with = "drchain_support::primitives::hex_bytes")]`.
+pub mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `0x` and the hex of `bytes`.
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("0x{}", hex::encode(bytes)))
+    }
+
+    /// Reads hex, with or without `0x`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s.strip_prefix("0x").unwrap_or(&s))
+            .map_err(|e| serde::de::Error::custom(format!("not hex: {e}")))
+    }
+}
