@@ -28,6 +28,95 @@ pub enum Command {
     Run(RunArgs),
     /// Delete a chain's database (blocks, state, consensus WAL).
     PurgeChain(PurgeArgs),
+    /// Sign a call with a key file, submit it, and wait until it is finalized.
+    Tx(TxArgs),
+    /// Print the chain and every service (active node, epoch, phase, heartbeat ages).
+    Status(StatusArgs),
+    /// Measure a running testnet: latency, throughput, RPC rate, memory.
+    Bench(BenchArgs),
+}
+
+/// `drchain tx`
+#[derive(Debug, Args)]
+pub struct TxArgs {
+    /// The signer's key (PKCS#8 PEM). With `--chain dev|local` style testnets, `--dev NAME`
+    /// selects a well-known dev key instead.
+    #[arg(long, required_unless_present = "dev", conflicts_with = "dev")]
+    pub key: Option<PathBuf>,
+    /// Sign with the well-known dev key of NAME (alice, bob, ...). Test chains only.
+    #[arg(long, value_name = "NAME")]
+    pub dev: Option<String>,
+    /// The node's JSON-RPC endpoint (ws:// or http://).
+    #[arg(long, default_value = "ws://127.0.0.1:9944")]
+    pub rpc: String,
+    /// Wrap the call in an admin proposal (`admin.propose`), for calls that need admins.
+    #[arg(long)]
+    pub admin: bool,
+    /// Nonce to use (default: the account's next, counting pending transactions).
+    #[arg(long)]
+    pub nonce: Option<u64>,
+    /// Return once the node accepted it, without waiting for finalization.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait for finalization.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// The pallet: membership, service_status, network_config, checkpoints, failover, admin.
+    pub pallet: String,
+    /// The call in snake case, e.g. `heartbeat`, `switchover`, `register_service`.
+    pub call: String,
+    /// The call's fields as a JSON object, e.g. '{"service":"db","target":null}'. Accounts
+    /// and hashes are 0x hex; certificates are 0x hex of their DER.
+    #[arg(default_value = "{}")]
+    pub fields: String,
+}
+
+/// `drchain status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The node's JSON-RPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:9944")]
+    pub rpc: String,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `drchain bench`
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// JSON-RPC endpoints of the testnet's nodes (ws://); the first one receives transactions.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:9944,ws://127.0.0.1:9945,ws://127.0.0.1:9946,ws://127.0.0.1:9947"
+    )]
+    pub rpc: Vec<String>,
+    /// Prometheus endpoints of the nodes, for their memory (`http://host:port`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:9615,http://127.0.0.1:9616,http://127.0.0.1:9617,http://127.0.0.1:9618"
+    )]
+    pub prometheus: Vec<String>,
+    /// Transactions for the latency measurement (one at a time).
+    #[arg(long, default_value_t = 200)]
+    pub latency_samples: usize,
+    /// Seconds of sustained load for the throughput measurement.
+    #[arg(long, default_value_t = 20)]
+    pub load_seconds: u64,
+    /// Sending accounts for the load (dev-derived keys; each must be a member).
+    #[arg(long, default_value = "alice,bob,charlie,dave")]
+    pub senders: String,
+    /// Seconds of RPC calls for the request-rate measurement.
+    #[arg(long, default_value_t = 10)]
+    pub rpc_seconds: u64,
+    /// Concurrent RPC clients.
+    #[arg(long, default_value_t = 16)]
+    pub rpc_clients: usize,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
 }
 
 /// `drchain run`
@@ -67,6 +156,35 @@ pub struct RunArgs {
     /// a dev name), the key at `<base-path>/node-key.pem` is used, created on first run.
     #[arg(long)]
     pub node_key_file: Option<PathBuf>,
+    /// JSON-RPC port, HTTP and WebSocket (0: any free port).
+    #[arg(long, default_value_t = 9944)]
+    pub rpc_port: u16,
+    /// Serve JSON-RPC on every interface instead of loopback only.
+    #[arg(long)]
+    pub rpc_external: bool,
+    /// Browser origins allowed to call the RPC: `all`, or a comma-separated list of origins
+    /// (default: pages from localhost and 127.0.0.1).
+    #[arg(long)]
+    pub rpc_cors: Option<crate::rpc::Cors>,
+    /// Which RPC methods to serve: `unsafe` ones reveal or change the node's private state
+    /// (peers, the pool). `auto`: unsafe only when listening on loopback.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub rpc_methods: crate::rpc::RpcMethods,
+    /// Open RPC connections at most; more are refused.
+    #[arg(long, default_value_t = crate::rpc::DEFAULT_MAX_CONNECTIONS)]
+    pub rpc_max_connections: u32,
+    /// Do not serve JSON-RPC.
+    #[arg(long)]
+    pub no_rpc: bool,
+    /// Prometheus metrics port (`/metrics`; 0: any free port).
+    #[arg(long, default_value_t = 9615)]
+    pub prometheus_port: u16,
+    /// Serve metrics on every interface instead of loopback only.
+    #[arg(long)]
+    pub prometheus_external: bool,
+    /// Do not serve metrics.
+    #[arg(long)]
+    pub no_prometheus: bool,
 }
 
 /// `drchain purge-chain`
@@ -99,6 +217,9 @@ pub enum KeyCommand {
     Inspect {
         /// PKCS#8 PEM Ed25519 key.
         file: PathBuf,
+        /// Print the libp2p peer id (the same key) instead.
+        #[arg(long)]
+        peer_id: bool,
     },
 }
 

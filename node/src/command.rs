@@ -23,6 +23,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::BuildSpec(args) => build_spec(args),
         Command::Run(args) => crate::run::run(args),
         Command::PurgeChain(args) => crate::run::purge_chain(args),
+        Command::Tx(args) => crate::client::tx(args),
+        Command::Status(args) => crate::client::status(args),
+        Command::Bench(args) => crate::bench::bench(args),
     }
 }
 
@@ -63,9 +66,16 @@ fn key(cmd: KeyCommand) -> Result<()> {
             eprintln!("Account: {}", AccountId::from(&key));
             Ok(())
         }
-        KeyCommand::Inspect { file } => {
+        KeyCommand::Inspect { file, peer_id } => {
             let key = keys::read_ed25519(&file)?;
-            println!("{}", AccountId::from(&key));
+            let account = AccountId::from(&key);
+            if peer_id {
+                let id = crate::network::peer_id_of(&account)
+                    .context("the key is not a valid Ed25519 public key")?;
+                println!("{id}");
+            } else {
+                println!("{account}");
+            }
             Ok(())
         }
     }

@@ -6,13 +6,17 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod chain_spec;
 pub mod cli;
+pub mod client;
 pub mod command;
 pub mod consensus;
 pub mod keys;
+pub mod metrics;
 pub mod network;
 pub mod pool;
+pub mod rpc;
 pub mod run;
 pub mod service;
 pub mod store;

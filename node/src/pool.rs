@@ -155,6 +155,16 @@ impl TransactionPool {
         }
     }
 
+    /// Takes these transactions out of the pool (an operator's `author_removeExtrinsic`);
+    /// returns those that were there.
+    pub fn withdraw(&mut self, hashes: &[H256]) -> Vec<H256> {
+        hashes
+            .iter()
+            .filter(|h| self.remove(h).is_some())
+            .copied()
+            .collect()
+    }
+
     fn remove(&mut self, hash: &H256) -> Option<Entry> {
         let entry = self.entries.remove(hash)?;
         if let Some(nonces) = self.by_sender.get_mut(&entry.sender) {

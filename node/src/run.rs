@@ -1,6 +1,7 @@
 //! `drchain run` and `drchain purge-chain`.
 
 use std::io::BufRead;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -12,6 +13,7 @@ use libp2p::Multiaddr;
 
 use crate::cli::{PurgeArgs, RunArgs};
 use crate::consensus::DriverConfig;
+use crate::rpc::{Cors, NodeInfo, RpcConfig};
 use crate::service::{self, NodeConfig};
 use crate::{chain_spec, keys};
 
@@ -104,6 +106,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         "drchain {}",
         env!("CARGO_PKG_VERSION")
     );
+    let chain_name = spec.name.clone();
+    let rpc = (!args.no_rpc).then(|| RpcConfig {
+        listen: SocketAddr::new(ip(args.rpc_external), args.rpc_port),
+        methods: args.rpc_methods,
+        cors: args.rpc_cors.clone().unwrap_or_else(Cors::local),
+        max_connections: args.rpc_max_connections,
+    });
+    let prometheus = (!args.no_prometheus)
+        .then(|| SocketAddr::new(ip(args.prometheus_external), args.prometheus_port));
     let config = NodeConfig {
         database: database_path(&base, &spec),
         genesis,
@@ -118,7 +129,31 @@ pub fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let genesis = config.genesis.hash();
+        let node_name = config.name.clone();
         let node = service::start(config).await?;
+        // Kept alive until the node stops.
+        let _rpc = match &rpc {
+            Some(rpc) => {
+                let info = NodeInfo {
+                    name: node_name,
+                    chain: chain_name,
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    peer_id: node.peer_id,
+                    genesis,
+                };
+                Some(crate::rpc::start(rpc, &node, info).await?.1)
+            }
+            None => None,
+        };
+        let _metrics = match prometheus {
+            Some(addr) => {
+                let (addr, task) = crate::metrics::serve(addr, node.metrics.clone()).await?;
+                tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+                Some(AbortOnDrop(task))
+            }
+            None => None,
+        };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let signal = async move {
             tokio::select! {
@@ -132,7 +167,25 @@ pub fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn init_logging() {
+fn ip(external: bool) -> IpAddr {
+    if external {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+}
+
+/// Stops a background task when the node's scope ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: info, quiet libraries).
+pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(
             "info,libp2p=warn,libp2p_gossipsub=error,informalsystems_malachitebft_core_consensus=error",

@@ -4,21 +4,23 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use drchain_runtime::{Genesis, UncheckedExtrinsic};
+use drchain_runtime::{EventRecord, Genesis, Header, UncheckedExtrinsic};
 use drchain_support::{Overlay, H256};
 use ed25519_dalek::SigningKey;
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, request_response, Multiaddr, PeerId, Swarm};
 use parity_scale_codec::Encode;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::consensus::codec::ConsensusMessage;
 use crate::consensus::context::SigningProvider;
 use crate::consensus::{ConsensusDriver, DriverConfig, Output, TimerKey};
+use crate::metrics::Metrics;
 use crate::network::{self, Behaviour, BehaviourEvent, SyncRequest, SyncResponse, Topics};
 use crate::pool::{PoolError, TransactionPool};
 use crate::store::rocks::RocksDb;
@@ -30,6 +32,8 @@ pub const POOL_LIMIT: usize = 65_536;
 pub const BLOCK_LIMIT: usize = 4096;
 /// How often bootnodes we are not connected to are dialled again.
 const REDIAL: Duration = Duration::from_secs(2);
+/// Finalized blocks a slow subscriber may fall behind before it misses some.
+const FINALIZED_BACKLOG: usize = 1024;
 
 /// How to run a node.
 #[derive(Debug, Clone)]
@@ -69,11 +73,40 @@ pub struct ChainStatus {
     pub included_transactions: u64,
     /// Blocks imported by sync since start.
     pub synced_blocks: u64,
+    /// Whether the node is catching up with peers by sync.
+    pub syncing: bool,
+}
+
+/// A block as it is finalized, for subscribers (RPC subscriptions, metrics).
+#[derive(Debug, Clone)]
+pub struct FinalizedBlock {
+    /// Its header.
+    pub header: Header,
+    /// Its hash.
+    pub hash: H256,
+    /// Hashes of its extrinsics, in order.
+    pub extrinsics: Vec<H256>,
+    /// What happened in it.
+    pub events: Vec<EventRecord>,
+    /// Pending transactions dropped from the pool after it, and why.
+    pub dropped: Vec<(H256, String)>,
+}
+
+/// A connected peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its libp2p id.
+    pub peer_id: PeerId,
+    /// Its member account (the same Ed25519 key), if the id carries one.
+    pub account: Option<drchain_support::AccountId>,
 }
 
 enum Command {
     Submit(UncheckedExtrinsic, oneshot::Sender<Result<H256, PoolError>>),
     FinalizedHash(u64, oneshot::Sender<Option<H256>>),
+    Pending(oneshot::Sender<Vec<UncheckedExtrinsic>>),
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Withdraw(Vec<H256>, oneshot::Sender<Vec<H256>>),
 }
 
 /// A running node, for the binary and for in-process tests.
@@ -85,30 +118,97 @@ pub struct NodeHandle {
     pub listening: watch::Receiver<Vec<Multiaddr>>,
     /// The chain as it goes.
     pub status: watch::Receiver<ChainStatus>,
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The database, shared for reads (see [`RocksDb::snapshot`]).
+    pub db: RocksDb,
+    finalized: broadcast::Sender<Arc<FinalizedBlock>>,
     commands: mpsc::Sender<Command>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-impl NodeHandle {
-    /// Submits a transaction (validated, pooled, gossiped).
-    pub async fn submit(&self, x: UncheckedExtrinsic) -> anyhow::Result<Result<H256, PoolError>> {
+/// The node's task is gone (stopped, or stopped on a fatal error).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the node stopped")]
+pub struct NodeStopped;
+
+/// What the RPC server and the metrics need from a running node: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NodeClient {
+    commands: mpsc::Sender<Command>,
+    finalized: broadcast::Sender<Arc<FinalizedBlock>>,
+    status: watch::Receiver<ChainStatus>,
+}
+
+impl NodeClient {
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeStopped> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Submit(x, tx))
+            .send(command(tx))
             .await
-            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
-        Ok(rx.await?)
+            .map_err(|_| NodeStopped)?;
+        rx.await.map_err(|_| NodeStopped)
+    }
+
+    /// Submits a transaction (validated, pooled, gossiped).
+    pub async fn submit(
+        &self,
+        x: UncheckedExtrinsic,
+    ) -> Result<Result<H256, PoolError>, NodeStopped> {
+        self.ask(|tx| Command::Submit(x, tx)).await
+    }
+
+    /// Transactions waiting in the pool.
+    pub async fn pending(&self) -> Result<Vec<UncheckedExtrinsic>, NodeStopped> {
+        self.ask(Command::Pending).await
+    }
+
+    /// Connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, NodeStopped> {
+        self.ask(Command::Peers).await
+    }
+
+    /// Takes transactions out of the pool; returns those that were there.
+    pub async fn remove(&self, hashes: Vec<H256>) -> Result<Vec<H256>, NodeStopped> {
+        self.ask(|tx| Command::Withdraw(hashes, tx)).await
+    }
+
+    /// The chain as the node last published it.
+    pub fn status(&self) -> ChainStatus {
+        *self.status.borrow()
+    }
+
+    /// Blocks as they are finalized, from now on.
+    pub fn subscribe_finalized(&self) -> broadcast::Receiver<Arc<FinalizedBlock>> {
+        self.finalized.subscribe()
+    }
+}
+
+impl NodeHandle {
+    /// A client of this node for the RPC server.
+    pub fn client(&self) -> NodeClient {
+        NodeClient {
+            commands: self.commands.clone(),
+            finalized: self.finalized.clone(),
+            status: self.status.clone(),
+        }
+    }
+
+    /// Submits a transaction (validated, pooled, gossiped).
+    pub async fn submit(&self, x: UncheckedExtrinsic) -> anyhow::Result<Result<H256, PoolError>> {
+        Ok(self.client().submit(x).await?)
     }
 
     /// The hash of finalized block `number`, if the node has it.
     pub async fn finalized_hash(&self, number: u64) -> anyhow::Result<Option<H256>> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::FinalizedHash(number, tx))
-            .await
-            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
-        Ok(rx.await?)
+        Ok(self
+            .client()
+            .ask(|tx| Command::FinalizedHash(number, tx))
+            .await?)
     }
 
     /// Stops the node and waits for it.
@@ -155,6 +255,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         .with_context(|| format!("creating {}", config.database.display()))?;
     let db = RocksDb::open(&config.database)
         .with_context(|| format!("opening the database {}", config.database.display()))?;
+    let shared_db = db.clone();
     let store = ChainStore::open(db, &config.genesis)?;
     let genesis_hash = config.genesis.hash();
     let signer = SigningProvider::new(genesis_hash, config.key.clone());
@@ -177,6 +278,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let (status_tx, status) = watch::channel(ChainStatus::default());
     let (commands, commands_rx) = mpsc::channel(1024);
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (finalized, _) = broadcast::channel(FINALIZED_BACKLOG);
+    let metrics = Arc::new(Metrics::new());
     tracing::info!(name = %config.name, %peer_id, validator = config.validator, "node starting");
     let service = Service {
         pool: TransactionPool::new(genesis_hash, POOL_LIMIT),
@@ -191,12 +294,17 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         stats: ChainStatus::default(),
         sync_peer: 0,
         admission: HashMap::new(),
+        finalized: finalized.clone(),
+        metrics: metrics.clone(),
     };
     let task = tokio::spawn(service.run(commands_rx, shutdown_rx));
     Ok(NodeHandle {
         peer_id,
         listening,
         status,
+        metrics,
+        db: shared_db,
+        finalized,
         commands,
         shutdown,
         task,
@@ -217,6 +325,8 @@ struct Service {
     sync_peer: usize,
     /// Admission answers for the current head (see [`Service::admitted`]).
     admission: HashMap<PeerId, bool>,
+    finalized: broadcast::Sender<Arc<FinalizedBlock>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Service {
@@ -257,6 +367,14 @@ impl Service {
     fn publish_status(&mut self) {
         self.stats.peers = self.swarm.connected_peers().count();
         self.status.send_replace(self.stats);
+        self.metrics.peers.set(self.stats.peers as i64);
+        self.metrics.pool_size.set(self.pool.len() as i64);
+        self.metrics
+            .consensus_height
+            .set(self.driver.height() as i64);
+        self.metrics
+            .consensus_round
+            .set(self.driver.round().map_or(-1, i64::from));
     }
 
     fn dial_bootnodes(&mut self) {
@@ -289,7 +407,9 @@ impl Service {
             .collect();
         for key in due {
             self.timers.remove(&key);
+            let started = Instant::now();
             let outputs = self.driver.on_timer(now_ms(), key)?;
+            self.observe_import(started, &outputs);
             self.execute(outputs)?;
         }
         Ok(())
@@ -314,6 +434,23 @@ impl Service {
             }
             Command::FinalizedHash(number, reply) => {
                 let _ = reply.send(self.driver.store().hash(number)?);
+            }
+            Command::Withdraw(hashes, reply) => {
+                let _ = reply.send(self.pool.withdraw(&hashes));
+            }
+            Command::Pending(reply) => {
+                let _ = reply.send(self.pool.pending());
+            }
+            Command::Peers(reply) => {
+                let peers = self
+                    .swarm
+                    .connected_peers()
+                    .map(|p| PeerInfo {
+                        peer_id: *p,
+                        account: network::account_of(p),
+                    })
+                    .collect();
+                let _ = reply.send(peers);
             }
         }
         self.drain()
@@ -404,7 +541,9 @@ impl Service {
         if message.topic == self.topics.consensus.hash() {
             match ConsensusMessage::decode_untrusted(&message.data) {
                 Ok(m) => {
+                    let started = Instant::now();
                     let outputs = self.driver.on_message(now_ms(), m)?;
+                    self.observe_import(started, &outputs);
                     self.execute(outputs)?;
                 }
                 Err(e) => {
@@ -463,8 +602,12 @@ impl Service {
             }
             request_response::Message::Response { response, .. } => {
                 for (block, certificate) in response.blocks {
+                    let started = Instant::now();
                     match self.driver.on_synced_block(now_ms(), block, certificate)? {
-                        Ok(outputs) => self.execute(outputs)?,
+                        Ok(outputs) => {
+                            self.observe_import(started, &outputs);
+                            self.execute(outputs)?;
+                        }
                         Err(rejected) => {
                             tracing::warn!(%peer, %rejected, "peer sent a bad block; disconnecting");
                             self.stats.dropped_messages += 1;
@@ -476,6 +619,19 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// A driver call that finalized a block validated, executed and stored it: its duration
+    /// is that block's import time.
+    fn observe_import(&self, started: Instant, outputs: &[Output]) {
+        if outputs
+            .iter()
+            .any(|o| matches!(o, Output::Finalized { .. }))
+        {
+            self.metrics
+                .block_import
+                .observe(started.elapsed().as_secs_f64());
+        }
     }
 
     fn execute(&mut self, outputs: Vec<Output>) -> anyhow::Result<()> {
@@ -522,6 +678,7 @@ impl Service {
                         for (hash, reason) in &built.rejected {
                             tracing::debug!(%hash, %reason, "transaction left out of the block");
                         }
+                        let started = Instant::now();
                         let outputs = self.driver.on_block_built(
                             now,
                             height,
@@ -529,6 +686,7 @@ impl Service {
                             built.block,
                             built.executed,
                         )?;
+                        self.observe_import(started, &outputs);
                         self.work.extend(outputs);
                     }
                     Err(e) => tracing::error!(error = %e, "could not build a block"),
@@ -538,6 +696,7 @@ impl Service {
                 header,
                 hash,
                 extrinsics,
+                events,
                 synced,
                 ..
             } => {
@@ -552,7 +711,7 @@ impl Service {
                     let store = self.driver.store();
                     self.pool.finalized(&store.state(), &extrinsics)
                 };
-                for (hash, reason) in dropped {
+                for (hash, reason) in &dropped {
                     tracing::info!(%hash, %reason, "transaction dropped from the pool");
                 }
                 self.stats.finalized = header.number;
@@ -560,8 +719,23 @@ impl Service {
                 self.stats.included_transactions += extrinsics.len() as u64;
                 if synced {
                     self.stats.synced_blocks += 1;
+                } else {
+                    self.stats.syncing = false;
                 }
                 self.enforce_membership();
+                self.metrics
+                    .block_finalized(&header, extrinsics.len(), &events);
+                self.metrics.record_services(&self.driver.store().state());
+                let _ = self.finalized.send(Arc::new(FinalizedBlock {
+                    header,
+                    hash,
+                    extrinsics,
+                    events,
+                    dropped: dropped
+                        .into_iter()
+                        .map(|(h, reason)| (h, reason.to_string()))
+                        .collect(),
+                }));
                 self.publish_status();
                 if !self.pool.is_empty() {
                     let outputs = self.driver.on_transactions_pending(now_ms())?;
@@ -569,6 +743,7 @@ impl Service {
                 }
             }
             Output::RequestSync { from } => {
+                self.stats.syncing = true;
                 let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
                 if !peers.is_empty() {
                     self.sync_peer = (self.sync_peer + 1) % peers.len();

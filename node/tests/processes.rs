@@ -48,6 +48,7 @@ fn spawn(node: &mut Node, bootnodes: &str, extra: &[&str]) {
         .arg("--base-path")
         .arg(&node.base)
         .args(["--port", &node.port.to_string(), "--bootnodes", bootnodes])
+        .args(["--rpc-port", "0", "--prometheus-port", "0"])
         .args(extra)
         .env("RUST_LOG", "info,libp2p=warn")
         .stdout(Stdio::null())
@@ -288,7 +289,8 @@ fn dev_mode_finalizes_within_seconds() {
         log: Arc::default(),
     };
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_drchain"));
-    cmd.args(["run", "--dev", "--tmp", "--port", "0"])
+    cmd.args(["run", "--dev", "--tmp", "--port", "0", "--rpc-port", "0"])
+        .args(["--prometheus-port", "0"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -341,7 +343,8 @@ fn purge_chain_deletes_the_database_only_when_confirmed() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base");
     let mut child = Command::new(env!("CARGO_BIN_EXE_drchain"))
-        .args(["run", "--dev", "--port", "0", "--base-path"])
+        .args(["run", "--dev", "--port", "0", "--no-rpc", "--no-prometheus"])
+        .arg("--base-path")
         .arg(&base)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -193,3 +193,31 @@ impl TestNetwork {
         handle.finalized_hash(number).await.expect("node answers")
     }
 }
+
+impl TestNetwork {
+    /// Serves JSON-RPC for running node `i` on a free loopback port.
+    pub async fn serve_rpc(
+        &self,
+        i: usize,
+        methods: drchain_node::rpc::RpcMethods,
+        max_connections: u32,
+    ) -> (std::net::SocketAddr, jsonrpsee::server::ServerHandle) {
+        let node = self.nodes[i].handle.as_ref().expect("node running");
+        let config = drchain_node::rpc::RpcConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            methods,
+            cors: drchain_node::rpc::Cors::local(),
+            max_connections,
+        };
+        let info = drchain_node::rpc::NodeInfo {
+            name: self.nodes[i].name.clone(),
+            chain: "Local Testnet".into(),
+            version: "test".into(),
+            peer_id: node.peer_id,
+            genesis: self.genesis.hash(),
+        };
+        drchain_node::rpc::start(&config, node, info)
+            .await
+            .expect("RPC server starts")
+    }
+}

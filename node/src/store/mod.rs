@@ -11,9 +11,13 @@ pub mod rocks;
 
 use std::ops::RangeInclusive;
 
-use drchain_runtime::{Block, ExecutedBlock, Genesis, Header};
+use std::collections::BTreeMap;
+
+use drchain_runtime::{
+    pallet_failover, Block, EventRecord, ExecutedBlock, Genesis, Header, RuntimeEvent,
+};
 use drchain_support::trie::{self, NodeKey, Path};
-use drchain_support::{Backend, ChangeSet, StateRead, TrieDelta, TrieStore, H256};
+use drchain_support::{Backend, ChangeSet, ServiceName, StateRead, TrieDelta, TrieStore, H256};
 use parity_scale_codec::{Decode, Encode};
 
 use crate::consensus::codec::{WalRecord, WireCertificate};
@@ -28,6 +32,9 @@ const STATE: &[u8] = b"s/";
 const LEAF: &[u8] = b"l/";
 const NODE: &[u8] = b"n/";
 const WAL: &[u8] = b"w/";
+const EVENTS: &[u8] = b"e/";
+const FAILOVER_LOG: &[u8] = b"f/";
+const FAILOVER_COUNT: &[u8] = b"m/failover/";
 
 /// A chain store failure.
 #[derive(Debug, thiserror::Error)]
@@ -161,30 +168,24 @@ impl<D: KeyValueDb> ChainStore<D> {
         StoreState { db: &self.db }
     }
 
+    /// Reads of finalized blocks, certificates, events and state.
+    pub fn reader(&self) -> ChainReader<'_, D> {
+        ChainReader { db: &self.db }
+    }
+
     /// The hash of finalized block `number`.
     pub fn hash(&self, number: u64) -> Result<Option<H256>, StoreError> {
-        let k = key(HASH_BY_NUMBER, &number.to_be_bytes());
-        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
+        self.reader().hash(number)
     }
 
     /// Finalized block `number`.
     pub fn block(&self, number: u64) -> Result<Option<Block>, StoreError> {
-        let Some(hash) = self.hash(number)? else {
-            return Ok(None);
-        };
-        self.block_by_hash(&hash)
-    }
-
-    /// A finalized block by hash.
-    pub fn block_by_hash(&self, hash: &H256) -> Result<Option<Block>, StoreError> {
-        let k = key(BLOCK_BY_HASH, &hash.0);
-        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
+        self.reader().block(number)
     }
 
     /// The commit certificate of finalized block `number` (none for genesis).
     pub fn certificate(&self, number: u64) -> Result<Option<WireCertificate>, StoreError> {
-        let k = key(CERTIFICATE, &number.to_be_bytes());
-        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
+        self.reader().certificate(number)
     }
 
     /// Imports the next finalized block with its execution and certificate, atomically and
@@ -202,14 +203,56 @@ impl<D: KeyValueDb> ChainStore<D> {
                 got: number,
             });
         }
+        let failover_writes = self.failover_log_writes(&block.header, &executed.events)?;
         let mut batch = state_writes(executed.changes, executed.trie);
         batch.extend(block_writes(block, Some(certificate)));
+        batch.push((
+            key(EVENTS, &number.to_be_bytes()),
+            Some(executed.events.encode()),
+        ));
+        batch.extend(failover_writes);
         batch.push((META_FINALIZED.to_vec(), Some(number.encode())));
         batch.extend(self.wal_deletes(number)?);
         self.db.write(batch, true)?;
         self.head = block.header.clone();
         self.wal_next = 0;
         Ok(())
+    }
+
+    /// Appends the block's failover events to each service's log (see
+    /// [`ChainReader::failover_log`]).
+    fn failover_log_writes(
+        &self,
+        header: &Header,
+        events: &[EventRecord],
+    ) -> Result<Vec<Write>, StoreError> {
+        let mut next: BTreeMap<ServiceName, u64> = BTreeMap::new();
+        let mut batch = vec![];
+        for record in events {
+            let RuntimeEvent::Failover(event) = &record.event else {
+                continue;
+            };
+            let service = failover_event_service(event).clone();
+            let sequence = match next.get(&service) {
+                Some(n) => *n,
+                None => self.reader().failover_count(&service)?,
+            };
+            let entry = FailoverRecord {
+                sequence,
+                block: header.number,
+                timestamp: header.timestamp,
+                event: event.clone(),
+            };
+            batch.push((failover_key(&service, sequence), Some(entry.encode())));
+            next.insert(service, sequence + 1);
+        }
+        for (service, count) in next {
+            batch.push((
+                key(FAILOVER_COUNT, service.as_str().as_bytes()),
+                Some(count.encode()),
+            ));
+        }
+        Ok(batch)
     }
 
     fn wal_deletes(&self, height: u64) -> Result<Vec<Write>, StoreError> {
@@ -253,6 +296,133 @@ impl<D: KeyValueDb> ChainStore<D> {
         for item in self.db.iter_from(&prefix) {
             let (k, v) = item?;
             if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+}
+
+/// A failover event as kept in a service's log.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct FailoverRecord {
+    /// Position in the service's log, from 0.
+    pub sequence: u64,
+    /// The block it happened in.
+    pub block: u64,
+    /// That block's timestamp (ms).
+    pub timestamp: u64,
+    /// What happened.
+    pub event: pallet_failover::Event,
+}
+
+/// The service a failover event is about.
+pub fn failover_event_service(event: &pallet_failover::Event) -> &ServiceName {
+    use pallet_failover::Event as E;
+    match event {
+        E::ServiceRegistered { service, .. }
+        | E::ServiceUpdated { service, .. }
+        | E::ServiceRemoved { service }
+        | E::Elected { service, .. }
+        | E::PromotionCompleted { service, .. }
+        | E::Deposed { service, .. }
+        | E::WentVacant { service, .. }
+        | E::RoleChanged { service, .. } => service,
+    }
+}
+
+fn failover_key(service: &ServiceName, sequence: u64) -> Vec<u8> {
+    // '/' cannot occur in a service name, so one service's keys never prefix another's.
+    let mut k = key(FAILOVER_LOG, service.as_str().as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(&sequence.to_be_bytes());
+    k
+}
+
+/// Reads of the finalized chain over any database: the store's own, or a snapshot the RPC
+/// server reads without involving the node's task.
+#[derive(Debug)]
+pub struct ChainReader<'a, D> {
+    db: &'a D,
+}
+
+impl<'a, D: KeyValueDb> ChainReader<'a, D> {
+    /// Reads `db`, which holds a chain store.
+    pub fn new(db: &'a D) -> Self {
+        Self { db }
+    }
+
+    /// The finalized height.
+    pub fn finalized_number(&self) -> Result<u64, StoreError> {
+        Ok(match self.db.get(META_FINALIZED)? {
+            Some(bytes) => decode::<u64>(META_FINALIZED, &bytes)?,
+            None => 0,
+        })
+    }
+
+    /// The hash of finalized block `number`.
+    pub fn hash(&self, number: u64) -> Result<Option<H256>, StoreError> {
+        let k = key(HASH_BY_NUMBER, &number.to_be_bytes());
+        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
+    }
+
+    /// Finalized block `number`.
+    pub fn block(&self, number: u64) -> Result<Option<Block>, StoreError> {
+        let Some(hash) = self.hash(number)? else {
+            return Ok(None);
+        };
+        self.block_by_hash(&hash)
+    }
+
+    /// A finalized block by hash.
+    pub fn block_by_hash(&self, hash: &H256) -> Result<Option<Block>, StoreError> {
+        let k = key(BLOCK_BY_HASH, &hash.0);
+        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
+    }
+
+    /// The commit certificate of finalized block `number` (none for genesis).
+    pub fn certificate(&self, number: u64) -> Result<Option<WireCertificate>, StoreError> {
+        let k = key(CERTIFICATE, &number.to_be_bytes());
+        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
+    }
+
+    /// The events of finalized block `number` (none for genesis).
+    pub fn events(&self, number: u64) -> Result<Option<Vec<EventRecord>>, StoreError> {
+        let k = key(EVENTS, &number.to_be_bytes());
+        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
+    }
+
+    /// The finalized state.
+    pub fn state(&self) -> StoreState<'a, D> {
+        StoreState { db: self.db }
+    }
+
+    /// How many failover events `service` has had.
+    pub fn failover_count(&self, service: &ServiceName) -> Result<u64, StoreError> {
+        let k = key(FAILOVER_COUNT, service.as_str().as_bytes());
+        Ok(self
+            .db
+            .get(&k)?
+            .map(|b| decode(&k, &b))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
+    /// `service`'s failover events with sequence `>= from`, oldest first, at most `limit`.
+    /// The log outlives the service's removal, so an audit can still read it.
+    pub fn failover_log(
+        &self,
+        service: &ServiceName,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<FailoverRecord>, StoreError> {
+        let prefix = failover_key(service, 0);
+        let prefix = &prefix[..prefix.len() - 8];
+        let mut out = vec![];
+        for item in self.db.iter_from(&failover_key(service, from)).take(limit) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
                 break;
             }
             out.push(decode(&k, &v)?);

@@ -2,15 +2,17 @@
 //! they return: the consensus WAL relies on it.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 
 use super::kv::{DbError, Entries, KeyValueDb, Write};
 
-/// A rocksdb database.
-#[derive(Debug)]
+/// A rocksdb database. Clones share it: the service writes, the RPC server reads through
+/// [`RocksDb::snapshot`].
+#[derive(Debug, Clone)]
 pub struct RocksDb {
-    db: DB,
+    db: Arc<DB>,
 }
 
 fn backend(e: rocksdb::Error) -> DbError {
@@ -26,7 +28,49 @@ impl RocksDb {
         options.create_if_missing(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let db = DB::open(&options, path).map_err(backend)?;
-        Ok(Self { db })
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// A consistent read-only view: every read sees the database as it was now, so a query of
+    /// several keys never mixes two blocks' states.
+    pub fn snapshot(&self) -> RocksSnapshot<'_> {
+        RocksSnapshot {
+            snapshot: self.db.snapshot(),
+        }
+    }
+}
+
+/// A point-in-time view of a [`RocksDb`]; writing to it is an error.
+pub struct RocksSnapshot<'a> {
+    snapshot: rocksdb::Snapshot<'a>,
+}
+
+impl std::fmt::Debug for RocksSnapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RocksSnapshot")
+    }
+}
+
+impl KeyValueDb for RocksSnapshot<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        self.snapshot.get(key).map_err(backend)
+    }
+
+    fn write(&self, _batch: Vec<Write>, _durable: bool) -> Result<(), DbError> {
+        Err(DbError::Backend {
+            reason: "a snapshot is read-only".into(),
+        })
+    }
+
+    fn iter_from<'b>(&'b self, from: &[u8]) -> Entries<'b> {
+        Box::new(
+            self.snapshot
+                .iterator_opt(
+                    IteratorMode::From(from, Direction::Forward),
+                    ReadOptions::default(),
+                )
+                .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend)),
+        )
     }
 }
 

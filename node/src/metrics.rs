@@ -1,0 +1,292 @@
+//! Prometheus metrics: what the node and the chain are doing, served as text on
+//! `--prometheus-port` (default 9615) at `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drchain_runtime::{pallet_failover, EventRecord, Header, RuntimeEvent};
+use drchain_support::{Overlay, StateRead};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric the node exports. Updating one is an atomic operation, so the service task
+/// and the RPC server update them directly.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Best block height (with BFT finality, the finalized one).
+    pub best_height: Gauge,
+    /// Finalized block height.
+    pub finalized_height: Gauge,
+    /// Connected peers.
+    pub peers: Gauge,
+    /// Transactions in the pool.
+    pub pool_size: Gauge,
+    /// Height consensus is deciding.
+    pub consensus_height: Gauge,
+    /// Round consensus is in (-1 when idle).
+    pub consensus_round: Gauge,
+    /// Time to validate, execute and store a block, per finalized block.
+    pub block_import: Histogram,
+    /// Transactions in finalized blocks.
+    pub finalized_transactions: Counter,
+    /// Per service: the epoch.
+    pub service_epoch: Family<Labels, Gauge>,
+    /// Per service, node and role: 1 for each candidate's current role.
+    pub service_role: Family<Labels, Gauge>,
+    /// Per service: elections that replaced or filled a holder (not the first election).
+    pub failovers: Family<Labels, Counter>,
+    /// Per RPC method: calls.
+    pub rpc_calls: Family<Labels, Counter>,
+    /// Per RPC method: calls that returned an error.
+    pub rpc_errors: Family<Labels, Counter>,
+    /// Resident memory of the process.
+    pub resident_memory: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("drchain");
+        let best_height = Gauge::default();
+        let finalized_height = Gauge::default();
+        let peers = Gauge::default();
+        let pool_size = Gauge::default();
+        let consensus_height = Gauge::default();
+        let consensus_round = Gauge::default();
+        let block_import = Histogram::new(exponential_buckets(0.000_5, 2.0, 14));
+        let finalized_transactions = Counter::default();
+        let service_epoch = Family::default();
+        let service_role = Family::default();
+        let failovers = Family::default();
+        let rpc_calls = Family::default();
+        let rpc_errors = Family::default();
+        let resident_memory = Gauge::default();
+        registry.register("best_height", "Best block height", best_height.clone());
+        registry.register(
+            "finalized_height",
+            "Finalized block height",
+            finalized_height.clone(),
+        );
+        registry.register("peers", "Connected peers", peers.clone());
+        registry.register(
+            "pool_transactions",
+            "Transactions in the pool",
+            pool_size.clone(),
+        );
+        registry.register(
+            "consensus_height",
+            "Height consensus is deciding",
+            consensus_height.clone(),
+        );
+        registry.register(
+            "consensus_round",
+            "Round consensus is in (-1 when idle)",
+            consensus_round.clone(),
+        );
+        registry.register(
+            "block_import_seconds",
+            "Time to validate, execute and store a finalized block",
+            block_import.clone(),
+        );
+        registry.register(
+            "finalized_transactions",
+            "Transactions in finalized blocks",
+            finalized_transactions.clone(),
+        );
+        registry.register("service_epoch", "Epoch per service", service_epoch.clone());
+        registry.register(
+            "service_role",
+            "1 for each candidate's current role per service",
+            service_role.clone(),
+        );
+        registry.register(
+            "failovers",
+            "Elections that replaced a holder or filled a vacancy, per service",
+            failovers.clone(),
+        );
+        registry.register("rpc_calls", "JSON-RPC calls per method", rpc_calls.clone());
+        registry.register(
+            "rpc_errors",
+            "JSON-RPC calls that returned an error, per method",
+            rpc_errors.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the node process",
+            resident_memory.clone(),
+        );
+        Self {
+            registry,
+            best_height,
+            finalized_height,
+            peers,
+            pool_size,
+            consensus_height,
+            consensus_round,
+            block_import,
+            finalized_transactions,
+            service_epoch,
+            service_role,
+            failovers,
+            rpc_calls,
+            rpc_errors,
+            resident_memory,
+        }
+    }
+
+    /// Records a finalized block.
+    pub fn block_finalized(&self, header: &Header, transactions: usize, events: &[EventRecord]) {
+        self.best_height.set(header.number as i64);
+        self.finalized_height.set(header.number as i64);
+        self.finalized_transactions.inc_by(transactions as u64);
+        for record in events {
+            if let RuntimeEvent::Failover(pallet_failover::Event::Elected {
+                service,
+                previous,
+                reason,
+                ..
+            }) = &record.event
+            {
+                // The very first election of a service is not a failover.
+                if previous.is_some() || *reason != pallet_failover::Reason::Vacancy {
+                    self.failovers
+                        .get_or_create(&vec![("service", service.to_string())])
+                        .inc();
+                }
+            }
+        }
+    }
+
+    /// Sets the per-service gauges from the finalized state.
+    pub fn record_services(&self, state: &dyn StateRead) {
+        let overlay = Overlay::new(state);
+        self.service_epoch.clear();
+        self.service_role.clear();
+        for (name, _, service) in pallet_failover::services(&overlay) {
+            self.service_epoch
+                .get_or_create(&vec![("service", name.to_string())])
+                .set(service.epoch as i64);
+            for (node, record) in pallet_failover::node_records(&overlay, &name) {
+                let role = serde_json::to_value(record.role)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                self.service_role
+                    .get_or_create(&vec![
+                        ("service", name.to_string()),
+                        ("node", node.to_string()),
+                        ("role", role),
+                    ])
+                    .set(1);
+            }
+        }
+    }
+
+    /// Counts an RPC call and whether it failed.
+    pub fn rpc_call(&self, method: &str, failed: bool) {
+        let labels = vec![("method", method.to_owned())];
+        self.rpc_calls.get_or_create(&labels).inc();
+        if failed {
+            self.rpc_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        if let Some(rss) = resident_memory_bytes() {
+            self.resident_memory.set(rss as i64);
+        }
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics not encoded");
+        }
+        out
+    }
+}
+
+/// The process's resident set size, from `/proc/self/statm` (Linux).
+pub fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Serves `GET /metrics` on `addr` until the returned task is dropped or aborted. Binding
+/// fails with the address in the error.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<_>| {
+                    let metrics = metrics.clone();
+                    async move { Ok::<_, std::convert::Infallible>(respond(&request, &metrics)) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    Ok((local, task))
+}
+
+fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&hyper::Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        ),
+        (&hyper::Method::GET, _) => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: metrics are at /metrics\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET is served\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}

@@ -1,0 +1,235 @@
+//! The operator's tools against a real `drchain run --dev` process: `drchain tx` signs, submits
+//! and reports the runtime's verdict; `drchain status` prints the services; `/metrics` serves
+//! Prometheus text; the RPC port answers plain HTTP JSON-RPC as `docs/rpc.md` shows.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct DevNode {
+    child: Child,
+    rpc: u16,
+    metrics: u16,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl DevNode {
+    fn start() -> Self {
+        let (rpc, metrics) = (free_port(), free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_drchain"))
+            .args(["run", "--dev", "--tmp", "--port", "0"])
+            .args(["--rpc-port", &rpc.to_string()])
+            .args(["--prometheus-port", &metrics.to_string()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let node = Self {
+            child,
+            rpc,
+            metrics,
+            lines,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !node.logged("Finalized #2 ") {
+            assert!(
+                Instant::now() < deadline,
+                "the dev node did not finalize: {:?}",
+                node.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        node
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    fn drchain(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_drchain"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn tx(&self, args: &[&str]) -> Output {
+        let rpc = format!("ws://127.0.0.1:{}", self.rpc);
+        let mut all = vec!["tx", "--rpc", &rpc];
+        all.extend_from_slice(args);
+        self.drchain(&all)
+    }
+
+    /// Runs `drchain tx ARGS`; it must succeed. Returns its stdout.
+    fn tx_succeeds(&self, args: &[&str]) -> String {
+        let out = self.tx(args);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            text(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Runs `drchain tx ARGS`; it must fail saying `reason`.
+    fn tx_fails(&self, args: &[&str], reason: &str) {
+        let out = self.tx(args);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+}
+
+impl Drop for DevNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A raw HTTP/1.1 request; returns the whole response.
+fn http(port: u16, request: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn post(port: u16, body: &str) -> String {
+    http(
+        port,
+        &format!(
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn tx_status_metrics_and_plain_http_rpc_work_against_a_running_node() {
+    let node = DevNode::start();
+
+    const HEARTBEAT: &str =
+        r#"{"service":"demo","epoch_seen":0,"health":"healthy","applied_checkpoint":null}"#;
+    // A heartbeat signed with alice's dev key is finalized and succeeds.
+    let stdout = node.tx_succeeds(&["--dev", "alice", "service_status", "heartbeat", HEARTBEAT]);
+    assert!(stdout.contains("finalized in #"), "{stdout}");
+    assert!(stdout.contains("result: success"), "{stdout}");
+    assert!(
+        stdout.contains("health_changed"),
+        "the events are shown: {stdout}"
+    );
+    // A call that needs the admins fails in the runtime: exit 1 with the runtime's reason...
+    node.tx_fails(
+        &[
+            "--dev",
+            "alice",
+            "failover",
+            "switchover",
+            r#"{"service":"demo"}"#,
+        ],
+        "needs admin origin",
+    );
+    // ... and succeeds as an admin proposal (alice is the dev chain's admin, threshold 1).
+    node.tx_succeeds(&[
+        "--dev",
+        "alice",
+        "--admin",
+        "network_config",
+        "set_bootnodes",
+        r#"{"bootnodes":[]}"#,
+    ]);
+    // A malformed call is refused before anything is sent.
+    node.tx_fails(&["--dev", "alice", "failover", "fly", "{}"], "not a call");
+    // A non-member's transaction is refused by the pool with the reason.
+    node.tx_fails(
+        &["--dev", "mallory", "service_status", "heartbeat", HEARTBEAT],
+        "not a member",
+    );
+
+    // drchain status shows the chain and the service with alice's heartbeat.
+    let out = node.drchain(&["status", "--rpc", &format!("http://127.0.0.1:{}", node.rpc)]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("finalized #"), "{stdout}");
+    assert!(stdout.contains("service demo"), "{stdout}");
+    assert!(stdout.contains("alice"), "{stdout}");
+    assert!(stdout.contains("healthy"), "{stdout}");
+    let out = node.drchain(&["status", "--rpc", "http://127.0.0.1:1"]);
+    assert!(!out.status.success(), "an unreachable node is an error");
+
+    // Prometheus text on /metrics.
+    let metrics = http(
+        node.metrics,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    for name in [
+        "drchain_finalized_height ",
+        "drchain_best_height ",
+        "drchain_peers ",
+        "drchain_pool_transactions ",
+        "drchain_consensus_height ",
+        "drchain_consensus_round ",
+        "drchain_block_import_seconds_count ",
+        "drchain_service_epoch{service=\"demo\"}",
+        "drchain_service_role{",
+        "drchain_rpc_calls_total{method=\"author_submitAndWatchExtrinsic\"}",
+        "drchain_process_resident_memory_bytes ",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+    let missing = http(
+        node.metrics,
+        "GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+
+    // Plain HTTP JSON-RPC, as curl sends it; malformed JSON gets a parse error.
+    let health = post(
+        node.rpc,
+        r#"{"jsonrpc":"2.0","id":1,"method":"system_health"}"#,
+    );
+    assert!(health.contains("\"isSyncing\":false"), "{health}");
+    let garbage = post(node.rpc, "{not json");
+    assert!(garbage.contains("-32700"), "{garbage}");
+    let still = post(
+        node.rpc,
+        r#"{"jsonrpc":"2.0","id":2,"method":"system_chain"}"#,
+    );
+    assert!(
+        still.contains("\"result\""),
+        "the node keeps serving: {still}"
+    );
+}
