@@ -3,6 +3,9 @@
 //! The signature covers a domain tag, the chain's genesis hash, the signer, the nonce and the
 //! call, so a transaction can neither be replayed on another chain nor twice on this one.
 
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex, PoisonError};
+
 use drchain_support::{blake3_hash, AccountId, Nonce, Signature, H256};
 use ed25519_dalek::{Signer, SigningKey};
 use parity_scale_codec::{Decode, DecodeLimit, Encode};
@@ -14,6 +17,42 @@ use crate::MAX_DECODE_DEPTH;
 pub const SIGNING_DOMAIN: &[u8] = b"drchain/tx/v1";
 /// Largest encoded extrinsic, bytes.
 pub const MAX_EXTRINSIC_BYTES: usize = 64 * 1024;
+
+/// Signatures this process has verified, keyed by blake3 of the genesis hash and the whole
+/// encoded extrinsic (signer, nonce, call, signature): a memo of a pure function, so it cannot
+/// change any result, only skip repeating it. Bounded; when full it starts over.
+#[derive(Debug, Default)]
+pub struct VerifiedSignatures {
+    seen: Mutex<HashSet<H256>>,
+}
+
+/// Entries kept at most (32 bytes each).
+const VERIFIED_CAPACITY: usize = 1 << 17;
+
+static VERIFIED: LazyLock<VerifiedSignatures> = LazyLock::new(VerifiedSignatures::default);
+
+impl VerifiedSignatures {
+    fn key(genesis_hash: &H256, x: &UncheckedExtrinsic) -> H256 {
+        let mut bytes = genesis_hash.0.to_vec();
+        x.encode_to(&mut bytes);
+        blake3_hash(&bytes)
+    }
+
+    fn contains(&self, key: &H256) -> bool {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(key)
+    }
+
+    fn insert(&self, key: H256) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.len() >= VERIFIED_CAPACITY {
+            seen.clear();
+        }
+        seen.insert(key);
+    }
+}
 
 /// A signed call.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -53,9 +92,21 @@ impl UncheckedExtrinsic {
     }
 
     /// Whether the signature is valid for the chain with `genesis_hash`.
+    ///
+    /// A node checks a transaction when it pools it and again when it builds or validates the
+    /// block holding it; successful checks are remembered (see [`VerifiedSignatures`]) so the
+    /// later ones cost a hash instead of an Ed25519 verification. The answer is the same.
     pub fn verify(&self, genesis_hash: &H256) -> bool {
+        let memo = VerifiedSignatures::key(genesis_hash, self);
+        if VERIFIED.contains(&memo) {
+            return true;
+        }
         let payload = signing_payload(genesis_hash, &self.signer, self.nonce, &self.call);
-        self.signer.verify(&payload, &self.signature)
+        let valid = self.signer.verify(&payload, &self.signature);
+        if valid {
+            VERIFIED.insert(memo);
+        }
+        valid
     }
 
     /// blake3 of the encoding: the transaction hash.
