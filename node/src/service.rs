@@ -32,6 +32,10 @@ pub const POOL_LIMIT: usize = 65_536;
 pub const BLOCK_LIMIT: usize = 4096;
 /// How often bootnodes we are not connected to are dialled again.
 const REDIAL: Duration = Duration::from_secs(2);
+/// Transactions submitted here are gossiped at once when none were in the last
+/// `GOSSIP_BATCH_WINDOW`, else together at its end: light load keeps its latency, heavy load
+/// sends few large messages instead of many small ones.
+const GOSSIP_BATCH_WINDOW: Duration = Duration::from_millis(3);
 /// Finalized blocks a slow subscriber may fall behind before it misses some.
 const FINALIZED_BACKLOG: usize = 1024;
 
@@ -296,6 +300,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         admission: HashMap::new(),
         finalized: finalized.clone(),
         metrics: metrics.clone(),
+        outbox: vec![],
+        last_gossip: Instant::now(),
+        flush_at: None,
     };
     let task = tokio::spawn(service.run(commands_rx, shutdown_rx));
     Ok(NodeHandle {
@@ -327,6 +334,10 @@ struct Service {
     admission: HashMap<PeerId, bool>,
     finalized: broadcast::Sender<Arc<FinalizedBlock>>,
     metrics: Arc<Metrics>,
+    /// Transactions submitted here, not gossiped yet.
+    outbox: Vec<UncheckedExtrinsic>,
+    last_gossip: Instant,
+    flush_at: Option<Instant>,
 }
 
 impl Service {
@@ -351,6 +362,13 @@ impl Service {
                     None => futures::future::pending().await,
                 }
             };
+            let flush_at = self.flush_at;
+            let flush = async {
+                match flush_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => futures::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.changed() => {
                     tracing::info!("node stopping");
@@ -359,8 +377,28 @@ impl Service {
                 Some(command) = commands.recv() => self.command(command)?,
                 event = self.swarm.select_next_some() => self.swarm_event(event)?,
                 _ = sleep => self.fire_timers()?,
+                _ = flush => self.gossip_transactions(),
                 _ = redial.tick() => self.dial_bootnodes(),
             }
+        }
+    }
+
+    /// Gossips the transactions submitted here since the last time, in one message.
+    fn gossip_transactions(&mut self) {
+        self.flush_at = None;
+        self.last_gossip = Instant::now();
+        if self.outbox.is_empty() {
+            return;
+        }
+        let bytes = network::encode_transactions(&self.outbox);
+        self.outbox.clear();
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topics.transactions.clone(), bytes)
+        {
+            tracing::debug!(error = %e, "transactions not gossiped");
         }
     }
 
@@ -418,16 +456,16 @@ impl Service {
     fn command(&mut self, command: Command) -> anyhow::Result<()> {
         match command {
             Command::Submit(x, reply) => {
-                let bytes = x.encode();
-                let result = self.submit(x)?;
+                let result = self.submit(x.clone())?;
                 if result.is_ok() {
-                    if let Err(e) = self
-                        .swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .publish(self.topics.transactions.clone(), bytes)
+                    self.outbox.push(x);
+                    let idle = self.last_gossip.elapsed() >= GOSSIP_BATCH_WINDOW;
+                    if (idle && self.flush_at.is_none())
+                        || self.outbox.len() >= network::MAX_TRANSACTIONS_PER_MESSAGE
                     {
-                        tracing::debug!(error = %e, "transaction not gossiped");
+                        self.gossip_transactions();
+                    } else if self.flush_at.is_none() {
+                        self.flush_at = Some(self.last_gossip + GOSSIP_BATCH_WINDOW);
                     }
                 }
                 let _ = reply.send(result);
@@ -552,15 +590,17 @@ impl Service {
                 }
             }
         } else if message.topic == self.topics.transactions.hash() {
-            match UncheckedExtrinsic::decode_untrusted(&message.data) {
-                Ok(x) => {
-                    if let Err(e) = self.submit(x)? {
-                        tracing::trace!(error = %e, "gossiped transaction not pooled");
+            match network::decode_transactions(&message.data) {
+                Ok(transactions) => {
+                    for x in transactions {
+                        if let Err(e) = self.submit(x)? {
+                            tracing::trace!(error = %e, "gossiped transaction not pooled");
+                        }
                     }
                 }
                 Err(e) => {
                     self.stats.dropped_messages += 1;
-                    tracing::debug!(peer = %from, error = %e, "malformed transaction dropped");
+                    tracing::debug!(peer = %from, error = %e, "malformed transactions dropped");
                 }
             }
         }
