@@ -146,26 +146,28 @@ async fn throughput(
             let mut nonce = next_nonce(&client, &sender.key).await?;
             while !stop.load(Ordering::Relaxed) {
                 let chain = next_chain_nonce(&client, &sender.key).await?;
-                // Refill the window above the chain's nonce.
-                while nonce < chain + WINDOW && !stop.load(Ordering::Relaxed) {
-                    let x = heartbeat(&sender, &genesis, nonce);
-                    let r: Result<H256> = client
-                        .call("author_submitExtrinsic", rpc_params![hex0x(&x.encode())])
-                        .await;
-                    match r {
-                        Ok(_) => {
-                            submitted.fetch_add(1, Ordering::Relaxed);
-                            nonce += 1;
-                        }
-                        Err(e) => {
-                            // Resynchronize on the chain's view (a transaction was dropped).
-                            tracing::debug!(error = %e, "benchmark submission refused");
-                            nonce = next_nonce(&client, &sender.key).await?;
-                            break;
-                        }
-                    }
+                if nonce < chain {
+                    nonce = chain; // some were dropped: resynchronize on the chain
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // Refill the window above the chain's nonce, all requests in flight at once.
+                let batch: Vec<UncheckedExtrinsic> = (nonce..chain + WINDOW)
+                    .map(|n| heartbeat(&sender, &genesis, n))
+                    .collect();
+                let params = batch
+                    .iter()
+                    .map(|x| Ok(rpc_params![hex0x(&x.encode())]))
+                    .collect::<Result<Vec<_>>>()?;
+                let sends = params
+                    .into_iter()
+                    .map(|p| client.call::<H256>("author_submitExtrinsic", p));
+                let results = futures::future::join_all(sends).await;
+                let accepted = results.iter().take_while(|r| r.is_ok()).count() as u64;
+                if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+                    tracing::debug!(error = %e, "benchmark submission refused");
+                }
+                submitted.fetch_add(accepted, Ordering::Relaxed);
+                nonce += accepted;
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
             anyhow::Ok(())
         }));

@@ -383,7 +383,7 @@ pub fn render_status(
         );
         let _ = writeln!(
             out,
-            "  {:<28} {:>4}  {:<9} {:<9} {:>13}  {:>10}  endpoint",
+            "  {:<28} {:>4}  {:<10} {:<9} {:>13}  {:>10}  endpoint",
             "node", "prio", "role", "health", "heartbeat age", "checkpoint"
         );
         for n in &s.nodes {
@@ -405,7 +405,7 @@ pub fn render_status(
             };
             let _ = writeln!(
                 out,
-                "  {:<28} {:>4}  {:<9} {:<9} {:>13}  {:>10}  {}",
+                "  {:<28} {:>4}  {:<10} {:<9} {:>13}  {:>10}  {}",
                 short(&n.node, names),
                 n.priority,
                 role,

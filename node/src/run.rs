@@ -190,8 +190,10 @@ pub fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(
             "info,libp2p=warn,libp2p_gossipsub=error,informalsystems_malachitebft_core_consensus=error",
         ));
+    // Colours only on a terminal: log files (the testnet's node.log) stay plain for grep.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
