@@ -134,6 +134,11 @@ async fn every_method_answers_over_http_and_websocket() {
         .unwrap()
         .contains(&json!("failover_subscribeEvents")));
 
+    assert_eq!(
+        call(&http, "system_genesisHash", rpc_params![]).await,
+        json!(genesis.to_string())
+    );
+
     // chain_*
     let genesis_hash = call(&http, "chain_getBlockHash", rpc_params![0]).await;
     assert_eq!(genesis_hash, json!(genesis.to_string()));
@@ -423,6 +428,30 @@ async fn bad_input_safe_mode_and_limits_are_refused_cleanly() {
             message.to_lowercase().contains(needle),
             "{method}: the message says what is wrong ({needle}): {message}"
         );
+    }
+    // Methods without params refuse some.
+    for method in [
+        "system_name",
+        "system_version",
+        "system_chain",
+        "system_localPeerId",
+        "system_genesisHash",
+        "system_health",
+        "system_peers",
+        "rpc_methods",
+        "chain_getFinalizedHead",
+        "author_pendingExtrinsics",
+        "failover_services",
+        "config_params",
+        "config_bootnodes",
+        "membership_members",
+        "membership_validators",
+        "membership_admins",
+        "membership_trustAnchors",
+    ] {
+        let (code, message) = error(&http, method, rpc_params![1]).await;
+        assert_eq!(code, -32602, "{method}: {message}");
+        assert!(message.contains("takes no params"), "{method}: {message}");
     }
     // Unknown names are not-found errors, not empty answers.
     for (method, params) in [

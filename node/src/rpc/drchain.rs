@@ -16,7 +16,7 @@ use super::views::{
     service_view, FailoverEventView, LiveFailoverEvent, MemberView, NodeServiceView, ServiceView,
     TrustAnchorView, ValidatorsView,
 };
-use super::{method, notify, parse, subscription, RpcContext, RpcError};
+use super::{method, method0, notify, parse, subscription, RpcContext, RpcError};
 
 /// Most history entries one call returns.
 pub const MAX_HISTORY: usize = 1000;
@@ -57,7 +57,7 @@ pub fn register(module: &mut RpcModule<RpcContext>) {
 }
 
 fn register_failover(module: &mut RpcModule<RpcContext>) {
-    method(module, "failover_services", |ctx, _| {
+    method0(module, "failover_services", |ctx| {
         with_state(ctx, |state| {
             Ok(pallet_failover::services(state)
                 .iter()
@@ -178,10 +178,10 @@ fn register_status_and_config(module: &mut RpcModule<RpcContext>) {
                 .collect::<Vec<_>>())
         })
     });
-    method(module, "config_params", |ctx, _| {
+    method0(module, "config_params", |ctx| {
         with_state(ctx, |state| Ok(pallet_network_config::params(state)))
     });
-    method(module, "config_bootnodes", |ctx, _| {
+    method0(module, "config_bootnodes", |ctx| {
         with_state(ctx, |state| Ok(pallet_network_config::bootnodes(state)))
     });
     method(module, "config_endpoints", |ctx, params| {
@@ -236,7 +236,7 @@ fn register_checkpoints(module: &mut RpcModule<RpcContext>) {
 }
 
 fn register_membership(module: &mut RpcModule<RpcContext>) {
-    method(module, "membership_members", |ctx, _| {
+    method0(module, "membership_members", |ctx| {
         ctx.read(|r| {
             let now = r
                 .block(r.finalized_number()?)?
@@ -273,7 +273,7 @@ fn register_membership(module: &mut RpcModule<RpcContext>) {
             ))
         })
     });
-    method(module, "membership_validators", |ctx, _| {
+    method0(module, "membership_validators", |ctx| {
         ctx.read(|r| {
             let at = r.finalized_number()?;
             let state = r.state();
@@ -285,7 +285,7 @@ fn register_membership(module: &mut RpcModule<RpcContext>) {
             })
         })
     });
-    method(module, "membership_admins", |ctx, _| {
+    method0(module, "membership_admins", |ctx| {
         with_state(ctx, |state| {
             Ok(serde_json::json!({
                 "admins": pallet_membership::Admins::get(state).unwrap_or_default(),
@@ -293,7 +293,7 @@ fn register_membership(module: &mut RpcModule<RpcContext>) {
             }))
         })
     });
-    method(module, "membership_trustAnchors", |ctx, _| {
+    method0(module, "membership_trustAnchors", |ctx| {
         with_state(ctx, |state| {
             Ok(pallet_membership::TrustAnchors::iter(state)
                 .into_iter()

@@ -297,6 +297,42 @@ where
     }
 }
 
+/// Refuses params for a method that takes none.
+fn no_params(params: &Params<'_>) -> Result<(), RpcError> {
+    match params.as_str().map(str::trim) {
+        None | Some("[]") | Some("null") | Some("{}") => Ok(()),
+        Some(_) => Err(RpcError::invalid("this method takes no params")),
+    }
+}
+
+/// [`method`] for a method without params.
+fn method0<T, F>(module: &mut RpcModule<RpcContext>, name: &'static str, f: F)
+where
+    T: Serialize + Clone + 'static,
+    F: Fn(&RpcContext) -> Result<T, RpcError> + Send + Sync + 'static,
+{
+    method(module, name, move |ctx, params| {
+        no_params(&params)?;
+        f(ctx)
+    });
+}
+
+/// [`async_method`] for a method without params.
+fn async_method0<T, F, Fut>(module: &mut RpcModule<RpcContext>, name: &'static str, f: F)
+where
+    T: Serialize + Clone + 'static,
+    F: Fn(Arc<RpcContext>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T, RpcError>> + Send,
+{
+    async_method(module, name, move |ctx, params| {
+        let f = f.clone();
+        async move {
+            no_params(&params)?;
+            f(ctx).await
+        }
+    });
+}
+
 /// Registers a subscription, counting subscribe calls.
 fn subscription<F, Fut>(module: &mut RpcModule<RpcContext>, names: [&'static str; 3], f: F)
 where
@@ -348,7 +384,7 @@ pub fn module(node: &NodeHandle, info: NodeInfo, deny_unsafe: bool) -> RpcModule
     let mut names: Vec<&str> = module.method_names().collect();
     names.sort_unstable();
     let names: Vec<String> = names.into_iter().map(str::to_owned).collect();
-    method(&mut module, "rpc_methods", move |_, _| {
+    method0(&mut module, "rpc_methods", move |_| {
         Ok(serde_json::json!({ "methods": names }))
     });
     module

@@ -16,7 +16,9 @@ use tokio::sync::broadcast::error::RecvError;
 use super::views::{
     hex0x, BlockEvents, HeaderView, PeerView, SignedBlockView, SystemHealth, TransactionStatus,
 };
-use super::{async_method, method, notify, parse, subscription, RpcContext, RpcError};
+use super::{
+    async_method, async_method0, method, method0, notify, parse, subscription, RpcContext, RpcError,
+};
 use crate::store::rocks::RocksSnapshot;
 use crate::store::ChainReader;
 
@@ -76,16 +78,14 @@ pub fn register(module: &mut RpcModule<RpcContext>) {
 }
 
 fn register_system(module: &mut RpcModule<RpcContext>) {
-    method(module, "system_name", |ctx, _| Ok(ctx.info.name.clone()));
-    method(module, "system_version", |ctx, _| {
-        Ok(ctx.info.version.clone())
-    });
-    method(module, "system_chain", |ctx, _| Ok(ctx.info.chain.clone()));
-    method(module, "system_localPeerId", |ctx, _| {
+    method0(module, "system_name", |ctx| Ok(ctx.info.name.clone()));
+    method0(module, "system_version", |ctx| Ok(ctx.info.version.clone()));
+    method0(module, "system_chain", |ctx| Ok(ctx.info.chain.clone()));
+    method0(module, "system_localPeerId", |ctx| {
         Ok(ctx.info.peer_id.to_string())
     });
-    method(module, "system_genesisHash", |ctx, _| Ok(ctx.info.genesis));
-    async_method(module, "system_health", |ctx, _| async move {
+    method0(module, "system_genesisHash", |ctx| Ok(ctx.info.genesis));
+    async_method0(module, "system_health", |ctx| async move {
         let peers = ctx.node.peers().await?.len();
         let status = ctx.node.status();
         Ok(SystemHealth {
@@ -94,7 +94,7 @@ fn register_system(module: &mut RpcModule<RpcContext>) {
             should_have_peers: true,
         })
     });
-    async_method(module, "system_peers", |ctx, _| async move {
+    async_method0(module, "system_peers", |ctx| async move {
         ctx.check_unsafe("system_peers")?;
         Ok(ctx
             .node
@@ -156,7 +156,7 @@ fn register_chain(module: &mut RpcModule<RpcContext>) {
             Ok(r.hash(number)?)
         })
     });
-    method(module, "chain_getFinalizedHead", |ctx, _| {
+    method0(module, "chain_getFinalizedHead", |ctx| {
         ctx.read(|r| {
             let number = r.finalized_number()?;
             r.hash(number)?.ok_or_else(|| RpcError::NotFound {
@@ -250,7 +250,7 @@ fn register_state_and_author(module: &mut RpcModule<RpcContext>) {
         let x = decode_extrinsic(&bytes)?;
         Ok(ctx.node.submit(x).await??)
     });
-    async_method(module, "author_pendingExtrinsics", |ctx, _| async move {
+    async_method0(module, "author_pendingExtrinsics", |ctx| async move {
         Ok(ctx
             .node
             .pending()
