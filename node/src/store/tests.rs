@@ -166,3 +166,88 @@ fn rocksdb_keeps_blocks_state_and_wal_across_a_reopen() {
     assert_eq!(store.state().root(), store.head().state_root);
     assert_eq!(store.wal(2).unwrap(), vec![vote_record(0)]);
 }
+
+#[test]
+fn events_and_the_failover_log_are_kept_per_block_and_per_service() {
+    use drchain_runtime::{pallet_failover, pallet_service_status, RuntimeCall, RuntimeEvent};
+    use drchain_support::{Health, ServiceName};
+
+    let g = local();
+    let db = MemoryDb::new();
+    let mut store = ChainStore::open(db.clone(), &g).unwrap();
+    // Alice's heartbeat makes her eligible: demo-db elects her at the end of the block.
+    let heartbeat = drchain_runtime::UncheckedExtrinsic::sign(
+        &drchain_runtime::dev::dev_key("alice"),
+        &g.hash(),
+        0,
+        RuntimeCall::ServiceStatus(pallet_service_status::Call::Heartbeat {
+            service: ServiceName::new("demo-db").unwrap(),
+            epoch_seen: 0,
+            health: Health::Healthy,
+            applied_checkpoint: None,
+        }),
+    );
+    let head = store.head().clone();
+    let built = {
+        let state = store.state();
+        build_block(
+            &state,
+            &head,
+            head.timestamp + 200,
+            &g.hash(),
+            [heartbeat],
+            10,
+        )
+        .unwrap()
+    };
+    let expected = built.executed.events.clone();
+    let hash = built.block.hash();
+    store
+        .import(&built.block, built.executed, &certificate(1, hash))
+        .unwrap();
+    import_next(&mut store, &g);
+    drop(store);
+
+    let store = ChainStore::open(db, &g).unwrap();
+    let reader = store.reader();
+    assert_eq!(reader.finalized_number().unwrap(), 2);
+    assert_eq!(reader.events(1).unwrap(), Some(expected.clone()));
+    assert_eq!(reader.events(0).unwrap(), None);
+    let db_service = ServiceName::new("demo-db").unwrap();
+    let failover: Vec<_> = expected
+        .iter()
+        .filter_map(|r| match &r.event {
+            RuntimeEvent::Failover(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        failover
+            .iter()
+            .any(|e| matches!(e, pallet_failover::Event::Elected { .. })),
+        "{failover:?}"
+    );
+    assert_eq!(
+        reader.failover_count(&db_service).unwrap(),
+        failover.len() as u64
+    );
+    let log = reader.failover_log(&db_service, 0, 100).unwrap();
+    assert_eq!(
+        log.iter().map(|r| r.event.clone()).collect::<Vec<_>>(),
+        failover
+    );
+    assert!(log
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.sequence == i as u64 && r.block == 1));
+    // Paging, and no leaking between services whose names share a prefix.
+    assert_eq!(
+        reader.failover_log(&db_service, 1, 1).unwrap(),
+        log[1..2].to_vec()
+    );
+    let api = ServiceName::new("demo-api").unwrap();
+    assert!(reader.failover_log(&api, 0, 100).unwrap().is_empty());
+    let prefix = ServiceName::new("demo").unwrap();
+    assert!(reader.failover_log(&prefix, 0, 100).unwrap().is_empty());
+    assert_eq!(reader.failover_count(&prefix).unwrap(), 0);
+}
