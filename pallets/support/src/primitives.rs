@@ -1,7 +1,9 @@
 //! Primitive types: hashes, accounts, signatures, numbers.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use ed25519_dalek::VerifyingKey;
 use parity_scale_codec::{Decode, Encode};
@@ -119,11 +121,33 @@ pub fn blake3_hash(data: &[u8]) -> H256 {
     H256(*blake3::hash(data).as_bytes())
 }
 
+/// Decompressed public keys of accounts seen recently. Decompressing a key (a square root in
+/// the field) is about a third of a signature verification, and a chain's signers are few:
+/// its members. Bounded; starts over when full. Only valid keys are kept.
+static VERIFYING_KEYS: LazyLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> =
+    LazyLock::new(Mutex::default);
+const VERIFYING_KEYS_CAPACITY: usize = 4096;
+
+fn verifying_key(account: &AccountId) -> Option<VerifyingKey> {
+    let mut keys = VERIFYING_KEYS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(key) = keys.get(&account.0) {
+        return Some(*key);
+    }
+    let key = VerifyingKey::from_bytes(&account.0).ok()?;
+    if keys.len() >= VERIFYING_KEYS_CAPACITY {
+        keys.clear();
+    }
+    keys.insert(account.0, key);
+    Some(key)
+}
+
 impl AccountId {
     /// Verifies an Ed25519 signature by this account over `message`. Strict verification:
     /// malleable and small-order signatures are refused.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
+        let Some(key) = verifying_key(self) else {
             return false;
         };
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
