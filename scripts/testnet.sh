@@ -63,6 +63,10 @@ start() {
     bootnodes+=("/ip4/127.0.0.1/tcp/$((30333 + i))/p2p/$("$BIN" key inspect --peer-id "$DIR/$name/node.key")")
   done
   local joined; joined=$(IFS=,; echo "${bootnodes[*]}")
+  # The nodes share this machine: give each its share of the cores (at least one thread).
+  local cores threads
+  cores=$(nproc 2>/dev/null || echo 2)
+  threads=$(( cores / count )); [ "$threads" -ge 1 ] || threads=1
   for ((i = 0; i < count; i++)); do
     local name=${NAMES[$i]}
     if pid=$(pid_of "$name"); then
@@ -74,6 +78,7 @@ start() {
     nohup "$BIN" run --chain local --name "$name" "${validator[@]}" \
       --base-path "$DIR/$name" --node-key-file "$DIR/$name/node.key" \
       --port $((30333 + i)) --rpc-port $((9944 + i)) --prometheus-port $((9615 + i)) \
+      --worker-threads "$threads" \
       --bootnodes "$joined" >> "$DIR/$name/node.log" 2>&1 &
     echo $! > "$DIR/$name/pid"
   done

@@ -185,6 +185,10 @@ pub struct RunArgs {
     /// Do not serve metrics.
     #[arg(long)]
     pub no_prometheus: bool,
+    /// Threads of the node's async runtime (default: one per CPU core). Nodes sharing a
+    /// machine, like a local testnet, do better with fewer each.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 }
 
 /// `drchain purge-chain`

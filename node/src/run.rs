@@ -125,9 +125,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         bootnodes,
         driver: DriverConfig::default(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.worker_threads {
+        builder.worker_threads(usize::from(threads));
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {
         let genesis = config.genesis.hash();
         let node_name = config.name.clone();
