@@ -155,6 +155,21 @@ impl TransactionPool {
         }
     }
 
+    /// The nonce after `sender`'s pending transactions that follow `next` (the chain's next
+    /// nonce for it) without a gap: what its next transaction should use.
+    pub fn next_nonce(&self, sender: &AccountId, next: u64) -> u64 {
+        let mut nonce = next;
+        if let Some(pending) = self.by_sender.get(sender) {
+            for n in pending.range(next..).map(|(n, _)| *n) {
+                if n != nonce {
+                    break;
+                }
+                nonce += 1;
+            }
+        }
+        nonce
+    }
+
     /// Takes these transactions out of the pool (an operator's `author_removeExtrinsic`);
     /// returns those that were there.
     pub fn withdraw(&mut self, hashes: &[H256]) -> Vec<H256> {
@@ -327,6 +342,22 @@ mod tests {
             .unwrap();
         assert_eq!(built.block.extrinsics.len(), 3);
         assert!(built.rejected.is_empty());
+    }
+
+    #[test]
+    fn the_next_nonce_follows_the_pending_run_without_gaps() {
+        let g = genesis();
+        let mut pool = TransactionPool::new(g.hash(), 16);
+        let bob = drchain_runtime::dev::dev_account("bob");
+        assert_eq!(pool.next_nonce(&bob, 0), 0);
+        for nonce in [0, 1, 3] {
+            pool.submit(&g.state, ordinary(&g, "bob", nonce)).unwrap();
+        }
+        // 0 and 1 are pending; 3 waits for 2, which is what bob should send next.
+        assert_eq!(pool.next_nonce(&bob, 0), 2);
+        assert_eq!(pool.next_nonce(&bob, 5), 5);
+        let alice = drchain_runtime::dev::dev_account("alice");
+        assert_eq!(pool.next_nonce(&alice, 7), 7);
     }
 
     #[test]

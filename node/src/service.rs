@@ -109,6 +109,7 @@ enum Command {
     Submit(UncheckedExtrinsic, oneshot::Sender<Result<H256, PoolError>>),
     FinalizedHash(u64, oneshot::Sender<Option<H256>>),
     Pending(oneshot::Sender<Vec<UncheckedExtrinsic>>),
+    NextNonce(drchain_support::AccountId, oneshot::Sender<u64>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Withdraw(Vec<H256>, oneshot::Sender<Vec<H256>>),
 }
@@ -169,6 +170,14 @@ impl NodeClient {
     /// Transactions waiting in the pool.
     pub async fn pending(&self) -> Result<Vec<UncheckedExtrinsic>, NodeStopped> {
         self.ask(Command::Pending).await
+    }
+
+    /// The nonce `account`'s next transaction should use: the chain's, past its pending ones.
+    pub async fn next_nonce(
+        &self,
+        account: drchain_support::AccountId,
+    ) -> Result<u64, NodeStopped> {
+        self.ask(|tx| Command::NextNonce(account, tx)).await
     }
 
     /// Connected peers.
@@ -475,6 +484,13 @@ impl Service {
             }
             Command::Withdraw(hashes, reply) => {
                 let _ = reply.send(self.pool.withdraw(&hashes));
+            }
+            Command::NextNonce(account, reply) => {
+                let chain = {
+                    let state = self.driver.store().state();
+                    drchain_runtime::system::nonce(&Overlay::new(&state), &account)
+                };
+                let _ = reply.send(self.pool.next_nonce(&account, chain));
             }
             Command::Pending(reply) => {
                 let _ = reply.send(self.pool.pending());

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use drchain_runtime::{system, Block, UncheckedExtrinsic};
-use drchain_support::{AccountId, Overlay, StateRead, H256};
+use drchain_runtime::{Block, UncheckedExtrinsic};
+use drchain_support::{AccountId, StateRead, H256};
 use jsonrpsee::{PendingSubscriptionSink, RpcModule};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -112,21 +112,7 @@ fn register_system(module: &mut RpcModule<RpcContext>) {
         "system_accountNextIndex",
         |ctx, params| async move {
             let (account,): (AccountId,) = parse(&params)?;
-            let chain = ctx.read(|r| {
-                let state = r.state();
-                Ok(system::nonce(
-                    &Overlay::new(&state as &dyn StateRead),
-                    &account,
-                ))
-            })?;
-            let pending = ctx.node.pending().await?;
-            let next = pending
-                .iter()
-                .filter(|x| x.signer == account && x.nonce >= chain)
-                .map(|x| x.nonce + 1)
-                .max()
-                .unwrap_or(chain);
-            Ok(next)
+            Ok(ctx.node.next_nonce(account).await?)
         },
     );
 }
