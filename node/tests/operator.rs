@@ -4,19 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct DevNode {
     child: Child,
@@ -27,7 +22,7 @@ struct DevNode {
 
 impl DevNode {
     fn start() -> Self {
-        let (rpc, metrics) = (free_port(), free_port());
+        let (rpc, metrics) = (common::free_port(), common::free_port());
         let mut child = Command::new(env!("CARGO_BIN_EXE_drchain"))
             .args(["run", "--dev", "--tmp", "--port", "0"])
             .args(["--rpc-port", &rpc.to_string()])
@@ -71,37 +66,29 @@ impl DevNode {
             .any(|l| l.contains(needle))
     }
 
-    fn drchain(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_drchain"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn tx(&self, args: &[&str]) -> Output {
+    fn tx_args(&self, args: &[&str]) -> Vec<String> {
         let rpc = format!("ws://127.0.0.1:{}", self.rpc);
-        let mut all = vec!["tx", "--rpc", &rpc];
-        all.extend_from_slice(args);
-        self.drchain(&all)
+        let mut all: Vec<String> = vec!["tx".into(), "--rpc".into(), rpc];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        all
     }
 
     /// Runs `drchain tx ARGS`; it must succeed. Returns its stdout.
     fn tx_succeeds(&self, args: &[&str]) -> String {
-        let out = self.tx(args);
-        let stdout = text(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{args:?}: {stdout}{}",
-            text(&out.stderr)
-        );
-        stdout
+        let all = self.tx_args(args);
+        common::ok(
+            Path::new("."),
+            &all.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
     }
 
     /// Runs `drchain tx ARGS`; it must fail saying `reason`.
     fn tx_fails(&self, args: &[&str], reason: &str) {
-        let out = self.tx(args);
-        let stderr = text(&out.stderr);
-        assert!(!out.status.success(), "{args:?} should fail");
+        let all = self.tx_args(args);
+        let stderr = common::fails(
+            Path::new("."),
+            &all.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
     }
 }
@@ -111,10 +98,6 @@ impl Drop for DevNode {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A raw HTTP/1.1 request; returns the whole response.
@@ -179,15 +162,14 @@ fn tx_status_metrics_and_plain_http_rpc_work_against_a_running_node() {
     );
 
     // drchain status shows the chain and the service with alice's heartbeat.
-    let out = node.drchain(&["status", "--rpc", &format!("http://127.0.0.1:{}", node.rpc)]);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let rpc = format!("http://127.0.0.1:{}", node.rpc);
+    let stdout = common::ok(Path::new("."), &["status", "--rpc", &rpc]);
     assert!(stdout.contains("finalized #"), "{stdout}");
     assert!(stdout.contains("service demo"), "{stdout}");
     assert!(stdout.contains("alice"), "{stdout}");
     assert!(stdout.contains("healthy"), "{stdout}");
-    let out = node.drchain(&["status", "--rpc", "http://127.0.0.1:1"]);
-    assert!(!out.status.success(), "an unreachable node is an error");
+    let unreachable = common::fails(Path::new("."), &["status", "--rpc", "http://127.0.0.1:1"]);
+    assert!(unreachable.contains("system_chain"), "{unreachable}");
 
     // Prometheus text on /metrics.
     let metrics = http(

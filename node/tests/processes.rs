@@ -5,9 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -32,14 +33,6 @@ struct Node {
     port: u16,
     child: Option<Child>,
     log: Arc<Mutex<Log>>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn spawn(node: &mut Node, bootnodes: &str, extra: &[&str]) {
@@ -88,7 +81,7 @@ impl Testnet {
             .map(|name| Node {
                 name: (*name).into(),
                 base: dir.path().join(name),
-                port: free_port(),
+                port: common::free_port(),
                 child: None,
                 log: Arc::default(),
             })
@@ -254,7 +247,7 @@ fn a_non_member_node_is_disconnected() {
     let mut stranger = Node {
         name: "stranger".into(),
         base: dir.path().join("base"),
-        port: free_port(),
+        port: common::free_port(),
         child: None,
         log: Arc::default(),
     };

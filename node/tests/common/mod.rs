@@ -101,3 +101,12 @@ pub fn new_member(dir: &Path, name: &str, role: &str) {
         ],
     );
 }
+
+/// A TCP port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
+}
