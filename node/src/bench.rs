@@ -135,12 +135,10 @@ async fn throughput(
         )
         .await?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let submitted = Arc::new(AtomicU64::new(0));
     let mut tasks = vec![];
     for (i, sender) in senders.into_iter().enumerate() {
         let url = rpcs[i % rpcs.len()].clone();
         let stop = stop.clone();
-        let submitted = submitted.clone();
         tasks.push(tokio::spawn(async move {
             let client = RpcClient::connect(&url).await?;
             let mut nonce = next_nonce(&client, &sender.key).await?;
@@ -165,7 +163,6 @@ async fn throughput(
                 if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
                     tracing::debug!(error = %e, "benchmark submission refused");
                 }
-                submitted.fetch_add(accepted, Ordering::Relaxed);
                 nonce += accepted;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }

@@ -160,12 +160,11 @@ fn register_chain(module: &mut RpcModule<RpcContext>) {
             };
             let number = block.header.number;
             let events = r.events(number)?.unwrap_or_default();
-            Ok(serde_json::to_value(BlockEvents {
+            Ok(BlockEvents {
                 block: block.hash(),
                 number,
-                events: &events,
+                events,
             })
-            .unwrap_or_default())
         })
     });
     for (subscribe, notification, unsubscribe) in [

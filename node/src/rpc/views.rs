@@ -124,13 +124,13 @@ pub struct PeerView {
 
 /// A block's events (`chain_getEvents`).
 #[derive(Debug, Clone, Serialize)]
-pub struct BlockEvents<'a> {
+pub struct BlockEvents {
     /// The block's hash.
     pub block: H256,
     /// Its number.
     pub number: u64,
     /// Its events, with phases.
-    pub events: &'a [EventRecord],
+    pub events: Vec<EventRecord>,
 }
 
 /// A protected service, its holder and its candidates.
