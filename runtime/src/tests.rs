@@ -521,22 +521,22 @@ fn proposal_timestamps_must_be_near_the_validators_clock() {
         timestamp: ts,
         ..parent.clone()
     };
-    // max_drift_ms is 500 in the local spec.
+    // max_drift_ms is 100 in the local spec.
     assert_eq!(
-        check_proposal_time(&chain.state, &at(now + 500), now),
+        check_proposal_time(&chain.state, &at(now + 100), now),
         Ok(())
     );
     assert!(matches!(
-        check_proposal_time(&chain.state, &at(now + 501), now),
-        Err(TimestampError::TooFarAhead { ahead_ms: 501, .. })
+        check_proposal_time(&chain.state, &at(now + 101), now),
+        Err(TimestampError::TooFarAhead { ahead_ms: 101, .. })
     ));
     assert_eq!(
-        check_proposal_time(&chain.state, &at(now - 500), now),
+        check_proposal_time(&chain.state, &at(now - 100), now),
         Ok(())
     );
     assert!(matches!(
-        check_proposal_time(&chain.state, &at(now - 501), now),
-        Err(TimestampError::TooFarBehind { behind_ms: 501, .. })
+        check_proposal_time(&chain.state, &at(now - 101), now),
+        Err(TimestampError::TooFarBehind { behind_ms: 101, .. })
     ));
     // A proposer uses its clock, but never a time at or before the parent's.
     assert_eq!(proposal_timestamp(&parent, now), now);

@@ -88,7 +88,8 @@ impl Faults {
             partitions,
             crashes,
             equivocator,
-            skew_ms: (0..4).map(|_| rng.gen_range(-40..=40)).collect(),
+            // Within the clock assumption of the lease argument (2(ε) plus delay < max_drift_ms).
+            skew_ms: (0..4).map(|_| rng.gen_range(-30..=30)).collect(),
         }
     }
 

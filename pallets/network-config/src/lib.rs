@@ -45,7 +45,7 @@ impl Default for ChainParams {
     fn default() -> Self {
         Self {
             max_block_interval_ms: 200,
-            max_drift_ms: 500,
+            max_drift_ms: 100,
             live_clock_max_gap_ms: 400,
         }
     }
