@@ -261,29 +261,13 @@ async fn resident_memory(url: &str) -> Result<u64> {
         .with_context(|| format!("{url}/metrics has no drchain_process_resident_memory_bytes"))
 }
 
-/// A plain HTTP/1.1 GET (for `/metrics`).
+/// A plain HTTP/1.1 GET (for `/metrics`) that must succeed.
 pub async fn http_get(url: &str) -> Result<String> {
-    let uri: hyper::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
-    let host = uri.host().context("URL without host")?.to_owned();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .with_context(|| format!("cannot connect to {url}"))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let request = hyper::Request::get(uri.path())
-        .header(hyper::header::HOST, host)
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await?
-        .to_bytes();
+    let (status, body) = crate::http::get(url).await?;
     if !status.is_success() {
         bail!("GET {url}: {status}");
     }
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    Ok(body)
 }
 
 /// `drchain bench`.

@@ -34,6 +34,26 @@ pub enum Command {
     Status(StatusArgs),
     /// Measure a running testnet: latency, throughput, RPC rate, memory.
     Bench(BenchArgs),
+    /// An L4 TCP proxy to a service's active node, following the chain.
+    Proxy(ProxyArgs),
+}
+
+/// `drchain proxy`
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// The service to route to.
+    #[arg(long)]
+    pub service: String,
+    /// Where clients connect (for example 127.0.0.1:5432).
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// WebSocket RPC of a node to follow; repeat (or comma-separate) to fall back to others
+    /// when one fails.
+    #[arg(long, value_delimiter = ',', num_args = 1.., default_value = "ws://127.0.0.1:9944")]
+    pub rpc: Vec<String>,
+    /// How long to wait for the active node's endpoint to accept a connection.
+    #[arg(long, default_value_t = 1000)]
+    pub connect_timeout_ms: u64,
 }
 
 /// `drchain tx`
@@ -189,6 +209,18 @@ pub struct RunArgs {
     /// machine, like a local testnet, do better with fewer each.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+    /// Run the failover agent for the services this TOML file names (health checks,
+    /// heartbeats, hooks, leases; see docs/operations.md). Also serves the health endpoints.
+    #[arg(long)]
+    pub agent_config: Option<PathBuf>,
+    /// Port of the health endpoints (`/primary`, `/replica`, `/health`, `/liveness`,
+    /// `/readiness`; 0: any free port). Served only with `--agent-config`.
+    #[arg(long, default_value_t = 8008)]
+    pub health_port: u16,
+    /// Serve the health endpoints on every interface instead of loopback only (for a load
+    /// balancer on another machine).
+    #[arg(long)]
+    pub health_external: bool,
 }
 
 /// `drchain purge-chain`

@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tx(args) => crate::client::tx(args),
         Command::Status(args) => crate::client::status(args),
         Command::Bench(args) => crate::bench::bench(args),
+        Command::Proxy(args) => crate::proxy::proxy(args),
     }
 }
 

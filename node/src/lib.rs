@@ -6,16 +6,19 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod bench;
 pub mod chain_spec;
 pub mod cli;
 pub mod client;
 pub mod command;
 pub mod consensus;
+pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod network;
 pub mod pool;
+pub mod proxy;
 pub mod rpc;
 pub mod run;
 pub mod service;

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use drchain_runtime::{pallet_failover, EventRecord, Header, RuntimeEvent};
 use drchain_support::{Overlay, StateRead};
@@ -16,7 +15,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -53,6 +51,10 @@ pub struct Metrics {
     pub rpc_errors: Family<Labels, Counter>,
     /// Resident memory of the process.
     pub resident_memory: Gauge,
+    /// Per service: 1 while this node's agent serves it (holds the lease).
+    pub agent_serving: Family<Labels, Gauge>,
+    /// Per service, hook and outcome: hook runs of this node's agent.
+    pub agent_hook_runs: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -128,6 +130,18 @@ impl Metrics {
             "JSON-RPC calls that returned an error, per method",
             rpc_errors.clone(),
         );
+        let agent_serving = Family::default();
+        let agent_hook_runs = Family::default();
+        registry.register(
+            "agent_serving",
+            "1 while this node's agent serves the service under its lease",
+            agent_serving.clone(),
+        );
+        registry.register(
+            "agent_hook_runs",
+            "Hook runs of this node's agent per service, hook and outcome",
+            agent_hook_runs.clone(),
+        );
         registry.register(
             "process_resident_memory_bytes",
             "Resident memory of the node process",
@@ -149,6 +163,8 @@ impl Metrics {
             rpc_calls,
             rpc_errors,
             resident_memory,
+            agent_serving,
+            agent_hook_runs,
         }
     }
 
@@ -235,32 +251,7 @@ pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
-    let local = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<_>| {
-                    let metrics = metrics.clone();
-                    async move { Ok::<_, std::convert::Infallible>(respond(&request, &metrics)) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(io, service)
-                    .await;
-            });
-        }
-    });
-    Ok((local, task))
+    crate::http::serve(addr, "metrics", move |request| respond(request, &metrics)).await
 }
 
 fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
@@ -281,12 +272,5 @@ fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> 
             "only GET is served\n".to_owned(),
         ),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
-    }
-    response
+    crate::http::response(status, content_type, body)
 }

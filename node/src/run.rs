@@ -113,6 +113,12 @@ pub fn run(args: RunArgs) -> Result<()> {
         cors: args.rpc_cors.clone().unwrap_or_else(Cors::local),
         max_connections: args.rpc_max_connections,
     });
+    // Read before anything starts, so a bad file stops the node with its reason.
+    let agent = match &args.agent_config {
+        Some(path) => Some(crate::agent::AgentConfig::load(path)?),
+        None => None,
+    };
+    let health_addr = SocketAddr::new(ip(args.health_external), args.health_port);
     let prometheus = (!args.no_prometheus)
         .then(|| SocketAddr::new(ip(args.prometheus_external), args.prometheus_port));
     let config = NodeConfig {
@@ -133,6 +139,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     runtime.block_on(async move {
         let genesis = config.genesis.hash();
         let node_name = config.name.clone();
+        let key = config.key.clone();
         let node = service::start(config).await?;
         // Kept alive until the node stops.
         let _rpc = match &rpc {
@@ -153,6 +160,29 @@ pub fn run(args: RunArgs) -> Result<()> {
                 let (addr, task) = crate::metrics::serve(addr, node.metrics.clone()).await?;
                 tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
                 Some(AbortOnDrop(task))
+            }
+            None => None,
+        };
+        let _agent = match agent {
+            Some(agent_config) => {
+                let agent = crate::agent::start(
+                    agent_config,
+                    crate::agent::AgentContext {
+                        key,
+                        genesis,
+                        node: node.client(),
+                        db: node.db.clone(),
+                        metrics: node.metrics.clone(),
+                    },
+                );
+                let (addr, task) = crate::agent::health::serve(
+                    health_addr,
+                    agent.reports.clone(),
+                    agent.alive.clone(),
+                )
+                .await?;
+                tracing::info!(%addr, "health endpoints at http://{addr}/primary?service=NAME");
+                Some((agent, AbortOnDrop(task)))
             }
             None => None,
         };

@@ -255,6 +255,47 @@ impl NodeHandle {
     }
 }
 
+/// Log lines an operator can grep for every failover transition in a finalized block.
+fn log_failover_events(events: &[drchain_runtime::EventRecord]) {
+    use drchain_runtime::pallet_failover::Event;
+    for record in events {
+        let drchain_runtime::RuntimeEvent::Failover(event) = &record.event else {
+            continue;
+        };
+        match event {
+            Event::Elected {
+                service,
+                node,
+                epoch,
+                previous,
+                reason,
+            } => tracing::info!(
+                "failover service={service} epoch={epoch} from={} to={node} reason={reason:?}",
+                previous.map_or_else(|| "none".to_owned(), |p| p.to_string())
+            ),
+            Event::PromotionCompleted {
+                service,
+                node,
+                epoch,
+            } => tracing::info!("promoted service={service} epoch={epoch} node={node}"),
+            Event::Deposed {
+                service,
+                node,
+                epoch,
+                reason,
+            } => tracing::info!(
+                "deposed service={service} epoch={epoch} node={node} reason={reason:?}"
+            ),
+            Event::WentVacant {
+                service,
+                epoch,
+                reason,
+            } => tracing::warn!("vacant service={service} epoch={epoch} reason={reason:?}"),
+            _ => {}
+        }
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -763,6 +804,7 @@ impl Service {
                     if synced { "sync" } else { "consensus" }
                 );
                 tracing::info!("Finalized #{} ({hash})", header.number);
+                log_failover_events(&events);
                 let dropped = {
                     let store = self.driver.store();
                     self.pool.finalized(&store.state(), &extrinsics)
