@@ -9,8 +9,9 @@
 #   scripts/testnet.sh logs NODE   follow a node's log (NODE: alice, bob, ... or 1..5)
 #   scripts/testnet.sh clean       stop, then remove .testnet/ (databases, keys, logs)
 #
-# Node i (from 0) listens on p2p 30333+i, JSON-RPC 9944+i, Prometheus 9615+i, all on
-# 127.0.0.1. Dev keys are well known: never use them outside a local test network.
+# Node i (from 0) listens on p2p 30333+i, JSON-RPC 9944+i, Prometheus 9615+i (and, with an
+# agent config, health endpoints on 8008+i), all on 127.0.0.1. Dev keys are well known:
+# never use them outside a local test network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,10 +76,14 @@ start() {
     fi
     local validator=(--validator)
     [ "$name" = eve ] && validator=()
+    # A node with .testnet/<name>/agent.toml runs the failover agent (scripts/demo-failover.sh
+    # writes them); its health endpoints are on 8008+i.
+    local agent=()
+    [ -f "$DIR/$name/agent.toml" ] && agent=(--agent-config "$DIR/$name/agent.toml" --health-port $((8008 + i)))
     nohup "$BIN" run --chain local --name "$name" "${validator[@]}" \
       --base-path "$DIR/$name" --node-key-file "$DIR/$name/node.key" \
       --port $((30333 + i)) --rpc-port $((9944 + i)) --prometheus-port $((9615 + i)) \
-      --worker-threads "$threads" \
+      --worker-threads "$threads" "${agent[@]}" \
       --bootnodes "$joined" >> "$DIR/$name/node.log" 2>&1 &
     echo $! > "$DIR/$name/pid"
   done
