@@ -633,22 +633,38 @@ impl ServiceMachine {
         }
     }
 
+    /// Stops serving while the chain still has this node active (lease or health lost): it
+    /// must run `on_promote` again before serving, and `on_demote` runs once for what the last
+    /// `on_promote` started.
+    fn step_down(
+        &mut self,
+        now: Now,
+        reason: &'static str,
+        role: LocalRole,
+        out: &mut Vec<Action>,
+    ) {
+        let Holding::Active { epoch, promote } = self.holding else {
+            return;
+        };
+        self.stop_serving(now, reason, out);
+        self.holding = Holding::Active {
+            epoch,
+            promote: Promote::Needed,
+        };
+        self.set_role(role, out);
+        if promote != Promote::Needed {
+            self.queue(HookKind::OnDemote, role, epoch, out);
+        }
+    }
+
     /// A health-check result.
     pub fn on_health(&mut self, health: Health, now: Now) -> Vec<Action> {
         let mut out = vec![];
         let was = std::mem::replace(&mut self.health, health);
         if health == Health::Failed && was != Health::Failed {
-            if let Holding::Active { epoch, .. } = self.holding {
-                // Stop serving before the chain hears of the failure: a reported failure
-                // deposes without waiting for the lease.
-                self.stop_serving(now, "health check failed", &mut out);
-                self.holding = Holding::Active {
-                    epoch,
-                    promote: Promote::Needed,
-                };
-                self.set_role(LocalRole::Failed, &mut out);
-                self.queue(HookKind::OnDemote, LocalRole::Failed, epoch, &mut out);
-            }
+            // Stop serving before the chain hears of the failure: a reported failure deposes
+            // without waiting for the lease.
+            self.step_down(now, "health check failed", LocalRole::Failed, &mut out);
         }
         if was != health {
             // Tell the chain now rather than at the next period.
@@ -662,15 +678,7 @@ impl ServiceMachine {
     pub fn on_tick(&mut self, now: Now) -> Vec<Action> {
         let mut out = vec![];
         if self.serving.is_some() && !self.lease_valid(now.mono) {
-            if let Holding::Active { epoch, .. } = self.holding {
-                self.stop_serving(now, "lease expired", &mut out);
-                self.holding = Holding::Active {
-                    epoch,
-                    promote: Promote::Needed,
-                };
-                self.set_role(LocalRole::Fenced, &mut out);
-                self.queue(HookKind::OnDemote, LocalRole::Fenced, epoch, &mut out);
-            }
+            self.step_down(now, "lease expired", LocalRole::Fenced, &mut out);
         }
         if let Some(timeout) = self.timeout_ms() {
             // A heartbeat sent longer ago than the timeout can no longer give a lease.
