@@ -792,13 +792,13 @@ impl Service {
             Output::Finalized {
                 header,
                 hash,
+                round,
                 extrinsics,
                 events,
                 synced,
-                ..
             } => {
                 tracing::info!(
-                    "Imported #{} ({hash}) txs={} via={}",
+                    "Imported #{} ({hash}) txs={} round={round} via={}",
                     header.number,
                     extrinsics.len(),
                     if synced { "sync" } else { "consensus" }

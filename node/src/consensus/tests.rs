@@ -316,3 +316,45 @@ fn synced_blocks_need_a_valid_certificate() {
     assert_eq!(finalized(&out), vec![1]);
     assert_eq!(follower.height(), 2);
 }
+
+/// A crashed proposer costs a round. Once 2/3+ precommits of the round are nil no value can
+/// be decided in it, so the validator goes on to the next round's proposer at once rather
+/// than waiting out the precommit timeout; a quorum with a value precommit still waits.
+#[test]
+fn a_round_with_nil_precommits_from_two_thirds_moves_on_at_once() {
+    let chain = Chain::local();
+    let dead = chain.proposer(1, 0);
+    let others: Vec<&str> = NAMES.into_iter().filter(|n| *n != dead).collect();
+    let (me, peers) = (others[0], &others[1..]);
+    let propose_timeout = TimerKey::Consensus(malachitebft_core_types::Timeout::new(
+        Round::new(0),
+        TimeoutKind::Propose,
+    ));
+    let nil_round = |precommits: &[(&str, Option<H256>)]| {
+        let mut d = chain.driver(me, &MemoryDb::new());
+        let _ = d.start(chain.now()).unwrap();
+        let out = d.on_timer(chain.now(), propose_timeout).unwrap();
+        assert_eq!(votes_of(&out, me), vec![(0, 0, None)]);
+        for peer in peers {
+            let out = d
+                .on_message(chain.now(), chain.vote(peer, 0, 0, None))
+                .unwrap();
+            if !votes_of(&out, me).is_empty() {
+                assert_eq!(votes_of(&out, me), vec![(1, 0, None)]);
+            }
+        }
+        for (peer, value) in precommits {
+            let _ = d
+                .on_message(chain.now(), chain.vote(peer, 1, 0, *value))
+                .unwrap();
+        }
+        d.round()
+    };
+    // Ours and two peers' nil precommits: round 1 without the precommit timer.
+    assert_eq!(nil_round(&[(peers[0], None), (peers[1], None)]), Some(1));
+    // A quorum that holds a value precommit: the timeout still decides.
+    assert_eq!(
+        nil_round(&[(peers[0], None), (dead, Some(H256([7; 32])))]),
+        Some(0)
+    );
+}

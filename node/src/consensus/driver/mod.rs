@@ -391,6 +391,7 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         if self.host.recovering {
             return Ok(());
         }
+        self.leave_nil_round()?;
         if let Some(round) = self.host.build_request.take() {
             if self.phase != Phase::Running {
                 return Ok(());
@@ -411,6 +412,35 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
             }
         }
         Ok(())
+    }
+
+    /// Tendermint waits out the precommit timeout after any 2/3+ precommits, in case a value
+    /// is still gathering them. Once 2/3+ are for nil, no value can gather them in this round
+    /// without equivocation (and a decision from a commit still counts in any later round),
+    /// so the wait only delays the next proposer: a crashed validator would cost propose +
+    /// precommit timeout at each height where it is due to propose. The next round starts
+    /// now, through the core's own precommit-timeout path, so the WAL records it like a timer.
+    fn leave_nil_round(&mut self) -> Result<(), DriverError> {
+        if self.phase != Phase::Running {
+            return Ok(());
+        }
+        let round = self.state.round();
+        let precommit = vote_type_code(mc::VoteType::Precommit);
+        let r = round.as_i64();
+        let me = self.me.0;
+        let from_peers = self
+            .seen_votes
+            .range((precommit, r, AccountId([0; 32]))..=(precommit, r, AccountId([0xff; 32])))
+            .filter(|((_, _, who), (value, _))| value.is_none() && *who != me)
+            .count();
+        let ours = self.host.sign_guard.get(&(precommit, r)) == Some(&None);
+        let nil = from_peers + usize::from(ours);
+        if r < 0 || nil * 3 <= self.host.vset.len() * 2 {
+            return Ok(());
+        }
+        let timeout = mc::Timeout::new(round, mc::TimeoutKind::Precommit);
+        self.host.bump(timeout.kind);
+        self.feed(Input::TimeoutElapsed(timeout))
     }
 
     /// Writes the WAL records of this input durably, then hands out the outputs.
@@ -473,8 +503,10 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         }
         let header = block.header.clone();
         let hash = block.hash();
+        let round = certificate.round;
         self.host.outputs.push(Output::Finalized {
             hash,
+            round,
             extrinsics: block.extrinsics.iter().map(|x| x.hash()).collect(),
             header,
             events,

@@ -13,7 +13,10 @@ use crate::store::StoreError;
 /// `delta_ms` to that kind, so rounds slow down until the network is fast enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
-    /// Waiting for the proposal.
+    /// Waiting for the proposal. Each height where a crashed validator is due to propose
+    /// costs this much, and heartbeats age meanwhile; it must still cover a proposer that
+    /// waits out `max_block_interval_ms` (200 by default) for transactions. 300 ms (plus
+    /// `delta_ms` per elapse) suits the LAN and metro links a 1 s heartbeat timeout assumes.
     pub propose_ms: u64,
     /// Waiting for more prevotes after 2/3 of any.
     pub prevote_ms: u64,
@@ -28,7 +31,7 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
-            propose_ms: 500,
+            propose_ms: 300,
             prevote_ms: 250,
             precommit_ms: 250,
             delta_ms: 100,
@@ -125,6 +128,8 @@ pub enum Output {
         header: Header,
         /// Its hash.
         hash: H256,
+        /// The consensus round that decided it (above 0: earlier rounds' proposers failed).
+        round: i64,
         /// Hashes of its extrinsics.
         extrinsics: Vec<H256>,
         /// What happened in it.
