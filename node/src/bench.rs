@@ -19,8 +19,8 @@ use serde_json::Value;
 
 use crate::cli::BenchArgs;
 use crate::client::{genesis_hash, submit_and_watch, watch_until_finalized, RpcClient};
-use crate::rpc::views::{hex0x, HeaderView};
 use crate::rpc_params;
+use drchain_rpc::views::{hex0x, HeaderView};
 
 /// Transactions in flight per sender during the load (the runtime accepts nonces up to 64
 /// ahead of an account's next one).
@@ -263,7 +263,7 @@ async fn resident_memory(url: &str) -> Result<u64> {
 
 /// A plain HTTP/1.1 GET (for `/metrics`) that must succeed.
 pub async fn http_get(url: &str) -> Result<String> {
-    let (status, body) = crate::http::get(url).await?;
+    let (status, body) = drchain_agent::http::get(url).await?;
     if !status.is_success() {
         bail!("GET {url}: {status}");
     }

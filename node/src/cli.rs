@@ -185,13 +185,13 @@ pub struct RunArgs {
     /// Browser origins allowed to call the RPC: `all`, or a comma-separated list of origins
     /// (default: pages from localhost and 127.0.0.1).
     #[arg(long)]
-    pub rpc_cors: Option<crate::rpc::Cors>,
+    pub rpc_cors: Option<drchain_rpc::Cors>,
     /// Which RPC methods to serve: `unsafe` ones reveal or change the node's private state
     /// (peers, the pool). `auto`: unsafe only when listening on loopback.
     #[arg(long, value_enum, default_value = "auto")]
-    pub rpc_methods: crate::rpc::RpcMethods,
+    pub rpc_methods: drchain_rpc::RpcMethods,
     /// Open RPC connections at most; more are refused.
-    #[arg(long, default_value_t = crate::rpc::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, default_value_t = drchain_rpc::DEFAULT_MAX_CONNECTIONS)]
     pub rpc_max_connections: u32,
     /// Do not serve JSON-RPC.
     #[arg(long)]

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::cli::{StatusArgs, TxArgs};
-use crate::rpc::views::{hex0x, HeaderView, ServiceView, TransactionStatus};
+use drchain_rpc::views::{hex0x, HeaderView, ServiceView, TransactionStatus};
 
 /// A JSON-RPC client over HTTP or WebSocket, chosen by the URL's scheme.
 #[derive(Debug)]
@@ -122,7 +122,6 @@ pub async fn genesis_hash(client: &RpcClient) -> Result<H256> {
 /// What became of a submitted transaction.
 #[derive(Debug)]
 pub struct Outcome {
-    /// Its hash.
     pub hash: H256,
     /// The block that finalized it.
     pub block: H256,

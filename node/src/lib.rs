@@ -6,20 +6,15 @@
 
 #![forbid(unsafe_code)]
 
-pub mod agent;
 pub mod bench;
 pub mod chain_spec;
 pub mod cli;
 pub mod client;
 pub mod command;
-pub mod consensus;
-pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod network;
-pub mod pool;
+pub mod node_loop;
 pub mod proxy;
-pub mod rpc;
+pub mod rocks;
 pub mod run;
-pub mod service;
-pub mod store;

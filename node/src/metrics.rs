@@ -16,6 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use drchain_agent::AgentMetrics;
+use drchain_rpc::RpcMetrics;
+
 type Labels = Vec<(&'static str, String)>;
 
 /// Every metric the node exports. Updating one is an atomic operation, so the service task
@@ -45,16 +48,12 @@ pub struct Metrics {
     pub service_role: Family<Labels, Gauge>,
     /// Per service: elections that replaced or filled a holder (not the first election).
     pub failovers: Family<Labels, Counter>,
-    /// Per RPC method: calls.
-    pub rpc_calls: Family<Labels, Counter>,
-    /// Per RPC method: calls that returned an error.
-    pub rpc_errors: Family<Labels, Counter>,
+    /// The RPC server's.
+    pub rpc: RpcMetrics,
     /// Resident memory of the process.
     pub resident_memory: Gauge,
-    /// Per service: 1 while this node's agent serves it (holds the lease).
-    pub agent_serving: Family<Labels, Gauge>,
-    /// Per service, hook and outcome: hook runs of this node's agent.
-    pub agent_hook_runs: Family<Labels, Counter>,
+    /// The failover agent's.
+    pub agent: AgentMetrics,
 }
 
 impl Default for Metrics {
@@ -78,8 +77,6 @@ impl Metrics {
         let service_epoch = Family::default();
         let service_role = Family::default();
         let failovers = Family::default();
-        let rpc_calls = Family::default();
-        let rpc_errors = Family::default();
         let resident_memory = Gauge::default();
         registry.register("best_height", "Best block height", best_height.clone());
         registry.register(
@@ -124,24 +121,8 @@ impl Metrics {
             "Elections that replaced a holder or filled a vacancy, per service",
             failovers.clone(),
         );
-        registry.register("rpc_calls", "JSON-RPC calls per method", rpc_calls.clone());
-        registry.register(
-            "rpc_errors",
-            "JSON-RPC calls that returned an error, per method",
-            rpc_errors.clone(),
-        );
-        let agent_serving = Family::default();
-        let agent_hook_runs = Family::default();
-        registry.register(
-            "agent_serving",
-            "1 while this node's agent serves the service under its lease",
-            agent_serving.clone(),
-        );
-        registry.register(
-            "agent_hook_runs",
-            "Hook runs of this node's agent per service, hook and outcome",
-            agent_hook_runs.clone(),
-        );
+        let rpc = RpcMetrics::register(&mut registry);
+        let agent = AgentMetrics::register(&mut registry);
         registry.register(
             "process_resident_memory_bytes",
             "Resident memory of the node process",
@@ -160,11 +141,9 @@ impl Metrics {
             service_epoch,
             service_role,
             failovers,
-            rpc_calls,
-            rpc_errors,
+            rpc,
             resident_memory,
-            agent_serving,
-            agent_hook_runs,
+            agent,
         }
     }
 
@@ -174,17 +153,10 @@ impl Metrics {
         self.finalized_height.set(header.number as i64);
         self.finalized_transactions.inc_by(transactions as u64);
         for record in events {
-            if let RuntimeEvent::Failover(pallet_failover::Event::Elected {
-                service,
-                previous,
-                reason,
-                ..
-            }) = &record.event
-            {
-                // The very first election of a service is not a failover.
-                if previous.is_some() || *reason != pallet_failover::Reason::Vacancy {
+            if let RuntimeEvent::Failover(event) = &record.event {
+                if event.is_failover() {
                     self.failovers
-                        .get_or_create(&vec![("service", service.to_string())])
+                        .get_or_create(&vec![("service", event.service().to_string())])
                         .inc();
                 }
             }
@@ -216,15 +188,6 @@ impl Metrics {
         }
     }
 
-    /// Counts an RPC call and whether it failed.
-    pub fn rpc_call(&self, method: &str, failed: bool) {
-        let labels = vec![("method", method.to_owned())];
-        self.rpc_calls.get_or_create(&labels).inc();
-        if failed {
-            self.rpc_errors.get_or_create(&labels).inc();
-        }
-    }
-
     /// The metrics in Prometheus' text format.
     pub fn render(&self) -> String {
         if let Some(rss) = resident_memory_bytes() {
@@ -251,7 +214,10 @@ pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    crate::http::serve(addr, "metrics", move |request| respond(request, &metrics)).await
+    Ok(
+        drchain_agent::http::serve(addr, "metrics", move |request| respond(request, &metrics))
+            .await?,
+    )
 }
 
 fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
@@ -272,5 +238,5 @@ fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> 
             "only GET is served\n".to_owned(),
         ),
     };
-    crate::http::response(status, content_type, body)
+    drchain_agent::http::response(status, content_type, body)
 }

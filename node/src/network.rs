@@ -15,7 +15,7 @@ use libp2p::{
 };
 use parity_scale_codec::{Compact, Decode, DecodeLimit, Encode};
 
-use crate::consensus::codec::{decode_bounded, WireCertificate, MAX_MESSAGE_BYTES};
+use drchain_consensus::codec::{decode_bounded, WireCertificate, MAX_MESSAGE_BYTES};
 
 /// Most blocks sent in one sync response.
 pub const SYNC_BATCH: u64 = 32;
@@ -36,7 +36,6 @@ pub struct SyncRequest {
 /// Finalized blocks with their commit certificates, in height order.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct SyncResponse {
-    /// The blocks.
     pub blocks: Vec<(Block, WireCertificate)>,
 }
 
@@ -139,7 +138,6 @@ pub struct Behaviour {
 pub struct Topics {
     /// Proposals and votes.
     pub consensus: gossipsub::IdentTopic,
-    /// Transactions.
     pub transactions: gossipsub::IdentTopic,
 }
 
@@ -196,16 +194,10 @@ pub fn decode_transactions(bytes: &[u8]) -> Result<Vec<UncheckedExtrinsic>, Stri
 pub enum NetworkError {
     /// The key could not be used as a libp2p identity.
     #[error("node key: {reason}")]
-    Key {
-        /// Why.
-        reason: String,
-    },
+    Key { reason: String },
     /// A behaviour or transport failed to build.
     #[error("network setup: {reason}")]
-    Setup {
-        /// Why.
-        reason: String,
-    },
+    Setup { reason: String },
 }
 
 /// The libp2p identity of a member key.

@@ -16,15 +16,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::client::RpcClient;
-use crate::rpc::views::{HeaderView, ServiceView};
 use crate::rpc_params;
+use drchain_rpc::views::{HeaderView, ServiceView};
 
 /// Where new connections go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The active node.
     pub node: AccountId,
-    /// Its epoch.
     pub epoch: Epoch,
     /// Its endpoint for the service.
     pub address: String,

@@ -3,6 +3,7 @@
 use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use drchain_runtime::dev::dev_key;
@@ -12,10 +13,10 @@ use ed25519_dalek::SigningKey;
 use libp2p::Multiaddr;
 
 use crate::cli::{PurgeArgs, RunArgs};
-use crate::consensus::DriverConfig;
-use crate::rpc::{Cors, NodeInfo, RpcConfig};
-use crate::service::{self, NodeConfig};
+use crate::node_loop::{self, NodeConfig};
 use crate::{chain_spec, keys};
+use drchain_consensus::DriverConfig;
+use drchain_rpc::{Cors, NodeInfo, RpcConfig};
 
 /// Dev names whose well-known keys `--name` selects on the built-in chains.
 const DEV_NAMES: [&str; 5] = ["alice", "bob", "charlie", "dave", "eve"];
@@ -115,7 +116,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     });
     // Read before anything starts, so a bad file stops the node with its reason.
     let agent = match &args.agent_config {
-        Some(path) => Some(crate::agent::AgentConfig::load(path)?),
+        Some(path) => Some(drchain_agent::AgentConfig::load(path)?),
         None => None,
     };
     let health_addr = SocketAddr::new(ip(args.health_external), args.health_port);
@@ -140,7 +141,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let genesis = config.genesis.hash();
         let node_name = config.name.clone();
         let key = config.key.clone();
-        let node = service::start(config).await?;
+        let node = node_loop::start(config).await?;
         // Kept alive until the node stops.
         let _rpc = match &rpc {
             Some(rpc) => {
@@ -148,10 +149,19 @@ pub fn run(args: RunArgs) -> Result<()> {
                     name: node_name,
                     chain: chain_name,
                     version: env!("CARGO_PKG_VERSION").to_owned(),
-                    peer_id: node.peer_id,
+                    peer_id: node.peer_id.to_string(),
                     genesis,
                 };
-                Some(crate::rpc::start(rpc, &node, info).await?.1)
+                Some(
+                    drchain_rpc::start(
+                        rpc,
+                        Arc::new(node.client()),
+                        node.metrics.rpc.clone(),
+                        info,
+                    )
+                    .await?
+                    .1,
+                )
             }
             None => None,
         };
@@ -165,17 +175,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         };
         let _agent = match agent {
             Some(agent_config) => {
-                let agent = crate::agent::start(
+                let agent = drchain_agent::start(
                     agent_config,
-                    crate::agent::AgentContext {
+                    drchain_agent::AgentContext {
                         key,
                         genesis,
-                        node: node.client(),
-                        db: node.db.clone(),
-                        metrics: node.metrics.clone(),
+                        node: Arc::new(node.client()),
+                        metrics: node.metrics.agent.clone(),
                     },
                 );
-                let (addr, task) = crate::agent::health::serve(
+                let (addr, task) = drchain_agent::health::serve(
                     health_addr,
                     agent.reports.clone(),
                     agent.alive.clone(),

@@ -187,7 +187,7 @@ impl Cluster {
             .args(["--worker-threads", "1"])
             .env(
                 "RUST_LOG",
-                "info,libp2p=warn,informalsystems_malachitebft_core_consensus=error,drchain_node::agent=debug",
+                "info,libp2p=warn,informalsystems_malachitebft_core_consensus=error,drchain_agent=debug",
             )
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

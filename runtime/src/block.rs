@@ -30,7 +30,6 @@ impl Header {
 /// A block: header and extrinsics.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct Block {
-    /// The header.
     pub header: Header,
     /// The extrinsics, in execution order.
     pub extrinsics: Vec<UncheckedExtrinsic>,

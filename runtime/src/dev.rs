@@ -103,9 +103,9 @@ pub mod specs {
         Ok(ServiceSpec {
             name,
             candidates: candidates.iter().map(|c| c.to_string()).collect(),
-            heartbeat_timeout_ms: 1000,
-            promotion_timeout_ms: 5000,
-            max_lag: 2,
+            heartbeat_timeout_ms: pallet_failover::DEFAULT_HEARTBEAT_TIMEOUT_MS,
+            promotion_timeout_ms: pallet_failover::DEFAULT_PROMOTION_TIMEOUT_MS,
+            max_lag: pallet_failover::DEFAULT_MAX_LAG,
             endpoints,
         })
     }

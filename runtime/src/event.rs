@@ -13,7 +13,6 @@ pub enum RuntimeEvent {
     /// Extrinsic outcomes.
     #[codec(index = 0)]
     System(SystemEvent),
-    /// Membership.
     #[codec(index = 1)]
     Membership(pallet_membership::Event),
     /// Heartbeats.
@@ -22,7 +21,6 @@ pub enum RuntimeEvent {
     /// Network configuration.
     #[codec(index = 3)]
     NetworkConfig(pallet_network_config::Event),
-    /// Checkpoints.
     #[codec(index = 4)]
     Checkpoints(pallet_checkpoints::Event),
     /// Elections.
@@ -48,7 +46,6 @@ pub enum SystemEvent {
     ExtrinsicFailed {
         /// Its position in the block.
         index: u32,
-        /// Why.
         #[serde(serialize_with = "error_text")]
         error: DispatchError,
     },
@@ -68,16 +65,10 @@ pub enum AdminEvent {
     },
     /// An admin approved.
     #[codec(index = 1)]
-    Approved {
-        /// The proposal.
-        proposal: H256,
-        /// The admin.
-        admin: AccountId,
-    },
+    Approved { proposal: H256, admin: AccountId },
     /// The threshold was reached and the call ran as admin.
     #[codec(index = 2)]
     Executed {
-        /// The proposal.
         proposal: H256,
         /// What the call returned.
         #[serde(serialize_with = "result_text")]
@@ -85,10 +76,7 @@ pub enum AdminEvent {
     },
     /// A proposal was withdrawn.
     #[codec(index = 3)]
-    Cancelled {
-        /// The proposal.
-        proposal: H256,
-    },
+    Cancelled { proposal: H256 },
 }
 
 /// When in the block an event happened.
@@ -111,7 +99,6 @@ pub enum Phase {
 pub struct EventRecord {
     /// When.
     pub phase: Phase,
-    /// What.
     pub event: RuntimeEvent,
 }
 

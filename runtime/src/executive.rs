@@ -1,4 +1,7 @@
 //! Block execution: header checks, the block hooks, extrinsic application, and the roots.
+//!
+//! Longer than 600 lines because building, executing and validating share one apply path
+//! (the same checks in the same order); apart, that invariant would span files.
 
 use drchain_support::{
     AccountId, Backend, BlockInfo, ChangeSet, Env, Hooks, Nonce, Origin, Overlay, TrieDelta, H256,
@@ -6,7 +9,8 @@ use drchain_support::{
 use parity_scale_codec::Encode;
 
 use crate::block::{extrinsics_root, Block, Header};
-use crate::call::{dispatch, RuntimeCall};
+use crate::call::RuntimeCall;
+use crate::dispatch::dispatch;
 use crate::event::{EventRecord, Phase, RuntimeEvent, SystemEvent};
 use crate::extrinsic::{UncheckedExtrinsic, MAX_EXTRINSIC_BYTES};
 use crate::system;
@@ -22,7 +26,6 @@ pub enum TransactionError {
     /// Encoded size over the limit.
     #[error("transaction of {size} bytes exceeds {max}")]
     TooLarge {
-        /// Its size.
         size: usize,
         /// The limit.
         max: usize,
@@ -32,16 +35,12 @@ pub enum TransactionError {
     BadSignature,
     /// The signer is neither an unrevoked member nor an admin.
     #[error("{signer} is not a member or admin of this chain")]
-    NotPermitted {
-        /// The signer.
-        signer: AccountId,
-    },
+    NotPermitted { signer: AccountId },
     /// The nonce was already used.
     #[error("nonce {got} already used; next is {expected}")]
     StaleNonce {
         /// Next nonce.
         expected: Nonce,
-        /// Given.
         got: Nonce,
     },
     /// The block already holds the most extrinsics it may.
@@ -55,7 +54,6 @@ pub enum TransactionError {
     FutureNonce {
         /// Next nonce.
         expected: Nonce,
-        /// Given.
         got: Nonce,
     },
 }
@@ -87,7 +85,6 @@ pub enum BlockError {
         /// Header timestamp.
         got: u64,
     },
-    /// Too many extrinsics.
     #[error("{count} extrinsics exceed the limit of {max}")]
     TooManyExtrinsics {
         /// How many.
@@ -98,7 +95,6 @@ pub enum BlockError {
     /// Extrinsics root mismatch.
     #[error("extrinsics root {got} does not match the extrinsics ({computed})")]
     BadExtrinsicsRoot {
-        /// Computed.
         computed: H256,
         /// In the header.
         got: H256,
@@ -108,13 +104,11 @@ pub enum BlockError {
     InvalidExtrinsic {
         /// Its position.
         index: usize,
-        /// Why.
         error: TransactionError,
     },
     /// State root mismatch.
     #[error("state root {got} does not match the executed state ({computed})")]
     BadStateRoot {
-        /// Computed.
         computed: H256,
         /// In the header.
         got: H256,
@@ -137,7 +131,6 @@ pub struct ExecutedBlock {
 /// A block built by a proposer.
 #[derive(Debug, Clone)]
 pub struct BuiltBlock {
-    /// The block.
     pub block: Block,
     /// Its execution.
     pub executed: ExecutedBlock,
@@ -148,11 +141,9 @@ pub struct BuiltBlock {
 /// A transaction that may enter the pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidTransaction {
-    /// Its hash.
     pub hash: H256,
     /// Signer.
     pub sender: AccountId,
-    /// Its nonce.
     pub nonce: Nonce,
     /// Whether it can be included now (its nonce is the next one).
     pub ready: bool,

@@ -61,7 +61,6 @@ pub struct UncheckedExtrinsic {
     pub signer: AccountId,
     /// The signer's transaction counter; must equal the chain's for the signer.
     pub nonce: Nonce,
-    /// What to do.
     pub call: RuntimeCall,
     /// Ed25519 signature over [`signing_payload`].
     pub signature: Signature,

@@ -21,7 +21,6 @@ use crate::system;
 pub struct SpecError {
     /// Path of the offending field, e.g. `members[1].certificate`.
     pub field: String,
-    /// What is wrong.
     pub message: String,
 }
 
@@ -77,7 +76,6 @@ pub struct AdminsSpec {
 pub struct MemberSpec {
     /// Name used to refer to the member elsewhere in the spec.
     pub name: String,
-    /// Role.
     pub role: MemberRole,
     /// Certificate (PEM) issued by a pinned CA; its subject key is the member's account.
     pub certificate: String,
@@ -92,27 +90,17 @@ pub struct ServiceSpec {
     /// Candidates, highest priority first: member names or hex accounts.
     pub candidates: Vec<String>,
     /// Heartbeat timeout, ms (default 1000).
-    #[serde(default = "default_heartbeat_timeout")]
+    #[serde(default = "pallet_failover::default_heartbeat_timeout")]
     pub heartbeat_timeout_ms: u64,
     /// Promotion timeout, ms (default 5000).
-    #[serde(default = "default_promotion_timeout")]
+    #[serde(default = "pallet_failover::default_promotion_timeout")]
     pub promotion_timeout_ms: u64,
     /// Max checkpoint lag of an electable candidate (default 2).
-    #[serde(default = "default_max_lag")]
+    #[serde(default = "pallet_failover::default_max_lag")]
     pub max_lag: u64,
     /// `host:port` per candidate (member name or hex account).
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
-}
-
-fn default_heartbeat_timeout() -> u64 {
-    ServiceConfig::new(vec![]).heartbeat_timeout_ms
-}
-fn default_promotion_timeout() -> u64 {
-    ServiceConfig::new(vec![]).promotion_timeout_ms
-}
-fn default_max_lag() -> u64 {
-    ServiceConfig::new(vec![]).max_lag
 }
 
 /// The genesis block's state and header.

@@ -10,6 +10,7 @@
 pub mod block;
 pub mod call;
 pub mod dev;
+pub mod dispatch;
 pub mod event;
 pub mod executive;
 pub mod extrinsic;

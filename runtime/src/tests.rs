@@ -256,7 +256,9 @@ fn a_failing_call_is_included_uses_its_nonce_and_writes_nothing() {
         &r.event,
         RuntimeEvent::System(SystemEvent::ExtrinsicFailed {
             index: 0,
-            error: DispatchError::ServiceStatus(pallet_service_status::Error::NotACandidate { .. })
+            error: DispatchError::ServiceStatus(pallet_service_status::Error::Service(
+                drchain_support::ServiceError::NotACandidate { .. }
+            ))
         })
     )));
     assert_eq!(system::nonce(&chain.view(), &dev_account("dave")), 1);

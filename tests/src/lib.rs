@@ -22,16 +22,13 @@ use drchain_runtime::{
 /// One node's copy of the chain.
 #[derive(Debug)]
 pub struct Replica {
-    /// Its state.
     pub state: MemoryState,
-    /// Its head.
     pub head: Header,
 }
 
 /// Several replicas of the local testnet chain.
 #[derive(Debug)]
 pub struct Replicas {
-    /// The replicas.
     pub replicas: Vec<Replica>,
     /// The chain's genesis hash.
     pub genesis_hash: H256,

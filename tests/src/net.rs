@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use drchain_node::consensus::DriverConfig;
-use drchain_node::service::{self, ChainStatus, NodeConfig, NodeHandle};
+use drchain_consensus::DriverConfig;
+use drchain_node::node_loop::{self, NodeConfig, NodeHandle};
+use drchain_rpc::ChainStatus;
 use drchain_runtime::dev::{dev_key, specs};
 use drchain_runtime::support::H256;
 use drchain_runtime::Genesis;
@@ -16,9 +17,7 @@ use libp2p::Multiaddr;
 /// A node of an in-process network, running or stopped.
 #[derive(Debug)]
 pub struct TestNode {
-    /// Its name.
     pub name: String,
-    /// Its key.
     pub key: SigningKey,
     /// Its database directory (kept across restarts).
     pub database: PathBuf,
@@ -33,7 +32,6 @@ pub struct TestNode {
 pub struct TestNetwork {
     /// The chain.
     pub genesis: Genesis,
-    /// The nodes.
     pub nodes: Vec<TestNode>,
     _dir: tempfile::TempDir,
 }
@@ -118,7 +116,7 @@ impl TestNetwork {
             bootnodes: self.bootnodes(i),
             driver: DriverConfig::default(),
         };
-        let handle = service::start(config).await.expect("node starts");
+        let handle = node_loop::start(config).await.expect("node starts");
         let mut listening = handle.listening.clone();
         let addr = tokio::time::timeout(
             Duration::from_secs(10),
@@ -199,25 +197,30 @@ impl TestNetwork {
     pub async fn serve_rpc(
         &self,
         i: usize,
-        methods: drchain_node::rpc::RpcMethods,
+        methods: drchain_rpc::RpcMethods,
         max_connections: u32,
     ) -> (std::net::SocketAddr, jsonrpsee::server::ServerHandle) {
         let node = self.nodes[i].handle.as_ref().expect("node running");
-        let config = drchain_node::rpc::RpcConfig {
+        let config = drchain_rpc::RpcConfig {
             listen: "127.0.0.1:0".parse().expect("address"),
             methods,
-            cors: drchain_node::rpc::Cors::local(),
+            cors: drchain_rpc::Cors::local(),
             max_connections,
         };
-        let info = drchain_node::rpc::NodeInfo {
+        let info = drchain_rpc::NodeInfo {
             name: self.nodes[i].name.clone(),
             chain: "Local Testnet".into(),
             version: "test".into(),
-            peer_id: node.peer_id,
+            peer_id: node.peer_id.to_string(),
             genesis: self.genesis.hash(),
         };
-        drchain_node::rpc::start(&config, node, info)
-            .await
-            .expect("RPC server starts")
+        drchain_rpc::start(
+            &config,
+            std::sync::Arc::new(node.client()),
+            node.metrics.rpc.clone(),
+            info,
+        )
+        .await
+        .expect("RPC server starts")
     }
 }

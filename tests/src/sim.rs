@@ -11,12 +11,12 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-use drchain_node::consensus::codec::{ConsensusMessage, WireCertificate};
-use drchain_node::consensus::context::SigningProvider;
-use drchain_node::consensus::{ConsensusDriver, DriverConfig, Output, TimerKey};
-use drchain_node::pool::TransactionPool;
-use drchain_node::store::kv::MemoryDb;
-use drchain_node::store::ChainStore;
+use drchain_consensus::codec::{ConsensusMessage, WireCertificate};
+use drchain_consensus::context::SigningProvider;
+use drchain_consensus::pool::TransactionPool;
+use drchain_consensus::store::kv::MemoryDb;
+use drchain_consensus::store::ChainStore;
+use drchain_consensus::{ConsensusDriver, DriverConfig, Output, TimerKey};
 use drchain_runtime::dev::{dev_key, specs};
 use drchain_runtime::support::H256;
 use drchain_runtime::support::{Health, Overlay, ServiceName};
@@ -712,7 +712,7 @@ impl Simulation {
         node: usize,
         now: u64,
         tx: UncheckedExtrinsic,
-    ) -> Result<Option<Vec<Output>>, drchain_node::consensus::DriverError> {
+    ) -> Result<Option<Vec<Output>>, drchain_consensus::DriverError> {
         let n = &mut self.nodes[node];
         let Some(d) = n.driver.as_mut() else {
             return Ok(None);
@@ -739,7 +739,7 @@ impl Simulation {
                     Some(_) => None,
                     None => Some(H256(self.rng.gen())),
                 };
-                let vote = drchain_node::consensus::codec::vote_from_wire(other.clone()).ok()?;
+                let vote = drchain_consensus::codec::vote_from_wire(other.clone()).ok()?;
                 other.signature = drchain_runtime::support::Signature(
                     key.sign(&vote.message.sign_bytes(&genesis)).to_bytes(),
                 );
@@ -762,8 +762,7 @@ impl Simulation {
                     .ok()?;
                 let mut other = p.clone();
                 other.block = built.block;
-                let proposal =
-                    drchain_node::consensus::codec::proposal_from_wire(other.clone()).ok()?;
+                let proposal = drchain_consensus::codec::proposal_from_wire(other.clone()).ok()?;
                 other.signature = drchain_runtime::support::Signature(
                     key.sign(&proposal.message.sign_bytes(&genesis)).to_bytes(),
                 );

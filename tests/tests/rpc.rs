@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use drchain_node::rpc::RpcMethods;
+use drchain_rpc::RpcMethods;
 use drchain_runtime::dev::dev_key;
 use drchain_runtime::pallet_service_status;
 use drchain_runtime::support::{AccountId, Health, ServiceName, H256};

@@ -12,7 +12,7 @@ mod tests;
 
 use drchain_support::{
     storage_double_map, storage_map, AccountId, BlockNumber, Env, Epoch, Moment, Origin, Overlay,
-    ServiceDirectory, ServiceName, H256,
+    ServiceDirectory, ServiceError, ServiceName, H256,
 };
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -57,7 +57,6 @@ pub enum Call {
     /// Signed by the active node of `service` at `epoch`: record a checkpoint.
     #[codec(index = 0)]
     Submit {
-        /// The service.
         service: ServiceName,
         /// The epoch the producer holds (the fencing token).
         epoch: Epoch,
@@ -72,7 +71,6 @@ pub enum Call {
     /// checkpoint `sequence`.
     #[codec(index = 1)]
     Acknowledge {
-        /// The service.
         service: ServiceName,
         /// A recorded sequence, not below the node's previous acknowledgement.
         sequence: u64,
@@ -86,25 +84,18 @@ pub enum Event {
     /// A checkpoint was recorded.
     #[codec(index = 0)]
     CheckpointRecorded {
-        /// The service.
         service: ServiceName,
-        /// Its sequence.
         sequence: u64,
         /// Producer's epoch.
         epoch: Epoch,
-        /// The producer.
         producer: AccountId,
-        /// Manifest root.
         manifest_root: H256,
     },
     /// A node acknowledged a checkpoint.
     #[codec(index = 1)]
     CheckpointAcknowledged {
-        /// The service.
         service: ServiceName,
-        /// The node.
         node: AccountId,
-        /// The sequence.
         sequence: u64,
     },
 }
@@ -115,16 +106,12 @@ pub enum Error {
     /// Wrong origin for the call.
     #[error(transparent)]
     BadOrigin(#[from] drchain_support::dispatch::BadOrigin),
-    /// No such service.
-    #[error("unknown service {service}")]
-    UnknownService {
-        /// The service.
-        service: ServiceName,
-    },
+    /// The service is unknown, or the node is not one of its candidates.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     /// Only the active node (promotion completed) may record checkpoints.
     #[error("{node} is not the active node of {service}")]
     NotActive {
-        /// The service.
         service: ServiceName,
         /// The sender.
         node: AccountId,
@@ -142,29 +129,14 @@ pub enum Error {
     SequenceNotIncreasing {
         /// Latest recorded.
         latest: u64,
-        /// Given.
         given: u64,
-    },
-    /// The sender is not a candidate of the service.
-    #[error("{node} is not a candidate of {service}")]
-    NotACandidate {
-        /// The service.
-        service: ServiceName,
-        /// The node.
-        node: AccountId,
     },
     /// No such checkpoint (never recorded, or pruned).
     #[error("no checkpoint {sequence} for {service}")]
-    UnknownCheckpoint {
-        /// The service.
-        service: ServiceName,
-        /// The sequence.
-        sequence: u64,
-    },
+    UnknownCheckpoint { service: ServiceName, sequence: u64 },
     /// The active node produced the checkpoint; only standbys acknowledge.
     #[error("{node} is the active node of {service}; only standbys acknowledge checkpoints")]
     ActiveCannotAcknowledge {
-        /// The service.
         service: ServiceName,
         /// The active node.
         node: AccountId,
@@ -174,7 +146,6 @@ pub enum Error {
     AckRegression {
         /// Previous acknowledgement.
         previous: u64,
-        /// Given.
         given: u64,
     },
 }
@@ -230,12 +201,7 @@ pub fn dispatch<E: From<Event>>(
             manifest_root,
             size_bytes,
         } => {
-            let current =
-                directory
-                    .epoch(env.state, &service)
-                    .ok_or_else(|| Error::UnknownService {
-                        service: service.clone(),
-                    })?;
+            let current = directory.existing_epoch(env.state, &service)?;
             if epoch != current {
                 return Err(Error::WrongEpoch {
                     current,
@@ -274,12 +240,7 @@ pub fn dispatch<E: From<Event>>(
             Ok(())
         }
         Call::Acknowledge { service, sequence } => {
-            if !directory.exists(env.state, &service) {
-                return Err(Error::UnknownService { service });
-            }
-            if !directory.is_candidate(env.state, &service, &node) {
-                return Err(Error::NotACandidate { service, node });
-            }
+            directory.candidate_epoch(env.state, &service, &node)?;
             if directory
                 .active(env.state, &service)
                 .is_some_and(|(active, _)| active == node)

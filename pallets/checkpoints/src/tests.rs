@@ -106,7 +106,7 @@ fn standbys_acknowledge_recorded_checkpoints_monotonically() {
     );
     assert!(matches!(
         call(&mut s, AccountId([9; 32]), ack(2)).0,
-        Err(Error::NotACandidate { .. })
+        Err(Error::Service(ServiceError::NotACandidate { .. }))
     ));
     assert_eq!(
         call(&mut s, ACTIVE, ack(2)).0,

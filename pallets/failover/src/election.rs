@@ -1,6 +1,6 @@
 //! The election rules, one function per step. Everything reads chain state only.
 
-use drchain_support::{AccountId, Env, Epoch, Health, ServiceName};
+use drchain_support::{AccountId, Env, Epoch, Health, ServiceError, ServiceName};
 use parity_scale_codec::{Decode, Encode};
 
 use crate::{Error, Event, NodeRecord, Nodes, Phase, Reason, Role, ServiceConfig, States};
@@ -338,10 +338,11 @@ pub(crate) fn switchover<E: From<Event>>(
     service: &ServiceName,
     target: Option<AccountId>,
 ) -> Result<(), Error> {
-    let config = crate::Services::get(env.state, service).ok_or_else(|| Error::UnknownService {
-        service: service.clone(),
-    })?;
-    let st = States::get(env.state, service).ok_or_else(|| Error::UnknownService {
+    let config =
+        crate::Services::get(env.state, service).ok_or_else(|| ServiceError::UnknownService {
+            service: service.clone(),
+        })?;
+    let st = States::get(env.state, service).ok_or_else(|| ServiceError::UnknownService {
         service: service.clone(),
     })?;
     let Phase::Active { node: current } = st.phase else {

@@ -28,17 +28,19 @@
 #![forbid(unsafe_code)]
 
 mod election;
+mod event;
 #[cfg(test)]
 mod tests;
 
 use drchain_support::{
     storage_double_map, storage_map, AccountId, BlockNumber, Env, Epoch, Hooks, Moment, Origin,
-    Overlay, ServiceDirectory, ServiceName,
+    Overlay, ServiceDirectory, ServiceError, ServiceName,
 };
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 pub use election::{eligibility, Ineligible};
+pub use event::Event;
 
 /// Most candidates per service.
 pub const MAX_CANDIDATES: usize = 16;
@@ -60,14 +62,25 @@ pub struct ServiceConfig {
     pub max_lag: u64,
 }
 
-fn default_heartbeat_timeout() -> u64 {
-    1000
+/// The default `heartbeat_timeout_ms`: failure detection in about a second.
+pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 1000;
+/// The default `promotion_timeout_ms`: time for a restore and a start.
+pub const DEFAULT_PROMOTION_TIMEOUT_MS: u64 = 5000;
+/// The default `max_lag`, in checkpoints.
+pub const DEFAULT_MAX_LAG: u64 = 2;
+
+// Serde's `default` takes functions; the chain spec's service entries use these too.
+#[doc(hidden)]
+pub fn default_heartbeat_timeout() -> u64 {
+    DEFAULT_HEARTBEAT_TIMEOUT_MS
 }
-fn default_promotion_timeout() -> u64 {
-    5000
+#[doc(hidden)]
+pub fn default_promotion_timeout() -> u64 {
+    DEFAULT_PROMOTION_TIMEOUT_MS
 }
-fn default_max_lag() -> u64 {
-    2
+#[doc(hidden)]
+pub fn default_max_lag() -> u64 {
+    DEFAULT_MAX_LAG
 }
 
 impl ServiceConfig {
@@ -177,7 +190,6 @@ pub enum Role {
 /// What the chain remembers about a candidate beyond its heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
 pub struct NodeRecord {
-    /// Current role.
     pub role: Role,
     /// Latest epoch in which it failed (stale, failed report, missed promotion).
     pub failed_epoch: Option<Epoch>,
@@ -255,7 +267,6 @@ pub enum Call {
     /// once a candidate is eligible.
     #[codec(index = 0)]
     RegisterService {
-        /// Its name.
         name: ServiceName,
         /// Its configuration; every candidate must be a member.
         config: ServiceConfig,
@@ -278,7 +289,6 @@ pub enum Call {
     /// Signed by the elected node: it restored, started the service, and serves `epoch`.
     #[codec(index = 3)]
     PromotionComplete {
-        /// The service.
         service: ServiceName,
         /// The epoch it was elected in.
         epoch: Epoch,
@@ -287,98 +297,9 @@ pub enum Call {
     /// candidate). The old active is fenced; the target must complete a promotion.
     #[codec(index = 4)]
     Switchover {
-        /// The service.
         service: ServiceName,
         /// Where to move it, or `None` for the best eligible candidate.
         target: Option<AccountId>,
-    },
-}
-
-/// Events of this pallet.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Event {
-    /// A service is now protected.
-    #[codec(index = 0)]
-    ServiceRegistered {
-        /// The service.
-        service: ServiceName,
-        /// Its configuration.
-        config: ServiceConfig,
-    },
-    /// A service's configuration changed.
-    #[codec(index = 1)]
-    ServiceUpdated {
-        /// The service.
-        service: ServiceName,
-        /// New configuration.
-        config: ServiceConfig,
-    },
-    /// A service is no longer protected.
-    #[codec(index = 2)]
-    ServiceRemoved {
-        /// The service.
-        service: ServiceName,
-    },
-    /// A node was elected and must now promote.
-    #[codec(index = 3)]
-    Elected {
-        /// The service.
-        service: ServiceName,
-        /// The elected node.
-        node: AccountId,
-        /// The new epoch.
-        epoch: Epoch,
-        /// The previous holder, if any.
-        previous: Option<AccountId>,
-        /// Why.
-        reason: Reason,
-    },
-    /// The elected node completed its promotion and is active.
-    #[codec(index = 4)]
-    PromotionCompleted {
-        /// The service.
-        service: ServiceName,
-        /// The node.
-        node: AccountId,
-        /// Its epoch.
-        epoch: Epoch,
-    },
-    /// A holder lost the service.
-    #[codec(index = 5)]
-    Deposed {
-        /// The service.
-        service: ServiceName,
-        /// The node.
-        node: AccountId,
-        /// The epoch it held.
-        epoch: Epoch,
-        /// Why.
-        reason: Reason,
-    },
-    /// No candidate was eligible: the service has no holder.
-    #[codec(index = 6)]
-    WentVacant {
-        /// The service.
-        service: ServiceName,
-        /// The new epoch.
-        epoch: Epoch,
-        /// Why the holder was lost.
-        reason: Reason,
-    },
-    /// A candidate's role changed.
-    #[codec(index = 7)]
-    RoleChanged {
-        /// The service.
-        service: ServiceName,
-        /// The node.
-        node: AccountId,
-        /// Previous role, `None` for a node never seen before.
-        from: Option<Role>,
-        /// New role.
-        to: Role,
-        /// The service's epoch.
-        epoch: Epoch,
     },
 }
 
@@ -390,34 +311,19 @@ pub enum Error {
     BadOrigin(#[from] drchain_support::dispatch::BadOrigin),
     /// Bad configuration.
     #[error("invalid service configuration: {reason}")]
-    InvalidConfig {
-        /// Why.
-        reason: String,
-    },
+    InvalidConfig { reason: String },
     /// A candidate is not a member.
     #[error("candidate {node} is not an admitted member")]
-    UnknownMember {
-        /// The node.
-        node: AccountId,
-    },
+    UnknownMember { node: AccountId },
     /// The service is already registered.
     #[error("service {service} already exists")]
-    ServiceExists {
-        /// The service.
-        service: ServiceName,
-    },
-    /// No such service.
-    #[error("unknown service {service}")]
-    UnknownService {
-        /// The service.
-        service: ServiceName,
-    },
+    ServiceExists { service: ServiceName },
+    /// The service is unknown, or the node is not one of its candidates.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     /// The service is not promoting anyone.
     #[error("service {service} is not promoting a node")]
-    NotPromoting {
-        /// The service.
-        service: ServiceName,
-    },
+    NotPromoting { service: ServiceName },
     /// Someone other than the elected node claimed the promotion.
     #[error("{node} was not elected; {elected} was")]
     NotTheElectedNode {
@@ -431,21 +337,14 @@ pub enum Error {
     WrongEpoch {
         /// Current epoch.
         current: Epoch,
-        /// Given.
         given: Epoch,
     },
     /// Switchover needs an active node to move from.
     #[error("service {service} has no active node to switch over from")]
-    NotActive {
-        /// The service.
-        service: ServiceName,
-    },
+    NotActive { service: ServiceName },
     /// No candidate can take over.
     #[error("no eligible candidate for {service}")]
-    NoEligibleCandidate {
-        /// The service.
-        service: ServiceName,
-    },
+    NoEligibleCandidate { service: ServiceName },
     /// The switchover target already holds the service.
     #[error("{node} is already the active node")]
     TargetIsActive {
@@ -457,7 +356,6 @@ pub enum Error {
     TargetNotEligible {
         /// The target.
         node: AccountId,
-        /// Why.
         why: Ineligible,
     },
 }
@@ -562,9 +460,10 @@ pub fn dispatch<E: From<Event>>(
             origin.admin()?;
             config.validate()?;
             check_members(env.state, &config)?;
-            let old = Services::get(env.state, &name).ok_or_else(|| Error::UnknownService {
-                service: name.clone(),
-            })?;
+            let old =
+                Services::get(env.state, &name).ok_or_else(|| ServiceError::UnknownService {
+                    service: name.clone(),
+                })?;
             for gone in old
                 .candidates
                 .iter()
@@ -583,7 +482,7 @@ pub fn dispatch<E: From<Event>>(
         Call::RemoveService { name } => {
             origin.admin()?;
             if !Services::contains(env.state, &name) {
-                return Err(Error::UnknownService { service: name });
+                return Err(ServiceError::UnknownService { service: name }.into());
             }
             Services::remove(env.state, &name);
             States::remove(env.state, &name);
@@ -596,9 +495,10 @@ pub fn dispatch<E: From<Event>>(
         }
         Call::PromotionComplete { service, epoch } => {
             let node = origin.signed()?;
-            let mut st = States::get(env.state, &service).ok_or_else(|| Error::UnknownService {
-                service: service.clone(),
-            })?;
+            let mut st =
+                States::get(env.state, &service).ok_or_else(|| ServiceError::UnknownService {
+                    service: service.clone(),
+                })?;
             let Phase::Promoting { node: elected, .. } = st.phase else {
                 return Err(Error::NotPromoting { service });
             };

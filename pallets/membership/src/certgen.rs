@@ -37,7 +37,6 @@ pub enum CertGenError {
     Time {
         /// The time given.
         millis: u64,
-        /// Why.
         reason: String,
     },
     /// The CA certificate given to `issue` does not parse.
@@ -51,10 +50,7 @@ pub enum CertGenError {
     SubjectKey,
     /// The builder failed.
     #[error("building the certificate failed: {reason}")]
-    Build {
-        /// Why.
-        reason: String,
-    },
+    Build { reason: String },
 }
 
 fn build_err(e: impl std::fmt::Display) -> CertGenError {
@@ -66,7 +62,6 @@ fn build_err(e: impl std::fmt::Display) -> CertGenError {
 /// A CA signing key.
 #[derive(Debug, Clone)]
 pub enum CaKey {
-    /// Ed25519.
     Ed25519(ed25519_dalek::SigningKey),
     /// ECDSA over P-256 with SHA-256.
     P256(p256::ecdsa::SigningKey),

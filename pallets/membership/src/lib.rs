@@ -20,8 +20,19 @@ pub mod certgen;
 mod tests;
 pub mod x509;
 
+mod admins;
+mod admission;
+mod dispatch;
+
+use admins::check_admins;
+pub use admins::{admin_threshold, approve, cancel, is_admin, propose, Approval};
+use admission::check_role;
+pub use admission::{is_admitted, may_transact, member, trust_anchors, verify_certificate};
+pub use dispatch::dispatch;
+use dispatch::{implied_validators, insert_member};
+
 use drchain_support::{
-    storage_map, storage_value, AccountId, BlockNumber, Env, Hooks, Moment, Origin, Overlay, H256,
+    storage_map, storage_value, AccountId, BlockNumber, Env, Hooks, Moment, Overlay, H256,
 };
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -65,7 +76,6 @@ pub struct Revocation {
 pub struct Member {
     /// The member's Ed25519 key.
     pub account: AccountId,
-    /// Its role.
     pub role: MemberRole,
     /// The certificate (DER).
     #[serde(with = "drchain_support::primitives::hex_bytes")]
@@ -90,7 +100,6 @@ pub struct TrustAnchor {
     /// The certificate (DER).
     #[serde(with = "drchain_support::primitives::hex_bytes")]
     pub certificate: Vec<u8>,
-    /// Its subject.
     pub subject: String,
     /// Its validity, ms: certificates it issued are valid only within it too.
     pub not_before: Moment,
@@ -203,7 +212,6 @@ pub enum Call {
     /// Admin: replace the admin set and threshold.
     #[codec(index = 5)]
     SetAdmins {
-        /// New admins.
         admins: Vec<AccountId>,
         /// Approvals needed, 1 to the number of admins.
         threshold: u32,
@@ -213,7 +221,6 @@ pub enum Call {
     SetRole {
         /// The member.
         account: AccountId,
-        /// New role.
         role: MemberRole,
     },
 }
@@ -227,7 +234,6 @@ pub enum Event {
     MemberAdmitted {
         /// The member.
         account: AccountId,
-        /// Its role.
         role: MemberRole,
         /// Certificate subject.
         subject: String,
@@ -237,7 +243,6 @@ pub enum Event {
     MemberRevoked {
         /// The member.
         account: AccountId,
-        /// Why.
         reason: String,
     },
     /// A member replaced its certificate.
@@ -253,29 +258,18 @@ pub enum Event {
     RoleChanged {
         /// The member.
         account: AccountId,
-        /// New role.
         role: MemberRole,
     },
     /// A CA was pinned.
     #[codec(index = 4)]
-    TrustAnchorAdded {
-        /// Its fingerprint.
-        fingerprint: H256,
-        /// Its subject.
-        subject: String,
-    },
+    TrustAnchorAdded { fingerprint: H256, subject: String },
     /// A CA was unpinned.
     #[codec(index = 5)]
-    TrustAnchorRemoved {
-        /// Its fingerprint.
-        fingerprint: H256,
-    },
+    TrustAnchorRemoved { fingerprint: H256 },
     /// The admin set changed.
     #[codec(index = 6)]
     AdminsChanged {
-        /// New admins.
         admins: Vec<AccountId>,
-        /// New threshold.
         threshold: u32,
     },
     /// A new validator set was scheduled.
@@ -305,22 +299,13 @@ pub enum Error {
     Certificate(CertError),
     /// Larger than [`MAX_CERTIFICATE_BYTES`].
     #[error("certificate of {size} bytes is larger than {MAX_CERTIFICATE_BYTES}")]
-    CertificateTooLarge {
-        /// Its size.
-        size: u32,
-    },
+    CertificateTooLarge { size: u32 },
     /// The account is already an admitted member.
     #[error("{account} is already a member")]
-    AlreadyMember {
-        /// The account.
-        account: AccountId,
-    },
+    AlreadyMember { account: AccountId },
     /// No such member, or it was revoked.
     #[error("{account} is not an admitted member")]
-    NotAMember {
-        /// The account.
-        account: AccountId,
-    },
+    NotAMember { account: AccountId },
     /// A rotation to the certificate the member already holds.
     #[error("the member already holds this certificate")]
     SameCertificate,
@@ -337,16 +322,10 @@ pub enum Error {
     NoValidatorsLeft,
     /// No such trust anchor.
     #[error("no pinned CA with fingerprint {fingerprint}")]
-    UnknownTrustAnchor {
-        /// The fingerprint.
-        fingerprint: H256,
-    },
+    UnknownTrustAnchor { fingerprint: H256 },
     /// The CA is already pinned.
     #[error("CA {fingerprint} is already pinned")]
-    TrustAnchorExists {
-        /// The fingerprint.
-        fingerprint: H256,
-    },
+    TrustAnchorExists { fingerprint: H256 },
     /// Members issued by this CA remain.
     #[error("{members} admitted members were issued by this CA; revoke or rotate them first")]
     TrustAnchorInUse {
@@ -355,16 +334,10 @@ pub enum Error {
     },
     /// Bad admin set or threshold.
     #[error("invalid admin set: {reason}")]
-    InvalidAdmins {
-        /// Why.
-        reason: String,
-    },
+    InvalidAdmins { reason: String },
     /// The signer is not an admin.
     #[error("{account} is not an admin")]
-    NotAnAdmin {
-        /// The account.
-        account: AccountId,
-    },
+    NotAnAdmin { account: AccountId },
     /// The same call is already proposed.
     #[error("proposal {proposal} already exists")]
     ProposalExists {
@@ -391,54 +364,6 @@ impl From<CertError> for Error {
     }
 }
 
-/// The pinned CAs, parsed.
-pub fn trust_anchors(state: &Overlay<'_>) -> Vec<x509::ParsedCertificate> {
-    TrustAnchors::iter(state)
-        .into_iter()
-        .filter_map(|(_, a)| x509::parse(&a.certificate).ok())
-        .collect()
-}
-
-/// Verifies a member certificate against the pinned CAs and revocations at block time `now`.
-pub fn verify_certificate(
-    state: &Overlay<'_>,
-    der: &[u8],
-    now: Moment,
-) -> Result<x509::VerifiedMember, Error> {
-    if der.len() > MAX_CERTIFICATE_BYTES {
-        return Err(Error::CertificateTooLarge {
-            size: u32::try_from(der.len()).unwrap_or(u32::MAX),
-        });
-    }
-    let anchors = trust_anchors(state);
-    Ok(x509::verify_member(der, &anchors, now, |fp| {
-        RevokedCertificates::contains(state, fp)
-    })?)
-}
-
-/// The member record of `account`, revoked or not.
-pub fn member(state: &Overlay<'_>, account: &AccountId) -> Option<Member> {
-    Members::get(state, account)
-}
-
-/// Whether `account` is admitted at block time `now`: a member, not revoked, its certificate
-/// and its CA's within their validity windows, and its CA still pinned.
-pub fn is_admitted(state: &Overlay<'_>, account: &AccountId, now: Moment) -> bool {
-    let within = |from: Moment, to: Moment| from <= now && now <= to;
-    Members::get(state, account).is_some_and(|m| {
-        m.revoked.is_none()
-            && within(m.not_before, m.not_after)
-            && TrustAnchors::get(state, &m.anchor)
-                .is_some_and(|ca| within(ca.not_before, ca.not_after))
-    })
-}
-
-/// Whether `account` may sign transactions: an unrevoked member (even with an expired
-/// certificate, so that it can rotate it) or an admin.
-pub fn may_transact(state: &Overlay<'_>, account: &AccountId) -> bool {
-    is_admin(state, account) || Members::get(state, account).is_some_and(|m| m.revoked.is_none())
-}
-
 /// The validator set in force.
 pub fn validators(state: &Overlay<'_>) -> Vec<AccountId> {
     Validators::get(state).unwrap_or_default()
@@ -453,310 +378,6 @@ pub fn validators_at(state: &Overlay<'_>, height: BlockNumber) -> Vec<AccountId>
         .max_by_key(|(at, _)| *at)
         .map(|(_, set)| set)
         .unwrap_or_else(|| validators(state))
-}
-
-/// Whether `account` is an admin.
-pub fn is_admin(state: &Overlay<'_>, account: &AccountId) -> bool {
-    Admins::get(state).unwrap_or_default().contains(account)
-}
-
-/// Approvals an admin call needs.
-pub fn admin_threshold(state: &Overlay<'_>) -> u32 {
-    AdminThreshold::get(state).unwrap_or(1)
-}
-
-/// What became of an admin proposal or approval.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Approval {
-    /// More approvals needed.
-    Pending {
-        /// Approvals so far.
-        approvals: u32,
-        /// Approvals needed.
-        threshold: u32,
-    },
-    /// Threshold reached: the proposal was removed; dispatch this encoded call as admin.
-    Approved {
-        /// The encoded call.
-        call: Vec<u8>,
-    },
-}
-
-/// Records a new admin proposal by `who`. Returns its hash and whether it is already approved.
-pub fn propose(
-    state: &mut Overlay<'_>,
-    who: AccountId,
-    call: Vec<u8>,
-    now: BlockNumber,
-) -> Result<(H256, Approval), Error> {
-    if !is_admin(state, &who) {
-        return Err(Error::NotAnAdmin { account: who });
-    }
-    let proposal = drchain_support::blake3_hash(&call);
-    if AdminProposals::contains(state, &proposal) {
-        return Err(Error::ProposalExists { proposal });
-    }
-    AdminProposals::insert(
-        state,
-        &proposal,
-        &AdminProposal {
-            call,
-            proposer: who,
-            approvals: vec![],
-            proposed_at: now,
-        },
-    );
-    let approval = approve(state, who, proposal)?;
-    Ok((proposal, approval))
-}
-
-/// Adds `who`'s approval to a proposal.
-pub fn approve(state: &mut Overlay<'_>, who: AccountId, proposal: H256) -> Result<Approval, Error> {
-    if !is_admin(state, &who) {
-        return Err(Error::NotAnAdmin { account: who });
-    }
-    let mut p = AdminProposals::get(state, &proposal).ok_or(Error::UnknownProposal { proposal })?;
-    if p.approvals.contains(&who) {
-        return Err(Error::AlreadyApproved { account: who });
-    }
-    p.approvals.push(who);
-    let threshold = admin_threshold(state);
-    let admins = Admins::get(state).unwrap_or_default();
-    let approvals = p.approvals.iter().filter(|a| admins.contains(a)).count() as u32;
-    if approvals >= threshold {
-        AdminProposals::remove(state, &proposal);
-        Ok(Approval::Approved { call: p.call })
-    } else {
-        AdminProposals::insert(state, &proposal, &p);
-        Ok(Approval::Pending {
-            approvals,
-            threshold,
-        })
-    }
-}
-
-/// Withdraws a proposal (any admin may).
-pub fn cancel(state: &mut Overlay<'_>, who: AccountId, proposal: H256) -> Result<(), Error> {
-    if !is_admin(state, &who) {
-        return Err(Error::NotAnAdmin { account: who });
-    }
-    if !AdminProposals::contains(state, &proposal) {
-        return Err(Error::UnknownProposal { proposal });
-    }
-    AdminProposals::remove(state, &proposal);
-    Ok(())
-}
-
-fn check_admins(admins: &[AccountId], threshold: u32) -> Result<Vec<AccountId>, Error> {
-    let mut sorted = admins.to_vec();
-    sorted.sort();
-    sorted.dedup();
-    if sorted.len() != admins.len() {
-        return Err(Error::InvalidAdmins {
-            reason: "duplicate admin".into(),
-        });
-    }
-    if sorted.is_empty() || sorted.len() > MAX_ADMINS {
-        return Err(Error::InvalidAdmins {
-            reason: format!("need 1 to {MAX_ADMINS} admins"),
-        });
-    }
-    if threshold == 0 || threshold as usize > sorted.len() {
-        return Err(Error::InvalidAdmins {
-            reason: format!(
-                "threshold {threshold} must be between 1 and {}",
-                sorted.len()
-            ),
-        });
-    }
-    Ok(sorted)
-}
-
-fn check_role(cert: &x509::ParsedCertificate, requested: MemberRole) -> Result<(), Error> {
-    match cert.granted_role {
-        Some(granted) if granted < requested => Err(Error::RoleNotGranted { granted, requested }),
-        _ => Ok(()),
-    }
-}
-
-/// The set implied by the current members: unrevoked members with the validator role, sorted.
-fn implied_validators(state: &Overlay<'_>) -> Vec<AccountId> {
-    Members::iter(state)
-        .into_iter()
-        .filter(|(_, m)| m.revoked.is_none() && m.role == MemberRole::Validator)
-        .map(|(a, _)| a)
-        .collect()
-}
-
-/// Schedules the validator set implied by the members if it differs from the latest one known.
-fn reschedule_validators<E: From<Event>>(env: &mut Env<'_, '_, E>) -> Result<(), Error> {
-    let next = implied_validators(env.state);
-    let effective_at = env.block.number + VALIDATOR_SET_DELAY;
-    if next == validators_at(env.state, effective_at) {
-        return Ok(());
-    }
-    if next.is_empty() {
-        return Err(Error::NoValidatorsLeft);
-    }
-    PendingValidators::insert(env.state, &effective_at, &next);
-    env.deposit(Event::ValidatorSetScheduled {
-        effective_at,
-        validators: next,
-    });
-    Ok(())
-}
-
-fn insert_member(
-    state: &mut Overlay<'_>,
-    v: &x509::VerifiedMember,
-    role: MemberRole,
-    at: BlockNumber,
-) {
-    let member = Member {
-        account: v.account,
-        role,
-        certificate: v.certificate.der.clone(),
-        subject: v.certificate.subject.clone(),
-        anchor: v.anchor,
-        not_before: v.certificate.not_before,
-        not_after: v.certificate.not_after,
-        admitted_at: at,
-        revoked: None,
-    };
-    Members::insert(state, &v.account, &member);
-}
-
-fn revoke_member(state: &mut Overlay<'_>, mut m: Member, reason: String, at: BlockNumber) {
-    RevokedCertificates::insert(state, &drchain_support::blake3_hash(&m.certificate), &at);
-    m.revoked = Some(Revocation { at, reason });
-    Members::insert(state, &m.account.clone(), &m);
-}
-
-/// Executes a call. The runtime runs each call in a storage transaction and rolls it back on
-/// error, so a call may write before it fails.
-pub fn dispatch<E: From<Event>>(
-    env: &mut Env<'_, '_, E>,
-    origin: Origin,
-    call: Call,
-) -> Result<(), Error> {
-    let now = env.block.timestamp;
-    let number = env.block.number;
-    match call {
-        Call::Admit { certificate, role } => {
-            origin.admin()?;
-            let v = verify_certificate(env.state, &certificate, now)?;
-            check_role(&v.certificate, role)?;
-            if Members::get(env.state, &v.account).is_some_and(|m| m.revoked.is_none()) {
-                return Err(Error::AlreadyMember { account: v.account });
-            }
-            insert_member(env.state, &v, role, number);
-            env.deposit(Event::MemberAdmitted {
-                account: v.account,
-                role,
-                subject: v.certificate.subject.clone(),
-            });
-            reschedule_validators(env)
-        }
-        Call::Revoke { account, reason } => {
-            origin.admin()?;
-            let m = Members::get(env.state, &account)
-                .filter(|m| m.revoked.is_none())
-                .ok_or(Error::NotAMember { account })?;
-            revoke_member(env.state, m, reason.clone(), number);
-            env.deposit(Event::MemberRevoked { account, reason });
-            reschedule_validators(env)
-        }
-        Call::RotateCertificate { certificate } => {
-            let old = origin.signed()?;
-            let m = Members::get(env.state, &old)
-                .filter(|m| m.revoked.is_none())
-                .ok_or(Error::NotAMember { account: old })?;
-            let v = verify_certificate(env.state, &certificate, now)?;
-            check_role(&v.certificate, m.role)?;
-            if v.account != old {
-                if Members::get(env.state, &v.account).is_some_and(|m| m.revoked.is_none()) {
-                    return Err(Error::AlreadyMember { account: v.account });
-                }
-                revoke_member(
-                    env.state,
-                    m.clone(),
-                    format!("rotated to {}", v.account),
-                    number,
-                );
-            } else {
-                // Renewal: the old certificate must not be usable again.
-                let old_fingerprint = drchain_support::blake3_hash(&m.certificate);
-                if old_fingerprint == v.certificate.fingerprint {
-                    return Err(Error::SameCertificate);
-                }
-                RevokedCertificates::insert(env.state, &old_fingerprint, &number);
-            }
-            insert_member(env.state, &v, m.role, number);
-            env.deposit(Event::CertificateRotated {
-                old,
-                new: v.account,
-            });
-            reschedule_validators(env)
-        }
-        Call::AddTrustAnchor { certificate } => {
-            origin.admin()?;
-            if certificate.len() > MAX_CERTIFICATE_BYTES {
-                return Err(Error::CertificateTooLarge {
-                    size: u32::try_from(certificate.len()).unwrap_or(u32::MAX),
-                });
-            }
-            let ca = x509::check_trust_anchor(&certificate)?;
-            if TrustAnchors::contains(env.state, &ca.fingerprint) {
-                return Err(Error::TrustAnchorExists {
-                    fingerprint: ca.fingerprint,
-                });
-            }
-            TrustAnchors::insert(env.state, &ca.fingerprint, &TrustAnchor::from_parsed(&ca));
-            env.deposit(Event::TrustAnchorAdded {
-                fingerprint: ca.fingerprint,
-                subject: ca.subject,
-            });
-            Ok(())
-        }
-        Call::RemoveTrustAnchor { fingerprint } => {
-            origin.admin()?;
-            if !TrustAnchors::contains(env.state, &fingerprint) {
-                return Err(Error::UnknownTrustAnchor { fingerprint });
-            }
-            let in_use = Members::iter(env.state)
-                .into_iter()
-                .filter(|(_, m)| m.revoked.is_none() && m.anchor == fingerprint)
-                .count();
-            if in_use > 0 {
-                return Err(Error::TrustAnchorInUse {
-                    members: in_use as u32,
-                });
-            }
-            TrustAnchors::remove(env.state, &fingerprint);
-            env.deposit(Event::TrustAnchorRemoved { fingerprint });
-            Ok(())
-        }
-        Call::SetAdmins { admins, threshold } => {
-            origin.admin()?;
-            let admins = check_admins(&admins, threshold)?;
-            Admins::put(env.state, &admins);
-            AdminThreshold::put(env.state, &threshold);
-            env.deposit(Event::AdminsChanged { admins, threshold });
-            Ok(())
-        }
-        Call::SetRole { account, role } => {
-            origin.admin()?;
-            let mut m = Members::get(env.state, &account)
-                .filter(|m| m.revoked.is_none())
-                .ok_or(Error::NotAMember { account })?;
-            let cert = x509::parse(&m.certificate)?;
-            check_role(&cert, role)?;
-            m.role = role;
-            Members::insert(env.state, &account, &m);
-            env.deposit(Event::RoleChanged { account, role });
-            reschedule_validators(env)
-        }
-    }
 }
 
 /// The pallet, for its block hooks.

@@ -1,4 +1,4 @@
-use drchain_support::{BlockInfo, Env, Hooks, MemoryState, Overlay};
+use drchain_support::{BlockInfo, Env, Hooks, MemoryState, Origin, Overlay};
 use ed25519_dalek::SigningKey;
 use spki::SubjectPublicKeyInfoOwned;
 

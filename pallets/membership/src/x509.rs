@@ -285,7 +285,6 @@ pub fn check_trust_anchor(der: &[u8]) -> Result<ParsedCertificate, CertError> {
 /// A member certificate that passed every check.
 #[derive(Debug, Clone)]
 pub struct VerifiedMember {
-    /// The certificate.
     pub certificate: ParsedCertificate,
     /// Its Ed25519 subject key.
     pub account: AccountId,

@@ -17,7 +17,7 @@ mod tests;
 use drchain_support::dispatch::BadOrigin;
 use drchain_support::{
     storage_double_map, storage_value, AccountId, Env, Origin, Overlay, ServiceDirectory,
-    ServiceName,
+    ServiceError, ServiceName,
 };
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -109,9 +109,7 @@ pub enum Call {
     /// node's endpoint for the service.
     #[codec(index = 2)]
     SetEndpoint {
-        /// The service.
         service: ServiceName,
-        /// The node.
         node: AccountId,
         /// `host:port`, or `None` to clear.
         endpoint: Option<String>,
@@ -137,9 +135,7 @@ pub enum Event {
     /// A node's endpoint for a service changed.
     #[codec(index = 2)]
     EndpointChanged {
-        /// The service.
         service: ServiceName,
-        /// The node.
         node: AccountId,
         /// New endpoint, `None` if cleared.
         endpoint: Option<String>,
@@ -154,38 +150,16 @@ pub enum Error {
     BadOrigin(#[from] drchain_support::dispatch::BadOrigin),
     /// Parameters out of range.
     #[error("invalid chain parameters: {reason}")]
-    InvalidParams {
-        /// Why.
-        reason: String,
-    },
+    InvalidParams { reason: String },
     /// A bootnode that is not a multiaddress.
     #[error("invalid bootnode {address:?}: {reason}")]
-    InvalidBootnode {
-        /// The address.
-        address: String,
-        /// Why.
-        reason: String,
-    },
+    InvalidBootnode { address: String, reason: String },
     /// An endpoint that is not `host:port`.
     #[error("invalid endpoint {endpoint:?}: expected host:port with a port of 1 to 65535")]
-    InvalidEndpoint {
-        /// The endpoint.
-        endpoint: String,
-    },
-    /// No such service.
-    #[error("unknown service {service}")]
-    UnknownService {
-        /// The service.
-        service: ServiceName,
-    },
-    /// The node is not a candidate of the service.
-    #[error("{node} is not a candidate of {service}")]
-    NotACandidate {
-        /// The service.
-        service: ServiceName,
-        /// The node.
-        node: AccountId,
-    },
+    InvalidEndpoint { endpoint: String },
+    /// The service is unknown, or the node is not one of its candidates.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
 }
 
 /// The pallet, for its block hooks (none: everything happens in calls).
@@ -290,12 +264,7 @@ pub fn dispatch<E: From<Event>>(
                     return Err(BadOrigin::needs("admin, or the node's own signed").into());
                 }
             }
-            if !directory.exists(env.state, &service) {
-                return Err(Error::UnknownService { service });
-            }
-            if !directory.is_candidate(env.state, &service, &node) {
-                return Err(Error::NotACandidate { service, node });
-            }
+            directory.candidate_epoch(env.state, &service, &node)?;
             match &endpoint {
                 Some(e) => {
                     check_endpoint(e)?;

@@ -101,7 +101,7 @@ fn a_node_sets_its_own_endpoint_only() {
     ));
     assert!(matches!(
         call(Origin::Admin, set(other, "h:1")).0,
-        Err(Error::NotACandidate { .. })
+        Err(Error::Service(ServiceError::NotACandidate { .. }))
     ));
     for bad in ["nohost", "h:0", "h:99999", ":80", "bad host:1"] {
         assert!(
@@ -120,6 +120,6 @@ fn a_node_sets_its_own_endpoint_only() {
     };
     assert!(matches!(
         call(Origin::Admin, unknown).0,
-        Err(Error::UnknownService { .. })
+        Err(Error::Service(ServiceError::UnknownService { .. }))
     ));
 }

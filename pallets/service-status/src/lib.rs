@@ -13,7 +13,7 @@ mod tests;
 
 use drchain_support::{
     storage_double_map, AccountId, BlockNumber, Env, Epoch, Health, Moment, Origin, Overlay,
-    ServiceDirectory, ServiceName,
+    ServiceDirectory, ServiceError, ServiceName,
 };
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -49,11 +49,9 @@ pub enum Call {
     /// Signed by a candidate node of `service`: its heartbeat.
     #[codec(index = 0)]
     Heartbeat {
-        /// The service.
         service: ServiceName,
         /// Epoch the node has seen; must not be ahead of the chain's.
         epoch_seen: Epoch,
-        /// Its health.
         health: Health,
         /// Last checkpoint it applied.
         applied_checkpoint: Option<u64>,
@@ -67,9 +65,7 @@ pub enum Event {
     /// A node's health for a service changed (or was first reported).
     #[codec(index = 0)]
     HealthChanged {
-        /// The service.
         service: ServiceName,
-        /// The node.
         node: AccountId,
         /// Previous health, `None` for the first heartbeat.
         from: Option<Health>,
@@ -86,20 +82,9 @@ pub enum Error {
     /// Wrong origin for the call.
     #[error(transparent)]
     BadOrigin(#[from] drchain_support::dispatch::BadOrigin),
-    /// No such service.
-    #[error("unknown service {service}")]
-    UnknownService {
-        /// The service.
-        service: ServiceName,
-    },
-    /// The sender is not a candidate of the service.
-    #[error("{node} is not a candidate of {service}")]
-    NotACandidate {
-        /// The service.
-        service: ServiceName,
-        /// The node.
-        node: AccountId,
-    },
+    /// The service is unknown, or the node is not one of its candidates.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     /// The heartbeat claims an epoch the chain has not reached.
     #[error("heartbeat claims epoch {given} but the service is at epoch {current}")]
     EpochFromFuture {
@@ -151,15 +136,7 @@ pub fn dispatch<E: From<Event>>(
             applied_checkpoint,
         } => {
             let node = origin.signed()?;
-            let current =
-                directory
-                    .epoch(env.state, &service)
-                    .ok_or_else(|| Error::UnknownService {
-                        service: service.clone(),
-                    })?;
-            if !directory.is_candidate(env.state, &service, &node) {
-                return Err(Error::NotACandidate { service, node });
-            }
+            let current = directory.candidate_epoch(env.state, &service, &node)?;
             if epoch_seen > current {
                 return Err(Error::EpochFromFuture {
                     current,

@@ -95,7 +95,7 @@ fn heartbeats_are_refused_from_strangers_and_from_the_future() {
     let mut s = MemoryState::new();
     assert!(matches!(
         heartbeat(&mut s, 1, 2, Health::Healthy, 3).0,
-        Err(Error::NotACandidate { .. })
+        Err(Error::Service(ServiceError::NotACandidate { .. }))
     ));
     assert_eq!(
         heartbeat(&mut s, 1, 1, Health::Healthy, 4).0,

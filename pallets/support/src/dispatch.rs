@@ -67,7 +67,6 @@ pub struct BlockInfo {
 pub struct Env<'e, 's, E> {
     /// State with this block's pending writes.
     pub state: &'e mut Overlay<'s>,
-    /// The current block.
     pub block: BlockInfo,
     events: &'e mut Vec<E>,
 }

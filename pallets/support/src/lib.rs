@@ -17,10 +17,11 @@ pub use primitives::{
     blake3_hash, AccountId, BlockNumber, Epoch, Hash, Moment, Nonce, Signature, H256,
 };
 pub use service::{
-    Health, ServiceDirectory, ServiceName, ServiceNameError, StaticDirectory, StaticService,
+    Health, ServiceDirectory, ServiceError, ServiceName, ServiceNameError, StaticDirectory,
+    StaticService,
 };
-pub use storage::{Backend, ChangeSet, MemoryState, Overlay, StateRead};
-pub use trie::{StateTrie, TrieDelta, TrieStore};
+pub use storage::{Backend, MemoryState, Overlay, StateRead};
+pub use trie::{ChangeSet, StateTrie, TrieDelta, TrieStore};
 
 /// Re-exported so the storage macros work in crates that name the codec differently.
 pub use parity_scale_codec as codec;

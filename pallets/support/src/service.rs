@@ -101,6 +101,27 @@ pub enum Health {
     Failed,
 }
 
+/// Why a call naming a service (and a node of it) is refused: the same in every service
+/// pallet.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, thiserror::Error)]
+pub enum ServiceError {
+    /// No such service.
+    #[codec(index = 0)]
+    #[error("unknown service {service}")]
+    UnknownService {
+        /// The service named.
+        service: ServiceName,
+    },
+    /// The node is not one of the service's candidates.
+    #[codec(index = 1)]
+    #[error("{node} is not a candidate of {service}")]
+    NotACandidate {
+        /// The service named.
+        service: ServiceName,
+        node: AccountId,
+    },
+}
+
 /// What the service pallets need to know about services, implemented by the runtime over the
 /// failover pallet (which owns service configuration), so these pallets need not depend on it.
 pub trait ServiceDirectory {
@@ -112,6 +133,36 @@ pub trait ServiceDirectory {
     fn epoch(&self, state: &Overlay<'_>, service: &ServiceName) -> Option<Epoch>;
     /// The node that holds the active role (promotion completed) and its epoch.
     fn active(&self, state: &Overlay<'_>, service: &ServiceName) -> Option<(AccountId, Epoch)>;
+
+    /// The service's current epoch, if it exists; `UnknownService` otherwise.
+    fn existing_epoch(
+        &self,
+        state: &Overlay<'_>,
+        service: &ServiceName,
+    ) -> Result<Epoch, ServiceError> {
+        self.epoch(state, service)
+            .ok_or_else(|| ServiceError::UnknownService {
+                service: service.clone(),
+            })
+    }
+
+    /// The service's current epoch, if it exists and `node` is one of its candidates; why not
+    /// otherwise.
+    fn candidate_epoch(
+        &self,
+        state: &Overlay<'_>,
+        service: &ServiceName,
+        node: &AccountId,
+    ) -> Result<Epoch, ServiceError> {
+        let epoch = self.existing_epoch(state, service)?;
+        if !self.is_candidate(state, service, node) {
+            return Err(ServiceError::NotACandidate {
+                service: service.clone(),
+                node: *node,
+            });
+        }
+        Ok(epoch)
+    }
 }
 
 /// One service as a [`StaticDirectory`] describes it.
@@ -119,7 +170,6 @@ pub trait ServiceDirectory {
 pub struct StaticService {
     /// Candidates in priority order.
     pub candidates: Vec<AccountId>,
-    /// Current epoch.
     pub epoch: Epoch,
     /// The node holding the active role.
     pub active: Option<AccountId>,

@@ -12,7 +12,7 @@ use std::ops::Bound;
 use parity_scale_codec::{Decode, Encode};
 
 use crate::primitives::H256;
-use crate::trie::{StateTrie, TrieDelta};
+use crate::trie::{ChangeSet, StateTrie, TrieDelta};
 
 /// Read access to committed state.
 pub trait StateRead {
@@ -30,9 +30,6 @@ pub trait Backend: StateRead {
     /// The current root.
     fn root(&self) -> H256;
 }
-
-/// The writes of one block (or of genesis): `None` deletes a key.
-pub type ChangeSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// The whole state in memory, with its state trie: genesis, tests and simulations use it. A
 /// database-backed state implements [`Backend`] over the same trie code

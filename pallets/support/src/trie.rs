@@ -12,8 +12,10 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
+/// The writes of one block (or of genesis): `None` deletes a key.
+pub type ChangeSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 use crate::primitives::{blake3_hash, H256};
-use crate::storage::ChangeSet;
 
 /// A key's position in the trie: `blake3(key)`.
 pub type Path = [u8; 32];

@@ -1,0 +1,81 @@
+//! What the agent reads of the finalized chain for one service: plain data, so the state
+//! machine stays pure.
+
+use drchain_runtime::pallet_failover::{self, Phase, Role};
+use drchain_runtime::pallet_service_status::Status;
+use drchain_runtime::{pallet_checkpoints, pallet_network_config, pallet_service_status, system};
+use drchain_support::{AccountId, Epoch, Overlay, ServiceName};
+
+/// The chain at one finalized block, for one service and this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainView {
+    pub block: u64,
+    /// The live clock at that block, ms.
+    pub live_now: u64,
+    /// The chain's `max_drift_ms` (enters the lease).
+    pub max_drift_ms: u64,
+    /// The service, if it exists and this node is one of its candidates.
+    pub service: Option<ServiceSnapshot>,
+}
+
+/// The service's state as it concerns this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSnapshot {
+    /// Current epoch (the fencing token).
+    pub epoch: Epoch,
+    /// Who holds it.
+    pub phase: Phase,
+    /// The service's heartbeat timeout.
+    pub heartbeat_timeout_ms: u64,
+    /// This node's role on chain.
+    pub my_role: Option<Role>,
+    /// This node's latest applied heartbeat.
+    pub my_heartbeat: Option<Status>,
+    /// This node's endpoint for the service.
+    pub my_endpoint: Option<String>,
+    /// The latest checkpoint on chain.
+    pub latest_checkpoint: Option<u64>,
+    /// Deposed holders that may still believe they serve: fenced, not yet reporting a newer
+    /// epoch, and with a heartbeat fresh enough that their lease may hold. An elected node
+    /// waits for this to be empty before it starts the service.
+    pub others_may_serve: Vec<AccountId>,
+}
+
+/// Reads the view of `service` for `me` from the state at `block`.
+pub fn read(state: &Overlay<'_>, block: u64, service: &ServiceName, me: &AccountId) -> ChainView {
+    let live_now = system::LiveClock::get(state).unwrap_or(0);
+    let max_drift_ms = pallet_network_config::params(state).max_drift_ms;
+    let snapshot = (|| {
+        let config = pallet_failover::config(state, service)?;
+        config.priority(me)?;
+        let st = pallet_failover::service_state(state, service)?;
+        let records = pallet_failover::node_records(state, service);
+        let timeout = config.heartbeat_timeout_ms;
+        let others_may_serve = records
+            .iter()
+            .filter(|(node, _)| node != me)
+            .filter_map(|(node, record)| {
+                let fenced = record.fenced_epoch?;
+                let hb = pallet_service_status::status(state, service, node)?;
+                let fresh = live_now.saturating_sub(hb.live_at) <= timeout;
+                (fresh && hb.epoch_seen <= fenced).then_some(*node)
+            })
+            .collect();
+        Some(ServiceSnapshot {
+            epoch: st.epoch,
+            phase: st.phase,
+            heartbeat_timeout_ms: timeout,
+            my_role: records.iter().find(|(n, _)| n == me).map(|(_, r)| r.role),
+            my_heartbeat: pallet_service_status::status(state, service, me),
+            my_endpoint: pallet_network_config::endpoint(state, service, me),
+            latest_checkpoint: pallet_checkpoints::latest(state, service),
+            others_may_serve,
+        })
+    })();
+    ChainView {
+        block,
+        live_now,
+        max_drift_ms,
+        service: snapshot,
+    }
+}

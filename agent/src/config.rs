@@ -1,0 +1,373 @@
+//! The agent's configuration file (`drchain run --agent-config FILE`, TOML).
+//!
+//! ```toml
+//! # Assumed bound on any validator's clock offset from true time (see the lease argument in
+//! # docs/architecture.md). Default 25.
+//! clock_error_ms = 25
+//!
+//! [[service]]
+//! name = "demo-db"
+//! heartbeat_interval_ms = 250        # default: the service's heartbeat_timeout_ms / 4
+//! hook_timeout_ms = 3000             # default 3000
+//! on_promote = "systemctl start demo-db"
+//! on_demote = "systemctl stop demo-db"
+//! on_role_change = "logger drchain role=$DRCHAIN_ROLE epoch=$DRCHAIN_EPOCH"
+//! applied_checkpoint_file = "/var/lib/demo-db/applied-checkpoint"
+//! failed_promotion_holdoff_ms = 10000  # after on_promote fails, report failed this long
+//!
+//! [service.health_check]
+//! kind = "tcp"                       # tcp | http | command | none
+//! address = "127.0.0.1:5432"         # tcp; default: this node's endpoint on chain
+//! interval_ms = 500
+//! timeout_ms = 300
+//! failures = 2                       # consecutive failures before reporting Failed
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use drchain_support::ServiceName;
+use serde::Deserialize;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read agent config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not valid TOML of the expected shape.
+    #[error("agent config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the position.
+        message: String,
+    },
+    /// Parsed, but a value is out of range or inconsistent.
+    #[error("agent config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Assumed bound on any validator's clock offset from true time, ms (`ε` in the lease
+    /// argument). The lease is `heartbeat_timeout_ms - 2 * (max_drift_ms + clock_error_ms)`.
+    #[serde(default = "default_clock_error")]
+    pub clock_error_ms: u64,
+    /// The services this node protects.
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceAgentConfig>,
+}
+
+/// One protected service.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAgentConfig {
+    /// The service's name on chain.
+    pub name: ServiceName,
+    /// How often to send heartbeats; default a quarter of the service's `heartbeat_timeout_ms`.
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Longest a hook may run before it is killed and counted as failed.
+    #[serde(default = "default_hook_timeout")]
+    pub hook_timeout_ms: u64,
+    /// Runs when this node is elected, before it tells the chain it completed its promotion
+    /// (and again when it regains a lapsed lease). Must exit 0 for the promotion to complete.
+    pub on_promote: Option<String>,
+    /// Runs when this node stops serving (lost the role, lease ran out, health failed).
+    pub on_demote: Option<String>,
+    /// Runs after every role change, with the new role.
+    pub on_role_change: Option<String>,
+    /// A file holding the sequence number of the last checkpoint this node applied (written by
+    /// the replication tooling); reported in heartbeats. Absent or empty: none applied.
+    pub applied_checkpoint_file: Option<PathBuf>,
+    /// After `on_promote` fails, how long this node reports itself failed, so the chain
+    /// elects others instead of retrying it at once.
+    #[serde(default = "default_holdoff")]
+    pub failed_promotion_holdoff_ms: u64,
+    /// How to tell whether the service on this node is healthy.
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
+}
+
+/// A health check.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// What to check.
+    #[serde(default)]
+    pub kind: CheckKind,
+    /// `tcp`: the address to connect to; default this node's endpoint for the service on chain.
+    pub address: Option<String>,
+    /// `http`: the URL to GET; any 2xx is healthy.
+    pub url: Option<String>,
+    /// `command`: a shell command; exit 0 healthy, 2 degraded, anything else failed.
+    pub command: Option<String>,
+    /// Time between checks.
+    #[serde(default = "default_check_interval")]
+    pub interval_ms: u64,
+    /// A check taking longer has failed.
+    #[serde(default = "default_check_timeout")]
+    pub timeout_ms: u64,
+    /// Consecutive failed checks before the node reports itself failed.
+    #[serde(default = "default_failures")]
+    pub failures: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            kind: CheckKind::default(),
+            address: None,
+            url: None,
+            command: None,
+            interval_ms: default_check_interval(),
+            timeout_ms: default_check_timeout(),
+            failures: default_failures(),
+        }
+    }
+}
+
+/// Kinds of health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// Connect over TCP.
+    #[default]
+    Tcp,
+    /// GET a URL.
+    Http,
+    /// Run a command.
+    Command,
+    /// Always healthy (the service is started by `on_promote` and not running on standbys).
+    None,
+}
+
+fn default_clock_error() -> u64 {
+    25
+}
+fn default_hook_timeout() -> u64 {
+    3000
+}
+fn default_holdoff() -> u64 {
+    10_000
+}
+fn default_check_interval() -> u64 {
+    500
+}
+fn default_check_timeout() -> u64 {
+    300
+}
+fn default_failures() -> u32 {
+    2
+}
+
+impl AgentConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ParseError::Syntax(message) => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            ParseError::Invalid(message) => ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            },
+        })
+    }
+
+    /// Parses and checks a configuration.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let config: Self =
+            toml::from_str(text).map_err(|e| ParseError::Syntax(e.to_string().trim().into()))?;
+        config.validate().map_err(ParseError::Invalid)?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.clock_error_ms > 10_000 {
+            return Err("clock_error_ms must be at most 10000".into());
+        }
+        let mut names: Vec<&ServiceName> = self.services.iter().map(|s| &s.name).collect();
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("service {} is configured twice", w[0]));
+        }
+        for s in &self.services {
+            s.validate()
+                .map_err(|m| format!("service {}: {m}", s.name))?;
+        }
+        Ok(())
+    }
+}
+
+/// [`AgentConfig::parse`]'s error, before a path is attached.
+#[derive(Debug)]
+pub enum ParseError {
+    /// Bad TOML or an unexpected field.
+    Syntax(String),
+    /// A value out of range.
+    Invalid(String),
+}
+
+impl ServiceAgentConfig {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(i) = self.heartbeat_interval_ms {
+            if !(10..=600_000).contains(&i) {
+                return Err("heartbeat_interval_ms must be between 10 and 600000".into());
+            }
+        }
+        if self.failed_promotion_holdoff_ms > 86_400_000 {
+            return Err("failed_promotion_holdoff_ms must be at most 86400000".into());
+        }
+        if !(10..=3_600_000).contains(&self.hook_timeout_ms) {
+            return Err("hook_timeout_ms must be between 10 and 3600000".into());
+        }
+        for (name, hook) in [
+            ("on_promote", &self.on_promote),
+            ("on_demote", &self.on_demote),
+            ("on_role_change", &self.on_role_change),
+        ] {
+            if hook.as_deref().is_some_and(|h| h.trim().is_empty()) {
+                return Err(format!("{name} is empty"));
+            }
+        }
+        let check = &self.health_check;
+        if !(10..=3_600_000).contains(&check.interval_ms) {
+            return Err("health_check.interval_ms must be between 10 and 3600000".into());
+        }
+        if check.timeout_ms == 0 || check.timeout_ms > check.interval_ms.max(1000) {
+            return Err(
+                "health_check.timeout_ms must be positive and at most interval_ms (or 1000)".into(),
+            );
+        }
+        if check.failures == 0 {
+            return Err("health_check.failures must be at least 1".into());
+        }
+        let given = |field: &str, v: &Option<String>| match v {
+            Some(s) if s.trim().is_empty() => Err(format!("health_check.{field} is empty")),
+            _ => Ok(v.is_some()),
+        };
+        let (address, url, command) = (
+            given("address", &check.address)?,
+            given("url", &check.url)?,
+            given("command", &check.command)?,
+        );
+        let shape: Result<(), String> = match check.kind {
+            CheckKind::Tcp if url || command => {
+                Err("a tcp check takes only address (default: the node's endpoint)".into())
+            }
+            CheckKind::Http if !url || address || command => {
+                Err("an http check needs url (and nothing else)".into())
+            }
+            CheckKind::Command if !command || address || url => {
+                Err("a command check needs command (and nothing else)".into())
+            }
+            CheckKind::None if address || url || command => {
+                Err("a none check takes no address, url or command".into())
+            }
+            _ => Ok(()),
+        };
+        shape?;
+        if let Some(url) = &check.url {
+            let ok = url
+                .parse::<hyper::Uri>()
+                .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+            if !ok {
+                return Err(format!(
+                    "health_check.url {url:?} is not an http:// URL with a host"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_file_gets_the_defaults() {
+        let c = AgentConfig::parse("[[service]]\nname = \"db\"\n").unwrap();
+        assert_eq!(c.clock_error_ms, 25);
+        let s = &c.services[0];
+        assert_eq!(s.name.to_string(), "db");
+        assert_eq!(s.heartbeat_interval_ms, None);
+        assert_eq!(s.hook_timeout_ms, 3000);
+        assert_eq!(s.health_check, HealthCheckConfig::default());
+        assert_eq!(s.health_check.kind, CheckKind::Tcp);
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let c = AgentConfig::parse(
+            r#"
+clock_error_ms = 10
+[[service]]
+name = "db"
+heartbeat_interval_ms = 200
+hook_timeout_ms = 1000
+on_promote = "touch /tmp/p"
+on_demote = "rm -f /tmp/p"
+on_role_change = "true"
+applied_checkpoint_file = "/tmp/cp"
+[service.health_check]
+kind = "http"
+url = "http://127.0.0.1:8080/health"
+interval_ms = 100
+timeout_ms = 50
+failures = 3
+[[service]]
+name = "api"
+[service.health_check]
+kind = "command"
+command = "exit 0"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.services.len(), 2);
+        assert_eq!(c.services[0].health_check.kind, CheckKind::Http);
+        assert_eq!(c.services[1].health_check.kind, CheckKind::Command);
+        assert_eq!(c.services[0].on_promote.as_deref(), Some("touch /tmp/p"));
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        let cases = [
+            ("[[service]]\nname = \"db\"\nbogus = 1\n", "unknown field"),
+            ("[[service]]\nname = 5\n", "invalid type"),
+            ("[[service]]\n", "missing field `name`"),
+            ("[[service]]\nname = \"db\"\n[[service]]\nname = \"db\"\n", "twice"),
+            ("[[service]]\nname = \"db\"\nheartbeat_interval_ms = 0\n", "heartbeat_interval_ms"),
+            ("[[service]]\nname = \"db\"\non_promote = \" \"\n", "on_promote is empty"),
+            ("[[service]]\nname = \"db\"\n[service.health_check]\nkind = \"http\"\n", "needs url"),
+            ("[[service]]\nname = \"db\"\n[service.health_check]\nkind = \"http\"\nurl = \"ftp://x\"\n", "not an http"),
+            ("[[service]]\nname = \"db\"\n[service.health_check]\nkind = \"ping\"\n", "unknown variant"),
+            ("[[service]]\nname = \"db\"\n[service.health_check]\nfailures = 0\n", "failures"),
+            ("[[service]]\nname = \"db\"\n[service.health_check]\ntimeout_ms = 0\n", "timeout_ms"),
+            ("clock_error_ms = 99999\n", "clock_error_ms"),
+            ("[[service]\n", "TOML parse error"),
+        ];
+        for (text, needle) in cases {
+            let err = match AgentConfig::parse(text) {
+                Err(ParseError::Syntax(m) | ParseError::Invalid(m)) => m,
+                Ok(c) => panic!("{text:?} was accepted: {c:?}"),
+            };
+            assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
+        }
+    }
+}

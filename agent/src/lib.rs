@@ -1,0 +1,393 @@
+//! The failover agent: runs inside `drchain run --agent-config FILE` and protects the services
+//! the file names on this node.
+//!
+//! Per service it checks the service's health, sends heartbeats, and follows the role state
+//! machine ([`machine`]) over the **finalized** chain: it promotes (hook, then
+//! `PromotionComplete`) when elected, serves only under its lease, and demotes when it loses
+//! the role, the lease or its health. The health endpoints ([`health`]) show what it decided.
+//!
+//! Layout: [`config`] (the file), [`chain`] (what it reads of the chain), [`machine`] (the pure
+//! state machine), [`checks`] and [`hooks`] (the I/O it needs), this module (the loop).
+
+pub mod chain;
+pub mod checks;
+pub mod config;
+pub mod health;
+pub mod hooks;
+pub mod http;
+pub mod machine;
+pub mod metrics;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use drchain_runtime::pallet_failover;
+use drchain_runtime::pallet_service_status;
+use drchain_runtime::{RuntimeCall, UncheckedExtrinsic};
+use drchain_support::{AccountId, Overlay, StateRead, H256};
+use ed25519_dalek::SigningKey;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use drchain_consensus::store::ChainReader;
+use drchain_rpc::NodeApi;
+
+pub use metrics::AgentMetrics;
+
+pub use config::AgentConfig;
+use config::ServiceAgentConfig;
+use hooks::HookOutcome;
+use machine::{Action, Actions, HookRun, MachineConfig, Now, ServiceMachine, ServiceReport};
+
+/// How often the agent looks at the clock (lease expiry, heartbeats due). The health
+/// endpoints re-check the lease on every request, so this only bounds how late the hook runs.
+const TICK: Duration = Duration::from_millis(10);
+
+/// A running agent.
+#[derive(Debug)]
+pub struct Agent {
+    /// What each service's machine last decided, for the health endpoints.
+    pub reports: watch::Receiver<Vec<ServiceReport>>,
+    /// Unix ms of the loop's latest turn (for `/liveness`).
+    pub alive: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the agent needs from the node.
+#[derive(Debug, Clone)]
+pub struct AgentContext {
+    /// The member key heartbeats are signed with.
+    pub key: SigningKey,
+    /// The chain's genesis hash (part of every signature).
+    pub genesis: H256,
+    /// The node: to submit transactions, follow finalized blocks and read the chain.
+    pub node: Arc<dyn NodeApi>,
+    /// Where the agent counts what it does.
+    pub metrics: AgentMetrics,
+}
+
+fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        wall_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    }
+}
+
+/// Starts the agent for the services of `config`.
+pub fn start(config: AgentConfig, ctx: AgentContext) -> Agent {
+    let me = AccountId::from(&ctx.key);
+    let machines = config
+        .services
+        .iter()
+        .map(|s| {
+            ServiceMachine::new(MachineConfig {
+                service: s.name.clone(),
+                me,
+                heartbeat_interval: s.heartbeat_interval_ms.map(Duration::from_millis),
+                clock_error_ms: config.clock_error_ms,
+                failed_promotion_holdoff: Duration::from_millis(s.failed_promotion_holdoff_ms),
+            })
+        })
+        .collect::<Vec<_>>();
+    let (reports_tx, reports) = watch::channel(machines.iter().map(|m| m.report()).collect());
+    let alive = Arc::new(AtomicU64::new(now().wall_ms));
+    let runner = Runner {
+        me,
+        services: config.services,
+        machines,
+        ctx,
+        reports: reports_tx,
+        alive: alive.clone(),
+        endpoints: vec![],
+    };
+    let task = tokio::spawn(runner.run());
+    Agent {
+        reports,
+        alive,
+        task,
+    }
+}
+
+struct Runner {
+    me: AccountId,
+    services: Vec<ServiceAgentConfig>,
+    machines: Vec<ServiceMachine>,
+    ctx: AgentContext,
+    reports: watch::Sender<Vec<ServiceReport>>,
+    alive: Arc<AtomicU64>,
+    /// Per service: this node's endpoint on chain, the default target of a TCP check.
+    endpoints: Vec<watch::Sender<Option<String>>>,
+}
+
+type HookDone = (usize, HookRun, HookOutcome);
+
+impl Runner {
+    async fn run(mut self) {
+        let (health_tx, mut health_rx) = mpsc::channel(64);
+        for (i, service) in self.services.iter().enumerate() {
+            let (tx, rx) = watch::channel(None);
+            self.endpoints.push(tx);
+            tokio::spawn(check_loop(
+                i,
+                service.health_check.clone(),
+                rx,
+                health_tx.clone(),
+            ));
+        }
+        let (hook_tx, mut hook_rx) = mpsc::channel::<HookDone>(16);
+        let mut finalized = self.ctx.node.subscribe_finalized();
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!(
+            services = self.services.len(),
+            node = %self.me,
+            "failover agent started"
+        );
+        self.chain_changed(&hook_tx).await;
+        loop {
+            tokio::select! {
+                block = finalized.recv() => match block {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.chain_changed(&hook_tx).await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                _ = ticker.tick() => {
+                    let t = now();
+                    self.alive.store(t.wall_ms, Ordering::Relaxed);
+                    for i in 0..self.machines.len() {
+                        let actions = self.machines[i].on_tick(t);
+                        self.execute(i, actions, &hook_tx).await;
+                    }
+                }
+                Some((i, health)) = health_rx.recv() => {
+                    let actions = self.machines[i].on_health(health, now());
+                    self.execute(i, actions, &hook_tx).await;
+                }
+                Some((i, run, outcome)) = hook_rx.recv() => {
+                    self.hook_finished(i, &run, &outcome);
+                    let actions = self.machines[i].on_hook_finished(&run, outcome.ok(), now());
+                    self.execute(i, actions, &hook_tx).await;
+                }
+            }
+            self.publish();
+        }
+        tracing::info!("failover agent stopped: the node stopped");
+    }
+
+    /// Reads the finalized state and feeds it to every machine.
+    async fn chain_changed(&mut self, hooks: &mpsc::Sender<HookDone>) {
+        let views: Vec<_> = {
+            let snapshot = self.ctx.node.snapshot();
+            let reader = ChainReader::new(&*snapshot);
+            let number = match reader.finalized_number() {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent cannot read the chain");
+                    return;
+                }
+            };
+            let state = reader.state();
+            let overlay = Overlay::new(&state as &dyn StateRead);
+            self.machines
+                .iter()
+                .map(|m| chain::read(&overlay, number, m.service(), &self.me))
+                .collect()
+        };
+        let t = now();
+        for (i, view) in views.into_iter().enumerate() {
+            let endpoint = view.service.as_ref().and_then(|s| s.my_endpoint.clone());
+            if let Some(tx) = self.endpoints.get(i) {
+                tx.send_if_modified(|e| {
+                    let changed = *e != endpoint;
+                    *e = endpoint;
+                    changed
+                });
+            }
+            let actions = self.machines[i].on_block(view, t);
+            self.execute(i, actions, hooks).await;
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let reports = self.machines.iter().map(|m| m.report()).collect();
+        self.reports.send_replace(reports);
+    }
+
+    fn hook_finished(&self, i: usize, run: &HookRun, outcome: &HookOutcome) {
+        let service = &self.services[i].name;
+        self.ctx
+            .metrics
+            .hook_ran(service, run.kind.as_str(), outcome.label());
+        match outcome {
+            HookOutcome::Succeeded => tracing::info!(
+                "hook {} succeeded service={service} role={} epoch={}",
+                run.kind.as_str(),
+                run.role.as_str(),
+                run.epoch
+            ),
+            HookOutcome::Failed { detail } | HookOutcome::NotStarted { detail } => {
+                tracing::error!(
+                    "hook {} failed service={service} role={} epoch={}: {detail}",
+                    run.kind.as_str(),
+                    run.role.as_str(),
+                    run.epoch
+                )
+            }
+            HookOutcome::TimedOut => tracing::error!(
+                "hook {} timed out after {} ms and was killed service={service} epoch={}",
+                run.kind.as_str(),
+                self.services[i].hook_timeout_ms,
+                run.epoch
+            ),
+        }
+    }
+
+    async fn execute(&mut self, i: usize, actions: Actions, hooks: &mpsc::Sender<HookDone>) {
+        let mut queue: VecDeque<Action> = actions.into_vec().into();
+        while let Some(action) = queue.pop_front() {
+            let service = self.services[i].name.clone();
+            match action {
+                Action::Heartbeat { health, epoch_seen } => {
+                    let applied_checkpoint = self.services[i]
+                        .applied_checkpoint_file
+                        .as_deref()
+                        .and_then(read_checkpoint);
+                    let call = RuntimeCall::ServiceStatus(pallet_service_status::Call::Heartbeat {
+                        service,
+                        epoch_seen,
+                        health,
+                        applied_checkpoint,
+                    });
+                    self.submit(call, "heartbeat").await;
+                }
+                Action::CompletePromotion { epoch } => {
+                    tracing::info!(
+                        "promotion complete service={service} epoch={epoch}: telling the chain"
+                    );
+                    let call = RuntimeCall::Failover(pallet_failover::Call::PromotionComplete {
+                        service,
+                        epoch,
+                    });
+                    self.submit(call, "promotion completion").await;
+                }
+                Action::RunHook(run) => {
+                    let config = &self.services[i];
+                    let command = match run.kind {
+                        machine::HookKind::OnPromote => config.on_promote.clone(),
+                        machine::HookKind::OnDemote => config.on_demote.clone(),
+                        machine::HookKind::OnRoleChange => config.on_role_change.clone(),
+                    };
+                    match command {
+                        Some(command) => {
+                            let timeout = Duration::from_millis(config.hook_timeout_ms);
+                            let hooks = hooks.clone();
+                            let me = self.me;
+                            tokio::spawn(async move {
+                                let outcome =
+                                    hooks::run_hook(&command, &service, &me, &run, timeout).await;
+                                let _ = hooks.send((i, run, outcome)).await;
+                            });
+                        }
+                        // No hook configured: it trivially succeeded.
+                        None => queue.extend(self.machines[i].on_hook_finished(&run, true, now())),
+                    }
+                }
+                Action::StartedServing {
+                    epoch,
+                    lease_end_ms,
+                } => {
+                    tracing::info!(
+                        "serving service={service} epoch={epoch} since_ms={} lease_end_ms={lease_end_ms}",
+                        now().wall_ms
+                    );
+                    self.ctx.metrics.set_serving(&service, true);
+                }
+                Action::StoppedServing {
+                    epoch,
+                    until_ms,
+                    reason,
+                } => {
+                    tracing::warn!(
+                        "stopped serving service={service} epoch={epoch} until_ms={until_ms} reason={reason:?}"
+                    );
+                    self.ctx.metrics.set_serving(&service, false);
+                }
+                Action::LeaseRenewed {
+                    epoch,
+                    lease_end_ms,
+                } => tracing::debug!(
+                    "lease service={service} epoch={epoch} lease_end_ms={lease_end_ms}"
+                ),
+                Action::RoleChanged { from, to, epoch } => tracing::info!(
+                    "role service={service} from={} to={} epoch={epoch}",
+                    from.as_str(),
+                    to.as_str()
+                ),
+            }
+        }
+    }
+
+    /// Signs and submits `call` with this node's key; failures are logged (the machine sends
+    /// again when it matters: heartbeats every period, completions after a while).
+    async fn submit(&self, call: RuntimeCall, what: &str) {
+        let nonce = match self.ctx.node.next_nonce(self.me).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "agent cannot submit a {what}");
+                return;
+            }
+        };
+        let x = UncheckedExtrinsic::sign(&self.ctx.key, &self.ctx.genesis, nonce, call);
+        match self.ctx.node.submit(x).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the pool refused the agent's {what}"),
+            Err(e) => tracing::warn!(error = %e, "agent cannot submit a {what}"),
+        }
+    }
+}
+
+/// The applied-checkpoint file's number; absent, empty or unreadable: none.
+fn read_checkpoint(path: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match text.trim() {
+        "" => None,
+        t => match t.parse() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                tracing::warn!(path = %path.display(), "applied checkpoint file does not hold a number");
+                None
+            }
+        },
+    }
+}
+
+/// Checks one service's health at its interval, forever, reporting debounced results.
+async fn check_loop(
+    i: usize,
+    config: config::HealthCheckConfig,
+    endpoint: watch::Receiver<Option<String>>,
+    results: mpsc::Sender<(usize, drchain_support::Health)>,
+) {
+    let mut debounce = checks::Debounce::new(config.failures);
+    let mut ticker = tokio::time::interval(Duration::from_millis(config.interval_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let default = endpoint.borrow().clone();
+        let health = debounce.feed(checks::check_once(&config, default.as_deref()).await);
+        if results.send((i, health)).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,317 @@
+use super::*;
+use drchain_runtime::pallet_service_status::Status;
+use drchain_support::AccountId;
+
+const ME: AccountId = AccountId([1; 32]);
+const OTHER: AccountId = AccountId([2; 32]);
+
+struct Harness {
+    m: ServiceMachine,
+    t0: Instant,
+    block: u64,
+    heartbeats: u64,
+}
+
+fn at(t0: Instant, ms: u64) -> Now {
+    Now {
+        mono: t0 + Duration::from_millis(ms),
+        wall_ms: 1_000_000 + ms,
+    }
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self {
+            m: ServiceMachine::new(MachineConfig {
+                service: ServiceName::new("db").unwrap(),
+                me: ME,
+                heartbeat_interval: Some(Duration::from_millis(250)),
+                clock_error_ms: 25,
+                failed_promotion_holdoff: Duration::from_millis(1000),
+            }),
+            t0: Instant::now(),
+            block: 0,
+            heartbeats: 0,
+        }
+    }
+
+    /// A block at `ms` with the service in `phase` at `epoch`; `applied` of our
+    /// heartbeats were included in it.
+    fn block(
+        &mut self,
+        ms: u64,
+        epoch: Epoch,
+        phase: Phase,
+        applied: u64,
+        others: Vec<AccountId>,
+    ) -> Vec<Action> {
+        self.block += 1;
+        self.heartbeats += applied;
+        let view = ChainView {
+            block: self.block,
+            live_now: ms,
+            max_drift_ms: 100,
+            service: Some(ServiceSnapshot {
+                epoch,
+                phase,
+                heartbeat_timeout_ms: 1000,
+                my_role: None,
+                my_heartbeat: (self.heartbeats > 0).then_some(Status {
+                    health: Health::Healthy,
+                    epoch_seen: epoch,
+                    applied_checkpoint: None,
+                    live_at: ms,
+                    timestamp: ms,
+                    block: self.block,
+                    heartbeats: self.heartbeats,
+                }),
+                my_endpoint: None,
+                latest_checkpoint: Some(4),
+                others_may_serve: others,
+            }),
+        };
+        self.m.on_block(view, at(self.t0, ms)).into_vec()
+    }
+
+    fn tick(&mut self, ms: u64) -> Vec<Action> {
+        self.m.on_tick(at(self.t0, ms)).into_vec()
+    }
+
+    fn finish(&mut self, ms: u64, kind: HookKind, ok: bool) -> Vec<Action> {
+        let run = self.m.running.clone().expect("a hook runs");
+        assert_eq!(run.kind, kind, "running {run:?}");
+        self.m
+            .on_hook_finished(&run, ok, at(self.t0, ms))
+            .into_vec()
+    }
+}
+
+fn hooks(actions: &[Action]) -> Vec<HookKind> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RunHook(r) => Some(r.kind),
+            _ => None,
+        })
+        .collect()
+}
+
+fn heartbeat(actions: &[Action]) -> Option<(Health, Epoch)> {
+    actions.iter().find_map(|a| match a {
+        Action::Heartbeat { health, epoch_seen } => Some((*health, *epoch_seen)),
+        _ => None,
+    })
+}
+
+/// Elected at epoch 1, promoted, active and serving at about 60 ms.
+fn serving() -> Harness {
+    let mut h = Harness::new();
+    // First view: a heartbeat goes out at once (the chain has none of ours yet).
+    let a = h.block(0, 0, Phase::Vacant, 0, vec![]);
+    assert_eq!(heartbeat(&a), Some((Health::Healthy, 0)));
+    // The first role the agent learns is told to on_role_change too.
+    assert_eq!(hooks(&a), vec![HookKind::OnRoleChange]);
+    h.finish(5, HookKind::OnRoleChange, true);
+    let promoting = Phase::Promoting {
+        node: ME,
+        deadline: 5000,
+    };
+    let a = h.block(10, 1, promoting, 1, vec![]);
+    assert_eq!(hooks(&a), vec![HookKind::OnRoleChange]);
+    let a = h.finish(20, HookKind::OnRoleChange, true);
+    assert_eq!(hooks(&a), vec![HookKind::OnPromote]);
+    assert_eq!(h.m.running.as_ref().unwrap().checkpoint, Some(4));
+    let a = h.finish(30, HookKind::OnPromote, true);
+    assert!(a.contains(&Action::CompletePromotion { epoch: 1 }));
+    let a = h.block(40, 1, Phase::Active { node: ME }, 0, vec![]);
+    // The lease from the heartbeat sent at 0: 1000 - 2 * (100 + 25) = 750 ms.
+    assert!(
+        a.contains(&Action::StartedServing {
+            epoch: 1,
+            lease_end_ms: 1_000_750
+        }),
+        "{a:?}"
+    );
+    assert!(h.m.report().serving);
+    h.finish(50, HookKind::OnRoleChange, true);
+    h
+}
+
+#[test]
+fn an_elected_node_promotes_completes_and_serves_under_its_lease() {
+    let h = serving();
+    let r = h.m.report().at(h.t0 + Duration::from_millis(700));
+    assert!(
+        r.serving && r.lease_left_ms == 50 && r.role == LocalRole::Active,
+        "{r:?}"
+    );
+    assert!(!h.m.report().serving_at(h.t0 + Duration::from_millis(750)));
+}
+
+#[test]
+fn the_lease_runs_out_unless_heartbeats_land_and_the_node_fences_itself() {
+    let mut h = serving();
+    // A heartbeat sent at 250 lands: the lease now ends at 1000.
+    let a = h.tick(250);
+    assert!(heartbeat(&a).is_some());
+    h.block(260, 1, Phase::Active { node: ME }, 1, vec![]);
+    assert!(h
+        .tick(990)
+        .iter()
+        .all(|a| !matches!(a, Action::StoppedServing { .. })));
+    // Nothing lands after that (cut off): the lease ends at 1000.
+    let a = h.tick(1010);
+    assert!(
+        a.contains(&Action::StoppedServing {
+            epoch: 1,
+            until_ms: 1_001_000,
+            reason: "lease expired"
+        }),
+        "{a:?}"
+    );
+    assert_eq!(hooks(&a), vec![HookKind::OnRoleChange]);
+    assert_eq!(h.m.report().role, LocalRole::Fenced);
+    let a = h.finish(1020, HookKind::OnRoleChange, true);
+    assert_eq!(hooks(&a), vec![HookKind::OnDemote]);
+    assert_eq!(h.m.running.as_ref().unwrap().role, LocalRole::Fenced);
+}
+
+#[test]
+fn a_hung_node_that_resumes_late_reports_its_lease_end_not_the_resume_time() {
+    let mut h = serving();
+    let a = h.tick(5000);
+    assert!(
+        a.contains(&Action::StoppedServing {
+            epoch: 1,
+            until_ms: 1_000_750,
+            reason: "lease expired"
+        }),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn losing_the_role_stops_serving_and_acknowledges_the_epoch_only_after_on_demote() {
+    let mut h = serving();
+    let a = h.block(
+        300,
+        2,
+        Phase::Promoting {
+            node: OTHER,
+            deadline: 9000,
+        },
+        0,
+        vec![],
+    );
+    assert!(a
+        .iter()
+        .any(|a| matches!(a, Action::StoppedServing { epoch: 1, .. })));
+    assert!(!h.m.report().serving);
+    // on_demote, then on_role_change(standby); the epoch is acknowledged after on_demote.
+    assert_eq!(heartbeat(&a), Some((Health::Healthy, 1)), "{a:?}");
+    let a = h.finish(330, HookKind::OnDemote, false);
+    assert_eq!(hooks(&a), vec![HookKind::OnRoleChange]);
+    assert_eq!(h.m.report().hook_failures, 1);
+    let a = h.tick(600);
+    assert_eq!(heartbeat(&a), Some((Health::Healthy, 2)));
+}
+
+#[test]
+fn an_elected_node_waits_for_a_deposed_holder_to_let_go() {
+    let mut h = Harness::new();
+    let _ = h.block(0, 0, Phase::Vacant, 0, vec![]);
+    h.finish(5, HookKind::OnRoleChange, true);
+    let promoting = Phase::Promoting {
+        node: ME,
+        deadline: 5000,
+    };
+    let _ = h.block(10, 3, promoting, 1, vec![OTHER]);
+    h.finish(20, HookKind::OnRoleChange, true);
+    assert!(h.m.running.is_none(), "on_promote must wait");
+    let a = h.block(30, 3, promoting, 0, vec![]);
+    assert_eq!(hooks(&a), vec![HookKind::OnPromote]);
+}
+
+#[test]
+fn a_failed_on_promote_reports_the_node_failed_and_never_completes() {
+    let mut h = Harness::new();
+    let _ = h.block(0, 0, Phase::Vacant, 0, vec![]);
+    h.finish(5, HookKind::OnRoleChange, true);
+    let promoting = Phase::Promoting {
+        node: ME,
+        deadline: 5000,
+    };
+    let _ = h.block(10, 1, promoting, 1, vec![]);
+    h.finish(20, HookKind::OnRoleChange, true);
+    let a = h.finish(30, HookKind::OnPromote, false);
+    assert!(!a
+        .iter()
+        .any(|a| matches!(a, Action::CompletePromotion { .. })));
+    assert_eq!(heartbeat(&a), Some((Health::Failed, 1)));
+    // The chain elects someone else: clean up with on_demote, then healthy again.
+    let _ = h.block(
+        100,
+        2,
+        Phase::Promoting {
+            node: OTHER,
+            deadline: 5000,
+        },
+        1,
+        vec![],
+    );
+    let a = h.finish(110, HookKind::OnRoleChange, true);
+    assert_eq!(hooks(&a), vec![HookKind::OnDemote]);
+    h.finish(120, HookKind::OnDemote, true);
+    // Still failed for the hold-off (1 s here), so it is not elected again at once.
+    let a = h.tick(400);
+    assert_eq!(heartbeat(&a), Some((Health::Failed, 2)));
+    let a = h.tick(1100);
+    assert_eq!(heartbeat(&a), Some((Health::Healthy, 2)));
+}
+
+#[test]
+fn a_failing_health_check_stops_serving_before_the_chain_hears_of_it() {
+    let mut h = serving();
+    let a = h.m.on_health(Health::Failed, at(h.t0, 100));
+    let stopped = a
+        .iter()
+        .position(|a| matches!(a, Action::StoppedServing { .. }));
+    let told = a.iter().position(|a| {
+        matches!(
+            a,
+            Action::Heartbeat {
+                health: Health::Failed,
+                ..
+            }
+        )
+    });
+    assert!(
+        stopped.is_some() && told.is_some() && stopped < told,
+        "{a:?}"
+    );
+}
+
+#[test]
+fn no_lease_when_the_chain_parameters_leave_no_margin() {
+    let mut view = ChainView {
+        block: 1,
+        live_now: 0,
+        max_drift_ms: 500,
+        service: None,
+    };
+    assert_eq!(lease_ms(&view, 25), None);
+    view.max_drift_ms = 100;
+    view.service = Some(ServiceSnapshot {
+        epoch: 0,
+        phase: Phase::Vacant,
+        heartbeat_timeout_ms: 1000,
+        my_role: None,
+        my_heartbeat: None,
+        my_endpoint: None,
+        latest_checkpoint: None,
+        others_may_serve: vec![],
+    });
+    assert_eq!(lease_ms(&view, 25), Some(750));
+    view.max_drift_ms = 500;
+    assert_eq!(lease_ms(&view, 25), None);
+}

@@ -1,0 +1,265 @@
+//! What the driver does with a message from a peer before the core sees it: height and
+//! round bounds, signature and proposer checks, one vote per slot, certificate filtering,
+//! and validation of proposed blocks by executing them.
+
+use std::collections::BTreeSet;
+
+use drchain_runtime::{check_proposal_time, execute_block};
+use drchain_support::Signature;
+use malachitebft_core_consensus::{Input, ProposedValue};
+use malachitebft_core_types::{
+    self as mc, Round, SignedProposal, SignedVote, Validity, ValueOrigin,
+};
+
+use super::{vote_slot, ConsensusDriver, DriverError, Output, Phase};
+use crate::codec::{self, ConsensusMessage, WalRecord};
+use crate::context::{nil_or_value, vote_type_code, BlockValue, Ctx};
+use crate::store::kv::KeyValueDb;
+
+impl<D: KeyValueDb> ConsensusDriver<D> {
+    pub(super) fn message(&mut self, message: ConsensusMessage) -> Result<(), DriverError> {
+        let height = message.height();
+        let current = self.host.height;
+        if height < current {
+            return Ok(());
+        }
+        if height > current {
+            self.buffer_future(height, message);
+            self.maybe_request_sync();
+            return Ok(());
+        }
+        if self.phase == Phase::Idle {
+            self.start_height()?;
+        }
+        match message {
+            ConsensusMessage::Vote(v) => {
+                let Ok(vote) = codec::vote_from_wire(v) else {
+                    self.stats.invalid_messages += 1;
+                    return Ok(());
+                };
+                self.vote(vote)
+            }
+            ConsensusMessage::Proposal(p) => {
+                let Ok(proposal) = codec::proposal_from_wire(p) else {
+                    self.stats.invalid_messages += 1;
+                    return Ok(());
+                };
+                self.proposal(proposal)
+            }
+            ConsensusMessage::PolkaCertificate(c) => self.polka_certificate(c),
+            ConsensusMessage::RoundCertificate(c) => self.round_certificate(c),
+        }
+    }
+
+    /// Whether a certificate's signature may reach the core: it verifies, its signer is a
+    /// validator, and it is not a second signature of a vote accepted before (that would put
+    /// the same vote twice into a commit certificate and fail it). A signed vote for another
+    /// value than the one seen first is kept: it is the equivocator's, the core counts only
+    /// the first, and the certificate needs it to reach its quorum.
+    fn accept_signature(&mut self, vote: &crate::context::Vote, signature: &Signature) -> bool {
+        let slot = (
+            vote_type_code(vote.vote_type),
+            vote.round.as_i64(),
+            vote.validator.0,
+        );
+        let value = nil_or_value(&vote.value);
+        if let Some((seen_value, seen_signature)) = self.host.current.seen_votes.get(&slot) {
+            if *seen_value == value {
+                return seen_signature == signature;
+            }
+        }
+        let bytes = vote.sign_bytes(self.host.ctx.genesis());
+        if !self.host.vset.contains(&vote.validator.0)
+            || !self
+                .host
+                .check_signature(&vote.validator.0, &bytes, signature)
+        {
+            return false;
+        }
+        self.host
+            .current
+            .seen_votes
+            .entry(slot)
+            .or_insert((value, *signature));
+        true
+    }
+
+    fn polka_certificate(&mut self, wire: codec::WirePolkaCertificate) -> Result<(), DriverError> {
+        let Ok(mut c) = codec::polka_from_wire(wire) else {
+            self.stats.invalid_messages += 1;
+            return Ok(());
+        };
+        if self.round_too_far(c.round) {
+            self.stats.invalid_messages += 1;
+            return Ok(());
+        }
+        let (height, round, value) = (c.height, c.round, c.value_id);
+        let mut signers = BTreeSet::new();
+        c.polka_signatures.retain(|s| signers.insert(s.address));
+        c.polka_signatures.retain(|s| {
+            let vote = mc::Context::new_prevote(
+                &self.host.ctx,
+                height,
+                round,
+                mc::NilOrVal::Val(value),
+                s.address,
+            );
+            self.accept_signature(&vote, &s.signature)
+        });
+        self.log_certificate(ConsensusMessage::PolkaCertificate(codec::polka_to_wire(&c)));
+        self.feed(Input::PolkaCertificate(c))
+    }
+
+    fn round_certificate(&mut self, wire: codec::WireRoundCertificate) -> Result<(), DriverError> {
+        let Ok(mut c) = codec::round_certificate_from_wire(wire) else {
+            self.stats.invalid_messages += 1;
+            return Ok(());
+        };
+        if self.round_too_far(c.round) {
+            self.stats.invalid_messages += 1;
+            return Ok(());
+        }
+        let (height, round) = (c.height, c.round);
+        let mut slots = BTreeSet::new();
+        c.round_signatures
+            .retain(|s| slots.insert((vote_type_code(s.vote_type), s.address)));
+        c.round_signatures.retain(|s| {
+            let vote = crate::context::Vote {
+                vote_type: s.vote_type,
+                height,
+                round,
+                value: s.value_id,
+                validator: s.address,
+            };
+            self.accept_signature(&vote, &s.signature)
+        });
+        self.log_certificate(ConsensusMessage::RoundCertificate(
+            codec::round_certificate_to_wire(&c),
+        ));
+        self.feed(Input::RoundCertificate(c))
+    }
+
+    /// The core does not log certificates, but applying one changes what it will sign: log it
+    /// so a replay after a crash reaches the same state.
+    fn log_certificate(&mut self, message: ConsensusMessage) {
+        if !self.host.recovering {
+            self.host
+                .current
+                .wal_buffer
+                .push(WalRecord::Message(message));
+        }
+    }
+
+    fn round_too_far(&self, round: Round) -> bool {
+        let current = self.state.round().as_u32().unwrap_or(0);
+        round.as_u32().unwrap_or(0) > current.saturating_add(self.host.config.max_round_ahead)
+    }
+
+    fn vote(&mut self, vote: SignedVote<Ctx>) -> Result<(), DriverError> {
+        // One vote per (type, round, validator): a second signature (even for the same vote)
+        // would put a duplicate into the commit certificate. Checked first: rebroadcast
+        // copies are the common case and need no signature check.
+        let slot = vote_slot(&vote);
+        if self.host.current.seen_votes.contains_key(&slot) {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        let v = &vote.message;
+        let bytes = v.sign_bytes(self.host.ctx.genesis());
+        if !self.host.vset.contains(&v.validator.0)
+            || self.round_too_far(v.round)
+            || !self
+                .host
+                .check_signature(&v.validator.0, &bytes, &vote.signature)
+        {
+            self.stats.invalid_messages += 1;
+            return Ok(());
+        }
+        self.host
+            .current
+            .seen_votes
+            .insert(slot, (nil_or_value(&vote.message.value), vote.signature));
+        self.feed(Input::Vote(vote))
+    }
+
+    fn proposal(&mut self, signed: SignedProposal<Ctx>) -> Result<(), DriverError> {
+        let p = &signed.message;
+        let expected = self.host.vset.proposer(p.height, p.round).map(|v| {
+            use malachitebft_core_types::Validator as _;
+            *v.address()
+        });
+        let bytes = p.sign_bytes(self.host.ctx.genesis());
+        if expected != Some(p.proposer)
+            || self.round_too_far(p.round)
+            || !self
+                .host
+                .check_signature(&p.proposer.0, &bytes, &signed.signature)
+        {
+            self.stats.invalid_messages += 1;
+            return Ok(());
+        }
+        if !self.host.current.seen_proposals.insert(p.round.as_i64()) {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        let validity = match self.validate(&p.value, p.pol_round.is_nil()) {
+            Ok(()) => Validity::Valid,
+            Err(reason) => {
+                self.stats.invalid_proposals += 1;
+                tracing::warn!(height = p.height.0, round = %p.round, %reason, "invalid proposal");
+                Validity::Invalid
+            }
+        };
+        let value = ProposedValue {
+            height: p.height,
+            round: p.round,
+            valid_round: p.pol_round,
+            proposer: p.proposer,
+            value: p.value.clone(),
+            validity,
+        };
+        self.feed(Input::ProposedValue(value, ValueOrigin::Consensus))?;
+        self.feed(Input::Proposal(signed))
+    }
+
+    /// Executes a proposed block on the finalized state; a new value's timestamp must also be
+    /// within the chain's drift of our clock.
+    fn validate(&mut self, value: &BlockValue, new_value: bool) -> Result<(), String> {
+        let state = self.host.store.state();
+        let head = self.host.store.head();
+        if new_value {
+            check_proposal_time(&state, &value.block().header, self.now_ms)
+                .map_err(|e| e.to_string())?;
+        }
+        if self.host.current.executed.contains_key(&value.hash()) {
+            return Ok(());
+        }
+        let executed = execute_block(&state, head, value.block(), self.host.ctx.genesis())
+            .map_err(|e| e.to_string())?;
+        self.host.current.executed.insert(value.hash(), executed);
+        Ok(())
+    }
+
+    fn buffer_future(&mut self, height: u64, message: ConsensusMessage) {
+        if height > self.host.height + self.host.config.future_heights
+            || self.future_count >= self.host.config.max_future_messages
+        {
+            self.stats.future_dropped += 1;
+            return;
+        }
+        self.future.entry(height).or_default().push(message);
+        self.future_count += 1;
+    }
+
+    fn maybe_request_sync(&mut self) {
+        let height = self.host.height;
+        let due = match self.last_sync_request {
+            Some((h, at)) => h != height || self.now_ms >= at + self.host.config.sync_retry_ms,
+            None => true,
+        };
+        if due {
+            self.last_sync_request = Some((height, self.now_ms));
+            self.host.outputs.push(Output::RequestSync { from: height });
+        }
+    }
+}

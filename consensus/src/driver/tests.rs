@@ -1,0 +1,360 @@
+//! Driver tests with hand-made inputs: each checks one decision a validator makes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use drchain_runtime::dev::{dev_account, dev_key, specs};
+use drchain_runtime::{build_block, Block, Genesis};
+use drchain_support::{Signature, H256};
+use ed25519_dalek::Signer as _;
+use malachitebft_core_types::{Round, TimeoutKind};
+
+use super::{ConsensusDriver, DriverConfig, Output, TimerKey};
+use crate::codec::{self, ConsensusMessage, WireProposal, WireVote};
+use crate::context::{Height, SigningProvider, ValidatorSet};
+use crate::store::kv::MemoryDb;
+use crate::store::ChainStore;
+
+const NAMES: [&str; 4] = ["alice", "bob", "charlie", "dave"];
+
+struct Chain {
+    genesis: Genesis,
+}
+
+impl Chain {
+    fn local() -> Self {
+        Self {
+            genesis: specs::local().unwrap().build_genesis().unwrap(),
+        }
+    }
+
+    fn dev() -> Self {
+        Self {
+            genesis: specs::dev().unwrap().build_genesis().unwrap(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.genesis.header.timestamp + 1_000
+    }
+
+    fn driver(&self, name: &str, db: &MemoryDb) -> ConsensusDriver<MemoryDb> {
+        let store = ChainStore::open(db.clone(), &self.genesis).unwrap();
+        let signer = SigningProvider::new(self.genesis.hash(), dev_key(name));
+        ConsensusDriver::new(store, signer, DriverConfig::default(), true)
+    }
+
+    /// The dev name of the proposer of (height, round).
+    fn proposer(&self, height: u64, round: u32) -> &'static str {
+        let set = ValidatorSet::new(NAMES.iter().map(|n| dev_account(n)));
+        let account = set.proposer(Height(height), Round::new(round)).unwrap();
+        use malachitebft_core_types::Validator as _;
+        let account = account.address().0;
+        NAMES
+            .into_iter()
+            .find(|n| dev_account(n) == account)
+            .unwrap()
+    }
+
+    fn block(&self, timestamp: u64) -> Block {
+        let g = &self.genesis;
+        build_block(&g.state, &g.header, timestamp, &g.hash(), [], 10)
+            .unwrap()
+            .block
+    }
+
+    /// A proposal of `block` for (1, round), signed by `name`.
+    fn proposal(&self, name: &str, round: i64, block: Block) -> ConsensusMessage {
+        let mut p = WireProposal {
+            height: 1,
+            round,
+            pol_round: -1,
+            proposer: dev_account(name),
+            block,
+            signature: Signature([0; 64]),
+        };
+        let core = codec::proposal_from_wire(p.clone()).unwrap();
+        let bytes = core.message.sign_bytes(&self.genesis.hash());
+        p.signature = Signature(dev_key(name).sign(&bytes).to_bytes());
+        ConsensusMessage::Proposal(p)
+    }
+
+    fn vote(&self, name: &str, vote_type: u8, round: i64, value: Option<H256>) -> ConsensusMessage {
+        let mut v = WireVote {
+            vote_type,
+            height: 1,
+            round,
+            value,
+            validator: dev_account(name),
+            signature: Signature([0; 64]),
+        };
+        let core = codec::vote_from_wire(v.clone()).unwrap();
+        let bytes = core.message.sign_bytes(&self.genesis.hash());
+        v.signature = Signature(dev_key(name).sign(&bytes).to_bytes());
+        ConsensusMessage::Vote(v)
+    }
+}
+
+/// The votes of `who` among broadcast outputs, as (type, round, value).
+fn votes_of(outputs: &[Output], who: &str) -> Vec<(u8, i64, Option<H256>)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(ConsensusMessage::Vote(v)) if v.validator == dev_account(who) => {
+                Some((v.vote_type, v.round, v.value))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn finalized(outputs: &[Output]) -> Vec<u64> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Finalized { header, .. } => Some(header.number),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_lone_validator_proposes_and_finalizes_at_once() {
+    let chain = Chain::dev();
+    let db = MemoryDb::new();
+    let mut d = chain.driver("alice", &db);
+    let out = d.start(chain.now()).unwrap();
+    let build = out
+        .iter()
+        .find_map(|o| match o {
+            Output::BuildBlock { height, round } => Some((*height, *round)),
+            _ => None,
+        })
+        .expect("the proposer is asked for a block at start");
+    assert_eq!(build, (1, 0));
+    let g = &chain.genesis;
+    let built = build_block(&g.state, &g.header, chain.now(), &g.hash(), [], 10).unwrap();
+    let out = d
+        .on_block_built(chain.now(), 1, 0, built.block, built.executed)
+        .unwrap();
+    assert_eq!(finalized(&out), vec![1]);
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::ScheduleTimer {
+            key: TimerKey::Idle,
+            ..
+        }
+    )));
+    assert_eq!(d.height(), 2);
+    assert!(d.store().certificate(1).unwrap().is_some());
+}
+
+#[test]
+fn a_block_with_a_wrong_state_root_gets_a_nil_prevote() {
+    let chain = Chain::local();
+    let proposer = chain.proposer(1, 0);
+    let voter = NAMES.into_iter().find(|n| *n != proposer).unwrap();
+    let mut d = chain.driver(voter, &MemoryDb::new());
+    let _ = d.start(chain.now()).unwrap();
+    let mut block = chain.block(chain.now());
+    block.header.state_root = H256([0xee; 32]);
+    let out = d
+        .on_message(chain.now(), chain.proposal(proposer, 0, block))
+        .unwrap();
+    assert_eq!(votes_of(&out, voter), vec![(0, 0, None)]);
+    assert_eq!(d.stats().invalid_proposals, 1);
+}
+
+#[test]
+fn a_block_stamped_too_far_from_our_clock_gets_a_nil_prevote() {
+    let chain = Chain::local();
+    let proposer = chain.proposer(1, 0);
+    let voter = NAMES.into_iter().find(|n| *n != proposer).unwrap();
+    // (block time, validator's clock): 10 s ahead of it, then 10 s behind it.
+    for (stamp, clock) in [
+        (chain.now() + 10_000, chain.now()),
+        (chain.now(), chain.now() + 10_000),
+    ] {
+        let mut d = chain.driver(voter, &MemoryDb::new());
+        let _ = d.start(clock).unwrap();
+        let block = chain.block(stamp);
+        let out = d
+            .on_message(clock, chain.proposal(proposer, 0, block))
+            .unwrap();
+        assert_eq!(
+            votes_of(&out, voter),
+            vec![(0, 0, None)],
+            "stamp {stamp} clock {clock}"
+        );
+    }
+}
+
+#[test]
+fn a_valid_block_gets_a_prevote_and_others_are_ignored() {
+    let chain = Chain::local();
+    let proposer = chain.proposer(1, 0);
+    let impostor = NAMES.into_iter().find(|n| *n != proposer).unwrap();
+    let voter = NAMES
+        .into_iter()
+        .find(|n| *n != proposer && *n != impostor)
+        .unwrap();
+    let mut d = chain.driver(voter, &MemoryDb::new());
+    let _ = d.start(chain.now()).unwrap();
+    // Not the proposer of the round: dropped, no vote.
+    let block = chain.block(chain.now());
+    let out = d
+        .on_message(chain.now(), chain.proposal(impostor, 0, block.clone()))
+        .unwrap();
+    assert!(votes_of(&out, voter).is_empty());
+    assert_eq!(d.stats().invalid_messages, 1);
+    // A forged signature: dropped.
+    let mut forged = chain.proposal(proposer, 0, block.clone());
+    if let ConsensusMessage::Proposal(p) = &mut forged {
+        p.signature = Signature([5; 64]);
+    }
+    let out = d.on_message(chain.now(), forged).unwrap();
+    assert!(votes_of(&out, voter).is_empty());
+    assert_eq!(d.stats().invalid_messages, 2);
+    // The real one.
+    let out = d
+        .on_message(chain.now(), chain.proposal(proposer, 0, block.clone()))
+        .unwrap();
+    assert_eq!(votes_of(&out, voter), vec![(0, 0, Some(block.hash()))]);
+}
+
+#[test]
+fn second_votes_for_a_slot_are_dropped() {
+    let chain = Chain::local();
+    let mut d = chain.driver("alice", &MemoryDb::new());
+    let _ = d.start(chain.now()).unwrap();
+    let v = chain.vote("bob", 0, 0, None);
+    let _ = d.on_message(chain.now(), v.clone()).unwrap();
+    let _ = d.on_message(chain.now(), v).unwrap();
+    let conflicting = chain.vote("bob", 0, 0, Some(H256([1; 32])));
+    let _ = d.on_message(chain.now(), conflicting).unwrap();
+    assert_eq!(d.stats().duplicates, 2);
+}
+
+#[test]
+fn a_restarted_validator_re_signs_exactly_what_it_had_signed() {
+    let chain = Chain::local();
+    let proposer = chain.proposer(1, 0);
+    let voter = NAMES.into_iter().find(|n| *n != proposer).unwrap();
+    let db = MemoryDb::new();
+    let block = chain.block(chain.now());
+    let before = {
+        let mut d = chain.driver(voter, &db);
+        let _ = d.start(chain.now()).unwrap();
+        let out = d
+            .on_message(chain.now(), chain.proposal(proposer, 0, block.clone()))
+            .unwrap();
+        votes_of(&out, voter)
+    };
+    assert_eq!(before, vec![(0, 0, Some(block.hash()))]);
+    // "Crash": the driver is gone, the database stays. On restart the WAL is replayed.
+    let mut d = chain.driver(voter, &db);
+    let out = d.start(chain.now() + 5_000).unwrap();
+    assert!(d.stats().wal_records_replayed >= 2);
+    assert_eq!(
+        votes_of(&out, voter),
+        before,
+        "the same prevote, republished"
+    );
+    // Its propose timer fires later: having prevoted, it must not prevote nil now.
+    let out = d
+        .on_timer(
+            chain.now() + 6_000,
+            TimerKey::Consensus(malachitebft_core_types::Timeout::new(
+                Round::new(0),
+                TimeoutKind::Propose,
+            )),
+        )
+        .unwrap();
+    assert!(votes_of(&out, voter).is_empty());
+}
+
+#[test]
+fn synced_blocks_need_a_valid_certificate() {
+    let chain = Chain::dev();
+    // Alice finalizes block 1 alone.
+    let mut alice = chain.driver("alice", &MemoryDb::new());
+    let _ = alice.start(chain.now()).unwrap();
+    let g = &chain.genesis;
+    let built = build_block(&g.state, &g.header, chain.now(), &g.hash(), [], 10).unwrap();
+    let _ = alice
+        .on_block_built(chain.now(), 1, 0, built.block, built.executed)
+        .unwrap();
+    let block = alice.store().block(1).unwrap().unwrap();
+    let certificate = alice.store().certificate(1).unwrap().unwrap();
+    // A follower gets it by sync.
+    let store = ChainStore::open(MemoryDb::new(), &chain.genesis).unwrap();
+    let signer = SigningProvider::new(chain.genesis.hash(), dev_key("bob"));
+    let mut follower = ConsensusDriver::new(store, signer, DriverConfig::default(), false);
+    let _ = follower.start(chain.now()).unwrap();
+    let mut forged = certificate.clone();
+    forged.signatures[0].1 = Signature([1; 64]);
+    assert!(follower
+        .on_synced_block(chain.now(), block.clone(), forged)
+        .unwrap()
+        .is_err());
+    let mut empty = certificate.clone();
+    empty.signatures.clear();
+    assert!(follower
+        .on_synced_block(chain.now(), block.clone(), empty)
+        .unwrap()
+        .is_err());
+    let mut doubled = certificate.clone();
+    doubled.signatures.push(doubled.signatures[0]);
+    assert!(follower
+        .on_synced_block(chain.now(), block.clone(), doubled)
+        .unwrap()
+        .is_err());
+    assert_eq!(follower.height(), 1);
+    let out = follower
+        .on_synced_block(chain.now(), block, certificate)
+        .unwrap()
+        .unwrap();
+    assert_eq!(finalized(&out), vec![1]);
+    assert_eq!(follower.height(), 2);
+}
+
+/// A crashed proposer costs a round. Once 2/3+ precommits of the round are nil no value can
+/// be decided in it, so the validator goes on to the next round's proposer at once rather
+/// than waiting out the precommit timeout; a quorum with a value precommit still waits.
+#[test]
+fn a_round_with_nil_precommits_from_two_thirds_moves_on_at_once() {
+    let chain = Chain::local();
+    let dead = chain.proposer(1, 0);
+    let others: Vec<&str> = NAMES.into_iter().filter(|n| *n != dead).collect();
+    let (me, peers) = (others[0], &others[1..]);
+    let propose_timeout = TimerKey::Consensus(malachitebft_core_types::Timeout::new(
+        Round::new(0),
+        TimeoutKind::Propose,
+    ));
+    let nil_round = |precommits: &[(&str, Option<H256>)]| {
+        let mut d = chain.driver(me, &MemoryDb::new());
+        let _ = d.start(chain.now()).unwrap();
+        let out = d.on_timer(chain.now(), propose_timeout).unwrap();
+        assert_eq!(votes_of(&out, me), vec![(0, 0, None)]);
+        for peer in peers {
+            let out = d
+                .on_message(chain.now(), chain.vote(peer, 0, 0, None))
+                .unwrap();
+            if !votes_of(&out, me).is_empty() {
+                assert_eq!(votes_of(&out, me), vec![(1, 0, None)]);
+            }
+        }
+        for (peer, value) in precommits {
+            let _ = d
+                .on_message(chain.now(), chain.vote(peer, 1, 0, *value))
+                .unwrap();
+        }
+        d.round()
+    };
+    // Ours and two peers' nil precommits: round 1 without the precommit timer.
+    assert_eq!(nil_round(&[(peers[0], None), (peers[1], None)]), Some(1));
+    // A quorum that holds a value precommit: the timeout still decides.
+    assert_eq!(
+        nil_round(&[(peers[0], None), (dead, Some(H256([7; 32])))]),
+        Some(0)
+    );
+}

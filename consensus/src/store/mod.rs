@@ -1,0 +1,540 @@
+//! The chain store: finalized blocks, their commit certificates, the number→hash index, the
+//! state (entries and trie) of the finalized head, metadata, and the consensus WAL.
+//!
+//! With BFT finality there are no forks: only finalized blocks are stored, and the state is the
+//! finalized head's. Importing a block is one atomic batch (block, certificate, index, state
+//! writes, trie writes, the new head, and deleting the height's WAL), so a node killed at any
+//! moment reopens either before or after the block, never in between.
+
+pub mod kv;
+
+use std::ops::RangeInclusive;
+
+use std::collections::BTreeMap;
+
+use drchain_runtime::{
+    pallet_failover, Block, EventRecord, ExecutedBlock, Genesis, Header, RuntimeEvent,
+};
+use drchain_support::trie::{self, NodeKey, Path};
+use drchain_support::{Backend, ChangeSet, ServiceName, StateRead, TrieDelta, TrieStore, H256};
+use parity_scale_codec::{Decode, Encode};
+
+use crate::codec::{WalRecord, WireCertificate};
+use kv::{DbError, KeyValueDb, Write};
+
+const META_GENESIS: &[u8] = b"m/genesis";
+const META_FINALIZED: &[u8] = b"m/finalized";
+const HASH_BY_NUMBER: &[u8] = b"h/";
+const BLOCK_BY_HASH: &[u8] = b"b/";
+const CERTIFICATE: &[u8] = b"c/";
+const STATE: &[u8] = b"s/";
+const LEAF: &[u8] = b"l/";
+const NODE: &[u8] = b"n/";
+const WAL: &[u8] = b"w/";
+const EVENTS: &[u8] = b"e/";
+const FAILOVER_LOG: &[u8] = b"f/";
+const FAILOVER_COUNT: &[u8] = b"m/failover/";
+
+/// A chain store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The database holds another chain.
+    #[error(
+        "the database holds chain {found}, not {expected}; use another --base-path or purge-chain"
+    )]
+    WrongChain {
+        /// Genesis of the chain asked for.
+        expected: H256,
+        /// Genesis found on disk.
+        found: H256,
+    },
+    /// Stored bytes do not decode: the database is damaged.
+    #[error("corrupt database entry {key}: {reason}")]
+    Corrupt {
+        /// The key, hex.
+        key: String,
+        reason: String,
+    },
+    /// A block was imported out of order.
+    #[error("block #{got} does not extend the finalized head #{head}")]
+    NotNext {
+        /// The finalized head's number.
+        head: u64,
+        /// The number of the block offered.
+        got: u64,
+    },
+}
+
+fn key(prefix: &[u8], suffix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + suffix.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(suffix);
+    k
+}
+
+fn node_key(node: &NodeKey) -> Vec<u8> {
+    let mut k = key(NODE, &[node.0]);
+    k.extend_from_slice(&node.1);
+    k
+}
+
+fn wal_key(height: u64, seq: u64) -> Vec<u8> {
+    let mut k = key(WAL, &height.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The chain store over a key-value database.
+#[derive(Debug)]
+pub struct ChainStore<D> {
+    db: D,
+    genesis: H256,
+    head: Header,
+    wal_next: u64,
+}
+
+impl<D: KeyValueDb> ChainStore<D> {
+    /// Opens the store, writing `genesis` into an empty database, or checking that a used one
+    /// holds the same chain.
+    pub fn open(db: D, genesis: &Genesis) -> Result<Self, StoreError> {
+        let expected = genesis.hash();
+        match db.get(META_GENESIS)? {
+            Some(found) => {
+                let found = decode::<H256>(META_GENESIS, &found)?;
+                if found != expected {
+                    return Err(StoreError::WrongChain { expected, found });
+                }
+            }
+            None => Self::write_genesis(&db, genesis)?,
+        }
+        let finalized = match db.get(META_FINALIZED)? {
+            Some(bytes) => decode::<u64>(META_FINALIZED, &bytes)?,
+            None => 0,
+        };
+        let mut store = Self {
+            db,
+            genesis: expected,
+            head: genesis.header.clone(),
+            wal_next: 0,
+        };
+        let head = store.block(finalized)?.ok_or_else(|| StoreError::Corrupt {
+            key: format!("block #{finalized}"),
+            reason: "the finalized block is missing".into(),
+        })?;
+        store.head = head.header;
+        store.wal_next = store.wal(finalized + 1)?.len() as u64;
+        Ok(store)
+    }
+
+    fn write_genesis(db: &D, genesis: &Genesis) -> Result<(), StoreError> {
+        let changes: ChangeSet = genesis
+            .state
+            .scan_prefix(&[])
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        // Trie writes of the genesis state, computed over the (empty) database.
+        let empty = StoreState { db };
+        let delta = empty.prepare(&changes);
+        let block = Block {
+            header: genesis.header.clone(),
+            extrinsics: vec![],
+        };
+        let mut batch = state_writes(changes, delta);
+        batch.extend(block_writes(&block, None));
+        batch.push((META_FINALIZED.to_vec(), Some(0u64.encode())));
+        batch.push((META_GENESIS.to_vec(), Some(genesis.hash().encode())));
+        db.write(batch, true)?;
+        Ok(())
+    }
+
+    /// The chain's genesis hash.
+    pub fn genesis_hash(&self) -> H256 {
+        self.genesis
+    }
+
+    /// The finalized head.
+    pub fn head(&self) -> &Header {
+        &self.head
+    }
+
+    /// The finalized state.
+    pub fn state(&self) -> StoreState<'_, D> {
+        StoreState { db: &self.db }
+    }
+
+    /// Reads of finalized blocks, certificates, events and state.
+    pub fn reader(&self) -> ChainReader<'_, D> {
+        ChainReader { db: &self.db }
+    }
+
+    /// The hash of finalized block `number`.
+    pub fn hash(&self, number: u64) -> Result<Option<H256>, StoreError> {
+        self.reader().hash(number)
+    }
+
+    /// Finalized block `number`.
+    pub fn block(&self, number: u64) -> Result<Option<Block>, StoreError> {
+        self.reader().block(number)
+    }
+
+    /// The commit certificate of finalized block `number` (none for genesis).
+    pub fn certificate(&self, number: u64) -> Result<Option<WireCertificate>, StoreError> {
+        self.reader().certificate(number)
+    }
+
+    /// Imports the next finalized block with its execution and certificate, atomically and
+    /// durably; the WAL of its height goes in the same batch.
+    pub fn import(
+        &mut self,
+        block: &Block,
+        executed: ExecutedBlock,
+        certificate: &WireCertificate,
+    ) -> Result<(), StoreError> {
+        let number = block.header.number;
+        if number != self.head.number + 1 {
+            return Err(StoreError::NotNext {
+                head: self.head.number,
+                got: number,
+            });
+        }
+        let failover_writes = self.failover_log_writes(&block.header, &executed.events)?;
+        let mut batch = state_writes(executed.changes, executed.trie);
+        batch.extend(block_writes(block, Some(certificate)));
+        batch.push((
+            key(EVENTS, &number.to_be_bytes()),
+            Some(executed.events.encode()),
+        ));
+        batch.extend(failover_writes);
+        batch.push((META_FINALIZED.to_vec(), Some(number.encode())));
+        batch.extend(self.wal_deletes(number)?);
+        self.db.write(batch, true)?;
+        self.head = block.header.clone();
+        self.wal_next = 0;
+        Ok(())
+    }
+
+    /// Appends the block's failover events to each service's log (see
+    /// [`ChainReader::failover_log`]).
+    fn failover_log_writes(
+        &self,
+        header: &Header,
+        events: &[EventRecord],
+    ) -> Result<Vec<Write>, StoreError> {
+        let mut next: BTreeMap<ServiceName, u64> = BTreeMap::new();
+        let mut batch = vec![];
+        for record in events {
+            let RuntimeEvent::Failover(event) = &record.event else {
+                continue;
+            };
+            let service = event.service().clone();
+            let sequence = match next.get(&service) {
+                Some(n) => *n,
+                None => self.reader().failover_count(&service)?,
+            };
+            let entry = FailoverRecord {
+                sequence,
+                block: header.number,
+                timestamp: header.timestamp,
+                event: event.clone(),
+            };
+            batch.push((failover_key(&service, sequence), Some(entry.encode())));
+            next.insert(service, sequence + 1);
+        }
+        for (service, count) in next {
+            batch.push((
+                key(FAILOVER_COUNT, service.as_str().as_bytes()),
+                Some(count.encode()),
+            ));
+        }
+        Ok(batch)
+    }
+
+    fn wal_deletes(&self, height: u64) -> Result<Vec<Write>, StoreError> {
+        let prefix = key(WAL, &height.to_be_bytes());
+        let mut out = vec![];
+        for item in self.db.iter_from(&prefix) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push((k, None));
+        }
+        Ok(out)
+    }
+
+    /// Appends records to the WAL of `height`; with `durable`, they (and every write before
+    /// them) are synced to disk before this returns.
+    pub fn wal_append(
+        &mut self,
+        height: u64,
+        records: &[WalRecord],
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let batch = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (wal_key(height, self.wal_next + i as u64), Some(r.encode())))
+            .collect();
+        self.db.write(batch, durable)?;
+        self.wal_next += records.len() as u64;
+        Ok(())
+    }
+
+    /// The WAL records of `height`, in order.
+    pub fn wal(&self, height: u64) -> Result<Vec<WalRecord>, StoreError> {
+        let prefix = key(WAL, &height.to_be_bytes());
+        let mut out = vec![];
+        for item in self.db.iter_from(&prefix) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+}
+
+/// A failover event as kept in a service's log.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct FailoverRecord {
+    /// Position in the service's log, from 0.
+    pub sequence: u64,
+    /// The block it happened in.
+    pub block: u64,
+    /// That block's timestamp (ms).
+    pub timestamp: u64,
+    pub event: pallet_failover::Event,
+}
+
+fn failover_key(service: &ServiceName, sequence: u64) -> Vec<u8> {
+    // '/' cannot occur in a service name, so one service's keys never prefix another's.
+    let mut k = key(FAILOVER_LOG, service.as_str().as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(&sequence.to_be_bytes());
+    k
+}
+
+/// Reads of the finalized chain over any database: the store's own, or a snapshot the RPC
+/// server reads without involving the node's task.
+#[derive(Debug)]
+pub struct ChainReader<'a, D: ?Sized> {
+    db: &'a D,
+}
+
+impl<'a, D: KeyValueDb + ?Sized> ChainReader<'a, D> {
+    /// Reads `db`, which holds a chain store.
+    pub fn new(db: &'a D) -> Self {
+        Self { db }
+    }
+
+    /// The finalized height.
+    pub fn finalized_number(&self) -> Result<u64, StoreError> {
+        Ok(match self.db.get(META_FINALIZED)? {
+            Some(bytes) => decode::<u64>(META_FINALIZED, &bytes)?,
+            None => 0,
+        })
+    }
+
+    /// The hash of finalized block `number`.
+    pub fn hash(&self, number: u64) -> Result<Option<H256>, StoreError> {
+        let k = key(HASH_BY_NUMBER, &number.to_be_bytes());
+        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
+    }
+
+    /// Finalized block `number`.
+    pub fn block(&self, number: u64) -> Result<Option<Block>, StoreError> {
+        let Some(hash) = self.hash(number)? else {
+            return Ok(None);
+        };
+        self.block_by_hash(&hash)
+    }
+
+    /// A finalized block by hash.
+    pub fn block_by_hash(&self, hash: &H256) -> Result<Option<Block>, StoreError> {
+        let k = key(BLOCK_BY_HASH, &hash.0);
+        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
+    }
+
+    /// The commit certificate of finalized block `number` (none for genesis).
+    pub fn certificate(&self, number: u64) -> Result<Option<WireCertificate>, StoreError> {
+        let k = key(CERTIFICATE, &number.to_be_bytes());
+        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
+    }
+
+    /// The events of finalized block `number` (none for genesis).
+    pub fn events(&self, number: u64) -> Result<Option<Vec<EventRecord>>, StoreError> {
+        let k = key(EVENTS, &number.to_be_bytes());
+        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
+    }
+
+    /// The finalized state.
+    pub fn state(&self) -> StoreState<'a, D> {
+        StoreState { db: self.db }
+    }
+
+    /// How many failover events `service` has had.
+    pub fn failover_count(&self, service: &ServiceName) -> Result<u64, StoreError> {
+        let k = key(FAILOVER_COUNT, service.as_str().as_bytes());
+        Ok(self
+            .db
+            .get(&k)?
+            .map(|b| decode(&k, &b))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
+    /// `service`'s failover events with sequence `>= from`, oldest first, at most `limit`.
+    /// The log outlives the service's removal, so an audit can still read it.
+    pub fn failover_log(
+        &self,
+        service: &ServiceName,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<FailoverRecord>, StoreError> {
+        let prefix = failover_key(service, 0);
+        let prefix = &prefix[..prefix.len() - 8];
+        let mut out = vec![];
+        for item in self.db.iter_from(&failover_key(service, from)).take(limit) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+}
+
+fn decode<T: Decode>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    T::decode(&mut &bytes[..]).map_err(|e| StoreError::Corrupt {
+        key: hex::encode(key),
+        reason: e.to_string(),
+    })
+}
+
+fn state_writes(changes: ChangeSet, delta: TrieDelta) -> Vec<Write> {
+    let mut batch: Vec<Write> = changes
+        .into_iter()
+        .map(|(k, v)| (key(STATE, &k), v))
+        .collect();
+    batch.extend(
+        delta
+            .leaves
+            .into_iter()
+            .map(|(path, h)| (key(LEAF, &path), h.map(|h| h.0.to_vec()))),
+    );
+    batch.extend(
+        delta
+            .nodes
+            .into_iter()
+            .map(|(node, h)| (node_key(&node), h.map(|h| h.0.to_vec()))),
+    );
+    batch.push((b"m/root".to_vec(), Some(delta.root.0.to_vec())));
+    batch
+}
+
+fn block_writes(block: &Block, certificate: Option<&WireCertificate>) -> Vec<Write> {
+    let number = block.header.number;
+    let hash = block.hash();
+    let mut batch = vec![
+        (
+            key(HASH_BY_NUMBER, &number.to_be_bytes()),
+            Some(hash.encode()),
+        ),
+        (key(BLOCK_BY_HASH, &hash.0), Some(block.encode())),
+    ];
+    if let Some(c) = certificate {
+        batch.push((key(CERTIFICATE, &number.to_be_bytes()), Some(c.encode())));
+    }
+    batch
+}
+
+/// The finalized state, read from the database. Reads that fail are logged and read as
+/// absent: execution then yields a different state root and the block is refused, which is
+/// the safe outcome.
+#[derive(Debug)]
+pub struct StoreState<'a, D: ?Sized> {
+    db: &'a D,
+}
+
+impl<D: KeyValueDb + ?Sized> StoreState<'_, D> {
+    fn read(&self, k: &[u8]) -> Option<Vec<u8>> {
+        match self.db.get(k) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(key = %hex::encode(k), error = %e, "state read failed");
+                None
+            }
+        }
+    }
+}
+
+impl<D: KeyValueDb + ?Sized> StateRead for StoreState<'_, D> {
+    fn get(&self, k: &[u8]) -> Option<Vec<u8>> {
+        self.read(&key(STATE, k))
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let full = key(STATE, prefix);
+        let mut out = vec![];
+        for item in self.db.iter_from(&full) {
+            match item {
+                Ok((k, v)) if k.starts_with(&full) => out.push((k[STATE.len()..].to_vec(), v)),
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "state scan failed");
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+impl<D: KeyValueDb + ?Sized> TrieStore for StoreState<'_, D> {
+    fn leaves<'b>(
+        &'b self,
+        range: RangeInclusive<Path>,
+    ) -> Box<dyn Iterator<Item = (Path, drchain_support::H256)> + 'b> {
+        let end = *range.end();
+        Box::new(
+            self.db
+                .iter_from(&key(LEAF, range.start()))
+                .map_while(move |item| {
+                    let (k, v) = item.ok()?;
+                    let path: Path = k.strip_prefix(LEAF)?.try_into().ok()?;
+                    let hash: [u8; 32] = v.try_into().ok()?;
+                    (path <= end).then_some((path, H256(hash)))
+                }),
+        )
+    }
+
+    fn node(&self, node: &NodeKey) -> Option<H256> {
+        let bytes = self.read(&node_key(node))?;
+        bytes.try_into().ok().map(H256)
+    }
+}
+
+impl<D: KeyValueDb + ?Sized> Backend for StoreState<'_, D> {
+    fn prepare(&self, changes: &ChangeSet) -> TrieDelta {
+        trie::prepare(self, changes)
+    }
+
+    fn root(&self) -> H256 {
+        self.read(b"m/root")
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(H256)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use drchain_runtime::dev::specs;
+use drchain_runtime::{build_block, Genesis};
+use drchain_support::{Backend, StateRead};
+
+use super::kv::MemoryDb;
+use super::{ChainStore, StoreError};
+use crate::testing::{certificate, import_next, vote_record};
+
+fn local() -> Genesis {
+    specs::local().unwrap().build_genesis().unwrap()
+}
+
+#[test]
+fn genesis_is_written_once_and_read_back() {
+    let g = local();
+    let db = MemoryDb::new();
+    let store = ChainStore::open(db.clone(), &g).unwrap();
+    assert_eq!(store.head(), &g.header);
+    assert_eq!(store.state().root(), g.state.root());
+    assert_eq!(store.state().scan_prefix(&[]), g.state.scan_prefix(&[]));
+    drop(store);
+    let reopened = ChainStore::open(db, &g).unwrap();
+    assert_eq!(reopened.head().hash(), g.hash());
+    assert_eq!(reopened.hash(0).unwrap(), Some(g.hash()));
+}
+
+#[test]
+fn a_database_of_another_chain_is_refused() {
+    let db = MemoryDb::new();
+    ChainStore::open(db.clone(), &local()).unwrap();
+    let dev = specs::dev().unwrap().build_genesis().unwrap();
+    match ChainStore::open(db, &dev) {
+        Err(StoreError::WrongChain { expected, found }) => {
+            assert_eq!(expected, dev.hash());
+            assert_eq!(found, local().hash());
+        }
+        other => panic!("expected WrongChain, got {other:?}"),
+    }
+}
+
+#[test]
+fn imported_blocks_their_certificates_and_state_survive_a_reopen() {
+    let g = local();
+    let db = MemoryDb::new();
+    let mut store = ChainStore::open(db.clone(), &g).unwrap();
+    let mut replica = g.state.clone();
+    let mut hashes = vec![];
+    for _ in 0..5 {
+        let head = store.head().clone();
+        let built = build_block(&replica, &head, head.timestamp + 200, &g.hash(), [], 10).unwrap();
+        replica.apply(built.executed.changes.clone(), built.executed.trie.clone());
+        hashes.push(import_next(&mut store, &g));
+        assert_eq!(
+            store.state().root(),
+            replica.root(),
+            "trie kept on disk agrees"
+        );
+    }
+    assert_eq!(store.head().number, 5);
+    let reopened = ChainStore::open(db, &g).unwrap();
+    assert_eq!(reopened.head().number, 5);
+    for (i, hash) in hashes.iter().enumerate() {
+        let n = i as u64 + 1;
+        assert_eq!(reopened.hash(n).unwrap(), Some(*hash));
+        assert_eq!(reopened.block(n).unwrap().unwrap().hash(), *hash);
+        assert_eq!(reopened.certificate(n).unwrap().unwrap().block_hash, *hash);
+    }
+    assert_eq!(reopened.state().root(), replica.root());
+}
+
+#[test]
+fn only_the_next_block_can_be_imported() {
+    let g = local();
+    let mut store = ChainStore::open(MemoryDb::new(), &g).unwrap();
+    let head = store.head().clone();
+    let built = {
+        let state = store.state();
+        build_block(&state, &head, head.timestamp + 200, &g.hash(), [], 10).unwrap()
+    };
+    let mut block = built.block.clone();
+    block.header.number = 7;
+    let hash = block.hash();
+    match store.import(&block, built.executed, &certificate(7, hash)) {
+        Err(StoreError::NotNext { head: 0, got: 7 }) => {}
+        other => panic!("expected NotNext, got {other:?}"),
+    }
+    assert_eq!(store.head().number, 0);
+}
+
+#[test]
+fn the_wal_survives_a_reopen_and_goes_with_its_block() {
+    let g = local();
+    let db = MemoryDb::new();
+    let mut store = ChainStore::open(db.clone(), &g).unwrap();
+    store
+        .wal_append(1, &[vote_record(0), vote_record(1)], true)
+        .unwrap();
+    drop(store);
+    let mut store = ChainStore::open(db.clone(), &g).unwrap();
+    store.wal_append(1, &[vote_record(2)], false).unwrap();
+    assert_eq!(
+        store.wal(1).unwrap(),
+        vec![vote_record(0), vote_record(1), vote_record(2)],
+        "appends after a reopen do not overwrite"
+    );
+    import_next(&mut store, &g);
+    assert!(
+        store.wal(1).unwrap().is_empty(),
+        "importing #1 drops its WAL"
+    );
+    drop(store);
+    assert!(ChainStore::open(db, &g).unwrap().wal(1).unwrap().is_empty());
+}
+
+#[test]
+fn events_and_the_failover_log_are_kept_per_block_and_per_service() {
+    use drchain_runtime::{pallet_failover, pallet_service_status, RuntimeCall, RuntimeEvent};
+    use drchain_support::{Health, ServiceName};
+
+    let g = local();
+    let db = MemoryDb::new();
+    let mut store = ChainStore::open(db.clone(), &g).unwrap();
+    // Alice's heartbeat makes her eligible: demo-db elects her at the end of the block.
+    let heartbeat = drchain_runtime::UncheckedExtrinsic::sign(
+        &drchain_runtime::dev::dev_key("alice"),
+        &g.hash(),
+        0,
+        RuntimeCall::ServiceStatus(pallet_service_status::Call::Heartbeat {
+            service: ServiceName::new("demo-db").unwrap(),
+            epoch_seen: 0,
+            health: Health::Healthy,
+            applied_checkpoint: None,
+        }),
+    );
+    let head = store.head().clone();
+    let built = {
+        let state = store.state();
+        build_block(
+            &state,
+            &head,
+            head.timestamp + 200,
+            &g.hash(),
+            [heartbeat],
+            10,
+        )
+        .unwrap()
+    };
+    let expected = built.executed.events.clone();
+    let hash = built.block.hash();
+    store
+        .import(&built.block, built.executed, &certificate(1, hash))
+        .unwrap();
+    import_next(&mut store, &g);
+    drop(store);
+
+    let store = ChainStore::open(db, &g).unwrap();
+    let reader = store.reader();
+    assert_eq!(reader.finalized_number().unwrap(), 2);
+    assert_eq!(reader.events(1).unwrap(), Some(expected.clone()));
+    assert_eq!(reader.events(0).unwrap(), None);
+    let db_service = ServiceName::new("demo-db").unwrap();
+    let failover: Vec<_> = expected
+        .iter()
+        .filter_map(|r| match &r.event {
+            RuntimeEvent::Failover(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        failover
+            .iter()
+            .any(|e| matches!(e, pallet_failover::Event::Elected { .. })),
+        "{failover:?}"
+    );
+    assert_eq!(
+        reader.failover_count(&db_service).unwrap(),
+        failover.len() as u64
+    );
+    let log = reader.failover_log(&db_service, 0, 100).unwrap();
+    assert_eq!(
+        log.iter().map(|r| r.event.clone()).collect::<Vec<_>>(),
+        failover
+    );
+    assert!(log
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.sequence == i as u64 && r.block == 1));
+    // Paging, and no leaking between services whose names share a prefix.
+    assert_eq!(
+        reader.failover_log(&db_service, 1, 1).unwrap(),
+        log[1..2].to_vec()
+    );
+    let api = ServiceName::new("demo-api").unwrap();
+    assert!(reader.failover_log(&api, 0, 100).unwrap().is_empty());
+    let prefix = ServiceName::new("demo").unwrap();
+    assert!(reader.failover_log(&prefix, 0, 100).unwrap().is_empty());
+    assert_eq!(reader.failover_count(&prefix).unwrap(), 0);
+}

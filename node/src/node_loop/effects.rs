@@ -1,0 +1,173 @@
+//! Executing the driver's outputs: gossip, timers, block building, and what a finalized
+//! block means for the pool, the peers, the metrics and the subscribers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use parity_scale_codec::Encode;
+
+use crate::network::{self, SyncRequest};
+use drchain_consensus::{Output, TimerKey};
+use drchain_rpc::FinalizedBlock;
+
+use super::{now_ms, NodeLoop, BLOCK_LIMIT};
+
+impl NodeLoop {
+    /// A driver call that finalized a block validated, executed and stored it: its duration
+    /// is that block's import time.
+    pub(super) fn observe_import(&self, started: Instant, outputs: &[Output]) {
+        if outputs
+            .iter()
+            .any(|o| matches!(o, Output::Finalized { .. }))
+        {
+            self.metrics
+                .block_import
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    pub(super) fn execute(&mut self, outputs: Vec<Output>) -> anyhow::Result<()> {
+        self.work.extend(outputs);
+        self.drain()
+    }
+
+    pub(super) fn drain(&mut self) -> anyhow::Result<()> {
+        while let Some(output) = self.work.pop_front() {
+            self.output(output)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn output(&mut self, output: Output) -> anyhow::Result<()> {
+        match output {
+            Output::Broadcast(message) => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topics.consensus.clone(), message.encode())
+                {
+                    tracing::trace!(error = %e, "consensus message not gossiped");
+                }
+            }
+            Output::ScheduleTimer { key, after_ms } => {
+                self.timers
+                    .insert(key, Instant::now() + Duration::from_millis(after_ms));
+            }
+            Output::CancelTimer(key) => {
+                self.timers.remove(&key);
+            }
+            Output::CancelAllTimers => self.timers.retain(|k, _| *k == TimerKey::Idle),
+            Output::BuildBlock { height, round } => {
+                let now = now_ms();
+                let built = {
+                    let store = self.driver.store();
+                    self.pool
+                        .build_block(&store.state(), store.head(), now, BLOCK_LIMIT)
+                };
+                match built {
+                    Ok(built) => {
+                        for (hash, reason) in &built.rejected {
+                            tracing::debug!(%hash, %reason, "transaction left out of the block");
+                        }
+                        let started = Instant::now();
+                        let outputs = self.driver.on_block_built(
+                            now,
+                            height,
+                            round,
+                            built.block,
+                            built.executed,
+                        )?;
+                        self.observe_import(started, &outputs);
+                        self.work.extend(outputs);
+                    }
+                    Err(e) => tracing::error!(error = %e, "could not build a block"),
+                }
+            }
+            Output::Finalized {
+                header,
+                hash,
+                round,
+                extrinsics,
+                events,
+                synced,
+            } => {
+                tracing::info!(
+                    "Imported #{} ({hash}) txs={} round={round} via={}",
+                    header.number,
+                    extrinsics.len(),
+                    if synced { "sync" } else { "consensus" }
+                );
+                tracing::info!("Finalized #{} ({hash})", header.number);
+                log_failover_events(&events);
+                let dropped = {
+                    let store = self.driver.store();
+                    self.pool.finalized(&store.state(), &extrinsics)
+                };
+                for (hash, reason) in &dropped {
+                    tracing::info!(%hash, %reason, "transaction dropped from the pool");
+                }
+                self.stats.finalized = header.number;
+                self.stats.hash = hash;
+                self.stats.included_transactions += extrinsics.len() as u64;
+                if synced {
+                    self.stats.synced_blocks += 1;
+                } else {
+                    self.stats.syncing = false;
+                }
+                self.enforce_membership();
+                self.metrics
+                    .block_finalized(&header, extrinsics.len(), &events);
+                self.metrics.record_services(&self.driver.store().state());
+                let _ = self.finalized.send(Arc::new(FinalizedBlock {
+                    header,
+                    hash,
+                    extrinsics,
+                    events,
+                    dropped: dropped
+                        .into_iter()
+                        .map(|(h, reason)| (h, reason.to_string()))
+                        .collect(),
+                }));
+                self.publish_status();
+                if !self.pool.is_empty() {
+                    let outputs = self.driver.on_transactions_pending(now_ms())?;
+                    self.work.extend(outputs);
+                }
+            }
+            Output::RequestSync { from } => {
+                self.stats.syncing = true;
+                let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                if !peers.is_empty() {
+                    self.sync_peer = (self.sync_peer + 1) % peers.len();
+                    let peer = peers[self.sync_peer];
+                    tracing::debug!(%peer, from, "asking for blocks");
+                    self.swarm.behaviour_mut().sync.send_request(
+                        &peer,
+                        SyncRequest {
+                            from,
+                            max: network::SYNC_BATCH as u32,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Log lines an operator can grep for every failover transition in a finalized block.
+fn log_failover_events(events: &[drchain_runtime::EventRecord]) {
+    use drchain_runtime::pallet_failover::Event;
+    for record in events {
+        let drchain_runtime::RuntimeEvent::Failover(event) = &record.event else {
+            continue;
+        };
+        match (event.operator_line(), event) {
+            (Some(line), Event::WentVacant { .. }) => tracing::warn!("{line}"),
+            (Some(line), _) => tracing::info!("{line}"),
+            (None, _) => {}
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! What enters the node loop from clients: the handle, the cheap client the RPC server and
+//! the agent use, and the commands they send; and how the loop answers them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use drchain_consensus::store::kv::KeyValueDb;
+use drchain_runtime::UncheckedExtrinsic;
+use drchain_support::{AccountId, Overlay, H256};
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::metrics::Metrics;
+use crate::network::{self};
+use crate::rocks::RocksDb;
+use drchain_consensus::pool::PoolError;
+use drchain_rpc::{ChainStatus, FinalizedBlock, NodeApi, NodeStopped, PeerInfo};
+
+use super::{now_ms, NodeLoop, GOSSIP_BATCH_WINDOW};
+
+pub(super) enum Command {
+    Submit(UncheckedExtrinsic, oneshot::Sender<Result<H256, PoolError>>),
+    FinalizedHash(u64, oneshot::Sender<Option<H256>>),
+    Pending(oneshot::Sender<Vec<UncheckedExtrinsic>>),
+    NextNonce(AccountId, oneshot::Sender<u64>),
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Withdraw(Vec<H256>, oneshot::Sender<Vec<H256>>),
+}
+
+/// A running node, for the binary and for in-process tests.
+#[derive(Debug)]
+pub struct NodeHandle {
+    pub peer_id: PeerId,
+    /// Addresses it listens on, once bound.
+    pub listening: watch::Receiver<Vec<Multiaddr>>,
+    /// The chain as it goes.
+    pub status: watch::Receiver<ChainStatus>,
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The database, shared for reads (see [`RocksDb::snapshot`]).
+    pub db: RocksDb,
+    pub(super) finalized: broadcast::Sender<Arc<FinalizedBlock>>,
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) shutdown: watch::Sender<bool>,
+    pub(super) task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// What the RPC server and the metrics need from a running node: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NodeClient {
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) finalized: broadcast::Sender<Arc<FinalizedBlock>>,
+    pub(super) status: watch::Receiver<ChainStatus>,
+    pub(super) db: RocksDb,
+}
+
+impl NodeClient {
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(command(tx))
+            .await
+            .map_err(|_| NodeStopped)?;
+        rx.await.map_err(|_| NodeStopped)
+    }
+}
+
+#[async_trait::async_trait]
+impl NodeApi for NodeClient {
+    async fn submit(&self, x: UncheckedExtrinsic) -> Result<Result<H256, PoolError>, NodeStopped> {
+        self.ask(|tx| Command::Submit(x, tx)).await
+    }
+
+    async fn pending(&self) -> Result<Vec<UncheckedExtrinsic>, NodeStopped> {
+        self.ask(Command::Pending).await
+    }
+
+    async fn next_nonce(&self, account: AccountId) -> Result<u64, NodeStopped> {
+        self.ask(|tx| Command::NextNonce(account, tx)).await
+    }
+
+    async fn peers(&self) -> Result<Vec<PeerInfo>, NodeStopped> {
+        self.ask(Command::Peers).await
+    }
+
+    async fn remove(&self, hashes: Vec<H256>) -> Result<Vec<H256>, NodeStopped> {
+        self.ask(|tx| Command::Withdraw(hashes, tx)).await
+    }
+
+    fn status(&self) -> ChainStatus {
+        *self.status.borrow()
+    }
+
+    fn subscribe_finalized(&self) -> broadcast::Receiver<Arc<FinalizedBlock>> {
+        self.finalized.subscribe()
+    }
+
+    fn snapshot(&self) -> Box<dyn KeyValueDb + '_> {
+        Box::new(self.db.snapshot())
+    }
+}
+
+impl NodeHandle {
+    /// A client of this node for the RPC server.
+    pub fn client(&self) -> NodeClient {
+        NodeClient {
+            commands: self.commands.clone(),
+            finalized: self.finalized.clone(),
+            status: self.status.clone(),
+            db: self.db.clone(),
+        }
+    }
+
+    /// Submits a transaction (validated, pooled, gossiped).
+    pub async fn submit(&self, x: UncheckedExtrinsic) -> anyhow::Result<Result<H256, PoolError>> {
+        Ok(self.client().submit(x).await?)
+    }
+
+    /// The hash of finalized block `number`, if the node has it.
+    pub async fn finalized_hash(&self, number: u64) -> anyhow::Result<Option<H256>> {
+        Ok(self
+            .client()
+            .ask(|tx| Command::FinalizedHash(number, tx))
+            .await?)
+    }
+
+    /// Stops the node and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await?
+    }
+
+    /// Aborts the node's task at its next await point, without a clean shutdown, and waits
+    /// until its resources (the database lock among them) are released.
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// Runs until `signal` completes (then stops cleanly) or the node stops on its own, which
+    /// only a fatal error does (a failing database, a diverged state): that error is returned,
+    /// so the process exits instead of lingering without a node.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let mut task = self.task;
+        tokio::select! {
+            result = &mut task => result?,
+            () = signal => {
+                let _ = self.shutdown.send(true);
+                task.await?
+            }
+        }
+    }
+}
+
+impl NodeLoop {
+    /// Gossips the transactions submitted here since the last time, in one message.
+    pub(super) fn gossip_transactions(&mut self) {
+        self.flush_at = None;
+        self.last_gossip = Instant::now();
+        if self.outbox.is_empty() {
+            return;
+        }
+        let bytes = network::encode_transactions(&self.outbox);
+        self.outbox.clear();
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topics.transactions.clone(), bytes)
+        {
+            tracing::debug!(error = %e, "transactions not gossiped");
+        }
+    }
+
+    pub(super) fn command(&mut self, command: Command) -> anyhow::Result<()> {
+        match command {
+            Command::Submit(x, reply) => {
+                let result = self.submit(x.clone())?;
+                if result.is_ok() {
+                    self.outbox.push(x);
+                    let idle = self.last_gossip.elapsed() >= GOSSIP_BATCH_WINDOW;
+                    if (idle && self.flush_at.is_none())
+                        || self.outbox.len() >= network::MAX_TRANSACTIONS_PER_MESSAGE
+                    {
+                        self.gossip_transactions();
+                    } else if self.flush_at.is_none() {
+                        self.flush_at = Some(self.last_gossip + GOSSIP_BATCH_WINDOW);
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            Command::FinalizedHash(number, reply) => {
+                let _ = reply.send(self.driver.store().hash(number)?);
+            }
+            Command::Withdraw(hashes, reply) => {
+                let _ = reply.send(self.pool.withdraw(&hashes));
+            }
+            Command::NextNonce(account, reply) => {
+                let chain = {
+                    let state = self.driver.store().state();
+                    drchain_runtime::system::nonce(&Overlay::new(&state), &account)
+                };
+                let _ = reply.send(self.pool.next_nonce(&account, chain));
+            }
+            Command::Pending(reply) => {
+                let _ = reply.send(self.pool.pending());
+            }
+            Command::Peers(reply) => {
+                let peers = self
+                    .swarm
+                    .connected_peers()
+                    .map(|p| PeerInfo {
+                        peer_id: p.to_string(),
+                        account: network::account_of(p),
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+        }
+        self.drain()
+    }
+
+    /// Pools a transaction; a new one starts the next height if the driver is idle. The
+    /// outer error is the driver's (fatal), the inner one the pool's answer.
+    pub(super) fn submit(
+        &mut self,
+        x: UncheckedExtrinsic,
+    ) -> anyhow::Result<Result<H256, PoolError>> {
+        let result = {
+            let store = self.driver.store();
+            self.pool.submit(&store.state(), x)
+        };
+        if result.is_ok() {
+            let outputs = self.driver.on_transactions_pending(now_ms())?;
+            self.work.extend(outputs);
+        }
+        Ok(result)
+    }
+}

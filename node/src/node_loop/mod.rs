@@ -1,0 +1,260 @@
+//! The node loop: one tokio task that owns the swarm, the consensus driver, the store and
+//! the pool, and executes the driver's outputs. Everything protocol-related is decided by the
+//! driver; this loop only moves bytes and time.
+//!
+//! Layout: this module starts the task and runs its `select!`; [`ingress`] is what clients
+//! (RPC, agent, tests) send it; [`swarm_events`] admits peers and takes in gossip;
+//! [`sync_server`] answers and applies block-sync messages; [`effects`] executes the driver's
+//! outputs.
+
+mod effects;
+mod ingress;
+mod swarm_events;
+mod sync_server;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use drchain_runtime::{Genesis, UncheckedExtrinsic};
+use ed25519_dalek::SigningKey;
+use futures::StreamExt;
+use libp2p::{Multiaddr, PeerId, Swarm};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::metrics::Metrics;
+use crate::network::{self, Behaviour, Topics};
+use crate::rocks::RocksDb;
+use drchain_consensus::context::SigningProvider;
+use drchain_consensus::pool::TransactionPool;
+use drchain_consensus::store::ChainStore;
+use drchain_consensus::{ConsensusDriver, DriverConfig, Output, TimerKey};
+use drchain_rpc::{ChainStatus, FinalizedBlock};
+
+use ingress::Command;
+pub use ingress::{NodeClient, NodeHandle};
+
+/// Pending transactions at most.
+pub const POOL_LIMIT: usize = 65_536;
+/// Extrinsics per block at most.
+pub const BLOCK_LIMIT: usize = 4096;
+/// How often bootnodes we are not connected to are dialled again.
+const REDIAL: Duration = Duration::from_secs(2);
+/// Transactions submitted here are gossiped at once when none were in the last
+/// `GOSSIP_BATCH_WINDOW`, else together at its end: light load keeps its latency, heavy load
+/// sends few large messages instead of many small ones.
+const GOSSIP_BATCH_WINDOW: Duration = Duration::from_millis(3);
+/// Finalized blocks a slow subscriber may fall behind before it misses some.
+const FINALIZED_BACKLOG: usize = 1024;
+
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The chain.
+    pub genesis: Genesis,
+    /// Where the database lives.
+    pub database: PathBuf,
+    /// The member key: signs votes and is the network identity.
+    pub key: SigningKey,
+    /// A name for logs.
+    pub name: String,
+    /// Whether to take part in consensus when the key is in the validator set.
+    pub validator: bool,
+    /// Where to listen.
+    pub listen: Multiaddr,
+    /// Peers to dial (and redial).
+    pub bootnodes: Vec<Multiaddr>,
+    /// Consensus timers and limits.
+    pub driver: DriverConfig,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Opens the store, starts listening, and spawns the node's task.
+pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
+    std::fs::create_dir_all(&config.database)
+        .with_context(|| format!("creating {}", config.database.display()))?;
+    let db = RocksDb::open(&config.database)
+        .with_context(|| format!("opening the database {}", config.database.display()))?;
+    let shared_db = db.clone();
+    let store = ChainStore::open(db, &config.genesis)?;
+    let genesis_hash = config.genesis.hash();
+    let signer = SigningProvider::new(genesis_hash, config.key.clone());
+    let driver = ConsensusDriver::new(store, signer, config.driver, config.validator);
+    let mut swarm = network::build_swarm(&config.key, &genesis_hash)?;
+    let topics = Topics::new(&genesis_hash);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topics.consensus)?;
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topics.transactions)?;
+    swarm
+        .listen_on(config.listen.clone())
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let peer_id = *swarm.local_peer_id();
+    let (listening_tx, listening) = watch::channel(vec![]);
+    let (status_tx, status) = watch::channel(ChainStatus::default());
+    let (commands, commands_rx) = mpsc::channel(1024);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (finalized, _) = broadcast::channel(FINALIZED_BACKLOG);
+    let metrics = Arc::new(Metrics::new());
+    tracing::info!(name = %config.name, %peer_id, validator = config.validator, "node starting");
+    let service = NodeLoop {
+        pool: TransactionPool::new(genesis_hash, POOL_LIMIT),
+        driver,
+        swarm,
+        topics,
+        timers: BTreeMap::new(),
+        work: VecDeque::new(),
+        bootnodes: config.bootnodes,
+        listening: listening_tx,
+        status: status_tx,
+        stats: ChainStatus::default(),
+        sync_peer: 0,
+        admission: HashMap::new(),
+        finalized: finalized.clone(),
+        metrics: metrics.clone(),
+        outbox: vec![],
+        last_gossip: Instant::now(),
+        flush_at: None,
+    };
+    let task = tokio::spawn(service.run(commands_rx, shutdown_rx));
+    Ok(NodeHandle {
+        peer_id,
+        listening,
+        status,
+        metrics,
+        db: shared_db,
+        finalized,
+        commands,
+        shutdown,
+        task,
+    })
+}
+
+struct NodeLoop {
+    driver: ConsensusDriver<RocksDb>,
+    pool: TransactionPool,
+    swarm: Swarm<Behaviour>,
+    topics: Topics,
+    timers: BTreeMap<TimerKey, Instant>,
+    work: VecDeque<Output>,
+    bootnodes: Vec<Multiaddr>,
+    listening: watch::Sender<Vec<Multiaddr>>,
+    status: watch::Sender<ChainStatus>,
+    stats: ChainStatus,
+    sync_peer: usize,
+    /// Admission answers for the current head (see [`NodeLoop::admitted`]).
+    admission: HashMap<PeerId, bool>,
+    finalized: broadcast::Sender<Arc<FinalizedBlock>>,
+    metrics: Arc<Metrics>,
+    /// Transactions submitted here, not gossiped yet.
+    outbox: Vec<UncheckedExtrinsic>,
+    last_gossip: Instant,
+    flush_at: Option<Instant>,
+}
+
+impl NodeLoop {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let head = self.driver.store().head().clone();
+        self.stats.finalized = head.number;
+        self.stats.hash = head.hash();
+        self.publish_status();
+        let outputs = self.driver.start(now_ms())?;
+        self.execute(outputs)?;
+        self.dial_bootnodes();
+        let mut redial = tokio::time::interval(REDIAL);
+        loop {
+            let next_timer = self.timers.values().min().copied();
+            let sleep = async {
+                match next_timer {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => futures::future::pending().await,
+                }
+            };
+            let flush_at = self.flush_at;
+            let flush = async {
+                match flush_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => futures::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    tracing::info!("node stopping");
+                    return Ok(());
+                }
+                Some(command) = commands.recv() => self.command(command)?,
+                event = self.swarm.select_next_some() => self.swarm_event(event)?,
+                _ = sleep => self.fire_timers()?,
+                _ = flush => self.gossip_transactions(),
+                _ = redial.tick() => self.dial_bootnodes(),
+            }
+        }
+    }
+
+    fn publish_status(&mut self) {
+        self.stats.peers = self.swarm.connected_peers().count();
+        self.status.send_replace(self.stats);
+        self.metrics.peers.set(self.stats.peers as i64);
+        self.metrics.pool_size.set(self.pool.len() as i64);
+        self.metrics
+            .consensus_height
+            .set(self.driver.height() as i64);
+        self.metrics
+            .consensus_round
+            .set(self.driver.round().map_or(-1, i64::from));
+    }
+
+    fn dial_bootnodes(&mut self) {
+        let connected: BTreeSet<PeerId> = self.swarm.connected_peers().copied().collect();
+        let me = *self.swarm.local_peer_id();
+        for addr in self.bootnodes.clone() {
+            let peer = addr.iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+                _ => None,
+            });
+            if peer.is_some_and(|p| p == me || connected.contains(&p)) {
+                continue;
+            }
+            if peer.is_none() && !connected.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, error = %e, "dial failed");
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let due: Vec<TimerKey> = self
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            self.timers.remove(&key);
+            let started = Instant::now();
+            let outputs = self.driver.on_timer(now_ms(), key)?;
+            self.observe_import(started, &outputs);
+            self.execute(outputs)?;
+        }
+        Ok(())
+    }
+}

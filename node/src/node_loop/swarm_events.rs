@@ -1,0 +1,118 @@
+//! Network events into the node loop: peer admission (members of the finalized state only)
+//! and gossip (consensus messages, transactions).
+
+use std::time::Instant;
+
+use drchain_support::Overlay;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{gossipsub, request_response, PeerId};
+
+use crate::network::{self, BehaviourEvent};
+use drchain_consensus::codec::ConsensusMessage;
+
+use super::{now_ms, NodeLoop};
+
+impl NodeLoop {
+    /// Whether `peer` is an admitted, unrevoked member of the finalized state. Asked for every
+    /// gossip message, so answers are kept until the next block.
+    pub(super) fn admitted(&mut self, peer: &PeerId) -> bool {
+        if let Some(known) = self.admission.get(peer) {
+            return *known;
+        }
+        let admitted = network::account_of(peer).is_some_and(|account| {
+            let store = self.driver.store();
+            let at = store.head().timestamp;
+            pallet_membership::is_admitted(&Overlay::new(&store.state()), &account, at)
+        });
+        self.admission.insert(*peer, admitted);
+        admitted
+    }
+
+    /// After a block: forgets cached admissions and disconnects peers no longer admitted.
+    pub(super) fn enforce_membership(&mut self) {
+        self.admission.clear();
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            if !self.admitted(&peer) {
+                tracing::warn!(%peer, "disconnecting a peer that is not an admitted member");
+                self.stats.rejected_peers += 1;
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
+    pub(super) fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> anyhow::Result<()> {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.listening.send_modify(|l| l.push(address));
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                if self.admitted(&peer_id) {
+                    tracing::debug!(peer = %peer_id, "peer connected");
+                } else {
+                    tracing::warn!(peer = %peer_id, "disconnecting a peer that is not an admitted member");
+                    self.stats.rejected_peers += 1;
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                }
+                self.publish_status();
+            }
+            SwarmEvent::ConnectionClosed { .. } => self.publish_status(),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            })) => self.gossip(propagation_source, message)?,
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
+                peer,
+                message,
+                ..
+            })) => self.sync_message(peer, message)?,
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(
+                request_response::Event::OutboundFailure { peer, error, .. },
+            )) => tracing::debug!(%peer, %error, "sync request failed"),
+            _ => {}
+        }
+        self.drain()
+    }
+
+    pub(super) fn gossip(
+        &mut self,
+        from: PeerId,
+        message: gossipsub::Message,
+    ) -> anyhow::Result<()> {
+        if !self.admitted(&from) {
+            self.stats.dropped_messages += 1;
+            return Ok(());
+        }
+        if message.topic == self.topics.consensus.hash() {
+            match ConsensusMessage::decode_untrusted(&message.data) {
+                Ok(m) => {
+                    let started = Instant::now();
+                    let outputs = self.driver.on_message(now_ms(), m)?;
+                    self.observe_import(started, &outputs);
+                    self.execute(outputs)?;
+                }
+                Err(e) => {
+                    self.stats.dropped_messages += 1;
+                    tracing::debug!(peer = %from, error = %e, "malformed consensus message dropped");
+                }
+            }
+        } else if message.topic == self.topics.transactions.hash() {
+            match network::decode_transactions(&message.data) {
+                Ok(transactions) => {
+                    for x in transactions {
+                        if let Err(e) = self.submit(x)? {
+                            tracing::trace!(error = %e, "gossiped transaction not pooled");
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.stats.dropped_messages += 1;
+                    tracing::debug!(peer = %from, error = %e, "malformed transactions dropped");
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,403 @@
+//! The JSON shapes of RPC answers: readable field names, hashes and keys in `0x` hex.
+//!
+//! Substrate-named methods answer in Substrate's shapes (camelCase, block numbers as hex) so
+//! its tools can read them; drchain's own methods answer in snake case with plain numbers.
+
+use drchain_runtime::pallet_failover::{self, Phase, Role};
+use drchain_runtime::pallet_membership::{self, MemberRole};
+use drchain_runtime::pallet_network_config;
+use drchain_runtime::pallet_service_status::{self, Status};
+use drchain_runtime::{system, Block, EventRecord, Header};
+use drchain_support::{AccountId, Epoch, Health, Moment, Overlay, ServiceName, H256};
+use parity_scale_codec::Encode;
+use serde::{Deserialize, Serialize};
+
+use drchain_consensus::codec::WireCertificate;
+use drchain_consensus::store::FailoverRecord;
+
+/// A header in Substrate's shape, with drchain's timestamp.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderView {
+    pub parent_hash: H256,
+    /// Height, as `0x` hex like Substrate.
+    pub number: String,
+    /// State root after the block.
+    pub state_root: H256,
+    /// Merkle root of the extrinsics.
+    pub extrinsics_root: H256,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// Digest logs (always empty: drchain has no digests).
+    pub digest: Digest,
+    /// The block's hash.
+    pub hash: H256,
+}
+
+/// Substrate's header digest; drchain has none.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Digest {
+    /// Always empty.
+    pub logs: Vec<String>,
+}
+
+impl From<&Header> for HeaderView {
+    fn from(h: &Header) -> Self {
+        Self {
+            parent_hash: h.parent_hash,
+            number: format!("0x{:x}", h.number),
+            state_root: h.state_root,
+            extrinsics_root: h.extrinsics_root,
+            timestamp: h.timestamp,
+            digest: Digest::default(),
+            hash: h.hash(),
+        }
+    }
+}
+
+/// A block with its justification, in Substrate's `SignedBlock` shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignedBlockView {
+    pub block: BlockView,
+    /// `[["DRBF", "0x<SCALE commit certificate>"]]`; `null` for genesis.
+    pub justifications: Option<Vec<(String, String)>>,
+}
+
+/// A block: header and SCALE-encoded extrinsics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockView {
+    pub header: HeaderView,
+    /// Each extrinsic's SCALE encoding, `0x` hex.
+    pub extrinsics: Vec<String>,
+}
+
+/// The justification engine id of drchain's commit certificates.
+pub const JUSTIFICATION_ENGINE: &str = "DRBF";
+
+impl SignedBlockView {
+    /// A block and its certificate.
+    pub fn new(block: &Block, certificate: Option<&WireCertificate>) -> Self {
+        Self {
+            block: BlockView {
+                header: HeaderView::from(&block.header),
+                extrinsics: block
+                    .extrinsics
+                    .iter()
+                    .map(|x| hex0x(&x.encode()))
+                    .collect(),
+            },
+            justifications: certificate
+                .map(|c| vec![(JUSTIFICATION_ENGINE.to_owned(), hex0x(&c.encode()))]),
+        }
+    }
+}
+
+/// `0x`-prefixed hex.
+pub fn hex0x(bytes: &[u8]) -> String {
+    format!("0x{}", hex::encode(bytes))
+}
+
+/// `system_health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SystemHealth {
+    /// Connected peers.
+    pub peers: usize,
+    /// Whether the node is catching up (more than a couple of blocks behind a peer).
+    pub is_syncing: bool,
+    /// Whether the node expects peers (always true: a chain needs its validators).
+    pub should_have_peers: bool,
+}
+
+/// One entry of `system_peers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerView {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// The member account behind it (same Ed25519 key).
+    pub account: Option<AccountId>,
+}
+
+/// A block's events (`chain_getEvents`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockEvents {
+    /// The block's hash.
+    pub block: H256,
+    pub number: u64,
+    /// Its events, with phases.
+    pub events: Vec<EventRecord>,
+}
+
+/// A protected service, its holder and its candidates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// The service's name.
+    pub name: ServiceName,
+    /// Fencing token.
+    pub epoch: Epoch,
+    /// `active`, `promoting` or `vacant`.
+    pub phase: String,
+    /// The node that completed its promotion and serves.
+    pub active: Option<AccountId>,
+    /// The node elected and promoting, with its deadline on the live clock.
+    pub promoting: Option<Promoting>,
+    /// Block of the last phase change.
+    pub since_block: u64,
+    /// Its configuration.
+    pub config: pallet_failover::ServiceConfig,
+    /// The chain's live clock at the finalized head (heartbeat ages count on it).
+    pub live_clock_ms: Moment,
+    /// Every candidate, in priority order.
+    pub nodes: Vec<ServiceNodeView>,
+}
+
+/// An elected node that has not yet completed its promotion.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Promoting {
+    pub node: AccountId,
+    /// Live-clock deadline.
+    pub deadline_ms: Moment,
+}
+
+/// A candidate of a service: role, endpoint, and its last heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceNodeView {
+    /// The node's account.
+    pub node: AccountId,
+    /// 0 is the highest priority.
+    pub priority: usize,
+    /// Its role (`standby` before it is first seen).
+    pub role: Role,
+    /// Where clients reach it for this service.
+    pub endpoint: Option<String>,
+    /// Epoch in which it last failed.
+    pub failed_epoch: Option<Epoch>,
+    /// Epoch it was fenced in.
+    pub fenced_epoch: Option<Epoch>,
+    /// Its last heartbeat, if any.
+    pub heartbeat: Option<HeartbeatView>,
+}
+
+/// A node's last heartbeat for a service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatView {
+    /// Reported health.
+    pub health: Health,
+    /// The epoch the node had seen.
+    pub epoch_seen: Epoch,
+    /// Last checkpoint it applied.
+    pub applied_checkpoint: Option<u64>,
+    /// Block that included it.
+    pub block: u64,
+    /// That block's timestamp.
+    pub timestamp: Moment,
+    /// Live-clock age at the finalized head.
+    pub age_ms: Moment,
+    /// Whether it is older than the service's `heartbeat_timeout_ms`.
+    pub stale: bool,
+    /// Heartbeats counted from this node.
+    pub heartbeats: u64,
+}
+
+impl HeartbeatView {
+    fn new(status: &Status, live_clock: Moment, timeout: u64) -> Self {
+        let age_ms = live_clock.saturating_sub(status.live_at);
+        Self {
+            health: status.health,
+            epoch_seen: status.epoch_seen,
+            applied_checkpoint: status.applied_checkpoint,
+            block: status.block,
+            timestamp: status.timestamp,
+            age_ms,
+            stale: age_ms > timeout,
+            heartbeats: status.heartbeats,
+        }
+    }
+}
+
+/// The view of `service` in `state`, if it is registered.
+pub fn service_view(state: &Overlay<'_>, name: &ServiceName) -> Option<ServiceView> {
+    let config = pallet_failover::config(state, name)?;
+    let service = pallet_failover::service_state(state, name)?;
+    let live_clock = system::LiveClock::get(state).unwrap_or(0);
+    let records = pallet_failover::node_records(state, name);
+    let nodes = config
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(priority, node)| {
+            let record = records.iter().find(|(n, _)| n == node).map(|(_, r)| r);
+            ServiceNodeView {
+                node: *node,
+                priority,
+                role: record.map_or(Role::Standby, |r| r.role),
+                endpoint: pallet_network_config::endpoint(state, name, node),
+                failed_epoch: record.and_then(|r| r.failed_epoch),
+                fenced_epoch: record.and_then(|r| r.fenced_epoch),
+                heartbeat: pallet_service_status::status(state, name, node)
+                    .map(|s| HeartbeatView::new(&s, live_clock, config.heartbeat_timeout_ms)),
+            }
+        })
+        .collect();
+    let (phase, active, promoting) = match service.phase {
+        Phase::Active { node } => ("active", Some(node), None),
+        Phase::Promoting { node, deadline } => (
+            "promoting",
+            None,
+            Some(Promoting {
+                node,
+                deadline_ms: deadline,
+            }),
+        ),
+        Phase::Vacant => ("vacant", None, None),
+    };
+    Some(ServiceView {
+        name: name.clone(),
+        epoch: service.epoch,
+        phase: phase.to_owned(),
+        active,
+        promoting,
+        since_block: service.since_block,
+        config,
+        live_clock_ms: live_clock,
+        nodes,
+    })
+}
+
+/// One node's standing in one service (`status_node`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeServiceView {
+    pub service: ServiceName,
+    /// The service's epoch.
+    pub epoch: Epoch,
+    /// The node's role and heartbeat.
+    #[serde(flatten)]
+    pub node: ServiceNodeView,
+}
+
+/// A failover event from a service's log.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailoverEventView<'a> {
+    /// Position in the service's log.
+    pub sequence: u64,
+    /// Block it happened in.
+    pub block: u64,
+    /// That block's timestamp.
+    pub timestamp: u64,
+    pub event: &'a pallet_failover::Event,
+}
+
+impl<'a> From<&'a FailoverRecord> for FailoverEventView<'a> {
+    fn from(r: &'a FailoverRecord) -> Self {
+        Self {
+            sequence: r.sequence,
+            block: r.block,
+            timestamp: r.timestamp,
+            event: &r.event,
+        }
+    }
+}
+
+/// A live failover event (`failover_subscribeEvents`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveFailoverEvent<'a> {
+    /// The block it happened in.
+    pub block: u64,
+    /// That block's hash.
+    pub hash: H256,
+    /// That block's timestamp.
+    pub timestamp: u64,
+    pub event: &'a pallet_failover::Event,
+}
+
+/// A member, without its certificate's bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Its account (Ed25519 public key).
+    pub account: AccountId,
+    /// `member` or `validator`.
+    pub role: MemberRole,
+    /// Certificate subject.
+    pub subject: String,
+    /// Fingerprint of the issuing trust anchor.
+    pub anchor: H256,
+    /// Certificate validity start (ms).
+    pub not_before: Moment,
+    /// Certificate validity end (ms).
+    pub not_after: Moment,
+    /// Block it was admitted in.
+    pub admitted_at: u64,
+    /// Whether it is admitted now (not revoked, certificate valid at the head).
+    pub admitted: bool,
+    /// Revocation, if any.
+    pub revoked: Option<pallet_membership::Revocation>,
+    /// Whether it signs consensus votes now.
+    pub validator: bool,
+    /// Its libp2p peer id.
+    pub peer_id: Option<String>,
+}
+
+impl MemberView {
+    /// The view of `m` at time `now` with the current validator set.
+    pub fn new(m: pallet_membership::Member, admitted: bool, validators: &[AccountId]) -> Self {
+        Self {
+            account: m.account,
+            role: m.role,
+            subject: m.subject,
+            anchor: m.anchor,
+            not_before: m.not_before,
+            not_after: m.not_after,
+            admitted_at: m.admitted_at,
+            admitted,
+            validator: validators.contains(&m.account),
+            peer_id: peer_id_of(&m.account),
+            revoked: m.revoked,
+        }
+    }
+}
+
+/// The validator set now and the changes scheduled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidatorsView {
+    /// The finalized height.
+    pub at: u64,
+    /// Validators of the next height.
+    pub current: Vec<AccountId>,
+    /// Sets taking effect later: (height, set).
+    pub scheduled: Vec<(u64, Vec<AccountId>)>,
+}
+
+/// A trust anchor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrustAnchorView {
+    /// blake3 of its DER.
+    pub fingerprint: H256,
+    pub subject: String,
+    /// Validity start (ms).
+    pub not_before: Moment,
+    /// Validity end (ms).
+    pub not_after: Moment,
+}
+
+/// A status update of a watched extrinsic (`author_extrinsicUpdate`), in Substrate's shape.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum TransactionStatus {
+    /// In the pool, valid.
+    Ready,
+    /// In a finalized block (with BFT finality, inclusion is finality).
+    InBlock(H256),
+    /// In a finalized block.
+    Finalized(H256),
+    /// Removed from the pool: no longer valid.
+    Invalid(String),
+    /// Not seen finalized in time; it may still be included later.
+    Dropped,
+}
+
+/// The libp2p peer id of a member: its Ed25519 key is its network identity.
+fn peer_id_of(account: &AccountId) -> Option<String> {
+    let key = libp2p_identity::ed25519::PublicKey::try_from_bytes(&account.0).ok()?;
+    Some(libp2p_identity::PeerId::from_public_key(&key.into()).to_string())
+}
