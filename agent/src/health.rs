@@ -17,8 +17,8 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use drchain_consensus::clock::Clock;
 use drchain_support::Health;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -87,6 +87,7 @@ fn respond<B>(
     request: &Request<B>,
     reports: &watch::Receiver<Vec<ServiceReport>>,
     alive_ms: &AtomicU64,
+    clock: &dyn Clock,
 ) -> Response<Full<Bytes>> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return text(
@@ -137,12 +138,10 @@ fn respond<B>(
             },
         );
     };
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let alive = now_ms.saturating_sub(alive_ms.load(Ordering::Relaxed)) <= LIVENESS_MS;
+    let now = clock.now();
+    let alive = now.wall_ms.saturating_sub(alive_ms.load(Ordering::Relaxed)) <= LIVENESS_MS;
     // The lease is re-checked now: the report may be a few milliseconds old.
-    let report = report.clone().at(Instant::now());
+    let report = report.clone().at(now.mono);
     let status = if check.passes(&report, alive) {
         StatusCode::OK
     } else {
@@ -173,9 +172,10 @@ pub async fn serve(
     addr: SocketAddr,
     reports: watch::Receiver<Vec<ServiceReport>>,
     alive: Arc<AtomicU64>,
+    clock: Arc<dyn Clock>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), crate::http::HttpError> {
     crate::http::serve(addr, "health endpoints", move |request| {
-        respond(request, &reports, &alive)
+        respond(request, &reports, &alive, clock.as_ref())
     })
     .await
 }

@@ -21,7 +21,7 @@ pub mod metrics;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use drchain_runtime::pallet_failover;
 use drchain_runtime::pallet_service_status;
@@ -30,6 +30,7 @@ use drchain_support::{AccountId, Overlay, StateRead, H256};
 use ed25519_dalek::SigningKey;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use drchain_consensus::clock::Clock;
 use drchain_consensus::store::ChainReader;
 use drchain_rpc::NodeApi;
 
@@ -38,7 +39,7 @@ pub use metrics::AgentMetrics;
 pub use config::AgentConfig;
 use config::ServiceAgentConfig;
 use hooks::HookOutcome;
-use machine::{Action, Actions, HookRun, MachineConfig, Now, ServiceMachine, ServiceReport};
+use machine::{Action, Actions, HookRun, MachineConfig, ServiceMachine, ServiceReport};
 
 /// How often the agent looks at the clock (lease expiry, heartbeats due). The health
 /// endpoints re-check the lease on every request, so this only bounds how late the hook runs.
@@ -71,15 +72,8 @@ pub struct AgentContext {
     pub node: Arc<dyn NodeApi>,
     /// Where the agent counts what it does.
     pub metrics: AgentMetrics,
-}
-
-fn now() -> Now {
-    Now {
-        mono: Instant::now(),
-        wall_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-    }
+    /// Where it reads the time.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Starts the agent for the services of `config`.
@@ -99,7 +93,7 @@ pub fn start(config: AgentConfig, ctx: AgentContext) -> Agent {
         })
         .collect::<Vec<_>>();
     let (reports_tx, reports) = watch::channel(machines.iter().map(|m| m.report()).collect());
-    let alive = Arc::new(AtomicU64::new(now().wall_ms));
+    let alive = Arc::new(AtomicU64::new(ctx.clock.now().wall_ms));
     let runner = Runner {
         me,
         services: config.services,
@@ -162,7 +156,7 @@ impl Runner {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 _ = ticker.tick() => {
-                    let t = now();
+                    let t = self.ctx.clock.now();
                     self.alive.store(t.wall_ms, Ordering::Relaxed);
                     for i in 0..self.machines.len() {
                         let actions = self.machines[i].on_tick(t);
@@ -170,12 +164,12 @@ impl Runner {
                     }
                 }
                 Some((i, health)) = health_rx.recv() => {
-                    let actions = self.machines[i].on_health(health, now());
+                    let actions = self.machines[i].on_health(health, self.ctx.clock.now());
                     self.execute(i, actions, &hook_tx).await;
                 }
                 Some((i, run, outcome)) = hook_rx.recv() => {
                     self.hook_finished(i, &run, &outcome);
-                    let actions = self.machines[i].on_hook_finished(&run, outcome.ok(), now());
+                    let actions = self.machines[i].on_hook_finished(&run, outcome.ok(), self.ctx.clock.now());
                     self.execute(i, actions, &hook_tx).await;
                 }
             }
@@ -203,7 +197,7 @@ impl Runner {
                 .map(|m| chain::read(&overlay, number, m.service(), &self.me))
                 .collect()
         };
-        let t = now();
+        let t = self.ctx.clock.now();
         for (i, view) in views.into_iter().enumerate() {
             let endpoint = view.service.as_ref().and_then(|s| s.my_endpoint.clone());
             if let Some(tx) = self.endpoints.get(i) {
@@ -300,7 +294,11 @@ impl Runner {
                             });
                         }
                         // No hook configured: it trivially succeeded.
-                        None => queue.extend(self.machines[i].on_hook_finished(&run, true, now())),
+                        None => queue.extend(self.machines[i].on_hook_finished(
+                            &run,
+                            true,
+                            self.ctx.clock.now(),
+                        )),
                     }
                 }
                 Action::StartedServing {
@@ -309,7 +307,7 @@ impl Runner {
                 } => {
                     tracing::info!(
                         "serving service={service} epoch={epoch} since_ms={} lease_end_ms={lease_end_ms}",
-                        now().wall_ms
+                        self.ctx.clock.now().wall_ms
                     );
                     self.ctx.metrics.set_serving(&service, true);
                 }

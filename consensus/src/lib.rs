@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod codec;
 pub mod context;
 pub mod driver;

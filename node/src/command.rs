@@ -1,7 +1,6 @@
 //! What each subcommand does.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use drchain_runtime::dev::dev_key;
@@ -12,6 +11,7 @@ use pallet_membership::x509;
 
 use crate::cli::{BuildSpecArgs, CaAlgorithm, CertCommand, Cli, Command, KeyCommand, RoleArg};
 use crate::{chain_spec, keys};
+use drchain_consensus::clock::Clock as _;
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -31,10 +31,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    drchain_consensus::clock::SystemClock.now().wall_ms
 }
 
 /// `now` plus `days`, refusing validity periods no certificate can encode.

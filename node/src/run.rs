@@ -15,6 +15,7 @@ use libp2p::Multiaddr;
 use crate::cli::{PurgeArgs, RunArgs};
 use crate::node_loop::{self, NodeConfig};
 use crate::{chain_spec, keys};
+use drchain_consensus::clock::SystemClock;
 use drchain_consensus::DriverConfig;
 use drchain_rpc::{Cors, NodeInfo, RpcConfig};
 
@@ -131,6 +132,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         listen,
         bootnodes,
         driver: DriverConfig::default(),
+        clock: Arc::new(SystemClock),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.worker_threads {
@@ -141,6 +143,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let genesis = config.genesis.hash();
         let node_name = config.name.clone();
         let key = config.key.clone();
+        let clock = config.clock.clone();
         let node = node_loop::start(config).await?;
         // Kept alive until the node stops.
         let _rpc = match &rpc {
@@ -182,12 +185,14 @@ pub fn run(args: RunArgs) -> Result<()> {
                         genesis,
                         node: Arc::new(node.client()),
                         metrics: node.metrics.agent.clone(),
+                        clock: clock.clone(),
                     },
                 );
                 let (addr, task) = drchain_agent::health::serve(
                     health_addr,
                     agent.reports.clone(),
                     agent.alive.clone(),
+                    clock.clone(),
                 )
                 .await?;
                 tracing::info!(%addr, "health endpoints at http://{addr}/primary?service=NAME");

@@ -4,7 +4,6 @@ use drchain_support::{blake3_hash, H256};
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
-
 /// Every call of the chain. Pallet indices are fixed: they are the wire format. In JSON (the
 /// CLI's `drchain tx`), a call is `{"pallet": {"call": {fields}}}` in snake case.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]

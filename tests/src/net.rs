@@ -115,6 +115,7 @@ impl TestNetwork {
                 .expect("multiaddr"),
             bootnodes: self.bootnodes(i),
             driver: DriverConfig::default(),
+            clock: std::sync::Arc::new(drchain_consensus::clock::SystemClock),
         };
         let handle = node_loop::start(config).await.expect("node starts");
         let mut listening = handle.listening.clone();

@@ -2,29 +2,11 @@
 //! settings.
 
 use std::ops::Deref;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub use drchain_consensus::clock::Now;
 use drchain_support::{AccountId, Epoch, Health, ServiceName};
 use serde::Serialize;
-
-/// A point in time in both clocks: monotonic for deadlines, wall (Unix ms) for logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
-    /// Monotonic time.
-    pub mono: Instant,
-    /// Unix time, ms.
-    pub wall_ms: u64,
-}
-
-impl Now {
-    /// `d` later.
-    pub fn plus(self, d: Duration) -> Self {
-        Self {
-            mono: self.mono + d,
-            wall_ms: self.wall_ms + d.as_millis() as u64,
-        }
-    }
-}
 
 /// The agent's view of its own role (the chain's role, except that `active` also needs the
 /// lease and a successful `on_promote`).

@@ -11,7 +11,7 @@ use crate::network::{self, SyncRequest};
 use drchain_consensus::{Output, TimerKey};
 use drchain_rpc::FinalizedBlock;
 
-use super::{now_ms, NodeLoop, BLOCK_LIMIT};
+use super::{NodeLoop, BLOCK_LIMIT};
 
 impl NodeLoop {
     /// A driver call that finalized a block validated, executed and stored it: its duration
@@ -60,7 +60,7 @@ impl NodeLoop {
             }
             Output::CancelAllTimers => self.timers.retain(|k, _| *k == TimerKey::Idle),
             Output::BuildBlock { height, round } => {
-                let now = now_ms();
+                let now = self.now_ms();
                 let built = {
                     let store = self.driver.store();
                     self.pool
@@ -132,7 +132,7 @@ impl NodeLoop {
                 }));
                 self.publish_status();
                 if !self.pool.is_empty() {
-                    let outputs = self.driver.on_transactions_pending(now_ms())?;
+                    let outputs = self.driver.on_transactions_pending(self.now_ms())?;
                     self.work.extend(outputs);
                 }
             }

@@ -16,7 +16,7 @@ use crate::rocks::RocksDb;
 use drchain_consensus::pool::PoolError;
 use drchain_rpc::{ChainStatus, FinalizedBlock, NodeApi, NodeStopped, PeerInfo};
 
-use super::{now_ms, NodeLoop, GOSSIP_BATCH_WINDOW};
+use super::{NodeLoop, GOSSIP_BATCH_WINDOW};
 
 pub(super) enum Command {
     Submit(UncheckedExtrinsic, oneshot::Sender<Result<H256, PoolError>>),
@@ -237,7 +237,7 @@ impl NodeLoop {
             self.pool.submit(&store.state(), x)
         };
         if result.is_ok() {
-            let outputs = self.driver.on_transactions_pending(now_ms())?;
+            let outputs = self.driver.on_transactions_pending(self.now_ms())?;
             self.work.extend(outputs);
         }
         Ok(result)

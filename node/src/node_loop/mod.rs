@@ -15,7 +15,7 @@ mod sync_server;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use drchain_runtime::{Genesis, UncheckedExtrinsic};
@@ -27,6 +27,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::metrics::Metrics;
 use crate::network::{self, Behaviour, Topics};
 use crate::rocks::RocksDb;
+use drchain_consensus::clock::Clock;
 use drchain_consensus::context::SigningProvider;
 use drchain_consensus::pool::TransactionPool;
 use drchain_consensus::store::ChainStore;
@@ -68,13 +69,8 @@ pub struct NodeConfig {
     pub bootnodes: Vec<Multiaddr>,
     /// Consensus timers and limits.
     pub driver: DriverConfig,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    /// Where the node reads wall-clock time (block timestamps, the driver's `now_ms`).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Opens the store, starts listening, and spawns the node's task.
@@ -110,6 +106,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let metrics = Arc::new(Metrics::new());
     tracing::info!(name = %config.name, %peer_id, validator = config.validator, "node starting");
     let service = NodeLoop {
+        clock: config.clock.clone(),
         pool: TransactionPool::new(genesis_hash, POOL_LIMIT),
         driver,
         swarm,
@@ -143,6 +140,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
 }
 
 struct NodeLoop {
+    clock: Arc<dyn Clock>,
     driver: ConsensusDriver<RocksDb>,
     pool: TransactionPool,
     swarm: Swarm<Behaviour>,
@@ -165,6 +163,11 @@ struct NodeLoop {
 }
 
 impl NodeLoop {
+    /// Wall-clock time for the driver, ms.
+    fn now_ms(&self) -> u64 {
+        self.clock.now().wall_ms
+    }
+
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
@@ -174,7 +177,7 @@ impl NodeLoop {
         self.stats.finalized = head.number;
         self.stats.hash = head.hash();
         self.publish_status();
-        let outputs = self.driver.start(now_ms())?;
+        let outputs = self.driver.start(self.now_ms())?;
         self.execute(outputs)?;
         self.dial_bootnodes();
         let mut redial = tokio::time::interval(REDIAL);
@@ -251,7 +254,7 @@ impl NodeLoop {
         for key in due {
             self.timers.remove(&key);
             let started = Instant::now();
-            let outputs = self.driver.on_timer(now_ms(), key)?;
+            let outputs = self.driver.on_timer(self.now_ms(), key)?;
             self.observe_import(started, &outputs);
             self.execute(outputs)?;
         }

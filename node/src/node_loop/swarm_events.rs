@@ -10,7 +10,7 @@ use libp2p::{gossipsub, request_response, PeerId};
 use crate::network::{self, BehaviourEvent};
 use drchain_consensus::codec::ConsensusMessage;
 
-use super::{now_ms, NodeLoop};
+use super::NodeLoop;
 
 impl NodeLoop {
     /// Whether `peer` is an admitted, unrevoked member of the finalized state. Asked for every
@@ -89,7 +89,7 @@ impl NodeLoop {
             match ConsensusMessage::decode_untrusted(&message.data) {
                 Ok(m) => {
                     let started = Instant::now();
-                    let outputs = self.driver.on_message(now_ms(), m)?;
+                    let outputs = self.driver.on_message(self.now_ms(), m)?;
                     self.observe_import(started, &outputs);
                     self.execute(outputs)?;
                 }

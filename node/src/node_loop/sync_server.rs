@@ -7,7 +7,7 @@ use libp2p::{request_response, PeerId};
 
 use crate::network::{self, SyncRequest, SyncResponse};
 
-use super::{now_ms, NodeLoop};
+use super::NodeLoop;
 
 impl NodeLoop {
     pub(super) fn sync_message(
@@ -46,7 +46,10 @@ impl NodeLoop {
             request_response::Message::Response { response, .. } => {
                 for (block, certificate) in response.blocks {
                     let started = Instant::now();
-                    match self.driver.on_synced_block(now_ms(), block, certificate)? {
+                    match self
+                        .driver
+                        .on_synced_block(self.now_ms(), block, certificate)?
+                    {
                         Ok(outputs) => {
                             self.observe_import(started, &outputs);
                             self.execute(outputs)?;
