@@ -454,3 +454,63 @@ pub async fn start(
     tracing::info!(%addr, unsafe_methods = !deny_unsafe, "JSON-RPC server listening (HTTP and WebSocket)");
     Ok((addr, handle))
 }
+
+#[cfg(test)]
+mod tests {
+    use drchain_support::ServiceName;
+    use jsonrpsee::types::Params;
+
+    use super::{no_params, parse, Cors, RpcError};
+
+    fn params(json: &'static str) -> Params<'static> {
+        Params::new(Some(json))
+    }
+
+    fn reason(e: RpcError) -> String {
+        match e {
+            RpcError::InvalidParams { reason } => reason,
+            other => panic!("not an invalid-params error: {other}"),
+        }
+    }
+
+    #[test]
+    fn positional_params_parse_and_missing_trailing_ones_read_as_null() {
+        let (name, limit): (ServiceName, Option<u64>) = parse(&params(r#"["db"]"#)).unwrap();
+        assert_eq!(name.as_str(), "db");
+        assert_eq!(limit, None);
+        let (_, limit): (ServiceName, Option<u64>) = parse(&params(r#"["db", 7]"#)).unwrap();
+        assert_eq!(limit, Some(7));
+    }
+
+    #[test]
+    fn extra_named_and_malformed_params_are_refused_with_the_reason() {
+        let extra = parse::<(ServiceName,)>(&params(r#"["db", 1]"#)).unwrap_err();
+        assert!(reason(extra).contains("at most 1 params, got 2"));
+        let named = parse::<(ServiceName,)>(&params(r#"{"service": "db"}"#)).unwrap_err();
+        assert!(reason(named).contains("JSON array"));
+        let bad = parse::<(ServiceName,)>(&params(r#"["Bad Name"]"#)).unwrap_err();
+        assert!(reason(bad).contains("service name"));
+        let missing = parse::<(ServiceName,)>(&params("[]")).unwrap_err();
+        assert!(!reason(missing).is_empty());
+    }
+
+    #[test]
+    fn methods_without_params_refuse_some() {
+        assert!(no_params(&Params::new(None)).is_ok());
+        assert!(no_params(&params("[]")).is_ok());
+        let given = no_params(&params("[1]")).unwrap_err();
+        assert!(reason(given).contains("takes no params"));
+    }
+
+    #[test]
+    fn cors_allows_listed_origins_on_any_port_and_refuses_others() {
+        let local = Cors::local();
+        assert!(local.allows("http://localhost"));
+        assert!(local.allows("http://localhost:3000"));
+        assert!(!local.allows("http://localhost.evil.example"));
+        assert!(!local.allows("https://example.com"));
+        assert!("all".parse::<Cors>().unwrap().allows("https://example.com"));
+        let bad = "example.com".parse::<Cors>().unwrap_err();
+        assert!(bad.contains("http://"), "{bad}");
+    }
+}
