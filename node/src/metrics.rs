@@ -21,7 +21,7 @@ use drchain_rpc::RpcMetrics;
 
 type Labels = Vec<(&'static str, String)>;
 
-/// Every metric the node exports. Updating one is an atomic operation, so the service task
+/// Every metric the node exports. Updating one is an atomic operation, so the node loop
 /// and the RPC server update them directly.
 #[derive(Debug)]
 pub struct Metrics {

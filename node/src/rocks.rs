@@ -8,8 +8,8 @@ use rocksdb::{Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOp
 
 use drchain_consensus::store::kv::{DbError, Entries, KeyValueDb, Write};
 
-/// A rocksdb database. Clones share it: the service writes, the RPC server reads through
-/// [`RocksDb::snapshot`].
+/// A rocksdb database. Clones share it: the node loop writes, the RPC server and the agent
+/// read through [`RocksDb::snapshot`].
 #[derive(Debug, Clone)]
 pub struct RocksDb {
     db: Arc<DB>,

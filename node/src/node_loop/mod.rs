@@ -105,7 +105,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let (finalized, _) = broadcast::channel(FINALIZED_BACKLOG);
     let metrics = Arc::new(Metrics::new());
     tracing::info!(name = %config.name, %peer_id, validator = config.validator, "node starting");
-    let service = NodeLoop {
+    let node_loop = NodeLoop {
         clock: config.clock.clone(),
         pool: TransactionPool::new(genesis_hash, POOL_LIMIT),
         driver,
@@ -125,7 +125,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         last_gossip: Instant::now(),
         flush_at: None,
     };
-    let task = tokio::spawn(service.run(commands_rx, shutdown_rx));
+    let task = tokio::spawn(node_loop.run(commands_rx, shutdown_rx));
     Ok(NodeHandle {
         peer_id,
         listening,
