@@ -1,7 +1,7 @@
 //! The consensus driver: sans-I/O. The host feeds it inputs (a message arrived, a timer fired,
 //! a block was built, a synced block arrived, transactions are pending) together with the
 //! local time, and executes the [`Output`]s it returns, in order. The driver never touches the
-//! network or a clock; the same code runs in a node (driven by a tokio task, `crate::service`)
+//! network or a clock; the same code runs in a node (driven by the node loop, a tokio task)
 //! and in the deterministic simulation (driven by a virtual clock).
 //!
 //! Storage is synchronous and injected ([`ChainStore`] over any [`KeyValueDb`]): before an

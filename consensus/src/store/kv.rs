@@ -1,4 +1,4 @@
-//! The key-value database under the chain store: rocksdb on disk ([`super::rocks`]), or
+//! The key-value database under the chain store: rocksdb on disk (the node's `rocks.rs`), or
 //! [`MemoryDb`] for simulations and tests. The chain store's logic is written once over this
 //! trait, so the simulation exercises the same code a node runs.
 
