@@ -85,43 +85,74 @@ fn code(text: &str) -> String {
         .join("\n")
 }
 
-/// Every `crate::a::b`, `super::a`, `self::a` and `child::a` path in `code`, as segments.
+/// Every `crate::a::b`, `super::a`, `self::a` and `child::a` path in `code`, as segments;
+/// use groups (`crate::{a, b::{c}}`) count as one path per item.
 fn paths(code: &str, children: &BTreeSet<String>) -> Vec<Vec<String>> {
+    let chars: Vec<char> = code.chars().collect();
     let mut out = vec![];
-    let bytes: Vec<char> = code.chars().collect();
     let mut i = 0;
-    while i < bytes.len() {
-        let starts_word = i == 0 || !(bytes[i - 1].is_alphanumeric() || bytes[i - 1] == '_');
-        if starts_word && (bytes[i].is_alphabetic() || bytes[i] == '_') {
-            // Read a path `seg::seg::...`, also through `{` of a use group's first level.
-            let mut segments = vec![];
-            let mut j = i;
-            loop {
-                let start = j;
-                while j < bytes.len() && (bytes[j].is_alphanumeric() || bytes[j] == '_') {
-                    j += 1;
+    while i < chars.len() {
+        let starts_word = i == 0 || !is_ident(chars[i - 1]);
+        if starts_word && (chars[i].is_alphabetic() || chars[i] == '_') {
+            let (found, end) = read_path(&chars, i);
+            for segments in found {
+                let head = segments[0].as_str();
+                if segments.len() > 1
+                    && (matches!(head, "crate" | "super" | "self") || children.contains(head))
+                {
+                    out.push(segments);
                 }
-                segments.push(bytes[start..j].iter().collect::<String>());
-                if j + 1 < bytes.len() && bytes[j] == ':' && bytes[j + 1] == ':' {
-                    j += 2;
-                    if j < bytes.len() && (bytes[j].is_alphabetic() || bytes[j] == '_') {
-                        continue;
-                    }
-                }
-                break;
             }
-            let head = segments[0].as_str();
-            if segments.len() > 1
-                && (matches!(head, "crate" | "super" | "self") || children.contains(head))
-            {
-                out.push(segments);
-            }
-            i = j.max(i + 1);
+            i = end.max(i + 1);
         } else {
             i += 1;
         }
     }
     out
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Reads the path starting at `start` (`a::b`, `a::{b, c::d}`); returns every full path it
+/// names and where it ends.
+fn read_path(chars: &[char], start: usize) -> (Vec<Vec<String>>, usize) {
+    let mut segments = vec![];
+    let mut j = start;
+    loop {
+        let begin = j;
+        while j < chars.len() && is_ident(chars[j]) {
+            j += 1;
+        }
+        segments.push(chars[begin..j].iter().collect::<String>());
+        if !(j + 1 < chars.len() && chars[j] == ':' && chars[j + 1] == ':') {
+            return (vec![segments], j);
+        }
+        j += 2;
+        if j < chars.len() && chars[j] == '{' {
+            // A use group: each item is a path under what was read so far.
+            let mut found = vec![];
+            j += 1;
+            while j < chars.len() && chars[j] != '}' {
+                if chars[j].is_alphabetic() || chars[j] == '_' {
+                    let (items, end) = read_path(chars, j);
+                    for item in items {
+                        let mut full = segments.clone();
+                        full.extend(item);
+                        found.push(full);
+                    }
+                    j = end;
+                } else {
+                    j += 1;
+                }
+            }
+            return (found, j + 1);
+        }
+        if !(j < chars.len() && (chars[j].is_alphabetic() || chars[j] == '_')) {
+            return (vec![segments], j);
+        }
+    }
 }
 
 /// The module a path in module `from` refers to: the longest prefix that is a module.
@@ -270,7 +301,7 @@ fn the_cycle_check_finds_a_cycle_between_siblings() {
     let dir = tempfile::tempdir().expect("temp dir");
     let src = dir.path();
     std::fs::write(src.join("lib.rs"), "mod a;\nmod b;\n").expect("write");
-    std::fs::write(src.join("a.rs"), "use crate::b::B;\npub struct A;\n").expect("write");
+    std::fs::write(src.join("a.rs"), "use crate::{b::B, c};\npub struct A;\n").expect("write");
     std::fs::write(
         src.join("b.rs"),
         "use super::a::A; // a comment: crate::c\n",
