@@ -15,12 +15,13 @@ use drchain_support::{AccountId, Health, ServiceName, H256};
 use ed25519_dalek::SigningKey;
 use jsonrpsee::core::client::Subscription;
 use parity_scale_codec::Encode;
-use serde_json::Value;
 
 use crate::cli::BenchArgs;
-use crate::client::{genesis_hash, submit_and_watch, watch_until_finalized, RpcClient};
-use crate::rpc_params;
+use crate::client::{
+    genesis_hash, header_number, submit_and_watch, watch_until_finalized, Described, RpcClient,
+};
 use drchain_rpc::views::{hex0x, HeaderView};
+use drchain_rpc::{DrchainApiClient, SubstrateApiClient};
 
 /// Transactions in flight per sender during the load (the runtime accepts nonces up to 64
 /// ahead of an account's next one).
@@ -44,25 +45,23 @@ fn heartbeat(sender: &Sender, genesis: &H256, nonce: u64) -> UncheckedExtrinsic 
 
 /// Picks, for each dev name, a service it is a candidate of.
 async fn senders(client: &RpcClient, names: &str) -> Result<Vec<Sender>> {
-    let services: Vec<Value> = client.call("failover_services", rpc_params![]).await?;
+    let services = client
+        .failover_services()
+        .await
+        .doing("reading the services")?;
     let mut out = vec![];
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let key = drchain_runtime::dev::dev_key(name);
-        let account = AccountId::from(&key).to_string();
+        let account = AccountId::from(&key);
         let service = services
             .iter()
-            .find(|s| {
-                s["config"]["candidates"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|a| a.as_str() == Some(&account)))
-            })
-            .and_then(|s| s["name"].as_str())
+            .find(|s| s.config.candidates.contains(&account))
             .with_context(|| {
                 format!("{name} is a candidate of no service: use the local testnet's spec")
             })?;
         out.push(Sender {
             key,
-            service: ServiceName::new(service).map_err(|e| anyhow::anyhow!("{e}"))?,
+            service: service.name.clone(),
         });
     }
     if out.is_empty() {
@@ -73,8 +72,9 @@ async fn senders(client: &RpcClient, names: &str) -> Result<Vec<Sender>> {
 
 async fn next_nonce(client: &RpcClient, key: &SigningKey) -> Result<u64> {
     client
-        .call("system_accountNextIndex", rpc_params![AccountId::from(key)])
+        .system_account_next_index(AccountId::from(key))
         .await
+        .doing("reading a sender's next nonce")
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -128,12 +128,9 @@ async fn throughput(
 ) -> Result<(f64, u64, u64)> {
     let watcher = RpcClient::connect(&rpcs[0]).await?;
     let mut heads: Subscription<HeaderView> = watcher
-        .subscribe(
-            "chain_subscribeFinalizedHeads",
-            rpc_params![],
-            "chain_unsubscribeFinalizedHeads",
-        )
-        .await?;
+        .chain_subscribe_finalized_heads()
+        .await
+        .doing("following finalized heads")?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = vec![];
     for (i, sender) in senders.into_iter().enumerate() {
@@ -151,13 +148,9 @@ async fn throughput(
                 let batch: Vec<UncheckedExtrinsic> = (nonce..chain + WINDOW)
                     .map(|n| heartbeat(&sender, &genesis, n))
                     .collect();
-                let params = batch
+                let sends = batch
                     .iter()
-                    .map(|x| Ok(rpc_params![hex0x(&x.encode())]))
-                    .collect::<Result<Vec<_>>>()?;
-                let sends = params
-                    .into_iter()
-                    .map(|p| client.call::<H256>("author_submitExtrinsic", p));
+                    .map(|x| client.author_submit_extrinsic(hex0x(&x.encode())));
                 let results = futures::future::join_all(sends).await;
                 let accepted = results.iter().take_while(|r| r.is_ok()).count() as u64;
                 if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
@@ -181,11 +174,12 @@ async fn throughput(
             break;
         };
         let header = header?;
-        let block: Value = watcher
-            .call("chain_getBlock", rpc_params![header.hash])
-            .await?;
-        let count = block["block"]["extrinsics"].as_array().map_or(0, Vec::len) as u64;
-        let number = u64::from_str_radix(header.number.trim_start_matches("0x"), 16)?;
+        let block = watcher
+            .chain_get_block(Some(header.hash))
+            .await
+            .doing("reading a finalized block")?;
+        let count = block.map_or(0, |b| b.block.extrinsics.len()) as u64;
+        let number = header_number(&header)?;
         match first {
             None => first = Some((number, header.timestamp)),
             Some(_) => transactions += count,
@@ -211,9 +205,10 @@ async fn throughput(
 /// `state_getStorage` like any Substrate client would.
 async fn next_chain_nonce(client: &RpcClient, key: &SigningKey) -> Result<u64> {
     let storage_key = drchain_runtime::system::Nonces::key(&AccountId::from(key));
-    let value: Option<String> = client
-        .call("state_getStorage", rpc_params![hex0x(&storage_key)])
-        .await?;
+    let value = client
+        .state_get_storage(hex0x(&storage_key), None)
+        .await
+        .doing("reading a sender's nonce")?;
     let Some(value) = value else {
         return Ok(0);
     };
@@ -235,9 +230,15 @@ async fn rpc_rate(url: &str, clients: usize, seconds: u64) -> Result<f64> {
             let mut n = 0u64;
             while Instant::now() < deadline {
                 if (n + i as u64).is_multiple_of(2) {
-                    let _: Value = client.call("chain_getHeader", rpc_params![]).await?;
+                    client
+                        .chain_get_header(None)
+                        .await
+                        .doing("reading the head")?;
                 } else {
-                    let _: Value = client.call("failover_services", rpc_params![]).await?;
+                    client
+                        .failover_services()
+                        .await
+                        .doing("reading the services")?;
                 }
                 n += 1;
                 done.fetch_add(1, Ordering::Relaxed);

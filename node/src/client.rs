@@ -8,8 +8,11 @@ use anyhow::{bail, Context, Result};
 use drchain_runtime::{AdminCall, RuntimeCall, UncheckedExtrinsic};
 use drchain_support::{AccountId, H256};
 use ed25519_dalek::SigningKey;
-use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
-use jsonrpsee::core::params::ArrayParams;
+use jsonrpsee::core::client::{
+    BatchResponse, ClientT, Error as ClientError, Subscription, SubscriptionClientT,
+};
+use jsonrpsee::core::params::BatchRequestBuilder;
+use jsonrpsee::core::traits::ToRpcParams;
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 use parity_scale_codec::Encode;
@@ -17,9 +20,14 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::cli::{StatusArgs, TxArgs};
-use drchain_rpc::views::{hex0x, HeaderView, ServiceView, TransactionStatus};
+use drchain_rpc::views::{
+    hex0x, HeaderView, MemberView, NumberParam, ServiceView, SystemHealth, TransactionStatus,
+};
+use drchain_rpc::{DrchainApiClient, SubstrateApiClient};
 
-/// A JSON-RPC client over HTTP or WebSocket, chosen by the URL's scheme.
+/// A JSON-RPC client over HTTP or WebSocket, chosen by the URL's scheme. It is a jsonrpsee
+/// client, so the API's typed client traits ([`SubstrateApiClient`], [`DrchainApiClient`])
+/// work on it; subscriptions need WebSocket.
 #[derive(Debug)]
 pub enum RpcClient {
     /// `http://` or `https://`.
@@ -49,52 +57,96 @@ impl RpcClient {
             bail!("RPC URL {url:?} must start with ws://, wss://, http:// or https://")
         }
     }
+}
 
-    /// Calls `method` with positional `params`.
-    pub async fn call<T: DeserializeOwned>(&self, method: &str, params: ArrayParams) -> Result<T> {
-        let result = match self {
-            RpcClient::Http(c) => c.request(method, params).await,
-            RpcClient::Ws(c) => c.request(method, params).await,
-        };
-        result.map_err(|e| describe(method, e))
+impl ClientT for RpcClient {
+    async fn notification<Params>(&self, method: &str, params: Params) -> Result<(), ClientError>
+    where
+        Params: ToRpcParams + Send,
+    {
+        match self {
+            RpcClient::Http(c) => c.notification(method, params).await,
+            RpcClient::Ws(c) => c.notification(method, params).await,
+        }
     }
 
-    /// Subscribes (WebSocket only).
-    pub async fn subscribe<T: DeserializeOwned>(
-        &self,
-        method: &str,
-        params: ArrayParams,
-        unsubscribe: &str,
-    ) -> Result<Subscription<T>> {
+    async fn request<R, Params>(&self, method: &str, params: Params) -> Result<R, ClientError>
+    where
+        R: DeserializeOwned,
+        Params: ToRpcParams + Send,
+    {
         match self {
-            RpcClient::Ws(c) => c
-                .subscribe(method, params, unsubscribe)
-                .await
-                .map_err(|e| describe(method, e)),
-            RpcClient::Http(_) => bail!("{method} needs a ws:// RPC URL"),
+            RpcClient::Http(c) => c.request(method, params).await,
+            RpcClient::Ws(c) => c.request(method, params).await,
+        }
+    }
+
+    async fn batch_request<'a, R>(
+        &self,
+        batch: BatchRequestBuilder<'a>,
+    ) -> Result<BatchResponse<'a, R>, ClientError>
+    where
+        R: DeserializeOwned + std::fmt::Debug + 'a,
+    {
+        match self {
+            RpcClient::Http(c) => c.batch_request(batch).await,
+            RpcClient::Ws(c) => c.batch_request(batch).await,
         }
     }
 }
 
-/// An RPC failure as one line: the node's own message for call errors.
-fn describe(method: &str, error: jsonrpsee::core::ClientError) -> anyhow::Error {
-    match error {
-        jsonrpsee::core::ClientError::Call(e) => anyhow::anyhow!("{method}: {}", e.message()),
-        other => anyhow::anyhow!("{method}: {other}"),
+impl SubscriptionClientT for RpcClient {
+    async fn subscribe<'a, Notif, Params>(
+        &self,
+        subscribe_method: &'a str,
+        params: Params,
+        unsubscribe_method: &'a str,
+    ) -> Result<Subscription<Notif>, ClientError>
+    where
+        Params: ToRpcParams + Send,
+        Notif: DeserializeOwned,
+    {
+        match self {
+            RpcClient::Ws(c) => {
+                c.subscribe(subscribe_method, params, unsubscribe_method)
+                    .await
+            }
+            RpcClient::Http(_) => Err(ClientError::Custom(format!(
+                "{subscribe_method} needs a ws:// RPC URL"
+            ))),
+        }
+    }
+
+    async fn subscribe_to_method<Notif>(
+        &self,
+        method: &str,
+    ) -> Result<Subscription<Notif>, ClientError>
+    where
+        Notif: DeserializeOwned,
+    {
+        match self {
+            RpcClient::Ws(c) => c.subscribe_to_method(method).await,
+            RpcClient::Http(_) => Err(ClientError::Custom(format!(
+                "{method} needs a ws:// RPC URL"
+            ))),
+        }
     }
 }
 
-/// Builds positional params.
-#[macro_export]
-macro_rules! rpc_params {
-    ($($p:expr),* $(,)?) => {{
-        #[allow(unused_mut)]
-        let mut params = jsonrpsee::core::params::ArrayParams::new();
-        $( if let Err(e) = params.insert($p) {
-            anyhow::bail!("RPC parameter not encoded: {e}");
-        } )*
-        params
-    }};
+/// Turns an RPC failure into one line that says what was being done: the node's own message
+/// for call errors (it says what is wrong), the transport's error otherwise.
+pub trait Described<T> {
+    /// `doing: why`.
+    fn doing(self, doing: &str) -> Result<T>;
+}
+
+impl<T> Described<T> for Result<T, ClientError> {
+    fn doing(self, doing: &str) -> Result<T> {
+        self.map_err(|error| match error {
+            ClientError::Call(e) => anyhow::anyhow!("{doing}: {}", e.message()),
+            other => anyhow::anyhow!("{doing}: {other}"),
+        })
+    }
 }
 
 /// Reads a call from the CLI's words: `pallet call '{fields}'`.
@@ -113,10 +165,11 @@ pub fn parse_call(pallet: &str, call: &str, fields: &str) -> Result<RuntimeCall>
 
 /// The chain's genesis hash (it is covered by every signature).
 pub async fn genesis_hash(client: &RpcClient) -> Result<H256> {
-    let hash: Option<H256> = client
-        .call("chain_getBlockHash", crate::rpc_params![0u64])
-        .await?;
-    hash.context("the node has no genesis block")
+    client
+        .chain_get_block_hash(Some(NumberParam(0)))
+        .await
+        .doing("reading the genesis hash")?
+        .context("the node has no genesis block")
 }
 
 /// What became of a submitted transaction.
@@ -151,12 +204,9 @@ pub async fn watch_until_finalized(
 ) -> Result<H256> {
     let hash = x.hash();
     let mut updates: Subscription<TransactionStatus> = client
-        .subscribe(
-            "author_submitAndWatchExtrinsic",
-            crate::rpc_params![hex0x(&x.encode())],
-            "author_unwatchExtrinsic",
-        )
-        .await?;
+        .author_submit_and_watch_extrinsic(hex0x(&x.encode()))
+        .await
+        .doing("submitting the transaction")?;
     tokio::time::timeout(timeout, async {
         while let Some(update) = updates.next().await {
             match update.context("bad status update")? {
@@ -175,37 +225,32 @@ pub async fn watch_until_finalized(
 }
 
 async fn outcome(client: &RpcClient, hash: H256, block: H256) -> Result<Outcome> {
-    let signed: Value = client
-        .call("chain_getBlock", crate::rpc_params![block])
-        .await?;
-    let index = signed["block"]["extrinsics"]
-        .as_array()
-        .and_then(|xs| {
-            xs.iter().position(|x| {
-                x.as_str()
-                    .and_then(|s| hex::decode(s.trim_start_matches("0x")).ok())
-                    .is_some_and(|bytes| {
-                        UncheckedExtrinsic::decode_untrusted(&bytes).is_ok_and(|x| x.hash() == hash)
-                    })
+    let signed = client
+        .chain_get_block(Some(block))
+        .await
+        .doing("reading the finalizing block")?
+        .with_context(|| format!("block {block} is not on the node"))?;
+    let index = signed
+        .block
+        .extrinsics
+        .iter()
+        .position(|x| {
+            hex::decode(x.trim_start_matches("0x")).is_ok_and(|bytes| {
+                UncheckedExtrinsic::decode_untrusted(&bytes).is_ok_and(|x| x.hash() == hash)
             })
         })
         .with_context(|| format!("transaction {hash} is not in block {block}"))?;
-    let number = signed["block"]["header"]["number"]
-        .as_str()
-        .and_then(|n| u64::from_str_radix(n.trim_start_matches("0x"), 16).ok())
-        .unwrap_or_default();
-    let events: Value = client
-        .call("chain_getEvents", crate::rpc_params![block])
-        .await?;
-    let mine: Vec<Value> = events["events"]
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .filter(|e| e["phase"]["apply_extrinsic"].as_u64() == Some(index as u64))
-                .map(|e| e["event"].clone())
-                .collect()
-        })
-        .unwrap_or_default();
+    let number = header_number(&signed.block.header)?;
+    let events = client
+        .chain_get_events(Some(block))
+        .await
+        .doing("reading the block's events")?;
+    let mine: Vec<Value> = events
+        .events
+        .iter()
+        .filter(|e| e["phase"]["apply_extrinsic"].as_u64() == Some(index as u64))
+        .map(|e| e["event"].clone())
+        .collect();
     let failure = mine.iter().find_map(|e| {
         e["system"]["extrinsic_failed"]["error"]
             .as_str()
@@ -218,6 +263,12 @@ async fn outcome(client: &RpcClient, hash: H256, block: H256) -> Result<Outcome>
         result: failure.map_or(Ok(()), Err),
         events: mine,
     })
+}
+
+/// A header's number (Substrate sends it as `0x` hex).
+pub fn header_number(header: &HeaderView) -> Result<u64> {
+    u64::from_str_radix(header.number.trim_start_matches("0x"), 16)
+        .with_context(|| format!("block number {:?} is not 0x hex", header.number))
 }
 
 fn signing_key(args: &TxArgs) -> Result<SigningKey> {
@@ -246,20 +297,17 @@ pub fn tx(args: TxArgs) -> Result<()> {
         let signer = AccountId::from(&key);
         let nonce = match args.nonce {
             Some(n) => n,
-            None => {
-                client
-                    .call("system_accountNextIndex", crate::rpc_params![signer])
-                    .await?
-            }
+            None => client
+                .system_account_next_index(signer)
+                .await
+                .doing("reading the signer's next nonce")?,
         };
         let x = UncheckedExtrinsic::sign(&key, &genesis, nonce, call);
         if args.no_wait {
-            let hash: H256 = client
-                .call(
-                    "author_submitExtrinsic",
-                    crate::rpc_params![hex0x(&x.encode())],
-                )
-                .await?;
+            let hash = client
+                .author_submit_extrinsic(hex0x(&x.encode()))
+                .await
+                .doing("submitting the transaction")?;
             println!("submitted {hash} (signer {signer}, nonce {nonce})");
             return Ok(());
         }
@@ -288,19 +336,32 @@ pub fn status(args: StatusArgs) -> Result<()> {
         .build()?;
     runtime.block_on(async move {
         let client = RpcClient::connect(&args.rpc).await?;
-        let chain: String = client.call("system_chain", crate::rpc_params![]).await?;
-        let name: String = client.call("system_name", crate::rpc_params![]).await?;
-        let health: Value = client.call("system_health", crate::rpc_params![]).await?;
-        let head: HeaderView = client
-            .call::<Option<HeaderView>>("chain_getHeader", crate::rpc_params![])
-            .await?
+        // The first call is where an unreachable node shows: say which.
+        let chain = client
+            .system_chain()
+            .await
+            .doing(&format!("asking {} for the chain's name", args.rpc))?;
+        let name = client
+            .system_name()
+            .await
+            .doing("reading the node's name")?;
+        let health = client
+            .system_health()
+            .await
+            .doing("reading the node's health")?;
+        let head = client
+            .chain_get_header(None)
+            .await
+            .doing("reading the finalized head")?
             .context("the node has no head")?;
-        let services: Vec<ServiceView> = client
-            .call("failover_services", crate::rpc_params![])
-            .await?;
-        let members: Vec<Value> = client
-            .call("membership_members", crate::rpc_params![])
-            .await?;
+        let services = client
+            .failover_services()
+            .await
+            .doing("reading the services")?;
+        let members = client
+            .membership_members()
+            .await
+            .doing("reading the members")?;
         if args.json {
             let out = serde_json::json!({
                 "chain": chain, "node": name, "health": health, "head": head,
@@ -319,17 +380,16 @@ pub fn status(args: StatusArgs) -> Result<()> {
 }
 
 /// Short names of members from their certificate subjects (`CN=...`).
-fn member_names(members: &[Value]) -> BTreeMap<String, String> {
+fn member_names(members: &[MemberView]) -> BTreeMap<String, String> {
     members
         .iter()
-        .filter_map(|m| {
-            let account = m["account"].as_str()?.to_owned();
-            let subject = m["subject"].as_str()?;
-            let cn = subject
+        .map(|m| {
+            let cn = m
+                .subject
                 .split(',')
                 .find_map(|part| part.trim().strip_prefix("CN="))
-                .unwrap_or(subject);
-            Some((account, cn.to_owned()))
+                .unwrap_or(&m.subject);
+            (m.account.to_string(), cn.to_owned())
         })
         .collect()
 }
@@ -347,24 +407,20 @@ fn short(account: &AccountId, names: &BTreeMap<String, String>) -> String {
 pub fn render_status(
     chain: &str,
     node: &str,
-    health: &Value,
+    health: &SystemHealth,
     head: &HeaderView,
     services: &[ServiceView],
     names: &BTreeMap<String, String>,
 ) -> String {
     use std::fmt::Write as _;
-    let number = u64::from_str_radix(head.number.trim_start_matches("0x"), 16).unwrap_or_default();
+    let number = header_number(head).unwrap_or_default();
     let mut out = String::new();
     let _ = writeln!(
         out,
         "chain {chain}, node {node}: finalized #{number} ({}), peers {}{}",
         head.hash,
-        health["peers"],
-        if health["isSyncing"].as_bool() == Some(true) {
-            ", syncing"
-        } else {
-            ""
-        }
+        health.peers,
+        if health.is_syncing { ", syncing" } else { "" }
     );
     if services.is_empty() {
         let _ = writeln!(out, "no services registered");

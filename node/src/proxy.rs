@@ -15,9 +15,9 @@ use drchain_support::{AccountId, Epoch, ServiceName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::client::RpcClient;
-use crate::rpc_params;
-use drchain_rpc::views::{HeaderView, ServiceView};
+use crate::client::{Described, RpcClient};
+use drchain_rpc::views::ServiceView;
+use drchain_rpc::{DrchainApiClient, SubstrateApiClient};
 
 /// Where new connections go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,17 +73,15 @@ async fn follow_one(
 ) -> Result<()> {
     let client = RpcClient::connect(url).await?;
     let mut heads = client
-        .subscribe::<HeaderView>(
-            "chain_subscribeFinalizedHeads",
-            rpc_params![],
-            "chain_unsubscribeFinalizedHeads",
-        )
-        .await?;
+        .chain_subscribe_finalized_heads()
+        .await
+        .doing("following finalized heads")?;
     tracing::info!(%url, service = %service, "following the chain");
     loop {
         let view: ServiceView = client
-            .call("failover_service", rpc_params![service.as_str()])
-            .await?;
+            .failover_service(service.clone())
+            .await
+            .doing("reading the service")?;
         let target = target_of(&view);
         let changed = targets.send_if_modified(|t| {
             let changed = *t != target;

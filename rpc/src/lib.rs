@@ -5,24 +5,28 @@
 //! Reads go to a database snapshot, never through the node's task, so queries neither wait
 //! for consensus nor slow it; submissions and pool and peer queries are messages to the task.
 
+pub mod api;
 pub mod drchain;
 pub mod metrics;
 pub mod node_api;
+mod strict;
 pub mod substrate;
 pub mod views;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use drchain_consensus::pool::PoolError;
 use drchain_consensus::store::kv::KeyValueDb;
 use drchain_consensus::store::{ChainReader, StoreError};
 use drchain_support::H256;
+use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee::server::{BatchRequestConfig, ServerBuilder, ServerConfig, ServerHandle};
-use jsonrpsee::types::{ErrorObjectOwned, Params};
-use jsonrpsee::{PendingSubscriptionSink, RpcModule};
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::RpcModule;
 use serde::Serialize;
 
+pub use api::{DrchainApiClient, DrchainApiServer, SubstrateApiClient, SubstrateApiServer};
 pub use metrics::RpcMetrics;
 pub use node_api::{ChainStatus, FinalizedBlock, NodeApi, NodeStopped, PeerInfo};
 
@@ -138,13 +142,14 @@ pub struct NodeInfo {
 /// Reads of the chain through one database snapshot.
 pub type SnapshotReader<'a> = ChainReader<'a, dyn KeyValueDb + 'a>;
 
-/// What every method handler gets.
-#[derive(Debug)]
+/// What every method handler gets; clones share it.
+#[derive(Debug, Clone)]
 pub struct RpcContext {
     node: Arc<dyn NodeApi>,
-    metrics: RpcMetrics,
-    info: NodeInfo,
+    info: Arc<NodeInfo>,
     deny_unsafe: bool,
+    /// Every method's name, sorted, once all are registered (`rpc_methods`).
+    methods: Arc<OnceLock<Vec<String>>>,
 }
 
 impl RpcContext {
@@ -196,6 +201,9 @@ pub enum RpcError {
     /// The node stopped (-32603).
     #[error(transparent)]
     Stopped(#[from] NodeStopped),
+    /// An answer could not be rendered as JSON (-32603).
+    #[error("answer not encoded: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 impl RpcError {
@@ -211,7 +219,7 @@ impl RpcError {
             RpcError::NotFound { .. } => -32004,
             RpcError::Unsafe { .. } => -32601,
             RpcError::Refused(_) => 1010,
-            RpcError::Store(_) | RpcError::Stopped(_) => -32603,
+            RpcError::Store(_) | RpcError::Stopped(_) | RpcError::Encode(_) => -32603,
         }
     }
 }
@@ -219,145 +227,6 @@ impl RpcError {
 impl From<RpcError> for ErrorObjectOwned {
     fn from(e: RpcError) -> Self {
         ErrorObjectOwned::owned(e.code(), e.to_string(), None::<()>)
-    }
-}
-
-/// Positional params of a method, as a tuple: how many it takes.
-pub trait Arity {
-    /// The number of params.
-    const N: usize;
-}
-
-impl<A> Arity for (A,) {
-    const N: usize = 1;
-}
-
-impl<A, B> Arity for (A, B) {
-    const N: usize = 2;
-}
-
-/// Parses positional params into the tuple `T`. Missing trailing params read as `null`, so
-/// `Option`s at the end are optional; extra params and named params are refused.
-fn parse<T: serde::de::DeserializeOwned + Arity>(params: &Params<'_>) -> Result<T, RpcError> {
-    let given: Vec<serde_json::Value> = match params.as_str().map(str::trim) {
-        None | Some("null") => vec![],
-        Some(text) => match serde_json::from_str(text) {
-            Ok(serde_json::Value::Array(items)) => items,
-            Ok(_) => {
-                return Err(RpcError::invalid(
-                    "params must be a JSON array (positional)",
-                ))
-            }
-            Err(e) => return Err(RpcError::invalid(e.to_string())),
-        },
-    };
-    if given.len() > T::N {
-        return Err(RpcError::invalid(format!(
-            "expected at most {} params, got {}",
-            T::N,
-            given.len()
-        )));
-    }
-    let mut padded = given;
-    padded.resize(T::N, serde_json::Value::Null);
-    serde_json::from_value(serde_json::Value::Array(padded))
-        .map_err(|e| RpcError::invalid(e.to_string()))
-}
-
-/// Registers a method answered from the chain or the node's metadata, counting calls.
-fn method<T, F>(module: &mut RpcModule<RpcContext>, name: &'static str, f: F)
-where
-    T: Serialize + Clone + 'static,
-    F: Fn(&RpcContext, Params<'_>) -> Result<T, RpcError> + Send + Sync + 'static,
-{
-    let registered = module.register_method(name, move |params, ctx, _| {
-        let result = f(ctx, params);
-        ctx.metrics.call(name, result.is_err());
-        result.map_err(ErrorObjectOwned::from)
-    });
-    if let Err(e) = registered {
-        tracing::error!(method = name, error = %e, "RPC method registered twice");
-    }
-}
-
-/// Registers a method that asks the node's task, counting calls.
-fn async_method<T, F, Fut>(module: &mut RpcModule<RpcContext>, name: &'static str, f: F)
-where
-    T: Serialize + Clone + 'static,
-    F: Fn(Arc<RpcContext>, Params<'static>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<T, RpcError>> + Send,
-{
-    let registered = module.register_async_method(name, move |params, ctx, _| {
-        let f = f.clone();
-        async move {
-            let result = f(ctx.clone(), params).await;
-            ctx.metrics.call(name, result.is_err());
-            result.map_err(ErrorObjectOwned::from)
-        }
-    });
-    if let Err(e) = registered {
-        tracing::error!(method = name, error = %e, "RPC method registered twice");
-    }
-}
-
-/// Refuses params for a method that takes none.
-fn no_params(params: &Params<'_>) -> Result<(), RpcError> {
-    match params.as_str().map(str::trim) {
-        None | Some("[]") | Some("null") | Some("{}") => Ok(()),
-        Some(_) => Err(RpcError::invalid("this method takes no params")),
-    }
-}
-
-/// [`method`] for a method without params.
-fn method0<T, F>(module: &mut RpcModule<RpcContext>, name: &'static str, f: F)
-where
-    T: Serialize + Clone + 'static,
-    F: Fn(&RpcContext) -> Result<T, RpcError> + Send + Sync + 'static,
-{
-    method(module, name, move |ctx, params| {
-        no_params(&params)?;
-        f(ctx)
-    });
-}
-
-/// [`async_method`] for a method without params.
-fn async_method0<T, F, Fut>(module: &mut RpcModule<RpcContext>, name: &'static str, f: F)
-where
-    T: Serialize + Clone + 'static,
-    F: Fn(Arc<RpcContext>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<T, RpcError>> + Send,
-{
-    async_method(module, name, move |ctx, params| {
-        let f = f.clone();
-        async move {
-            no_params(&params)?;
-            f(ctx).await
-        }
-    });
-}
-
-/// Registers a subscription, counting subscribe calls.
-fn subscription<F, Fut>(module: &mut RpcModule<RpcContext>, names: [&'static str; 3], f: F)
-where
-    F: Fn(Arc<RpcContext>, Params<'static>, PendingSubscriptionSink) -> Fut
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let [subscribe, notification, unsubscribe] = names;
-    let registered = module.register_subscription(
-        subscribe,
-        notification,
-        unsubscribe,
-        move |params, pending, ctx, _| {
-            ctx.metrics.call(subscribe, false);
-            f(ctx, params, pending)
-        },
-    );
-    if let Err(e) = registered {
-        tracing::error!(method = subscribe, error = %e, "RPC subscription registered twice");
     }
 }
 
@@ -382,28 +251,29 @@ pub struct RpcStartError {
     pub source: std::io::Error,
 }
 
-/// Every method, for the node `node` with `info`.
-pub fn module(
-    node: Arc<dyn NodeApi>,
-    metrics: RpcMetrics,
-    info: NodeInfo,
-    deny_unsafe: bool,
-) -> RpcModule<RpcContext> {
+/// Every method of the API, for the node `node` with `info`.
+pub fn module(node: Arc<dyn NodeApi>, info: NodeInfo, deny_unsafe: bool) -> RpcModule<()> {
     let ctx = RpcContext {
         node,
-        metrics,
-        info,
+        info: Arc::new(info),
         deny_unsafe,
+        methods: Arc::default(),
     };
-    let mut module = RpcModule::new(ctx);
-    substrate::register(&mut module);
-    drchain::register(&mut module);
-    let mut names: Vec<&str> = module.method_names().collect();
+    let mut module = RpcModule::new(());
+    let parts = [
+        SubstrateApiServer::into_rpc(ctx.clone()).into(),
+        DrchainApiServer::into_rpc(ctx.clone()).into(),
+    ];
+    for part in parts {
+        let part: jsonrpsee::Methods = part;
+        if let Err(e) = module.merge(part) {
+            // The API's names are distinct by construction: this is a programming error.
+            tracing::error!(error = %e, "RPC method defined twice");
+        }
+    }
+    let mut names: Vec<String> = module.method_names().map(str::to_owned).collect();
     names.sort_unstable();
-    let names: Vec<String> = names.into_iter().map(str::to_owned).collect();
-    method0(&mut module, "rpc_methods", move |_| {
-        Ok(serde_json::json!({ "methods": names }))
-    });
+    let _ = ctx.methods.set(names);
     module
 }
 
@@ -437,9 +307,12 @@ pub async fn start(
         .max_subscriptions_per_connection(MAX_SUBSCRIPTIONS_PER_CONNECTION)
         .set_batch_request_config(BatchRequestConfig::Limit(MAX_BATCH))
         .build();
+    let rpc_middleware = RpcServiceBuilder::new()
+        .layer_fn(move |service| strict::StrictParams::new(service, metrics.clone()));
     let server = ServerBuilder::default()
         .set_config(server_config)
         .set_http_middleware(http_middleware)
+        .set_rpc_middleware(rpc_middleware)
         .build(config.listen)
         .await
         .map_err(|source| RpcStartError {
@@ -450,57 +323,14 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
-    let handle = server.start(module(node, metrics, info, deny_unsafe));
+    let handle = server.start(module(node, info, deny_unsafe));
     tracing::info!(%addr, unsafe_methods = !deny_unsafe, "JSON-RPC server listening (HTTP and WebSocket)");
     Ok((addr, handle))
 }
 
 #[cfg(test)]
 mod tests {
-    use drchain_support::ServiceName;
-    use jsonrpsee::types::Params;
-
-    use super::{no_params, parse, Cors, RpcError};
-
-    fn params(json: &'static str) -> Params<'static> {
-        Params::new(Some(json))
-    }
-
-    fn reason(e: RpcError) -> String {
-        match e {
-            RpcError::InvalidParams { reason } => reason,
-            other => panic!("not an invalid-params error: {other}"),
-        }
-    }
-
-    #[test]
-    fn positional_params_parse_and_missing_trailing_ones_read_as_null() {
-        let (name, limit): (ServiceName, Option<u64>) = parse(&params(r#"["db"]"#)).unwrap();
-        assert_eq!(name.as_str(), "db");
-        assert_eq!(limit, None);
-        let (_, limit): (ServiceName, Option<u64>) = parse(&params(r#"["db", 7]"#)).unwrap();
-        assert_eq!(limit, Some(7));
-    }
-
-    #[test]
-    fn extra_named_and_malformed_params_are_refused_with_the_reason() {
-        let extra = parse::<(ServiceName,)>(&params(r#"["db", 1]"#)).unwrap_err();
-        assert!(reason(extra).contains("at most 1 params, got 2"));
-        let named = parse::<(ServiceName,)>(&params(r#"{"service": "db"}"#)).unwrap_err();
-        assert!(reason(named).contains("JSON array"));
-        let bad = parse::<(ServiceName,)>(&params(r#"["Bad Name"]"#)).unwrap_err();
-        assert!(reason(bad).contains("service name"));
-        let missing = parse::<(ServiceName,)>(&params("[]")).unwrap_err();
-        assert!(!reason(missing).is_empty());
-    }
-
-    #[test]
-    fn methods_without_params_refuse_some() {
-        assert!(no_params(&Params::new(None)).is_ok());
-        assert!(no_params(&params("[]")).is_ok());
-        let given = no_params(&params("[1]")).unwrap_err();
-        assert!(reason(given).contains("takes no params"));
-    }
+    use super::Cors;
 
     #[test]
     fn cors_allows_listed_origins_on_any_port_and_refuses_others() {

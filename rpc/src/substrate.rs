@@ -4,51 +4,25 @@
 //! the same stream, and a node keeps only the finalized head's state (`state_getStorage` at an
 //! older block is refused with a clear error).
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use drchain_runtime::{Block, UncheckedExtrinsic};
 use drchain_support::{AccountId, StateRead, H256};
-use jsonrpsee::{PendingSubscriptionSink, RpcModule};
-use serde::Deserialize;
+use jsonrpsee::core::SubscriptionResult;
+use jsonrpsee::PendingSubscriptionSink;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::views::{
-    hex0x, BlockEvents, HeaderView, PeerView, SignedBlockView, SystemHealth, TransactionStatus,
+use crate::api::SubstrateApiServer;
+use crate::views::{
+    hex0x, BlockEvents, HeaderView, MethodsView, NumberParam, PeerView, SignedBlockView,
+    SystemHealth, TransactionStatus,
 };
-use super::{
-    async_method, async_method0, method, method0, notify, parse, subscription, RpcContext, RpcError,
-};
+use crate::{notify, RpcContext, RpcError};
 
 /// How long `author_submitAndWatchExtrinsic` waits for finalization before it reports
 /// `dropped` and ends.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A block number as Substrate clients send it: a number or a `0x` hex string.
-#[derive(Debug, Clone, Copy)]
-struct NumberParam(u64);
-
-impl<'de> Deserialize<'de> for NumberParam {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        match serde_json::Value::deserialize(d)? {
-            serde_json::Value::Number(n) => n.as_u64().map(NumberParam).ok_or_else(|| {
-                D::Error::custom(format!("block number {n} is not a non-negative integer"))
-            }),
-            serde_json::Value::String(s) => {
-                let digits = s.strip_prefix("0x").ok_or_else(|| {
-                    D::Error::custom(format!("block number {s:?} must be a number or 0x hex"))
-                })?;
-                u64::from_str_radix(digits, 16)
-                    .map(NumberParam)
-                    .map_err(|e| D::Error::custom(format!("block number {s:?}: {e}")))
-            }
-            other => Err(D::Error::custom(format!(
-                "block number must be a number or 0x hex, not {other}"
-            ))),
-        }
-    }
-}
 
 /// The block `hash` names, or the finalized head; `NotFound` for an unknown hash.
 fn block_at(
@@ -68,89 +42,97 @@ fn decode_extrinsic(hex_bytes: &str) -> Result<UncheckedExtrinsic, RpcError> {
         .map_err(|e| RpcError::invalid(format!("extrinsic does not decode: {e}")))
 }
 
-/// Registers every Substrate-named method.
-pub fn register(module: &mut RpcModule<RpcContext>) {
-    register_system(module);
-    register_chain(module);
-    register_state_and_author(module);
-}
+#[async_trait]
+impl SubstrateApiServer for RpcContext {
+    async fn system_name(&self) -> Result<String, RpcError> {
+        Ok(self.info.name.clone())
+    }
 
-fn register_system(module: &mut RpcModule<RpcContext>) {
-    method0(module, "system_name", |ctx| Ok(ctx.info.name.clone()));
-    method0(module, "system_version", |ctx| Ok(ctx.info.version.clone()));
-    method0(module, "system_chain", |ctx| Ok(ctx.info.chain.clone()));
-    method0(module, "system_localPeerId", |ctx| {
-        Ok(ctx.info.peer_id.to_string())
-    });
-    method0(module, "system_genesisHash", |ctx| Ok(ctx.info.genesis));
-    async_method0(module, "system_health", |ctx| async move {
-        let peers = ctx.node.peers().await?.len();
-        let status = ctx.node.status();
+    async fn system_version(&self) -> Result<String, RpcError> {
+        Ok(self.info.version.clone())
+    }
+
+    async fn system_chain(&self) -> Result<String, RpcError> {
+        Ok(self.info.chain.clone())
+    }
+
+    async fn system_local_peer_id(&self) -> Result<String, RpcError> {
+        Ok(self.info.peer_id.clone())
+    }
+
+    async fn system_genesis_hash(&self) -> Result<H256, RpcError> {
+        Ok(self.info.genesis)
+    }
+
+    async fn system_health(&self) -> Result<SystemHealth, RpcError> {
+        let peers = self.node.peers().await?.len();
+        let status = self.node.status();
         Ok(SystemHealth {
             peers,
             is_syncing: status.syncing,
             should_have_peers: true,
         })
-    });
-    async_method0(module, "system_peers", |ctx| async move {
-        ctx.check_unsafe("system_peers")?;
-        Ok(ctx
+    }
+
+    async fn system_peers(&self) -> Result<Vec<PeerView>, RpcError> {
+        self.check_unsafe("system_peers")?;
+        Ok(self
             .node
             .peers()
             .await?
             .into_iter()
             .map(|p| PeerView {
-                peer_id: p.peer_id.to_string(),
+                peer_id: p.peer_id,
                 account: p.account,
             })
-            .collect::<Vec<_>>())
-    });
-    async_method(
-        module,
-        "system_accountNextIndex",
-        |ctx, params| async move {
-            let (account,): (AccountId,) = parse(&params)?;
-            Ok(ctx.node.next_nonce(account).await?)
-        },
-    );
-}
+            .collect())
+    }
 
-fn register_chain(module: &mut RpcModule<RpcContext>) {
-    method(module, "chain_getHeader", |ctx, params| {
-        let (hash,): (Option<H256>,) = parse(&params)?;
-        ctx.read(|r| Ok(block_at(r, hash)?.map(|b| HeaderView::from(&b.header))))
-    });
-    method(module, "chain_getBlock", |ctx, params| {
-        let (hash,): (Option<H256>,) = parse(&params)?;
-        ctx.read(|r| {
+    async fn system_account_next_index(&self, account: AccountId) -> Result<u64, RpcError> {
+        Ok(self.node.next_nonce(account).await?)
+    }
+
+    async fn chain_get_header(&self, hash: Option<H256>) -> Result<Option<HeaderView>, RpcError> {
+        self.read(|r| Ok(block_at(r, hash)?.map(|b| HeaderView::from(&b.header))))
+    }
+
+    async fn chain_get_block(
+        &self,
+        hash: Option<H256>,
+    ) -> Result<Option<SignedBlockView>, RpcError> {
+        self.read(|r| {
             let Some(block) = block_at(r, hash)? else {
                 return Ok(None);
             };
             let certificate = r.certificate(block.header.number)?;
             Ok(Some(SignedBlockView::new(&block, certificate.as_ref())))
         })
-    });
-    method(module, "chain_getBlockHash", |ctx, params| {
-        let (number,): (Option<NumberParam>,) = parse(&params)?;
-        ctx.read(|r| {
+    }
+
+    async fn chain_get_block_hash(
+        &self,
+        number: Option<NumberParam>,
+    ) -> Result<Option<H256>, RpcError> {
+        self.read(|r| {
             let number = match number {
                 Some(n) => n.0,
                 None => r.finalized_number()?,
             };
             Ok(r.hash(number)?)
         })
-    });
-    method0(module, "chain_getFinalizedHead", |ctx| {
-        ctx.read(|r| {
+    }
+
+    async fn chain_get_finalized_head(&self) -> Result<H256, RpcError> {
+        self.read(|r| {
             let number = r.finalized_number()?;
             r.hash(number)?.ok_or_else(|| RpcError::NotFound {
                 what: format!("finalized block #{number}"),
             })
         })
-    });
-    method(module, "chain_getEvents", |ctx, params| {
-        let (hash,): (Option<H256>,) = parse(&params)?;
-        ctx.read(|r| {
+    }
+
+    async fn chain_get_events(&self, hash: Option<H256>) -> Result<BlockEvents, RpcError> {
+        self.read(|r| {
             let Some(block) = block_at(r, hash)? else {
                 return Err(RpcError::NotFound {
                     what: format!("block {}", hash.unwrap_or_default()),
@@ -158,36 +140,86 @@ fn register_chain(module: &mut RpcModule<RpcContext>) {
             };
             let number = block.header.number;
             let events = r.events(number)?.unwrap_or_default();
-            Ok(BlockEvents {
-                block: block.hash(),
-                number,
-                events,
-            })
+            Ok(BlockEvents::new(block.hash(), number, &events)?)
         })
-    });
-    for (subscribe, notification, unsubscribe) in [
-        (
-            "chain_subscribeNewHeads",
-            "chain_newHead",
-            "chain_unsubscribeNewHeads",
-        ),
-        (
-            "chain_subscribeFinalizedHeads",
-            "chain_finalizedHead",
-            "chain_unsubscribeFinalizedHeads",
-        ),
-    ] {
-        subscription(
-            module,
-            [subscribe, notification, unsubscribe],
-            |ctx, _, pending| heads(ctx, pending),
-        );
+    }
+
+    async fn chain_subscribe_new_heads(
+        &self,
+        pending: PendingSubscriptionSink,
+    ) -> SubscriptionResult {
+        heads(self, pending).await;
+        Ok(())
+    }
+
+    async fn chain_subscribe_finalized_heads(
+        &self,
+        pending: PendingSubscriptionSink,
+    ) -> SubscriptionResult {
+        heads(self, pending).await;
+        Ok(())
+    }
+
+    async fn state_get_storage(
+        &self,
+        key: String,
+        at: Option<H256>,
+    ) -> Result<Option<String>, RpcError> {
+        let key = hex::decode(key.strip_prefix("0x").unwrap_or(&key))
+            .map_err(|e| RpcError::invalid(format!("storage key is not hex: {e}")))?;
+        self.read(|r| {
+            if let Some(at) = at {
+                let head = r.hash(r.finalized_number()?)?;
+                if head != Some(at) {
+                    return Err(RpcError::invalid(format!(
+                        "state at {at} is not kept: a drchain node keeps only the finalized head's state ({})",
+                        head.unwrap_or_default()
+                    )));
+                }
+            }
+            Ok(r.state().get(&key).map(|v| hex0x(&v)))
+        })
+    }
+
+    async fn author_submit_extrinsic(&self, extrinsic: String) -> Result<H256, RpcError> {
+        let x = decode_extrinsic(&extrinsic)?;
+        Ok(self.node.submit(x).await??)
+    }
+
+    async fn author_pending_extrinsics(&self) -> Result<Vec<String>, RpcError> {
+        Ok(self
+            .node
+            .pending()
+            .await?
+            .iter()
+            .map(|x| hex0x(&parity_scale_codec::Encode::encode(x)))
+            .collect())
+    }
+
+    async fn author_remove_extrinsic(&self, hashes: Vec<H256>) -> Result<Vec<H256>, RpcError> {
+        self.check_unsafe("author_removeExtrinsic")?;
+        Ok(self.node.remove(hashes).await?)
+    }
+
+    async fn author_submit_and_watch_extrinsic(
+        &self,
+        pending: PendingSubscriptionSink,
+        extrinsic: String,
+    ) -> SubscriptionResult {
+        watch_extrinsic(self, pending, &extrinsic).await;
+        Ok(())
+    }
+
+    async fn rpc_methods(&self) -> Result<MethodsView, RpcError> {
+        Ok(MethodsView {
+            methods: self.methods.get().cloned().unwrap_or_default(),
+        })
     }
 }
 
 /// Streams every finalized header until the subscriber leaves. A subscriber too slow to keep
 /// up skips ahead rather than holding the node back.
-async fn heads(ctx: Arc<RpcContext>, pending: PendingSubscriptionSink) {
+async fn heads(ctx: &RpcContext, pending: PendingSubscriptionSink) {
     let mut blocks = ctx.node.subscribe_finalized();
     let Ok(sink) = pending.accept().await else {
         return;
@@ -210,63 +242,10 @@ async fn heads(ctx: Arc<RpcContext>, pending: PendingSubscriptionSink) {
     }
 }
 
-fn register_state_and_author(module: &mut RpcModule<RpcContext>) {
-    method(module, "state_getStorage", |ctx, params| {
-        let (key, at): (String, Option<H256>) = parse(&params)?;
-        let key = hex::decode(key.strip_prefix("0x").unwrap_or(&key))
-            .map_err(|e| RpcError::invalid(format!("storage key is not hex: {e}")))?;
-        ctx.read(|r| {
-            if let Some(at) = at {
-                let head = r.hash(r.finalized_number()?)?;
-                if head != Some(at) {
-                    return Err(RpcError::invalid(format!(
-                        "state at {at} is not kept: a drchain node keeps only the finalized head's state ({})",
-                        head.unwrap_or_default()
-                    )));
-                }
-            }
-            Ok(r.state().get(&key).map(|v| hex0x(&v)))
-        })
-    });
-    async_method(module, "author_submitExtrinsic", |ctx, params| async move {
-        let (bytes,): (String,) = parse(&params)?;
-        let x = decode_extrinsic(&bytes)?;
-        Ok(ctx.node.submit(x).await??)
-    });
-    async_method0(module, "author_pendingExtrinsics", |ctx| async move {
-        Ok(ctx
-            .node
-            .pending()
-            .await?
-            .iter()
-            .map(|x| hex0x(&parity_scale_codec::Encode::encode(x)))
-            .collect::<Vec<_>>())
-    });
-    async_method(module, "author_removeExtrinsic", |ctx, params| async move {
-        ctx.check_unsafe("author_removeExtrinsic")?;
-        let (hashes,): (Vec<H256>,) = parse(&params)?;
-        Ok(ctx.node.remove(hashes).await?)
-    });
-    subscription(
-        module,
-        [
-            "author_submitAndWatchExtrinsic",
-            "author_extrinsicUpdate",
-            "author_unwatchExtrinsic",
-        ],
-        watch_extrinsic,
-    );
-}
-
 /// Submits an extrinsic and reports `ready`, then `inBlock` and `finalized` (one block: BFT
 /// finality) or `invalid`/`dropped`, and ends.
-async fn watch_extrinsic(
-    ctx: Arc<RpcContext>,
-    params: jsonrpsee::types::Params<'static>,
-    pending: PendingSubscriptionSink,
-) {
-    let parsed: Result<(String,), RpcError> = parse(&params);
-    let x = match parsed.and_then(|(bytes,)| decode_extrinsic(&bytes)) {
+async fn watch_extrinsic(ctx: &RpcContext, pending: PendingSubscriptionSink, extrinsic: &str) {
+    let x = match decode_extrinsic(extrinsic) {
         Ok(x) => x,
         Err(e) => return pending.reject(e).await,
     };
@@ -306,7 +285,7 @@ async fn watch_extrinsic(
                 }
                 Err(RecvError::Lagged(_)) => {
                     // Blocks were missed: look the transaction up in the chain instead.
-                    if let Ok(Some(found)) = find_included(&ctx, &hash) {
+                    if let Ok(Some(found)) = find_included(ctx, &hash) {
                         notify(&sink, &TransactionStatus::InBlock(found)).await;
                         notify(&sink, &TransactionStatus::Finalized(found)).await;
                         return;

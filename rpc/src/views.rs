@@ -5,8 +5,8 @@
 
 use drchain_runtime::pallet_failover::{self, Phase, Role};
 use drchain_runtime::pallet_membership::{self, MemberRole};
-use drchain_runtime::pallet_network_config;
 use drchain_runtime::pallet_service_status::{self, Status};
+use drchain_runtime::{pallet_checkpoints, pallet_network_config};
 use drchain_runtime::{system, Block, EventRecord, Header};
 use drchain_support::{AccountId, Epoch, Health, Moment, Overlay, ServiceName, H256};
 use parity_scale_codec::Encode;
@@ -120,13 +120,32 @@ pub struct PeerView {
 }
 
 /// A block's events (`chain_getEvents`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlockEvents {
     /// The block's hash.
     pub block: H256,
     pub number: u64,
-    /// Its events, with phases.
-    pub events: Vec<EventRecord>,
+    /// Its events, each `{"phase": …, "event": …}` in the runtime's JSON rendering (errors as
+    /// text, so it reads well but does not decode back into the runtime's types).
+    pub events: Vec<serde_json::Value>,
+}
+
+impl BlockEvents {
+    /// The events of block `number` (`block`).
+    pub fn new(
+        block: H256,
+        number: u64,
+        records: &[EventRecord],
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            block,
+            number,
+            events: records
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()?,
+        })
+    }
 }
 
 /// A protected service, its holder and its candidates.
@@ -277,38 +296,136 @@ pub struct NodeServiceView {
 }
 
 /// A failover event from a service's log.
-#[derive(Debug, Clone, Serialize)]
-pub struct FailoverEventView<'a> {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailoverEventView {
     /// Position in the service's log.
     pub sequence: u64,
     /// Block it happened in.
     pub block: u64,
     /// That block's timestamp.
     pub timestamp: u64,
-    pub event: &'a pallet_failover::Event,
+    pub event: pallet_failover::Event,
 }
 
-impl<'a> From<&'a FailoverRecord> for FailoverEventView<'a> {
-    fn from(r: &'a FailoverRecord) -> Self {
+impl From<&FailoverRecord> for FailoverEventView {
+    fn from(r: &FailoverRecord) -> Self {
         Self {
             sequence: r.sequence,
             block: r.block,
             timestamp: r.timestamp,
-            event: &r.event,
+            event: r.event.clone(),
         }
     }
 }
 
+/// Options of `failover_history`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryOptions {
+    /// Entries from this sequence on; default: the last `limit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// A part of a service's failover log (`failover_history`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryView {
+    pub service: ServiceName,
+    /// Entries in the whole log.
+    pub total: u64,
+    /// The entries asked for, oldest first.
+    pub events: Vec<FailoverEventView>,
+}
+
 /// A live failover event (`failover_subscribeEvents`).
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveFailoverEvent<'a> {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LiveFailoverEvent {
     /// The block it happened in.
     pub block: u64,
     /// That block's hash.
     pub hash: H256,
     /// That block's timestamp.
     pub timestamp: u64,
-    pub event: &'a pallet_failover::Event,
+    pub event: pallet_failover::Event,
+}
+
+/// A candidate's last heartbeat for a service (`status_heartbeats`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeHeartbeatView {
+    pub node: AccountId,
+    /// Its role.
+    pub role: Role,
+    /// Its last heartbeat, if any.
+    pub heartbeat: Option<HeartbeatView>,
+}
+
+/// Where clients reach a candidate (`config_endpoints`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointView {
+    pub node: AccountId,
+    /// Its endpoint for the service, if it announced one.
+    pub endpoint: Option<String>,
+}
+
+/// A recorded checkpoint and its sequence (`checkpoints_latest`, `checkpoints_list`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointView {
+    pub sequence: u64,
+    pub checkpoint: pallet_checkpoints::Checkpoint,
+}
+
+/// A node's last acknowledged checkpoint (`checkpoints_acks`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckView {
+    pub node: AccountId,
+    /// The sequence it acknowledged.
+    pub sequence: u64,
+}
+
+/// The admins (`membership_admins`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminsView {
+    pub admins: Vec<AccountId>,
+    /// Approvals an admin call needs.
+    pub threshold: u32,
+}
+
+/// Every method the server answers (`rpc_methods`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MethodsView {
+    /// Sorted by name.
+    pub methods: Vec<String>,
+}
+
+/// A block number as Substrate clients send it: a number or a `0x` hex string. Sent as a
+/// number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct NumberParam(pub u64);
+
+impl<'de> Deserialize<'de> for NumberParam {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) => n.as_u64().map(NumberParam).ok_or_else(|| {
+                D::Error::custom(format!("block number {n} is not a non-negative integer"))
+            }),
+            serde_json::Value::String(s) => {
+                let digits = s.strip_prefix("0x").ok_or_else(|| {
+                    D::Error::custom(format!("block number {s:?} must be a number or 0x hex"))
+                })?;
+                u64::from_str_radix(digits, 16)
+                    .map(NumberParam)
+                    .map_err(|e| D::Error::custom(format!("block number {s:?}: {e}")))
+            }
+            other => Err(D::Error::custom(format!(
+                "block number must be a number or 0x hex, not {other}"
+            ))),
+        }
+    }
 }
 
 /// A member, without its certificate's bytes.

@@ -2,12 +2,12 @@
 
 use drchain_support::{AccountId, Epoch, ServiceName};
 use parity_scale_codec::{Decode, Encode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Reason, Role, ServiceConfig};
 
 /// Events of this pallet.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     /// A service is now protected.
