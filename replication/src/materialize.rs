@@ -1,0 +1,203 @@
+//! Applying a checkpoint: its files are written into a new directory beside the target, made
+//! durable, and then the target — a symbolic link — is switched to it with one rename. A
+//! reader of the target sees the previous checkpoint or the new one, never a mix, and a crash
+//! at any point leaves the previous one in place (the next apply removes the leftovers).
+//!
+//! Layout for a target `/srv/db`: `/srv/.db.checkpoints/<label>/…` holds the applied
+//! checkpoints (the current one and the one before it, for readers still inside it) and
+//! `/srv/db -> .db.checkpoints/<label>`.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::ReplicationError;
+use crate::manifest::Manifest;
+use crate::store::ChunkStore;
+
+const STAGING: &str = ".staging";
+
+/// Where the checkpoints of `target` live, and the link's name there.
+fn layout(target: &Path) -> Result<(PathBuf, String), ReplicationError> {
+    let name = target.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        ReplicationError::TargetNotManaged {
+            path: target.to_path_buf(),
+        }
+    })?;
+    let parent = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok((
+        parent.join(format!(".{name}.checkpoints")),
+        format!(".{name}.checkpoints"),
+    ))
+}
+
+/// The label of the checkpoint `target` shows, if it is a link this module made.
+pub fn applied_label(target: &Path) -> Result<Option<String>, ReplicationError> {
+    let (_, versions) = layout(target)?;
+    match fs::read_link(target) {
+        Ok(link) => Ok(link
+            .strip_prefix(&versions)
+            .ok()
+            .and_then(|l| l.to_str())
+            .map(str::to_owned)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(_) if target.exists() => Err(ReplicationError::TargetNotManaged {
+            path: target.to_path_buf(),
+        }),
+        Err(e) => Err(ReplicationError::read(target.display(), e)),
+    }
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> ReplicationError + '_ {
+    move |e| ReplicationError::write(path, e)
+}
+
+fn sync_dir(path: &Path) -> Result<(), ReplicationError> {
+    fs::File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io(path))
+}
+
+/// Writes `manifest`'s files from `store` and switches `target` to them under `label` (a
+/// name unique to the checkpoint, e.g. its sequence and root). Returns the directory the
+/// target now points to.
+pub fn materialize(
+    manifest: &Manifest,
+    store: &ChunkStore,
+    target: &Path,
+    label: &str,
+) -> Result<PathBuf, ReplicationError> {
+    if label.is_empty() || label.contains('/') || label.starts_with('.') || label.ends_with(STAGING)
+    {
+        return Err(ReplicationError::BadManifest {
+            reason: format!("checkpoint label {label:?}"),
+        });
+    }
+    let (versions, versions_name) = layout(target)?;
+    // Refuse to replace anything that is not ours (an empty directory is taken over).
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.file_type().is_symlink() => {
+            if applied_label(target)?.is_none() {
+                return Err(ReplicationError::TargetNotManaged {
+                    path: target.to_path_buf(),
+                });
+            }
+        }
+        Ok(m)
+            if m.is_dir()
+                && fs::read_dir(target)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false) =>
+        {
+            fs::remove_dir(target).map_err(io(target))?;
+        }
+        Ok(_) => {
+            return Err(ReplicationError::TargetNotManaged {
+                path: target.to_path_buf(),
+            })
+        }
+        Err(_) => {}
+    }
+    fs::create_dir_all(&versions).map_err(io(&versions))?;
+    let done = versions.join(label);
+    if !done.is_dir() {
+        let staging = versions.join(format!("{label}{STAGING}"));
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(io(&staging))?;
+        }
+        let written = write_files(manifest, store, &staging);
+        if let Err(e) = written {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        fs::rename(&staging, &done).map_err(io(&done))?;
+        sync_dir(&versions)?;
+    }
+    switch_link(target, &versions, &versions_name, label)?;
+    remove_old(&versions, label)?;
+    Ok(done)
+}
+
+fn write_files(
+    manifest: &Manifest,
+    store: &ChunkStore,
+    staging: &Path,
+) -> Result<(), ReplicationError> {
+    fs::create_dir_all(staging).map_err(io(staging))?;
+    let mut dirs = vec![staging.to_path_buf()];
+    for entry in &manifest.files {
+        let path = staging.join(&entry.path);
+        if let Some(parent) = path.parent().filter(|p| !p.exists()) {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+            dirs.push(parent.to_path_buf());
+        }
+        let mut file = fs::File::create(&path).map_err(io(&path))?;
+        for chunk in &entry.chunks {
+            let data = store.get(&chunk.id)?;
+            if data.len() != chunk.len as usize {
+                return Err(ReplicationError::BadChunk {
+                    id: chunk.id,
+                    reason: format!("{} bytes, the manifest says {}", data.len(), chunk.len),
+                });
+            }
+            file.write_all(&data).map_err(io(&path))?;
+        }
+        file.set_permissions(fs::Permissions::from_mode(entry.mode))
+            .map_err(io(&path))?;
+        file.sync_all().map_err(io(&path))?;
+    }
+    for dir in dirs.iter().rev() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+fn switch_link(
+    target: &Path,
+    versions: &Path,
+    versions_name: &str,
+    label: &str,
+) -> Result<(), ReplicationError> {
+    let parent = versions.parent().unwrap_or(Path::new("."));
+    let temp = versions.join(format!("link{STAGING}"));
+    let _ = fs::remove_file(&temp);
+    std::os::unix::fs::symlink(Path::new(versions_name).join(label), &temp).map_err(io(&temp))?;
+    fs::rename(&temp, target).map_err(io(target))?;
+    sync_dir(parent)
+}
+
+/// Keeps the applied checkpoint and the one it replaced; removes older ones and leftovers.
+fn remove_old(versions: &Path, current: &str) -> Result<(), ReplicationError> {
+    let mut labels: Vec<(std::time::SystemTime, PathBuf)> = vec![];
+    for entry in
+        fs::read_dir(versions).map_err(|e| ReplicationError::read(versions.display(), e))?
+    {
+        let entry = entry.map_err(|e| ReplicationError::read(versions.display(), e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == current {
+            continue;
+        }
+        let path = entry.path();
+        if name.ends_with(STAGING) {
+            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+            continue;
+        }
+        let modified = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        labels.push((modified, path));
+    }
+    labels.sort();
+    // The newest other one is the checkpoint just replaced: readers may still be in it.
+    labels.pop();
+    for (_, path) in labels {
+        fs::remove_dir_all(&path).map_err(io(&path))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! A directory → snapshot → another node's store → materialized target, as a standby sees it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use drchain_replication::manifest::missing;
+use drchain_replication::materialize::applied_label;
+use drchain_replication::{
+    materialize, snapshot_dir, ChunkStore, ChunkingParams, Dictionary, ReplicationError,
+};
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, bytes).unwrap();
+}
+
+/// Every file under `dir`, relative path → bytes.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![];
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                pending.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.push((rel, fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Copies what `to` lacks of `root` from `from`, as the transfer does: encoded objects,
+/// verified on arrival.
+fn transfer(from: &ChunkStore, to: &ChunkStore, root: &drchain_support::H256) -> usize {
+    let manifest = to
+        .put_manifest_bytes(root, &from.manifest_bytes(root).unwrap())
+        .unwrap();
+    let need = missing(&manifest, |id| to.contains(id));
+    for id in &need {
+        to.put_encoded(id, &from.get_encoded(id).unwrap()).unwrap();
+    }
+    need.len()
+}
+
+#[test]
+fn a_standby_materializes_checkpoints_byte_for_byte_and_incrementally() {
+    let base = tempfile::tempdir().unwrap();
+    let source = base.path().join("source");
+    write(&source.join("db.bin"), &pseudo_random(2 * 1024 * 1024, 1));
+    write(
+        &source.join("logs/app.log"),
+        &b"line of log text\n".repeat(20_000),
+    );
+    write(&source.join("empty"), b"");
+    fs::set_permissions(source.join("db.bin"), fs::Permissions::from_mode(0o600)).unwrap();
+
+    let active = ChunkStore::open(base.path().join("active-store")).unwrap();
+    let standby = ChunkStore::open(base.path().join("standby-store")).unwrap();
+    let target = base.path().join("target");
+
+    let (first, stats) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
+    assert_eq!(stats.files, 3);
+    assert_eq!(first.size(), stats.bytes);
+    let sent_first = transfer(&active, &standby, &first.root());
+    materialize(&first, &standby, &target, "1").unwrap();
+    assert_eq!(tree(&target), tree(&source));
+    assert_eq!(applied_label(&target).unwrap().as_deref(), Some("1"));
+    let mode = fs::metadata(target.join("db.bin"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "modes are kept");
+
+    // A 4 KiB insertion in the middle of the database and an appended log line: only the
+    // chunks around them travel.
+    let mut db = fs::read(source.join("db.bin")).unwrap();
+    db.splice(1_000_000..1_000_000, pseudo_random(4096, 2));
+    write(&source.join("db.bin"), &db);
+    let mut log = fs::read(source.join("logs/app.log")).unwrap();
+    log.extend_from_slice(b"one more line\n");
+    write(&source.join("logs/app.log"), &log);
+    let (second, stats) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
+    assert_ne!(second.root(), first.root());
+    let sent_second = transfer(&active, &standby, &second.root());
+    assert!(
+        sent_second * 10 < sent_first,
+        "an incremental checkpoint sends a few chunks: {sent_second} vs {sent_first} (new {})",
+        stats.new_chunks
+    );
+    materialize(&second, &standby, &target, "2").unwrap();
+    assert_eq!(tree(&target), tree(&source));
+
+    // An unchanged source gives the same root.
+    let (again, stats) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
+    assert_eq!(again.root(), second.root());
+    assert_eq!(stats.new_chunks, 0);
+}
+
+#[test]
+fn a_crash_mid_apply_leaves_the_previous_checkpoint_and_the_next_apply_recovers() {
+    let base = tempfile::tempdir().unwrap();
+    let source = base.path().join("source");
+    write(&source.join("a"), b"first version");
+    let store = ChunkStore::open(base.path().join("store")).unwrap();
+    let target = base.path().join("target");
+    let (first, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
+    materialize(&first, &store, &target, "1").unwrap();
+
+    // The second apply dies half way: a staging directory with a partial file is left.
+    write(&source.join("a"), b"second version");
+    let (second, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
+    let versions = base.path().join(".target.checkpoints");
+    write(&versions.join("2.staging/a"), b"sec");
+    assert_eq!(fs::read(target.join("a")).unwrap(), b"first version");
+
+    materialize(&second, &store, &target, "2").unwrap();
+    assert_eq!(fs::read(target.join("a")).unwrap(), b"second version");
+    assert!(!versions.join("2.staging").exists());
+
+    // A chunk missing from the store fails the apply cleanly; the target is untouched.
+    write(&source.join("b"), b"a file whose chunk will go missing");
+    let (third, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
+    store.collect_garbage(&[&second]).unwrap();
+    let err = materialize(&third, &store, &target, "3").unwrap_err();
+    assert!(matches!(err, ReplicationError::Missing { .. }), "{err}");
+    assert_eq!(applied_label(&target).unwrap().as_deref(), Some("2"));
+    assert!(!versions.join("3.staging").exists() && !versions.join("3").exists());
+}
+
+#[test]
+fn a_target_that_is_not_drchains_is_left_alone() {
+    let base = tempfile::tempdir().unwrap();
+    let source = base.path().join("source");
+    write(&source.join("a"), b"data");
+    let store = ChunkStore::open(base.path().join("store")).unwrap();
+    let (m, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
+    let target = base.path().join("precious");
+    write(&target.join("keep-me"), b"operator's file");
+    let err = materialize(&m, &store, &target, "1").unwrap_err();
+    assert!(
+        matches!(err, ReplicationError::TargetNotManaged { .. }),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(target.join("keep-me")).unwrap(),
+        b"operator's file"
+    );
+    // An empty directory is taken over.
+    let empty = base.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    materialize(&m, &store, &empty, "1").unwrap();
+    assert_eq!(fs::read(empty.join("a")).unwrap(), b"data");
+}
+
+#[test]
+fn a_dictionary_travels_with_the_chunks_that_need_it() {
+    let base = tempfile::tempdir().unwrap();
+    let source = base.path().join("source");
+    let rows: String = (0..60_000)
+        .map(|i| {
+            format!(
+                "{{\"id\":{i},\"name\":\"customer-{}\",\"balance\":{}}}\n",
+                i % 977,
+                (i * 7919) % 100_000
+            )
+        })
+        .collect();
+    write(&source.join("rows.jsonl"), rows.as_bytes());
+    let active = ChunkStore::open(base.path().join("active")).unwrap();
+    let samples: Vec<Vec<u8>> = rows.as_bytes().chunks(4096).map(<[u8]>::to_vec).collect();
+    let dictionary = Dictionary::train(&samples).expect("trained");
+    let (m, _) = snapshot_dir(
+        &source,
+        &active,
+        ChunkingParams::default(),
+        Some(&dictionary),
+    )
+    .unwrap();
+    assert_eq!(m.dictionary, Some(dictionary.id()));
+    let standby = ChunkStore::open(base.path().join("standby")).unwrap();
+    transfer(&active, &standby, &m.root());
+    let target = base.path().join("target");
+    materialize(&m, &standby, &target, "1").unwrap();
+    assert_eq!(
+        fs::read(target.join("rows.jsonl")).unwrap(),
+        rows.as_bytes()
+    );
+    assert!(active.stats.ratio() > 2.0, "ratio {}", active.stats.ratio());
+}
