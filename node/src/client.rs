@@ -438,29 +438,37 @@ pub fn render_status(
         );
         let _ = writeln!(
             out,
-            "  {:<28} {:>4}  {:<10} {:<9} {:>13}  {:>10}  endpoint",
-            "node", "prio", "role", "health", "heartbeat age", "checkpoint"
+            "  {:<28} {:>4}  {:<10} {:<9} {:>13}  {:>16}  endpoint",
+            "node", "prio", "role", "health", "heartbeat age", "checkpoint (lag)"
         );
         for n in &s.nodes {
             let role = serde_json::to_value(n.role)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            let (health, age, checkpoint) = match &n.heartbeat {
+            let (health, age) = match &n.heartbeat {
                 Some(h) => (
                     serde_json::to_value(h.health)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_owned))
                         .unwrap_or_default(),
                     format!("{} ms{}", h.age_ms, if h.stale { " !" } else { "" }),
-                    h.applied_checkpoint
-                        .map_or("-".to_owned(), |c| c.to_string()),
                 ),
-                None => ("-".to_owned(), "never".to_owned(), "-".to_owned()),
+                None => ("-".to_owned(), "never".to_owned()),
+            };
+            // `!` marks data older than the service's RPO: not electable.
+            let checkpoint = match (n.held_checkpoint, n.data_lag_ms) {
+                (None, Some(_)) => "-".to_owned(), // nothing recorded yet
+                (None, None) => "none !".to_owned(),
+                (Some(held), None) => format!("{held} (pruned) !"),
+                (Some(held), Some(lag)) => format!(
+                    "{held} ({lag} ms){}",
+                    if lag > s.config.max_lag_ms { " !" } else { "" }
+                ),
             };
             let _ = writeln!(
                 out,
-                "  {:<28} {:>4}  {:<10} {:<9} {:>13}  {:>10}  {}",
+                "  {:<28} {:>4}  {:<10} {:<9} {:>13}  {:>16}  {}",
                 short(&n.node, names),
                 n.priority,
                 role,

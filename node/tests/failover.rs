@@ -512,7 +512,7 @@ fn write_spec(dir: &Path, services: &BTreeMap<&'static str, TcpService>) -> Path
         "candidates": CANDIDATES,
         "heartbeat_timeout_ms": 1000,
         "promotion_timeout_ms": 5000,
-        "max_lag": 2,
+        "max_lag_ms": 1000,
         "endpoints": endpoints,
     }]);
     let path = dir.join("spec.json");

@@ -177,7 +177,7 @@ rpc_api! {
         /// A service's recorded checkpoints.
         async fn checkpoints_list(&self, service: ServiceName) -> Result<Vec<CheckpointView>, RpcError>;
         #[method(name = "checkpoints_acks")]
-        /// Each node's last acknowledged checkpoint of a service.
+        /// The newest checkpoint each node holds (acknowledged, or recorded as the active).
         async fn checkpoints_acks(&self, service: ServiceName) -> Result<Vec<AckView>, RpcError>;
         #[method(name = "membership_members")]
         /// Every member.

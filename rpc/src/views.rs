@@ -196,6 +196,11 @@ pub struct ServiceNodeView {
     pub fenced_epoch: Option<Epoch>,
     /// Its last heartbeat, if any.
     pub heartbeat: Option<HeartbeatView>,
+    /// The newest checkpoint it holds (acknowledged, or produced as the active).
+    pub held_checkpoint: Option<u64>,
+    /// How much older its data is than the latest checkpoint, ms (`null`: it holds no
+    /// retained checkpoint while there are some); compared with the service's `max_lag_ms`.
+    pub data_lag_ms: Option<u64>,
 }
 
 /// A node's last heartbeat for a service.
@@ -247,6 +252,7 @@ pub fn service_view(state: &Overlay<'_>, name: &ServiceName) -> Option<ServiceVi
         .enumerate()
         .map(|(priority, node)| {
             let record = records.iter().find(|(n, _)| n == node).map(|(_, r)| r);
+            let lag = pallet_checkpoints::data_lag(state, name, node);
             ServiceNodeView {
                 node: *node,
                 priority,
@@ -256,6 +262,8 @@ pub fn service_view(state: &Overlay<'_>, name: &ServiceName) -> Option<ServiceVi
                 fenced_epoch: record.and_then(|r| r.fenced_epoch),
                 heartbeat: pallet_service_status::status(state, name, node)
                     .map(|s| HeartbeatView::new(&s, live_clock, config.heartbeat_timeout_ms)),
+                held_checkpoint: lag.held,
+                data_lag_ms: lag.lag_ms,
             }
         })
         .collect();

@@ -105,7 +105,8 @@ pub mod specs {
             candidates: candidates.iter().map(|c| c.to_string()).collect(),
             heartbeat_timeout_ms: pallet_failover::DEFAULT_HEARTBEAT_TIMEOUT_MS,
             promotion_timeout_ms: pallet_failover::DEFAULT_PROMOTION_TIMEOUT_MS,
-            max_lag: pallet_failover::DEFAULT_MAX_LAG,
+            max_lag_ms: pallet_failover::DEFAULT_MAX_LAG_MS,
+            allow_data_loss: false,
             endpoints,
         })
     }

@@ -95,9 +95,14 @@ pub struct ServiceSpec {
     /// Promotion timeout, ms (default 5000).
     #[serde(default = "pallet_failover::default_promotion_timeout")]
     pub promotion_timeout_ms: u64,
-    /// Max checkpoint lag of an electable candidate (default 2).
-    #[serde(default = "pallet_failover::default_max_lag")]
-    pub max_lag: u64,
+    /// The RPO: most milliseconds an electable candidate's data may be older than the latest
+    /// checkpoint (default 1000).
+    #[serde(default = "pallet_failover::default_max_lag_ms")]
+    pub max_lag_ms: u64,
+    /// Elect the freshest candidate even beyond `max_lag_ms` rather than stay vacant
+    /// (default false).
+    #[serde(default)]
+    pub allow_data_loss: bool,
     /// `host:port` per candidate (member name or hex account).
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
@@ -198,7 +203,8 @@ impl ChainSpec {
                 candidates,
                 heartbeat_timeout_ms: s.heartbeat_timeout_ms,
                 promotion_timeout_ms: s.promotion_timeout_ms,
-                max_lag: s.max_lag,
+                max_lag_ms: s.max_lag_ms,
+                allow_data_loss: s.allow_data_loss,
             };
             services.push((s.name.clone(), config));
         }

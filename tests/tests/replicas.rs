@@ -78,7 +78,7 @@ fn failover_story_replicates_identically() {
         }
     );
 
-    // Alice records checkpoints 1..=3; bob and charlie apply them.
+    // Alice records checkpoints 1..=3; bob and charlie apply and acknowledge them.
     for seq in 1..=3u64 {
         let submit = RuntimeCall::Checkpoints(pallet_checkpoints::Call::Submit {
             service: db(),
@@ -87,11 +87,19 @@ fn failover_story_replicates_identically() {
             manifest_root: H256([seq as u8; 32]),
             size_bytes: 1 << 20,
         });
+        let ack = || {
+            RuntimeCall::Checkpoints(pallet_checkpoints::Call::Acknowledge {
+                service: db(),
+                sequence: seq,
+            })
+        };
         let txs = vec![
             r.tx("alice", submit),
             r.tx("alice", hb(1, Health::Healthy, Some(seq))),
             r.tx("bob", hb(1, Health::Healthy, Some(seq))),
             r.tx("charlie", hb(1, Health::Healthy, Some(seq))),
+            r.tx("bob", ack()),
+            r.tx("charlie", ack()),
         ];
         r.block(next(), 200, txs);
     }

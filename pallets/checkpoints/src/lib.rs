@@ -2,8 +2,10 @@
 //!
 //! Recovery checkpoints of replicated service data. The active node of a service records each
 //! checkpoint it produces (a blake3 manifest root of the content-addressed snapshot) under the
-//! epoch it holds; standbys acknowledge the checkpoints they have applied. The failover pallet
-//! compares a candidate's applied checkpoint with the latest one here to bound its lag.
+//! epoch it holds; standbys acknowledge the checkpoints they have applied. Each node's highest
+//! held checkpoint (acknowledged, or produced: the producer holds what it recorded) is kept,
+//! and [`data_lag`] says how much older, on the recording blocks' clock, a node's data is than
+//! the latest checkpoint: the failover pallet elects only candidates within the service's RPO.
 
 #![forbid(unsafe_code)]
 
@@ -46,9 +48,29 @@ storage_map!(
     pub Latest: ServiceName => u64, "Checkpoints"
 );
 storage_double_map!(
-    /// Highest sequence each node acknowledged, per service.
+    /// Highest sequence each node holds, per service: acknowledged by a standby, or recorded
+    /// by the node as the active.
     pub Acks: (ServiceName, AccountId) => u64, "Checkpoints"
 );
+
+/// How far a node's data is behind a service's latest checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct DataLag {
+    /// The newest checkpoint the node holds.
+    pub held: Option<u64>,
+    /// The service's latest checkpoint.
+    pub latest: Option<u64>,
+    /// Milliseconds between the blocks that recorded `held` and `latest` (0 when nothing was
+    /// ever recorded); `None` when the node holds no retained checkpoint while there are some.
+    pub lag_ms: Option<u64>,
+}
+
+impl DataLag {
+    /// Whether the lag is within `max_lag_ms`.
+    pub fn within(&self, max_lag_ms: u64) -> bool {
+        self.lag_ms.is_some_and(|lag| lag <= max_lag_ms)
+    }
+}
 
 /// Calls of this pallet. Indices are fixed: they are the wire format.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
@@ -173,9 +195,32 @@ pub fn checkpoints(state: &Overlay<'_>, service: &ServiceName) -> Vec<(u64, Chec
     all
 }
 
-/// Acknowledgements per node for `service`.
+/// The highest checkpoint each node holds for `service`.
 pub fn acks(state: &Overlay<'_>, service: &ServiceName) -> Vec<(AccountId, u64)> {
     Acks::iter_prefix(state, service)
+}
+
+/// How far `node`'s data of `service` is behind the latest checkpoint.
+pub fn data_lag(state: &Overlay<'_>, service: &ServiceName, node: &AccountId) -> DataLag {
+    let held = Acks::get(state, service, node);
+    let Some(latest) = Latest::get(state, service) else {
+        return DataLag {
+            held,
+            latest: None,
+            lag_ms: Some(0),
+        };
+    };
+    let timestamp =
+        |sequence: u64| Checkpoints::get(state, service, &sequence).map(|c| c.timestamp);
+    let lag_ms = match (held.and_then(timestamp), timestamp(latest)) {
+        (Some(held_at), Some(latest_at)) => Some(latest_at.saturating_sub(held_at)),
+        _ => None,
+    };
+    DataLag {
+        held,
+        latest: Some(latest),
+        lag_ms,
+    }
 }
 
 /// Drops everything about a removed service.
@@ -229,6 +274,8 @@ pub fn dispatch<E: From<Event>>(
             };
             Checkpoints::insert(env.state, &service, &sequence, &record);
             Latest::insert(env.state, &service, &sequence);
+            // The producer holds what it recorded.
+            Acks::insert(env.state, &service, &node, &sequence);
             prune(env.state, &service, sequence);
             env.deposit(Event::CheckpointRecorded {
                 service,

@@ -21,6 +21,15 @@ fn directory() -> StaticDirectory {
 }
 
 fn call(state: &mut MemoryState, who: AccountId, c: Call) -> (Result<(), Error>, Vec<Event>) {
+    call_at(state, who, c, 99)
+}
+
+fn call_at(
+    state: &mut MemoryState,
+    who: AccountId,
+    c: Call,
+    timestamp: Moment,
+) -> (Result<(), Error>, Vec<Event>) {
     let mut events = vec![];
     let mut o = Overlay::new(state);
     let r = {
@@ -28,7 +37,7 @@ fn call(state: &mut MemoryState, who: AccountId, c: Call) -> (Result<(), Error>,
             &mut o,
             BlockInfo {
                 number: 9,
-                timestamp: 99,
+                timestamp,
                 ..Default::default()
             },
             &mut events,
@@ -115,7 +124,45 @@ fn standbys_acknowledge_recorded_checkpoints_monotonically() {
             node: ACTIVE
         })
     );
-    assert_eq!(acks(&Overlay::new(&s), &db()), vec![(STANDBY, 2)]);
+    // The producer holds what it recorded, the standby what it acknowledged.
+    assert_eq!(
+        acks(&Overlay::new(&s), &db()),
+        vec![(ACTIVE, 2), (STANDBY, 2)]
+    );
+}
+
+#[test]
+fn data_lag_is_the_time_between_the_held_and_the_latest_checkpoint() {
+    let mut s = MemoryState::new();
+    let lag = |s: &MemoryState, node| data_lag(&Overlay::new(s), &db(), &node);
+    // Nothing recorded: nothing to lose.
+    assert_eq!(lag(&s, STANDBY).lag_ms, Some(0));
+    assert!(lag(&s, STANDBY).within(0));
+    call_at(&mut s, ACTIVE, submit(5, 1), 1_000).0.unwrap();
+    call_at(&mut s, ACTIVE, submit(5, 2), 1_800).0.unwrap();
+    call_at(&mut s, ACTIVE, submit(5, 3), 2_500).0.unwrap();
+    // Holding nothing while checkpoints exist: unbounded.
+    assert_eq!(lag(&s, STANDBY).lag_ms, None);
+    assert!(!lag(&s, STANDBY).within(u64::MAX));
+    let ack = Call::Acknowledge {
+        service: db(),
+        sequence: 1,
+    };
+    call(&mut s, STANDBY, ack).0.unwrap();
+    assert_eq!(
+        lag(&s, STANDBY),
+        DataLag {
+            held: Some(1),
+            latest: Some(3),
+            lag_ms: Some(1_500)
+        }
+    );
+    assert!(lag(&s, STANDBY).within(1_500) && !lag(&s, STANDBY).within(1_499));
+    assert_eq!(
+        lag(&s, ACTIVE).lag_ms,
+        Some(0),
+        "the producer holds the latest"
+    );
 }
 
 #[test]

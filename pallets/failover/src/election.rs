@@ -1,6 +1,7 @@
 //! The election rules, one function per step. Everything reads chain state only.
 
 use drchain_support::{AccountId, Env, Epoch, Health, ServiceError, ServiceName};
+use pallet_checkpoints::DataLag;
 use parity_scale_codec::{Decode, Encode};
 
 use crate::{Error, Event, NodeRecord, Nodes, Phase, Reason, Role, ServiceConfig, States};
@@ -41,24 +42,49 @@ pub enum Ineligible {
         /// The epoch it lost.
         epoch: Epoch,
     },
-    /// Too many checkpoints behind.
-    #[error("{lag} checkpoints behind (max {max_lag})")]
+    /// Its data is older than the service's RPO allows.
+    #[error("{} (max_lag_ms {max_lag_ms})", describe_lag(*lag_ms))]
     Lagging {
-        /// How far behind.
-        lag: u64,
-        /// The allowed lag.
-        max_lag: u64,
+        /// How much older than the latest checkpoint its newest one is; `None`: it holds none.
+        lag_ms: Option<u64>,
+        /// The service's `max_lag_ms`.
+        max_lag_ms: u64,
     },
 }
 
+fn describe_lag(lag_ms: Option<u64>) -> String {
+    match lag_ms {
+        Some(ms) => format!("its data is {ms} ms older than the latest checkpoint"),
+        None => "it holds no retained checkpoint".to_owned(),
+    }
+}
+
 /// Checks whether `node` may be elected for `service` in the current block. On success returns
-/// the sequence of the checkpoint it applied (for the preference order).
+/// the newest checkpoint it holds (for the preference order).
 pub fn eligibility<E>(
     env: &Env<'_, '_, E>,
     service: &ServiceName,
     config: &ServiceConfig,
     node: &AccountId,
 ) -> Result<Option<u64>, Ineligible> {
+    let lag = live_eligibility(env, service, config, node)?;
+    if !lag.within(config.max_lag_ms) {
+        return Err(Ineligible::Lagging {
+            lag_ms: lag.lag_ms,
+            max_lag_ms: config.max_lag_ms,
+        });
+    }
+    Ok(lag.held)
+}
+
+/// Every rule but the data's: alive, healthy, admitted, not failed or fenced. Returns how far
+/// its data is behind.
+fn live_eligibility<E>(
+    env: &Env<'_, '_, E>,
+    service: &ServiceName,
+    config: &ServiceConfig,
+    node: &AccountId,
+) -> Result<DataLag, Ineligible> {
     if config.priority(node).is_none() {
         return Err(Ineligible::NotACandidate);
     }
@@ -84,40 +110,107 @@ pub fn eligibility<E>(
             return Err(Ineligible::FailedInEpoch { epoch });
         }
     }
-    let latest = pallet_checkpoints::latest(env.state, service);
-    let lag = match (latest, status.applied_checkpoint) {
-        (None, _) => 0,
-        (Some(latest), applied) => latest.saturating_sub(applied.unwrap_or(0)),
-    };
-    if lag > config.max_lag {
-        return Err(Ineligible::Lagging {
-            lag,
-            max_lag: config.max_lag,
-        });
-    }
-    Ok(status.applied_checkpoint)
+    Ok(pallet_checkpoints::data_lag(env.state, service, node))
 }
 
-/// The best eligible candidate other than `exclude`: most recent applied checkpoint first,
-/// then priority.
-fn best_candidate<E>(
+/// Whom to elect: the freshest eligible candidate, or, when only lagging ones are alive, the
+/// freshest of those (elected only if the service accepts data loss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pick {
+    /// Within the RPO.
+    Eligible(AccountId),
+    /// Alive but holding older data than the RPO allows.
+    Lagging(AccountId, DataLag),
+    /// Nobody alive.
+    Nobody,
+}
+
+/// The candidates other than `exclude`: newest held checkpoint first, then priority.
+fn pick<E>(
     env: &Env<'_, '_, E>,
     service: &ServiceName,
     config: &ServiceConfig,
     exclude: Option<AccountId>,
-) -> Option<AccountId> {
-    config
+) -> Pick {
+    let live: Vec<(usize, AccountId, DataLag)> = config
         .candidates
         .iter()
         .enumerate()
         .filter(|(_, node)| Some(**node) != exclude)
         .filter_map(|(priority, node)| {
-            eligibility(env, service, config, node)
+            live_eligibility(env, service, config, node)
                 .ok()
-                .map(|applied| (applied, priority, *node))
+                .map(|lag| (priority, *node, lag))
         })
-        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
-        .map(|(_, _, node)| node)
+        .collect();
+    let freshest = |within: bool| {
+        live.iter()
+            .filter(|(_, _, lag)| !within || lag.within(config.max_lag_ms))
+            .max_by(|a, b| a.2.held.cmp(&b.2.held).then(b.0.cmp(&a.0)))
+            .copied()
+    };
+    match (freshest(true), freshest(false)) {
+        (Some((_, node, _)), _) => Pick::Eligible(node),
+        (None, Some((_, node, lag))) => Pick::Lagging(node, lag),
+        (None, None) => Pick::Nobody,
+    }
+}
+
+/// Fills the service after its holder `previous` was lost (or while it is vacant, with
+/// `previous` `None`): elects whom [`pick`] chooses, or leaves it vacant and says why.
+fn fill<E: From<Event>>(
+    env: &mut Env<'_, '_, E>,
+    service: &ServiceName,
+    config: &ServiceConfig,
+    previous: Option<AccountId>,
+    reason: Reason,
+) {
+    let holder_lost = previous.is_some();
+    match pick(env, service, config, previous) {
+        Pick::Eligible(next) => {
+            elect(env, service, config, next, previous, reason);
+        }
+        Pick::Lagging(next, lag) if config.allow_data_loss => {
+            if let Some(epoch) = elect(env, service, config, next, previous, reason) {
+                data_loss_accepted(env, service, next, epoch, lag);
+            }
+        }
+        Pick::Lagging(candidate, lag) => {
+            if holder_lost {
+                if let Some(epoch) = vacate(env, service, reason) {
+                    env.deposit(Event::PromotionWithheld {
+                        service: service.clone(),
+                        epoch,
+                        candidate,
+                        lag_ms: lag.lag_ms,
+                        max_lag_ms: config.max_lag_ms,
+                    });
+                }
+            }
+        }
+        Pick::Nobody => {
+            if holder_lost {
+                vacate(env, service, reason);
+            }
+        }
+    }
+}
+
+fn data_loss_accepted<E: From<Event>>(
+    env: &mut Env<'_, '_, E>,
+    service: &ServiceName,
+    node: AccountId,
+    epoch: Epoch,
+    lag: DataLag,
+) {
+    env.deposit(Event::DataLossAccepted {
+        service: service.clone(),
+        node,
+        epoch,
+        held: lag.held,
+        latest: lag.latest,
+        lag_ms: lag.lag_ms,
+    });
 }
 
 /// What is wrong with the current holder, if anything.
@@ -212,7 +305,7 @@ fn depose<E: From<Event>>(
     set_role(env, service, &node, role, epoch);
 }
 
-/// Elects `node` (already checked eligible) in a new epoch.
+/// Elects `node` (already checked eligible) in a new epoch; returns it.
 fn elect<E: From<Event>>(
     env: &mut Env<'_, '_, E>,
     service: &ServiceName,
@@ -220,10 +313,8 @@ fn elect<E: From<Event>>(
     node: AccountId,
     previous: Option<AccountId>,
     reason: Reason,
-) {
-    let Some(mut st) = States::get(env.state, service) else {
-        return;
-    };
+) -> Option<Epoch> {
+    let mut st = States::get(env.state, service)?;
     st.epoch += 1;
     st.phase = Phase::Promoting {
         node,
@@ -239,13 +330,16 @@ fn elect<E: From<Event>>(
         reason,
     });
     set_role(env, service, &node, Role::Promoting, st.epoch);
+    Some(st.epoch)
 }
 
-/// Leaves the service without a holder in a new epoch.
-fn vacate<E: From<Event>>(env: &mut Env<'_, '_, E>, service: &ServiceName, reason: Reason) {
-    let Some(mut st) = States::get(env.state, service) else {
-        return;
-    };
+/// Leaves the service without a holder in a new epoch; returns it.
+fn vacate<E: From<Event>>(
+    env: &mut Env<'_, '_, E>,
+    service: &ServiceName,
+    reason: Reason,
+) -> Option<Epoch> {
+    let mut st = States::get(env.state, service)?;
     st.epoch += 1;
     st.phase = Phase::Vacant;
     st.since_block = env.block.number;
@@ -255,6 +349,7 @@ fn vacate<E: From<Event>>(env: &mut Env<'_, '_, E>, service: &ServiceName, reaso
         epoch: st.epoch,
         reason,
     });
+    Some(st.epoch)
 }
 
 /// The end-of-block step for one service: check the holder, elect if needed, refresh roles.
@@ -276,16 +371,9 @@ pub(crate) fn run<E: From<Event>>(
     match (st.phase, fault) {
         (_, Some((node, reason))) => {
             depose(env, service, config, node, st.epoch, reason);
-            match best_candidate(env, service, config, Some(node)) {
-                Some(next) => elect(env, service, config, next, Some(node), reason),
-                None => vacate(env, service, reason),
-            }
+            fill(env, service, config, Some(node), reason);
         }
-        (Phase::Vacant, None) => {
-            if let Some(next) = best_candidate(env, service, config, None) {
-                elect(env, service, config, next, None, Reason::Vacancy);
-            }
-        }
+        (Phase::Vacant, None) => fill(env, service, config, None, Reason::Vacancy),
         _ => {}
     }
     refresh_roles(env, service, config);
@@ -332,7 +420,9 @@ fn refresh_roles<E: From<Event>>(
     }
 }
 
-/// Moves the service from its active node to `target` or the best eligible candidate.
+/// Moves the service from its active node (or fills a vacancy) to `target` or the best
+/// eligible candidate. A named target whose data is older than the RPO is elected anyway —
+/// the admin's decision, recorded as [`Event::DataLossAccepted`].
 pub(crate) fn switchover<E: From<Event>>(
     env: &mut Env<'_, '_, E>,
     service: &ServiceName,
@@ -345,34 +435,45 @@ pub(crate) fn switchover<E: From<Event>>(
     let st = States::get(env.state, service).ok_or_else(|| ServiceError::UnknownService {
         service: service.clone(),
     })?;
-    let Phase::Active { node: current } = st.phase else {
-        return Err(Error::NotActive {
-            service: service.clone(),
-        });
+    let current = match st.phase {
+        Phase::Active { node } => Some(node),
+        Phase::Vacant => None,
+        Phase::Promoting { .. } => {
+            return Err(Error::NotActive {
+                service: service.clone(),
+            })
+        }
     };
-    let next = match target {
+    let (next, forced) = match target {
         Some(node) => {
-            if node == current {
+            if Some(node) == current {
                 return Err(Error::TargetIsActive { node });
             }
-            eligibility(env, service, &config, &node)
-                .map_err(|why| Error::TargetNotEligible { node, why })?;
-            node
-        }
-        None => best_candidate(env, service, &config, Some(current)).ok_or_else(|| {
-            Error::NoEligibleCandidate {
-                service: service.clone(),
+            match eligibility(env, service, &config, &node) {
+                Ok(_) => (node, None),
+                Err(Ineligible::Lagging { .. }) => {
+                    let lag = live_eligibility(env, service, &config, &node)
+                        .map_err(|why| Error::TargetNotEligible { node, why })?;
+                    (node, Some(lag))
+                }
+                Err(why) => return Err(Error::TargetNotEligible { node, why }),
             }
-        })?,
+        }
+        None => match pick(env, service, &config, current) {
+            Pick::Eligible(node) => (node, None),
+            Pick::Lagging(..) | Pick::Nobody => {
+                return Err(Error::NoEligibleCandidate {
+                    service: service.clone(),
+                })
+            }
+        },
     };
-    depose(env, service, &config, current, st.epoch, Reason::Switchover);
-    elect(
-        env,
-        service,
-        &config,
-        next,
-        Some(current),
-        Reason::Switchover,
-    );
+    if let Some(current) = current {
+        depose(env, service, &config, current, st.epoch, Reason::Switchover);
+    }
+    let epoch = elect(env, service, &config, next, current, Reason::Switchover);
+    if let (Some(lag), Some(epoch)) = (forced, epoch) {
+        data_loss_accepted(env, service, next, epoch, lag);
+    }
     Ok(())
 }

@@ -92,6 +92,38 @@ pub enum Event {
         /// The service's epoch.
         epoch: Epoch,
     },
+    /// The holder was lost and no live candidate holds data within `max_lag_ms`:
+    /// `allow_data_loss` is off, so nobody is promoted (an admin switchover can force it).
+    #[codec(index = 8)]
+    PromotionWithheld {
+        /// The service.
+        service: ServiceName,
+        /// The (vacant) epoch.
+        epoch: Epoch,
+        /// The freshest live candidate.
+        candidate: AccountId,
+        /// How much older its data is than the latest checkpoint (`None`: it holds none).
+        lag_ms: Option<u64>,
+        /// The service's RPO.
+        max_lag_ms: u64,
+    },
+    /// A node was elected with data older than `max_lag_ms` (`allow_data_loss`, or an admin
+    /// switchover): the newer checkpoints are lost.
+    #[codec(index = 9)]
+    DataLossAccepted {
+        /// The service.
+        service: ServiceName,
+        /// The elected node.
+        node: AccountId,
+        /// Its epoch.
+        epoch: Epoch,
+        /// The checkpoint it holds.
+        held: Option<u64>,
+        /// The latest checkpoint.
+        latest: Option<u64>,
+        /// How much older its data is (`None`: it holds none).
+        lag_ms: Option<u64>,
+    },
 }
 
 impl Event {
@@ -105,7 +137,9 @@ impl Event {
             | Event::PromotionCompleted { service, .. }
             | Event::Deposed { service, .. }
             | Event::WentVacant { service, .. }
-            | Event::RoleChanged { service, .. } => service,
+            | Event::RoleChanged { service, .. }
+            | Event::PromotionWithheld { service, .. }
+            | Event::DataLossAccepted { service, .. } => service,
         }
     }
 
@@ -150,6 +184,29 @@ impl Event {
                 epoch,
                 reason,
             } => format!("vacant service={service} epoch={epoch} reason={reason:?}"),
+            Event::PromotionWithheld {
+                service,
+                epoch,
+                candidate,
+                lag_ms,
+                max_lag_ms,
+            } => format!(
+                "withheld service={service} epoch={epoch} candidate={candidate} lag_ms={} max_lag_ms={max_lag_ms} (allow_data_loss is off)",
+                lag_ms.map_or_else(|| "none".to_owned(), |l| l.to_string())
+            ),
+            Event::DataLossAccepted {
+                service,
+                node,
+                epoch,
+                held,
+                latest,
+                lag_ms,
+            } => format!(
+                "data-loss service={service} epoch={epoch} node={node} held={} latest={} lag_ms={}",
+                held.map_or_else(|| "none".to_owned(), |l| l.to_string()),
+                latest.map_or_else(|| "none".to_owned(), |l| l.to_string()),
+                lag_ms.map_or_else(|| "none".to_owned(), |l| l.to_string())
+            ),
             Event::ServiceRegistered { .. }
             | Event::ServiceUpdated { .. }
             | Event::ServiceRemoved { .. }

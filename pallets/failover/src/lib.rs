@@ -11,10 +11,14 @@
 //! 1. An election starts when the holder's heartbeat is stale on the **live clock**, it
 //!    reports itself failed, it is revoked or no longer admitted, it was removed from the
 //!    candidates, or (through [`Call::Switchover`]) an admin asks.
-//! 2. The elected node is an eligible candidate — admitted, fresh healthy heartbeat, within
-//!    `max_lag` checkpoints, not failed or fenced for the epoch it last saw — preferring the
-//!    most recent applied checkpoint, then priority. With none eligible the service is
-//!    `Vacant` and the election is retried every block.
+//! 2. The elected node is an eligible candidate — admitted, fresh healthy heartbeat, not
+//!    failed or fenced for the epoch it last saw, and holding data no more than `max_lag_ms`
+//!    older than the latest checkpoint (the RPO; see `pallet_checkpoints::data_lag`) —
+//!    preferring the newest held checkpoint, then priority. When the only live candidates lag
+//!    further, the service stays `Vacant` ([`Event::PromotionWithheld`] says why) unless
+//!    `allow_data_loss` is set, which elects the freshest of them
+//!    ([`Event::DataLossAccepted`]); an admin switchover to a named node can force it too.
+//!    With none eligible the election is retried every block.
 //! 3. Election bumps the epoch and sets `Promoting` with a deadline; the node becomes `Active`
 //!    only when it submits [`Call::PromotionComplete`] for that epoch. Missing the deadline
 //!    marks it failed for the epoch and elects the next candidate.
@@ -57,17 +61,24 @@ pub struct ServiceConfig {
     /// An elected node must complete its promotion within this (live clock).
     #[serde(default = "default_promotion_timeout")]
     pub promotion_timeout_ms: u64,
-    /// Most checkpoints a candidate may lag behind the latest and still be elected.
-    #[serde(default = "default_max_lag")]
-    pub max_lag: u64,
+    /// The recovery point objective: a candidate whose newest held checkpoint was recorded
+    /// more than this before the latest one is not elected.
+    #[serde(default = "default_max_lag_ms")]
+    pub max_lag_ms: u64,
+    /// With no live candidate within `max_lag_ms`, elect the freshest one anyway (losing the
+    /// newer checkpoints) rather than leave the service without an active node.
+    #[serde(default)]
+    pub allow_data_loss: bool,
 }
 
 /// The default `heartbeat_timeout_ms`: failure detection in about a second.
 pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 1000;
 /// The default `promotion_timeout_ms`: time for a restore and a start.
 pub const DEFAULT_PROMOTION_TIMEOUT_MS: u64 = 5000;
-/// The default `max_lag`, in checkpoints.
-pub const DEFAULT_MAX_LAG: u64 = 2;
+/// The default `max_lag_ms`: one second of data at most.
+pub const DEFAULT_MAX_LAG_MS: u64 = 1000;
+/// The largest `max_lag_ms`: a day.
+pub const MAX_MAX_LAG_MS: u64 = 86_400_000;
 
 // Serde's `default` takes functions; the chain spec's service entries use these too.
 #[doc(hidden)]
@@ -79,8 +90,8 @@ pub fn default_promotion_timeout() -> u64 {
     DEFAULT_PROMOTION_TIMEOUT_MS
 }
 #[doc(hidden)]
-pub fn default_max_lag() -> u64 {
-    DEFAULT_MAX_LAG
+pub fn default_max_lag_ms() -> u64 {
+    DEFAULT_MAX_LAG_MS
 }
 
 impl ServiceConfig {
@@ -90,7 +101,8 @@ impl ServiceConfig {
             candidates,
             heartbeat_timeout_ms: default_heartbeat_timeout(),
             promotion_timeout_ms: default_promotion_timeout(),
-            max_lag: default_max_lag(),
+            max_lag_ms: default_max_lag_ms(),
+            allow_data_loss: false,
         }
     }
 
@@ -111,6 +123,9 @@ impl ServiceConfig {
         }
         if !(100..=3_600_000).contains(&self.promotion_timeout_ms) {
             return bad("promotion_timeout_ms must be between 100 and 3600000".into());
+        }
+        if self.max_lag_ms > MAX_MAX_LAG_MS {
+            return bad(format!("max_lag_ms must be at most {MAX_MAX_LAG_MS}"));
         }
         Ok(())
     }
@@ -294,7 +309,9 @@ pub enum Call {
         epoch: Epoch,
     },
     /// Admin: move the service from its active node to `target` (or the best eligible
-    /// candidate). The old active is fenced; the target must complete a promotion.
+    /// candidate), or fill a vacant service. The old active is fenced; the target must
+    /// complete a promotion. A named target whose data is older than `max_lag_ms` is elected
+    /// anyway: the admin accepts the loss ([`Event::DataLossAccepted`]).
     #[codec(index = 4)]
     Switchover {
         service: ServiceName,
@@ -339,8 +356,8 @@ pub enum Error {
         current: Epoch,
         given: Epoch,
     },
-    /// Switchover needs an active node to move from.
-    #[error("service {service} has no active node to switch over from")]
+    /// A node is promoting: switch over once it is active (or its promotion timed out).
+    #[error("service {service} is promoting a node; switch over once it is active")]
     NotActive { service: ServiceName },
     /// No candidate can take over.
     #[error("no eligible candidate for {service}")]

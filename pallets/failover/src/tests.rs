@@ -55,6 +55,8 @@ enum Op {
     Switchover(Option<usize>),
     /// The active node records checkpoint `seq`.
     Checkpoint(usize, u64),
+    /// A standby acknowledges checkpoint `seq`.
+    Ack(usize, u64),
     /// Admin revokes a node.
     Revoke(usize),
     /// Admin replaces the candidate list.
@@ -243,6 +245,14 @@ impl Chain {
                     sequence: *seq,
                     manifest_root: H256([1; 32]),
                     size_bytes: 1,
+                };
+                pallet_checkpoints::dispatch(env, &Directory, signed(*i), call)
+                    .map_err(|e| e.to_string())
+            }
+            Op::Ack(i, seq) => {
+                let call = pallet_checkpoints::Call::Acknowledge {
+                    service: db(),
+                    sequence: *seq,
                 };
                 pallet_checkpoints::dispatch(env, &Directory, signed(*i), call)
                     .map_err(|e| e.to_string())
@@ -460,7 +470,7 @@ fn switchover_moves_the_service_and_fences_the_old_active() {
     // While promoting, no further switchover.
     let (_, r) = c.block(100, &[Op::Switchover(None)]);
     assert!(
-        r[0].as_ref().unwrap_err().contains("no active node"),
+        r[0].as_ref().unwrap_err().contains("is promoting a node"),
         "{r:?}"
     );
 }
@@ -537,15 +547,13 @@ fn eligibility_table() {
             Err(NotACandidate),
         ),
         (
-            "three checkpoints behind with max_lag 2",
+            "holds no checkpoint while there is one",
             100,
-            vec![
-                Op::Checkpoint(0, 1),
-                Op::Checkpoint(0, 2),
-                Op::Checkpoint(0, 3),
-                Op::Hb(1, Health::Healthy),
-            ],
-            Err(Lagging { lag: 3, max_lag: 2 }),
+            vec![Op::Checkpoint(0, 1), Op::Hb(1, Health::Healthy)],
+            Err(Lagging {
+                lag_ms: None,
+                max_lag_ms: 1000,
+            }),
         ),
     ];
     for (case, advance, ops, expected) in table {
@@ -609,29 +617,117 @@ fn deposition_table() {
     }
 }
 
-#[test]
-fn election_prefers_the_least_lagging_candidate_then_priority() {
-    let mut c = Chain::new(|cfg| cfg.max_lag = 5).with_active();
-    let ops: Vec<Op> = (1..=10).map(|seq| Op::Checkpoint(0, seq)).collect();
-    let (_, r) = c.block(100, &ops);
+/// Node 0 (active) records checkpoint 1 at live 300, 2 at 900, 3 at 1600; the standbys hold
+/// what `held` says (index 0 ignored).
+fn with_checkpoints(c: &mut Chain, held: [Option<u64>; 4]) {
+    for (seq, advance) in [(1, 100), (2, 600), (3, 700)] {
+        let mut ops = Chain::heartbeats(&[0, 1, 2, 3]);
+        ops.push(Op::Checkpoint(0, seq));
+        let (_, r) = c.block(advance, &ops);
+        assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+    }
+    let acks: Vec<Op> = (1..4)
+        .filter_map(|i| held[i].map(|seq| Op::Ack(i, seq)))
+        .collect();
+    let (_, r) = c.block(100, &acks);
     assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
-    c.applied = vec![Some(10), Some(7), Some(10), Some(2)];
-    let events = c.run_until_election(&[1, 2, 3], 5000);
-    // Node 1 has priority but lags 3; node 2 is up to date; node 3 lags 8 > max_lag.
-    assert_eq!(elected(&events).map(|e| e.0), Some(c.nodes[2]));
+}
+
+#[test]
+fn election_prefers_the_freshest_data_within_the_rpo_then_priority() {
+    let mut c = Chain::new(|cfg| cfg.max_lag_ms = 800).with_active();
+    // Node 1 has priority but its data is 1300 ms old; node 2 holds 2 (700 ms); node 3 the
+    // latest.
+    with_checkpoints(&mut c, [None, Some(1), Some(2), Some(3)]);
     assert_eq!(
-        c.eligibility_of(3),
-        Err(Ineligible::Lagging { lag: 8, max_lag: 5 })
+        c.eligibility_of(1),
+        Err(Ineligible::Lagging {
+            lag_ms: Some(1300),
+            max_lag_ms: 800
+        })
     );
+    assert_eq!(c.eligibility_of(2), Ok(Some(2)));
+    let events = c.run_until_election(&[1, 2, 3], 5000);
+    assert_eq!(elected(&events).map(|e| e.0), Some(c.nodes[3]));
 }
 
 #[test]
 fn equal_checkpoints_fall_back_to_priority() {
     let mut c = Chain::new(|_| {}).with_active();
-    c.applied = vec![None, Some(1), Some(1), Some(1)];
-    c.block(100, &[Op::Checkpoint(0, 1)]);
+    with_checkpoints(&mut c, [None, Some(3), Some(3), Some(3)]);
     let events = c.run_until_election(&[1, 2, 3], 5000);
     assert_eq!(elected(&events).map(|e| e.0), Some(c.nodes[1]));
+}
+
+#[test]
+fn without_a_standby_within_the_rpo_nobody_is_promoted_and_the_chain_says_why() {
+    let mut c = Chain::new(|cfg| cfg.max_lag_ms = 500).with_active();
+    with_checkpoints(&mut c, [None, Some(1), Some(2), None]);
+    let events = c.run_until_election(&[1, 2, 3], 5000);
+    assert!(elected(&events).is_none(), "{events:?}");
+    assert!(
+        events.contains(&Event::PromotionWithheld {
+            service: db(),
+            epoch: 2,
+            candidate: c.nodes[2],
+            lag_ms: Some(700),
+            max_lag_ms: 500,
+        }),
+        "the freshest live candidate and its lag are named: {events:?}"
+    );
+    assert_eq!(c.st().phase, Phase::Vacant);
+    // It stays vacant while the data is too old...
+    for _ in 0..10 {
+        let (events, _) = c.block(200, &Chain::heartbeats(&[1, 2, 3]));
+        assert!(elected(&events).is_none());
+    }
+    // ... until an admin names a node and accepts the loss.
+    let (events, r) = c.block(100, &[Op::Switchover(Some(1))]);
+    assert!(r[0].is_ok(), "{r:?}");
+    assert_eq!(elected(&events).map(|e| e.0), Some(c.nodes[1]));
+    assert!(events.contains(&Event::DataLossAccepted {
+        service: db(),
+        node: c.nodes[1],
+        epoch: 3,
+        held: Some(1),
+        latest: Some(3),
+        lag_ms: Some(1300),
+    }));
+}
+
+#[test]
+fn allow_data_loss_promotes_the_freshest_and_records_the_loss() {
+    let mut c = Chain::new(|cfg| {
+        cfg.max_lag_ms = 500;
+        cfg.allow_data_loss = true;
+    })
+    .with_active();
+    with_checkpoints(&mut c, [None, Some(1), Some(2), None]);
+    let events = c.run_until_election(&[1, 2, 3], 5000);
+    assert_eq!(elected(&events).map(|e| e.0), Some(c.nodes[2]));
+    assert!(
+        events.contains(&Event::DataLossAccepted {
+            service: db(),
+            node: c.nodes[2],
+            epoch: 2,
+            held: Some(2),
+            latest: Some(3),
+            lag_ms: Some(700),
+        }),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_returning_active_that_produced_the_latest_checkpoint_is_eligible_again() {
+    let mut c = Chain::new(|_| {}).with_active();
+    with_checkpoints(&mut c, [None, Some(3), None, None]);
+    // Node 0 dies; node 1 (holding the latest) takes over.
+    let events = c.run_until_election(&[1, 2, 3], 5000);
+    assert_eq!(elected(&events).map(|e| e.0), Some(c.nodes[1]));
+    // Node 0 comes back having seen the new epoch: it holds checkpoint 3, which it produced.
+    c.block(100, &[Op::Hb(0, Health::Healthy)]);
+    assert_eq!(c.eligibility_of(0), Ok(Some(3)));
 }
 
 #[test]
