@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod materialize;
 pub mod snapshot;
 pub mod store;
+pub mod transfer;
 
 pub use chunk::{ChunkId, ChunkingParams};
 pub use compress::Dictionary;
