@@ -1,7 +1,8 @@
 //! Applying a checkpoint: its files are written into a new directory beside the target, made
 //! durable, and then the target — a symbolic link — is switched to it with one rename. A
 //! reader of the target sees the previous checkpoint or the new one, never a mix, and a crash
-//! at any point leaves the previous one in place (the next apply removes the leftovers).
+//! at any point leaves the previous one in place (the next apply removes the leftovers). The
+//! files are flushed with one `syncfs` before the directory is renamed into place.
 //!
 //! Layout for a target `/srv/db`: `/srv/.db.checkpoints/<label>/…` holds the applied
 //! checkpoints (the current one and the one before it, for readers still inside it) and
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::ReplicationError;
 use crate::manifest::Manifest;
-use crate::store::ChunkStore;
+use crate::store::{sync_filesystem, ChunkStore};
 
 const STAGING: &str = ".staging";
 
@@ -114,6 +115,8 @@ pub fn materialize(
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
         }
+        // Every file durable before the directory gets its final name: one flush for all.
+        sync_filesystem(&staging)?;
         fs::rename(&staging, &done).map_err(io(&done))?;
         sync_dir(&versions)?;
     }
@@ -128,14 +131,12 @@ fn write_files(
     staging: &Path,
 ) -> Result<(), ReplicationError> {
     fs::create_dir_all(staging).map_err(io(staging))?;
-    let mut dirs = vec![staging.to_path_buf()];
     for entry in &manifest.files {
         let path = staging.join(&entry.path);
         if let Some(parent) = path.parent().filter(|p| !p.exists()) {
             fs::create_dir_all(parent).map_err(io(parent))?;
-            dirs.push(parent.to_path_buf());
         }
-        let mut file = fs::File::create(&path).map_err(io(&path))?;
+        let mut file = std::io::BufWriter::new(fs::File::create(&path).map_err(io(&path))?);
         for chunk in &entry.chunks {
             let data = store.get(&chunk.id)?;
             if data.len() != chunk.len as usize {
@@ -146,12 +147,9 @@ fn write_files(
             }
             file.write_all(&data).map_err(io(&path))?;
         }
+        let file = file.into_inner().map_err(|e| io(&path)(e.into_error()))?;
         file.set_permissions(fs::Permissions::from_mode(entry.mode))
             .map_err(io(&path))?;
-        file.sync_all().map_err(io(&path))?;
-    }
-    for dir in dirs.iter().rev() {
-        sync_dir(dir)?;
     }
     Ok(())
 }

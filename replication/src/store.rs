@@ -1,6 +1,9 @@
 //! The chunk store: every chunk, dictionary and manifest a node holds, once, under its blake3
 //! name (`objects/ab/abcd…`, `manifests/<root>`), shared by every checkpoint and service of
-//! the node. Writes are atomic (temporary file, fsync, rename); reads are verified.
+//! the node. Writes are atomic (temporary file, rename) and made durable together by
+//! [`ChunkStore::sync`] (one `syncfs`, not an fsync per chunk: a checkpoint has thousands).
+//! Every read is verified, so an object a crash left torn before its sync is found, removed
+//! and fetched again rather than used.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -23,8 +26,6 @@ use crate::manifest::{Manifest, MAX_MANIFEST_BYTES};
 pub struct ChunkStore {
     dir: PathBuf,
     dictionaries: Mutex<HashMap<H256, Arc<Dictionary>>>,
-    /// Directories written to since the last [`ChunkStore::sync`].
-    dirty: Mutex<BTreeSet<PathBuf>>,
     temp_counter: AtomicU64,
     /// Compression measured on what this store wrote.
     pub stats: CompressionStats,
@@ -45,7 +46,6 @@ impl ChunkStore {
         let store = Self {
             dir,
             dictionaries: Mutex::default(),
-            dirty: Mutex::default(),
             temp_counter: AtomicU64::new(0),
             stats: CompressionStats::default(),
         };
@@ -105,29 +105,19 @@ impl ChunkStore {
         let result = (|| {
             let mut file = fs::File::create(&temp)?;
             file.write_all(bytes)?;
-            file.sync_data()?;
             fs::rename(&temp, path)
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&temp);
             return Err(ReplicationError::write(path, e));
         }
-        self.dirty
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(parent.to_path_buf());
         Ok(())
     }
 
-    /// Makes every write so far durable (the renames too): call before acknowledging.
+    /// Makes every write so far durable, renames included: call before a checkpoint is
+    /// recorded or acknowledged.
     pub fn sync(&self) -> Result<(), ReplicationError> {
-        let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner));
-        for dir in dirty {
-            fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| ReplicationError::write(&dir, e))?;
-        }
-        Ok(())
+        sync_filesystem(&self.dir)
     }
 
     /// Whether object `id` (chunk or dictionary) is here.
@@ -194,14 +184,20 @@ impl ChunkStore {
         Ok(bytes)
     }
 
-    /// The plain bytes of object `id`, verified.
+    /// The plain bytes of object `id`, verified. An object that fails verification (torn by
+    /// a crash, or damaged on disk) is removed, so that it reads as missing and is fetched
+    /// again.
     pub fn get(&self, id: &H256) -> Result<Vec<u8>, ReplicationError> {
         let encoded = self.get_encoded(id)?;
         let dictionary = match needed_dictionary(&encoded) {
             Some(d) => Some(self.dictionary(&d)?),
             None => None,
         };
-        decode_chunk(id, &encoded, dictionary.as_deref())
+        let decoded = decode_chunk(id, &encoded, dictionary.as_deref());
+        if let Err(ReplicationError::BadChunk { .. }) = &decoded {
+            let _ = fs::remove_file(self.object_path(id));
+        }
+        decoded
     }
 
     /// Dictionary `id`, prepared (cached after the first use).
@@ -315,6 +311,13 @@ impl ChunkStore {
     }
 }
 
+/// Flushes the filesystem that holds `path` (`syncfs`).
+pub fn sync_filesystem(path: &Path) -> Result<(), ReplicationError> {
+    fs::File::open(path)
+        .and_then(|f| rustix::fs::syncfs(&f).map_err(std::io::Error::from))
+        .map_err(|e| ReplicationError::write(path, e))
+}
+
 /// What garbage collection did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GcStats {
@@ -354,6 +357,10 @@ mod tests {
             store.get(&id),
             Err(ReplicationError::BadChunk { .. })
         ));
+        assert!(
+            !store.contains(&id),
+            "a damaged object reads as missing, to be fetched again"
+        );
     }
 
     #[test]
