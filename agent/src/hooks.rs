@@ -4,45 +4,15 @@
 //! `DRCHAIN_CHECKPOINT`, `DRCHAIN_NODE`). A hook that outlives its timeout is killed with its
 //! whole process group.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use drchain_support::{AccountId, ServiceName};
 
 use super::machine::HookRun;
+use crate::process::{run as run_process, shell};
 
 /// How a hook ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HookOutcome {
-    /// Exited 0.
-    Succeeded,
-    /// Exited otherwise (code, or the signal that ended it).
-    Failed {
-        /// What it said on stderr (last line), and how it exited.
-        detail: String,
-    },
-    /// Still running at the timeout; killed.
-    TimedOut,
-    /// Could not be started.
-    NotStarted { detail: String },
-}
-
-impl HookOutcome {
-    /// Whether the hook succeeded.
-    pub fn ok(&self) -> bool {
-        matches!(self, HookOutcome::Succeeded)
-    }
-
-    /// A label for metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            HookOutcome::Succeeded => "succeeded",
-            HookOutcome::Failed { .. } => "failed",
-            HookOutcome::TimedOut => "timed_out",
-            HookOutcome::NotStarted { .. } => "not_started",
-        }
-    }
-}
+pub type HookOutcome = crate::process::ProcessOutcome;
 
 /// Runs `command` for `run` and waits at most `timeout`.
 pub async fn run_hook(
@@ -55,66 +25,24 @@ pub async fn run_hook(
     let action = run.kind.as_str();
     let epoch = run.epoch.to_string();
     let checkpoint = run.checkpoint.map(|c| c.to_string()).unwrap_or_default();
-    let mut cmd = tokio::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .arg("drchain-hook")
-        .args([
+    let mut cmd = shell(
+        command,
+        "drchain-hook",
+        &[
             action,
             service.as_str(),
             run.role.as_str(),
             &epoch,
             &checkpoint,
-        ])
-        .env("DRCHAIN_ACTION", action)
+        ],
+    );
+    cmd.env("DRCHAIN_ACTION", action)
         .env("DRCHAIN_SERVICE", service.as_str())
         .env("DRCHAIN_ROLE", run.role.as_str())
         .env("DRCHAIN_EPOCH", &epoch)
         .env("DRCHAIN_CHECKPOINT", &checkpoint)
-        .env("DRCHAIN_NODE", node.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return HookOutcome::NotStarted {
-                detail: e.to_string(),
-            }
-        }
-    };
-    let pid = child.id();
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) if out.status.success() => HookOutcome::Succeeded,
-        Ok(Ok(out)) => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let last = stderr.lines().last().unwrap_or("").trim();
-            HookOutcome::Failed {
-                detail: format!("{} {last}", out.status).trim().to_owned(),
-            }
-        }
-        Ok(Err(e)) => HookOutcome::Failed {
-            detail: e.to_string(),
-        },
-        Err(_) => {
-            if let Some(pid) = pid {
-                kill_group(pid).await;
-            }
-            HookOutcome::TimedOut
-        }
-    }
-}
-
-/// Kills the process group `pgid` (the hook's shell and everything it started).
-async fn kill_group(pgid: u32) {
-    let _ = tokio::process::Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
+        .env("DRCHAIN_NODE", node.to_string());
+    run_process(cmd, timeout).await
 }
 
 #[cfg(test)]

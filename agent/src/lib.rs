@@ -17,6 +17,8 @@ pub mod hooks;
 pub mod http;
 pub mod machine;
 pub mod metrics;
+pub mod process;
+pub mod snapshot;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,306 @@
+//! Taking a checkpoint of a service's data on its active node: a consistent copy — the
+//! service's snapshot command writing into an empty directory, or the watched source directory
+//! as it is (its files replaced atomically by the service) — cut into the node's chunk store,
+//! and its manifest; nothing when the data did not change since the previous checkpoint.
+//!
+//! The agent's loop decides when (every `interval_ms` while the node is active); this module
+//! only takes one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use drchain_replication::snapshot::SnapshotStats;
+use drchain_replication::{
+    snapshot_dir, ChunkStore, ChunkingParams, Dictionary, Manifest, ReplicationError,
+};
+use drchain_support::{ServiceName, H256};
+
+use crate::process::{self, ProcessOutcome};
+
+/// How a consistent copy of the service's data is obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Consistency {
+    /// `sh -c COMMAND drchain-snapshot DIR` writes a consistent copy into the empty `DIR`
+    /// (also `$DRCHAIN_SNAPSHOT_DIR`; the source is `$DRCHAIN_SOURCE`).
+    Command {
+        /// The command.
+        command: String,
+        /// Longest it may run; then it is killed with its process group.
+        timeout: Duration,
+    },
+    /// The source directory is read as it is.
+    Watch,
+}
+
+/// Why no checkpoint was taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The snapshot command did not succeed.
+    #[error("snapshot command {outcome}")]
+    Command {
+        /// How it ended.
+        outcome: ProcessOutcome,
+    },
+    /// The snapshot command succeeded without writing anything.
+    #[error("snapshot command succeeded but wrote nothing into {dir}")]
+    Empty {
+        /// The directory it was given.
+        dir: PathBuf,
+    },
+    /// The watched source directory is gone.
+    #[error("source directory {dir} does not exist")]
+    SourceMissing {
+        /// The source.
+        dir: PathBuf,
+    },
+    /// The scratch directory could not be prepared.
+    #[error("cannot prepare {path}: {source}")]
+    Scratch {
+        /// Where.
+        path: PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// Chunking or storing failed (disk full, unreadable file).
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+}
+
+impl SnapshotError {
+    /// A label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SnapshotError::Command { outcome } => outcome.label(),
+            SnapshotError::Empty { .. } => "empty",
+            SnapshotError::SourceMissing { .. } => "source_missing",
+            SnapshotError::Scratch { .. } | SnapshotError::Replication(_) => "storage",
+        }
+    }
+}
+
+/// A checkpoint taken.
+#[derive(Debug)]
+pub struct Taken {
+    /// Its manifest (already in the store).
+    pub manifest: Manifest,
+    /// What was read and stored.
+    pub stats: SnapshotStats,
+}
+
+/// Where and how one service's checkpoints are taken.
+#[derive(Debug, Clone)]
+pub struct Producer {
+    /// The service.
+    pub service: ServiceName,
+    /// The directory the service writes.
+    pub source: PathBuf,
+    /// How to get a consistent copy.
+    pub consistency: Consistency,
+    /// A directory of the agent's own for snapshot commands' output.
+    pub scratch: PathBuf,
+    /// How files are cut.
+    pub chunking: ChunkingParams,
+}
+
+impl Producer {
+    /// Takes a checkpoint into `store`, or `None` when its root equals `previous`.
+    pub async fn take(
+        &self,
+        store: Arc<ChunkStore>,
+        dictionary: Option<Arc<Dictionary>>,
+        previous: Option<H256>,
+    ) -> Result<Option<Taken>, SnapshotError> {
+        let (dir, scratch) = match &self.consistency {
+            Consistency::Command { command, timeout } => {
+                let dir = self.prepare_scratch()?;
+                let dir_arg = dir.display().to_string();
+                let mut cmd = process::shell(command, "drchain-snapshot", &[&dir_arg]);
+                cmd.env("DRCHAIN_SNAPSHOT_DIR", &dir)
+                    .env("DRCHAIN_SOURCE", &self.source)
+                    .env("DRCHAIN_SERVICE", self.service.as_str());
+                let outcome = process::run(cmd, *timeout).await;
+                if !outcome.ok() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(SnapshotError::Command { outcome });
+                }
+                if is_empty(&dir) {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(SnapshotError::Empty { dir });
+                }
+                (dir, true)
+            }
+            Consistency::Watch => {
+                if !self.source.is_dir() {
+                    return Err(SnapshotError::SourceMissing {
+                        dir: self.source.clone(),
+                    });
+                }
+                (self.source.clone(), false)
+            }
+        };
+        let chunking = self.chunking;
+        let read = dir.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            snapshot_dir(&read, &store, chunking, dictionary.as_deref())
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ReplicationError::read(
+                dir.display(),
+                format!("chunking task failed: {e}"),
+            ))
+        });
+        if scratch {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let (manifest, stats) = result?;
+        if Some(manifest.root()) == previous {
+            return Ok(None);
+        }
+        Ok(Some(Taken { manifest, stats }))
+    }
+
+    /// An empty scratch directory for this service's snapshot command.
+    fn prepare_scratch(&self) -> Result<PathBuf, SnapshotError> {
+        let dir = self.scratch.join(format!("snapshot-{}", self.service));
+        let scratch = |source| SnapshotError::Scratch {
+            path: dir.clone(),
+            source,
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(scratch)?;
+        }
+        std::fs::create_dir_all(&dir).map_err(scratch)?;
+        Ok(dir)
+    }
+}
+
+fn is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Setup {
+        _base: tempfile::TempDir,
+        store: Arc<ChunkStore>,
+        producer: Producer,
+    }
+
+    fn setup(consistency: Consistency) -> Setup {
+        let base = tempfile::tempdir().unwrap();
+        let source = base.path().join("data");
+        std::fs::create_dir_all(&source).unwrap();
+        std::fs::write(source.join("table.db"), b"rows 1..1000".repeat(500)).unwrap();
+        let store = Arc::new(ChunkStore::open(base.path().join("store")).unwrap());
+        let producer = Producer {
+            service: ServiceName::new("db").unwrap(),
+            source,
+            consistency,
+            scratch: base.path().join("scratch"),
+            chunking: ChunkingParams::default(),
+        };
+        Setup {
+            _base: base,
+            store,
+            producer,
+        }
+    }
+
+    fn command(command: &str, timeout_ms: u64) -> Consistency {
+        Consistency::Command {
+            command: command.to_owned(),
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_command_gives_a_checkpoint_and_an_unchanged_source_gives_none() {
+        let s = setup(command(r#"cp "$DRCHAIN_SOURCE/table.db" "$1/""#, 10_000));
+        let first = s
+            .producer
+            .take(s.store.clone(), None, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.manifest.files.len(), 1);
+        assert_eq!(first.manifest.files[0].path, "table.db");
+        assert_eq!(first.stats.bytes, 6000);
+        let root = first.manifest.root();
+        let again = s
+            .producer
+            .take(s.store.clone(), None, Some(root))
+            .await
+            .unwrap();
+        assert!(again.is_none(), "no new checkpoint for unchanged data");
+        std::fs::write(s.producer.source.join("table.db"), b"changed").unwrap();
+        let changed = s
+            .producer
+            .take(s.store.clone(), None, Some(root))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(changed.manifest.root(), root);
+        assert!(
+            !s.producer.scratch.join("snapshot-db").exists(),
+            "the command's output is removed once chunked"
+        );
+    }
+
+    #[tokio::test]
+    async fn failing_hanging_and_silent_snapshot_commands_give_no_checkpoint() {
+        let failing = setup(command("echo 'database is locked' >&2; exit 5", 10_000));
+        match failing
+            .producer
+            .take(failing.store.clone(), None, None)
+            .await
+        {
+            Err(SnapshotError::Command {
+                outcome: ProcessOutcome::Failed { detail },
+            }) => assert!(detail.contains("database is locked"), "{detail}"),
+            other => panic!("{other:?}"),
+        }
+
+        let hanging = setup(command("sleep 30", 300));
+        let started = std::time::Instant::now();
+        let outcome = hanging
+            .producer
+            .take(hanging.store.clone(), None, None)
+            .await;
+        assert!(matches!(
+            outcome,
+            Err(SnapshotError::Command {
+                outcome: ProcessOutcome::TimedOut
+            })
+        ));
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        let silent = setup(command("true", 10_000));
+        let outcome = silent.producer.take(silent.store.clone(), None, None).await;
+        assert!(
+            matches!(outcome, Err(SnapshotError::Empty { .. })),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watched_source_is_read_as_it_is_and_its_disappearance_is_told() {
+        let s = setup(Consistency::Watch);
+        let taken = s
+            .producer
+            .take(s.store.clone(), None, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken.manifest.size(), 6000);
+        std::fs::remove_dir_all(&s.producer.source).unwrap();
+        let outcome = s.producer.take(s.store.clone(), None, None).await;
+        assert!(
+            matches!(outcome, Err(SnapshotError::SourceMissing { .. })),
+            "{outcome:?}"
+        );
+    }
+}
