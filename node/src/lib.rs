@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod network;
 pub mod node_loop;
 pub mod proxy;
+pub mod replication;
 pub mod rocks;
 pub mod run;

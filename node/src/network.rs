@@ -16,6 +16,7 @@ use libp2p::{
 use parity_scale_codec::{Compact, Decode, DecodeLimit, Encode};
 
 use drchain_consensus::codec::{decode_bounded, WireCertificate, MAX_MESSAGE_BYTES};
+use drchain_replication::transfer::{self, TransferRequest, TransferResponse};
 
 /// Most blocks sent in one sync response.
 pub const SYNC_BATCH: u64 = 32;
@@ -119,6 +120,74 @@ impl request_response::Codec for SyncCodec {
     }
 }
 
+/// Replication's transfer messages (`drchain_replication::transfer`), length-prefixed SCALE
+/// with the protocol's size limits on what is read.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicationCodec;
+
+#[async_trait::async_trait]
+impl request_response::Codec for ReplicationCodec {
+    type Protocol = StreamProtocol;
+    type Request = TransferRequest;
+    type Response = TransferResponse;
+
+    async fn read_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<TransferRequest>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let request: TransferRequest =
+            read_framed(io, transfer::MAX_REQUEST_BYTES, "transfer request").await?;
+        match &request {
+            TransferRequest::Objects { ids } if ids.len() > transfer::MAX_OBJECTS_PER_REQUEST => {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("transfer request for {} objects", ids.len()),
+                ))
+            }
+            _ => Ok(request),
+        }
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<TransferResponse>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_framed(io, transfer::MAX_RESPONSE_BYTES, "transfer response").await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: TransferRequest,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_framed(io, &r).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: TransferResponse,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_framed(io, &r).await
+    }
+}
+
 /// The node's network behaviours. (libp2p's behaviours do not implement `Debug`.)
 #[allow(missing_debug_implementations)]
 #[derive(NetworkBehaviour)]
@@ -127,6 +196,8 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     /// Block sync.
     pub sync: request_response::Behaviour<SyncCodec>,
+    /// Replication: checkpoints' manifests and chunks between members.
+    pub replication: request_response::Behaviour<ReplicationCodec>,
     /// Peer information (listen addresses, agent).
     pub identify: identify::Behaviour,
     /// Liveness.
@@ -264,6 +335,13 @@ pub fn build_swarm(
                 )],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
             );
+            let replication = request_response::Behaviour::new(
+                [(
+                    StreamProtocol::new("/drchain/replication/1"),
+                    request_response::ProtocolSupport::Full,
+                )],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+            );
             let identify = identify::Behaviour::new(identify::Config::new(
                 format!("/drchain/{}", hex::encode(&genesis.0[..8])),
                 key.public(),
@@ -272,6 +350,7 @@ pub fn build_swarm(
             Ok(Behaviour {
                 gossipsub,
                 sync,
+                replication,
                 identify,
                 ping,
             })

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use drchain_consensus::pool::PoolError;
 use drchain_consensus::store::kv::KeyValueDb;
+use drchain_replication::{ChunkStore, Manifest};
 use drchain_runtime::{EventRecord, Header, UncheckedExtrinsic};
 use drchain_support::{AccountId, H256};
 use tokio::sync::broadcast;
@@ -84,4 +85,15 @@ pub trait NodeApi: Send + Sync + std::fmt::Debug + 'static {
     /// A consistent read-only view of the node's chain store: every read through it sees one
     /// moment, so a query of several keys never mixes two blocks.
     fn snapshot(&self) -> Box<dyn KeyValueDb + '_>;
+    /// The node's chunk store: the chunks, dictionaries and manifests of the checkpoints it
+    /// produced or fetched.
+    fn chunk_store(&self) -> Arc<ChunkStore>;
+    /// Fetches checkpoint `root` into the chunk store from connected members (admitted ones
+    /// only; every byte verified); the manifest once every object is there and durable. The
+    /// inner error says why not (no member had it within `timeout`, the local disk).
+    async fn fetch_checkpoint(
+        &self,
+        root: H256,
+        timeout: std::time::Duration,
+    ) -> Result<Result<Manifest, String>, NodeStopped>;
 }

@@ -12,8 +12,10 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
 use crate::network::{self};
+use crate::replication::FetchCommand;
 use crate::rocks::RocksDb;
 use drchain_consensus::pool::PoolError;
+use drchain_replication::{ChunkStore, Manifest};
 use drchain_rpc::{ChainStatus, FinalizedBlock, NodeApi, NodeStopped, PeerInfo};
 
 use super::{NodeLoop, GOSSIP_BATCH_WINDOW};
@@ -43,6 +45,9 @@ pub struct NodeHandle {
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) shutdown: watch::Sender<bool>,
     pub(super) task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The node's chunk store (replication).
+    pub chunk_store: Arc<ChunkStore>,
+    pub(super) fetches: mpsc::Sender<FetchCommand>,
 }
 
 /// What the RPC server and the metrics need from a running node: cheap to clone.
@@ -52,6 +57,8 @@ pub struct NodeClient {
     pub(super) finalized: broadcast::Sender<Arc<FinalizedBlock>>,
     pub(super) status: watch::Receiver<ChainStatus>,
     pub(super) db: RocksDb,
+    pub(super) chunk_store: Arc<ChunkStore>,
+    pub(super) fetches: mpsc::Sender<FetchCommand>,
 }
 
 impl NodeClient {
@@ -101,6 +108,27 @@ impl NodeApi for NodeClient {
     fn snapshot(&self) -> Box<dyn KeyValueDb + '_> {
         Box::new(self.db.snapshot())
     }
+
+    fn chunk_store(&self) -> Arc<ChunkStore> {
+        self.chunk_store.clone()
+    }
+
+    async fn fetch_checkpoint(
+        &self,
+        root: H256,
+        timeout: std::time::Duration,
+    ) -> Result<Result<Manifest, String>, NodeStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.fetches
+            .send(FetchCommand {
+                root,
+                timeout,
+                reply,
+            })
+            .await
+            .map_err(|_| NodeStopped)?;
+        rx.await.map_err(|_| NodeStopped)
+    }
 }
 
 impl NodeHandle {
@@ -111,6 +139,8 @@ impl NodeHandle {
             finalized: self.finalized.clone(),
             status: self.status.clone(),
             db: self.db.clone(),
+            chunk_store: self.chunk_store.clone(),
+            fetches: self.fetches.clone(),
         }
     }
 

@@ -4,11 +4,13 @@
 //!
 //! Layout: this module starts the task and runs its `select!`; [`ingress`] is what clients
 //! (RPC, agent, tests) send it; [`swarm_events`] admits peers and takes in gossip;
-//! [`sync_server`] answers and applies block-sync messages; [`effects`] executes the driver's
-//! outputs.
+//! [`sync_server`] answers and applies block-sync messages; [`replication_link`] moves
+//! replication messages between the swarm and the replication task; [`effects`] executes the
+//! driver's outputs.
 
 mod effects;
 mod ingress;
+mod replication_link;
 mod swarm_events;
 mod sync_server;
 
@@ -26,13 +28,16 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::metrics::Metrics;
 use crate::network::{self, Behaviour, Topics};
+use crate::replication::{NetOut, ReplicationTask};
 use crate::rocks::RocksDb;
 use drchain_consensus::clock::Clock;
 use drchain_consensus::context::SigningProvider;
 use drchain_consensus::pool::TransactionPool;
 use drchain_consensus::store::ChainStore;
 use drchain_consensus::{ConsensusDriver, DriverConfig, Output, TimerKey};
+use drchain_replication::ChunkStore;
 use drchain_rpc::{ChainStatus, FinalizedBlock};
+use replication_link::ReplicationLink;
 
 use ingress::Command;
 pub use ingress::{NodeClient, NodeHandle};
@@ -81,6 +86,12 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         .with_context(|| format!("opening the database {}", config.database.display()))?;
     let shared_db = db.clone();
     let store = ChainStore::open(db, &config.genesis)?;
+    // Beside the database, one per node: `<database>.chunks`.
+    let chunk_dir = PathBuf::from(format!("{}.chunks", config.database.display()));
+    let chunk_store = Arc::new(
+        ChunkStore::open(&chunk_dir)
+            .with_context(|| format!("opening the chunk store {}", chunk_dir.display()))?,
+    );
     let genesis_hash = config.genesis.hash();
     let signer = SigningProvider::new(genesis_hash, config.key.clone());
     let driver = ConsensusDriver::new(store, signer, config.driver, config.validator);
@@ -104,6 +115,13 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (finalized, _) = broadcast::channel(FINALIZED_BACKLOG);
     let metrics = Arc::new(Metrics::new());
+    let (to_task, task_in) = mpsc::unbounded_channel();
+    let (task_out, replication_out) = mpsc::unbounded_channel();
+    let (peers_tx, peers_rx) = watch::channel(vec![]);
+    let (fetches, fetches_rx) = mpsc::channel(64);
+    tokio::spawn(
+        ReplicationTask::new(chunk_store.clone(), peers_rx, task_out).run(task_in, fetches_rx),
+    );
     tracing::info!(name = %config.name, %peer_id, validator = config.validator, "node starting");
     let node_loop = NodeLoop {
         clock: config.clock.clone(),
@@ -124,8 +142,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         outbox: vec![],
         last_gossip: Instant::now(),
         flush_at: None,
+        replication: ReplicationLink::new(to_task, peers_tx),
     };
-    let task = tokio::spawn(node_loop.run(commands_rx, shutdown_rx));
+    let task = tokio::spawn(node_loop.run(commands_rx, shutdown_rx, replication_out));
     Ok(NodeHandle {
         peer_id,
         listening,
@@ -136,6 +155,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         commands,
         shutdown,
         task,
+        chunk_store,
+        fetches,
     })
 }
 
@@ -160,6 +181,7 @@ struct NodeLoop {
     outbox: Vec<UncheckedExtrinsic>,
     last_gossip: Instant,
     flush_at: Option<Instant>,
+    replication: ReplicationLink,
 }
 
 impl NodeLoop {
@@ -172,6 +194,7 @@ impl NodeLoop {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut shutdown: watch::Receiver<bool>,
+        mut replication_out: mpsc::UnboundedReceiver<NetOut>,
     ) -> anyhow::Result<()> {
         let head = self.driver.store().head().clone();
         self.stats.finalized = head.number;
@@ -202,6 +225,7 @@ impl NodeLoop {
                     return Ok(());
                 }
                 Some(command) = commands.recv() => self.command(command)?,
+                Some(out) = replication_out.recv() => self.replication_out(out),
                 event = self.swarm.select_next_some() => self.swarm_event(event)?,
                 _ = sleep => self.fire_timers()?,
                 _ = flush => self.gossip_transactions(),

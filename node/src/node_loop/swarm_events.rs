@@ -39,6 +39,7 @@ impl NodeLoop {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
         }
+        self.publish_replication_peers();
     }
 
     pub(super) fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> anyhow::Result<()> {
@@ -56,8 +57,12 @@ impl NodeLoop {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                 }
                 self.publish_status();
+                self.publish_replication_peers();
             }
-            SwarmEvent::ConnectionClosed { .. } => self.publish_status(),
+            SwarmEvent::ConnectionClosed { .. } => {
+                self.publish_status();
+                self.publish_replication_peers();
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message,
@@ -71,6 +76,14 @@ impl NodeLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Sync(
                 request_response::Event::OutboundFailure { peer, error, .. },
             )) => tracing::debug!(%peer, %error, "sync request failed"),
+            SwarmEvent::Behaviour(BehaviourEvent::Replication(
+                request_response::Event::Message { peer, message, .. },
+            )) => self.replication_message(peer, message),
+            SwarmEvent::Behaviour(BehaviourEvent::Replication(
+                request_response::Event::OutboundFailure {
+                    request_id, error, ..
+                },
+            )) => self.replication_failure(request_id, error.to_string()),
             _ => {}
         }
         self.drain()

@@ -1,0 +1,293 @@
+//! The node's side of replication: its chunk store, answering members' transfer requests, and
+//! fetching checkpoints from members for the agent. It runs as a task of its own and does its
+//! disk work on blocking threads, so serving chunks never delays consensus; the node loop only
+//! moves the messages between it and the swarm (`node_loop/replication_link.rs`), for
+//! admitted members only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drchain_replication::transfer::{serve, Fetch, PeerVerdict, TransferRequest, TransferResponse};
+use drchain_replication::{ChunkStore, Manifest};
+use drchain_support::H256;
+use libp2p::PeerId;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How often a stalled fetch asks the peers it skipped again.
+const RETRY_SKIPPED: Duration = Duration::from_secs(1);
+
+/// From the node loop to the replication task.
+#[derive(Debug)]
+pub enum NetIn {
+    /// An admitted member asks; answer with [`NetOut::Respond`] and the same token.
+    Inbound {
+        token: u64,
+        request: TransferRequest,
+    },
+    /// The answer (or the failure) of a request sent for [`NetOut::Request`] `token`.
+    Response {
+        token: u64,
+        response: Result<TransferResponse, String>,
+    },
+}
+
+/// From the replication task to the node loop.
+#[derive(Debug)]
+pub enum NetOut {
+    /// Send `response` on inbound request `token`'s channel.
+    Respond {
+        token: u64,
+        response: TransferResponse,
+    },
+    /// Send `request` to `peer`; report back with [`NetIn::Response`] and `token`.
+    Request {
+        token: u64,
+        peer: PeerId,
+        request: TransferRequest,
+    },
+    /// The peer sent bytes that are not what it was asked for.
+    Disconnect { peer: PeerId, reason: String },
+}
+
+/// A fetch asked by the agent (or `drchain restore`).
+#[derive(Debug)]
+pub struct FetchCommand {
+    /// The checkpoint's manifest root.
+    pub root: H256,
+    /// How long it may take.
+    pub timeout: Duration,
+    /// The verified manifest once every object is in the store, or why not.
+    pub reply: oneshot::Sender<Result<Manifest, String>>,
+}
+
+struct Fetching {
+    /// `None` while a response is being applied on a blocking thread.
+    fetch: Option<Fetch<PeerId>>,
+    waiters: Vec<oneshot::Sender<Result<Manifest, String>>>,
+    started: Instant,
+    /// The latest deadline of its waiters.
+    deadline: Instant,
+}
+
+/// The task's state.
+pub struct ReplicationTask {
+    store: Arc<ChunkStore>,
+    peers: watch::Receiver<Vec<PeerId>>,
+    out: mpsc::UnboundedSender<NetOut>,
+    fetches: HashMap<H256, Fetching>,
+    /// Requests in flight: token → (fetch root, peer, request).
+    in_flight: HashMap<u64, (H256, PeerId, TransferRequest)>,
+    next_token: u64,
+}
+
+impl std::fmt::Debug for ReplicationTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationTask")
+            .field("fetches", &self.fetches.len())
+            .field("in_flight", &self.in_flight.len())
+            .finish()
+    }
+}
+
+impl ReplicationTask {
+    /// A task over `store`, fetching from the admitted peers `peers` publishes.
+    pub fn new(
+        store: Arc<ChunkStore>,
+        peers: watch::Receiver<Vec<PeerId>>,
+        out: mpsc::UnboundedSender<NetOut>,
+    ) -> Self {
+        Self {
+            store,
+            peers,
+            out,
+            fetches: HashMap::new(),
+            in_flight: HashMap::new(),
+            next_token: 0,
+        }
+    }
+
+    /// Runs until both inputs close.
+    pub async fn run(
+        mut self,
+        mut net: mpsc::UnboundedReceiver<NetIn>,
+        mut commands: mpsc::Receiver<FetchCommand>,
+    ) {
+        let mut tick = tokio::time::interval(RETRY_SKIPPED);
+        loop {
+            tokio::select! {
+                message = net.recv() => match message {
+                    Some(NetIn::Inbound { token, request }) => self.answer(token, request).await,
+                    Some(NetIn::Response { token, response }) => self.on_response(token, response).await,
+                    None => return,
+                },
+                command = commands.recv() => match command {
+                    Some(c) => self.start(c),
+                    None => return,
+                },
+                _ = tick.tick() => self.check_stalled(),
+                _ = self.peers.changed() => {
+                    let roots: Vec<H256> = self.fetches.keys().copied().collect();
+                    for root in roots {
+                        self.drive(root);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn answer(&mut self, token: u64, request: TransferRequest) {
+        let store = self.store.clone();
+        let response = tokio::task::spawn_blocking(move || serve(&store, &request))
+            .await
+            .unwrap_or(TransferResponse::Objects { objects: vec![] });
+        let _ = self.out.send(NetOut::Respond { token, response });
+    }
+
+    fn start(&mut self, command: FetchCommand) {
+        let root = command.root;
+        let deadline = Instant::now() + command.timeout;
+        if let Some(f) = self.fetches.get_mut(&root) {
+            f.waiters.push(command.reply);
+            f.deadline = f.deadline.max(deadline);
+            return;
+        }
+        let fetch = Fetch::new(root, &self.store);
+        self.fetches.insert(
+            root,
+            Fetching {
+                fetch: Some(fetch),
+                waiters: vec![command.reply],
+                started: Instant::now(),
+                deadline,
+            },
+        );
+        self.drive(root);
+    }
+
+    /// Sends what the fetch of `root` wants next, or finishes it.
+    fn drive(&mut self, root: H256) {
+        let peers = self.peers.borrow().clone();
+        let Some(fetching) = self.fetches.get_mut(&root) else {
+            return;
+        };
+        let Some(fetch) = fetching.fetch.as_mut() else {
+            return;
+        };
+        if fetch.is_complete() {
+            let manifest = fetch.manifest().cloned();
+            let result = match self.store.sync() {
+                Ok(()) => manifest.ok_or_else(|| "no manifest".to_owned()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Some(done) = self.fetches.remove(&root) {
+                tracing::info!(%root, secs = done.started.elapsed().as_secs_f64(), "checkpoint fetched");
+                for waiter in done.waiters {
+                    let _ = waiter.send(result.clone());
+                }
+            }
+            return;
+        }
+        for (peer, request) in fetch.next_requests(&peers) {
+            let token = self.next_token;
+            self.next_token += 1;
+            self.in_flight.insert(token, (root, peer, request.clone()));
+            let _ = self.out.send(NetOut::Request {
+                token,
+                peer,
+                request,
+            });
+        }
+    }
+
+    async fn on_response(&mut self, token: u64, response: Result<TransferResponse, String>) {
+        let Some((root, peer, request)) = self.in_flight.remove(&token) else {
+            return;
+        };
+        let Some(mut fetch) = self.fetches.get_mut(&root).and_then(|f| f.fetch.take()) else {
+            return;
+        };
+        let response = match response {
+            Ok(r) => r,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "transfer request failed");
+                fetch.on_failure(&peer, &request);
+                self.put_back(root, fetch);
+                self.drive(root);
+                return;
+            }
+        };
+        let store = self.store.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            let verdict = fetch.on_response(&peer, &request, response, &store);
+            (fetch, verdict)
+        })
+        .await;
+        let Ok((fetch, verdict)) = applied else {
+            self.fail(root, "applying a response failed".to_owned());
+            return;
+        };
+        self.put_back(root, fetch);
+        match verdict {
+            Ok(Some(PeerVerdict::Bad { peer, reason })) => {
+                tracing::warn!(%peer, %reason, "peer sent bad replication data; disconnecting");
+                let _ = self.out.send(NetOut::Disconnect { peer, reason });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.fail(root, format!("local chunk store: {e}"));
+                return;
+            }
+        }
+        self.drive(root);
+    }
+
+    fn put_back(&mut self, root: H256, fetch: Fetch<PeerId>) {
+        if let Some(f) = self.fetches.get_mut(&root) {
+            f.fetch = Some(fetch);
+        }
+    }
+
+    fn fail(&mut self, root: H256, reason: String) {
+        if let Some(done) = self.fetches.remove(&root) {
+            tracing::warn!(%root, %reason, "checkpoint fetch failed");
+            for waiter in done.waiters {
+                let _ = waiter.send(Err(reason.clone()));
+            }
+        }
+        self.in_flight.retain(|_, (r, _, _)| *r != root);
+    }
+
+    /// Retries peers a stalled fetch skipped; fails fetches past their deadline.
+    fn check_stalled(&mut self) {
+        let peers = self.peers.borrow().clone();
+        let mut expired = vec![];
+        let mut retry = vec![];
+        for (root, f) in &mut self.fetches {
+            if Instant::now() > f.deadline {
+                expired.push(*root);
+            } else if let Some(fetch) = f.fetch.as_mut() {
+                if fetch.is_stalled(&peers) {
+                    fetch.retry_skipped();
+                    retry.push(*root);
+                }
+            }
+        }
+        for root in expired {
+            let remaining = self
+                .fetches
+                .get(&root)
+                .and_then(|f| f.fetch.as_ref())
+                .map_or(0, Fetch::remaining);
+            self.fail(
+                root,
+                format!(
+                    "not complete in time ({remaining} objects missing, or the manifest: no connected member had them)"
+                ),
+            );
+        }
+        for root in retry {
+            self.drive(root);
+        }
+    }
+}
