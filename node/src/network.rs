@@ -40,10 +40,6 @@ pub struct SyncResponse {
     pub blocks: Vec<(Block, WireCertificate)>,
 }
 
-/// Length-prefixed SCALE over a libp2p stream, with size limits on what is read.
-#[derive(Debug, Clone, Default)]
-pub struct SyncCodec;
-
 async fn read_framed<T: AsyncRead + Unpin + Send, M: Decode>(
     io: &mut T,
     max: usize,
@@ -75,112 +71,75 @@ async fn write_framed<T: AsyncWrite + Unpin + Send, M: Encode>(
     io.close().await
 }
 
-#[async_trait::async_trait]
-impl request_response::Codec for SyncCodec {
-    type Protocol = StreamProtocol;
-    type Request = SyncRequest;
-    type Response = SyncResponse;
+/// Length-prefixed SCALE over a libp2p stream, reading requests of at most `MAX_REQUEST` and
+/// responses of at most `MAX_RESPONSE` bytes.
+pub struct FramedCodec<Req, Resp, const MAX_REQUEST: usize, const MAX_RESPONSE: usize>(
+    std::marker::PhantomData<fn() -> (Req, Resp)>,
+);
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncRequest>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        read_framed(io, MAX_SYNC_REQUEST, "sync request").await
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncResponse>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        read_framed(io, MAX_SYNC_RESPONSE, "sync response").await
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        r: SyncRequest,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_framed(io, &r).await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        r: SyncResponse,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_framed(io, &r).await
+impl<Req, Resp, const A: usize, const B: usize> Default for FramedCodec<Req, Resp, A, B> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
     }
 }
 
-/// Replication's transfer messages (`drchain_replication::transfer`), length-prefixed SCALE
-/// with the protocol's size limits on what is read.
-#[derive(Debug, Clone, Default)]
-pub struct ReplicationCodec;
+impl<Req, Resp, const A: usize, const B: usize> Clone for FramedCodec<Req, Resp, A, B> {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl<Req, Resp, const A: usize, const B: usize> std::fmt::Debug for FramedCodec<Req, Resp, A, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FramedCodec({A}, {B})")
+    }
+}
+
+/// Block sync: a height range asked, blocks with certificates answered.
+pub type SyncCodec = FramedCodec<SyncRequest, SyncResponse, MAX_SYNC_REQUEST, MAX_SYNC_RESPONSE>;
+
+/// Replication's transfer messages (`drchain_replication::transfer`). The replication task
+/// answers at most `MAX_OBJECTS_PER_REQUEST` objects of a request, whatever it asks.
+pub type ReplicationCodec = FramedCodec<
+    TransferRequest,
+    TransferResponse,
+    { transfer::MAX_REQUEST_BYTES },
+    { transfer::MAX_RESPONSE_BYTES },
+>;
 
 #[async_trait::async_trait]
-impl request_response::Codec for ReplicationCodec {
+impl<Req, Resp, const MAX_REQUEST: usize, const MAX_RESPONSE: usize> request_response::Codec
+    for FramedCodec<Req, Resp, MAX_REQUEST, MAX_RESPONSE>
+where
+    Req: Encode + Decode + Send + Sync + 'static,
+    Resp: Encode + Decode + Send + Sync + 'static,
+{
     type Protocol = StreamProtocol;
-    type Request = TransferRequest;
-    type Response = TransferResponse;
+    type Request = Req;
+    type Response = Resp;
 
-    async fn read_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<TransferRequest>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Req>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let request: TransferRequest =
-            read_framed(io, transfer::MAX_REQUEST_BYTES, "transfer request").await?;
-        match &request {
-            TransferRequest::Objects { ids } if ids.len() > transfer::MAX_OBJECTS_PER_REQUEST => {
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("transfer request for {} objects", ids.len()),
-                ))
-            }
-            _ => Ok(request),
-        }
+        read_framed(io, MAX_REQUEST, "request").await
     }
 
-    async fn read_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<TransferResponse>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Resp>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_framed(io, transfer::MAX_RESPONSE_BYTES, "transfer response").await
+        read_framed(io, MAX_RESPONSE, "response").await
     }
 
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        r: TransferRequest,
-    ) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, r: Req) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         write_framed(io, &r).await
     }
 
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        r: TransferResponse,
-    ) -> io::Result<()>
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, r: Resp) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
