@@ -337,10 +337,10 @@ pub fn status(args: StatusArgs) -> Result<()> {
     runtime.block_on(async move {
         let client = RpcClient::connect(&args.rpc).await?;
         // The first call is where an unreachable node shows: say which.
-        let chain = client
-            .system_chain()
-            .await
-            .doing(&format!("asking {} for the chain's name", args.rpc))?;
+        let chain = client.system_chain().await.doing(&format!(
+            "asking {} for the chain's name (system_chain)",
+            args.rpc
+        ))?;
         let name = client
             .system_name()
             .await
