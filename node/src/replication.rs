@@ -126,7 +126,10 @@ impl ReplicationTask {
                     None => return,
                 },
                 _ = tick.tick() => self.check_stalled(),
-                _ = self.peers.changed() => {
+                changed = self.peers.changed() => {
+                    if changed.is_err() {
+                        return; // the node loop is gone
+                    }
                     let roots: Vec<H256> = self.fetches.keys().copied().collect();
                     for root in roots {
                         self.drive(root);
