@@ -121,18 +121,7 @@ pub fn chunk_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::testdata::pseudo_random;
 
     fn ids(data: &[u8]) -> Vec<ChunkId> {
         let mut out = vec![];

@@ -19,6 +19,8 @@ pub mod manifest;
 pub mod materialize;
 pub mod snapshot;
 pub mod store;
+#[doc(hidden)]
+pub mod testdata;
 pub mod transfer;
 
 pub use chunk::{ChunkId, ChunkingParams};

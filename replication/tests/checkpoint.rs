@@ -8,21 +8,10 @@ use std::path::Path;
 
 use drchain_replication::manifest::missing;
 use drchain_replication::materialize::applied_label;
+use drchain_replication::testdata::pseudo_random;
 use drchain_replication::{
     materialize, snapshot_dir, ChunkStore, ChunkingParams, Dictionary, ReplicationError,
 };
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn write(path: &Path, bytes: &[u8]) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();

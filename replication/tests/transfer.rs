@@ -6,23 +6,12 @@
 use std::fs;
 use std::path::Path;
 
+use drchain_replication::testdata::pseudo_random;
 use drchain_replication::transfer::{
     serve, Fetch, PeerVerdict, TransferRequest, TransferResponse, MAX_OBJECTS_PER_REQUEST,
 };
 use drchain_replication::{materialize, snapshot_dir, ChunkStore, ChunkingParams, Dictionary};
 use parity_scale_codec::Encode;
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// How a peer behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -155,14 +144,25 @@ fn a_checkpoint_is_fetched_from_honest_peers_despite_liars_and_silent_ones() {
     );
 }
 
-#[test]
-fn a_wrong_manifest_is_reported_and_fetched_elsewhere() {
+/// An active store holding a checkpoint of the dataset, and an empty standby store.
+fn fixture() -> (
+    tempfile::TempDir,
+    ChunkStore,
+    ChunkStore,
+    drchain_replication::Manifest,
+) {
     let base = tempfile::tempdir().unwrap();
     let source = base.path().join("source");
     dataset(&source);
     let active = ChunkStore::open(base.path().join("active")).unwrap();
     let (manifest, _) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
     let standby = ChunkStore::open(base.path().join("standby")).unwrap();
+    (base, active, standby, manifest)
+}
+
+#[test]
+fn a_wrong_manifest_is_reported_and_fetched_elsewhere() {
+    let (_base, active, standby, manifest) = fixture();
     let mut fetch = Fetch::new(manifest.root(), &standby);
     let verdicts = run(
         &mut fetch,
@@ -178,12 +178,7 @@ fn a_wrong_manifest_is_reported_and_fetched_elsewhere() {
 
 #[test]
 fn with_only_bad_or_silent_peers_the_fetch_says_it_is_stalled() {
-    let base = tempfile::tempdir().unwrap();
-    let source = base.path().join("source");
-    dataset(&source);
-    let active = ChunkStore::open(base.path().join("active")).unwrap();
-    let (manifest, _) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
-    let standby = ChunkStore::open(base.path().join("standby")).unwrap();
+    let (_base, active, standby, manifest) = fixture();
     let mut fetch: Fetch<Peer> = Fetch::new(manifest.root(), &standby);
     let peers = [Peer::Silent];
     for (peer, request) in fetch.next_requests(&peers) {

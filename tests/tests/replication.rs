@@ -7,6 +7,7 @@
 use std::fs;
 use std::time::Duration;
 
+use drchain_replication::testdata::pseudo_random;
 use drchain_replication::{materialize, snapshot_dir, ChunkingParams};
 use drchain_rpc::NodeApi;
 use drchain_tests::net::TestNetwork;
@@ -16,15 +17,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn dataset(dir: &std::path::Path, seed: u8) {
     fs::create_dir_all(dir.join("wal")).unwrap();
-    let mut x = u64::from(seed) | 1;
-    let blob: Vec<u8> = (0..3 * 1024 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let blob = pseudo_random(3 * 1024 * 1024, u64::from(seed));
     fs::write(dir.join("data.bin"), blob).unwrap();
     fs::write(dir.join("wal/000001.log"), b"commit 1\n".repeat(10_000)).unwrap();
 }
