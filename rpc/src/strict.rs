@@ -90,7 +90,8 @@ fn generic_invalid_params_reason(response: &MethodResponse) -> Option<String> {
     })
 }
 
-/// The error response for `request`, in the same kind (call or subscription) as `like`.
+/// An error response to request `request_id`, of the same kind (call or subscription) as
+/// the response it replaces.
 fn error_response(
     request_id: jsonrpsee::types::Id<'_>,
     subscription: bool,
