@@ -53,6 +53,12 @@ pub enum ReplicationError {
         /// What is wrong.
         reason: String,
     },
+    /// A transfer message from a peer that does not decode or exceeds its bounds.
+    #[error("invalid transfer message: {reason}")]
+    BadMessage {
+        /// What is wrong.
+        reason: String,
+    },
     /// A chunk or dictionary the operation needs is not in the store.
     #[error("{what} {id} is not in the chunk store")]
     Missing {

@@ -61,7 +61,7 @@ pub enum TransferResponse {
 }
 
 fn decode_bounded<T: Decode>(bytes: &[u8], max: usize, what: &str) -> Result<T, ReplicationError> {
-    let bad = |reason: String| ReplicationError::BadManifest {
+    let bad = |reason: String| ReplicationError::BadMessage {
         reason: format!("{what}: {reason}"),
     };
     if bytes.len() > max {
@@ -81,7 +81,7 @@ impl TransferRequest {
         let request: Self = decode_bounded(bytes, MAX_REQUEST_BYTES, "transfer request")?;
         match &request {
             Self::Objects { ids } if ids.len() > MAX_OBJECTS_PER_REQUEST => {
-                Err(ReplicationError::BadManifest {
+                Err(ReplicationError::BadMessage {
                     reason: format!("transfer request for {} objects", ids.len()),
                 })
             }
