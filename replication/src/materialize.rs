@@ -125,6 +125,17 @@ pub fn materialize(
     Ok(done)
 }
 
+/// Writes `manifest`'s files from `store` into the new directory `dir` and makes them durable
+/// (for a plain copy, as `drchain restore` writes; the caller renames it into place).
+pub fn write_checkpoint(
+    manifest: &Manifest,
+    store: &ChunkStore,
+    dir: &Path,
+) -> Result<(), ReplicationError> {
+    write_files(manifest, store, dir)?;
+    sync_filesystem(dir)
+}
+
 fn write_files(
     manifest: &Manifest,
     store: &ChunkStore,

@@ -27,8 +27,26 @@ pub struct ChunkStore {
     dir: PathBuf,
     dictionaries: Mutex<HashMap<H256, Arc<Dictionary>>>,
     temp_counter: AtomicU64,
+    /// Writers and readers now using objects no manifest may hold yet (see [`StoreHold`]).
+    holds: Arc<Mutex<u64>>,
     /// Compression measured on what this store wrote.
     pub stats: CompressionStats,
+}
+
+/// While alive, garbage collection removes nothing: taken by whoever writes or uses objects
+/// that no kept manifest names yet (a snapshot being cut, a checkpoint being fetched or
+/// applied). A collection already running stops before its next removal.
+#[derive(Debug)]
+#[must_use = "the hold protects objects only while it is alive"]
+pub struct StoreHold {
+    holds: Arc<Mutex<u64>>,
+}
+
+impl Drop for StoreHold {
+    fn drop(&mut self) {
+        let mut holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        *holds = holds.saturating_sub(1);
+    }
 }
 
 fn hex_name(id: &H256) -> String {
@@ -47,6 +65,7 @@ impl ChunkStore {
             dir,
             dictionaries: Mutex::default(),
             temp_counter: AtomicU64::new(0),
+            holds: Arc::default(),
             stats: CompressionStats::default(),
         };
         store.remove_temporaries()?;
@@ -271,7 +290,18 @@ impl ChunkStore {
         Manifest::decode_verified(&self.manifest_bytes(root)?, root)
     }
 
+    /// Keeps garbage collection from removing anything until the hold is dropped.
+    pub fn hold(&self) -> StoreHold {
+        *self.holds.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        StoreHold {
+            holds: self.holds.clone(),
+        }
+    }
+
     /// Removes every object and manifest that none of `keep` needs; returns what it freed.
+    /// Stops early (`interrupted`) when a [`StoreHold`] is alive: each removal happens under
+    /// the holds' lock, so an object is either gone before a hold begins (and written again
+    /// by its holder, who finds it missing) or kept.
     pub fn collect_garbage(&self, keep: &[&Manifest]) -> Result<GcStats, ReplicationError> {
         let mut live: BTreeSet<String> = BTreeSet::new();
         for manifest in keep {
@@ -290,7 +320,13 @@ impl ChunkStore {
                 continue;
             }
             let bytes = fs::metadata(&path).map_or(0, |m| m.len());
+            let holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+            if *holds > 0 {
+                stats.interrupted = true;
+                break;
+            }
             fs::remove_file(&path).map_err(|e| ReplicationError::write(&path, e))?;
+            drop(holds);
             stats.removed += 1;
             stats.freed_bytes += bytes;
         }
@@ -325,8 +361,10 @@ pub struct GcStats {
     pub removed: u64,
     /// Their bytes.
     pub freed_bytes: u64,
-    /// Bytes of what stayed.
+    /// Bytes of what stayed (counted up to where it stopped, if interrupted).
     pub kept_bytes: u64,
+    /// A [`StoreHold`] stopped it before it was through.
+    pub interrupted: bool,
 }
 
 #[cfg(test)]
@@ -401,5 +439,22 @@ mod tests {
         assert_eq!(store.manifest(&new.root()).unwrap(), new);
         assert!(store.manifest(&old.root()).is_err());
         assert_eq!(store.disk_usage().unwrap(), stats.kept_bytes);
+        assert!(!stats.interrupted);
+    }
+
+    #[test]
+    fn nothing_is_collected_while_a_writer_holds_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path()).unwrap();
+        // A snapshot in progress: its chunk is stored, its manifest not yet.
+        let hold = store.hold();
+        let (chunk, _) = store.put(b"chunk of a checkpoint being cut", None).unwrap();
+        let stats = store.collect_garbage(&[]).unwrap();
+        assert!(stats.interrupted && stats.removed == 0);
+        assert!(store.contains(&chunk));
+        drop(hold);
+        let stats = store.collect_garbage(&[]).unwrap();
+        assert!(!stats.interrupted && stats.removed == 1);
+        assert!(!store.contains(&chunk));
     }
 }
