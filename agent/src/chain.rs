@@ -4,7 +4,7 @@
 use drchain_runtime::pallet_failover::{self, Phase, Role};
 use drchain_runtime::pallet_service_status::Status;
 use drchain_runtime::{pallet_checkpoints, pallet_network_config, pallet_service_status, system};
-use drchain_support::{AccountId, Epoch, Overlay, ServiceName};
+use drchain_support::{AccountId, Epoch, Overlay, ServiceName, H256};
 
 /// The chain at one finalized block, for one service and this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,5 +77,48 @@ pub fn read(state: &Overlay<'_>, block: u64, service: &ServiceName, me: &Account
         live_now,
         max_drift_ms,
         service: snapshot,
+    }
+}
+
+/// What replication reads of the chain for one service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointView {
+    /// The latest recorded checkpoint: its sequence and manifest root.
+    pub latest: Option<(u64, H256)>,
+    /// The newest checkpoint the chain says this node holds (acknowledged, or produced).
+    pub held: Option<u64>,
+    /// Manifest roots whose data the chunk store keeps: the newest `keep` checkpoints and the
+    /// one each node holds (a standby that is behind fetches it from here).
+    pub keep_roots: Vec<H256>,
+}
+
+/// Reads the checkpoints of `service` that concern `me`.
+pub fn read_checkpoints(
+    state: &Overlay<'_>,
+    service: &ServiceName,
+    me: &AccountId,
+    keep: usize,
+) -> CheckpointView {
+    let retained = pallet_checkpoints::checkpoints(state, service);
+    let latest = retained.last().map(|(seq, c)| (*seq, c.manifest_root));
+    let acks = pallet_checkpoints::acks(state, service);
+    let held = acks.iter().find(|(n, _)| n == me).map(|(_, s)| *s);
+    let mut keep_roots: Vec<H256> = retained
+        .iter()
+        .rev()
+        .take(keep)
+        .map(|(_, c)| c.manifest_root)
+        .collect();
+    for (_, sequence) in &acks {
+        if let Some((_, c)) = retained.iter().find(|(s, _)| s == sequence) {
+            keep_roots.push(c.manifest_root);
+        }
+    }
+    keep_roots.sort();
+    keep_roots.dedup();
+    CheckpointView {
+        latest,
+        held,
+        keep_roots,
     }
 }

@@ -21,6 +21,16 @@
 //! interval_ms = 500
 //! timeout_ms = 300
 //! failures = 2                       # consecutive failures before reporting Failed
+//!
+//! [service.replication]              # optional: replicate the service's data
+//! source = "/var/lib/demo-db/data"   # the directory the service writes
+//! snapshot_command = "sqlite3 $DRCHAIN_SOURCE/db.sqlite \".backup $1/db.sqlite\""
+//! # watch = true                     # instead: read source as is (files replaced atomically)
+//! snapshot_timeout_ms = 10000        # default 10000; the command is killed after it
+//! target = "/var/lib/demo-db/replica"  # where a standby keeps the applied checkpoint
+//! interval_ms = 1000                 # default 1000: longest time between checkpoints
+//! keep_checkpoints = 8               # default 8: checkpoints kept in the chunk store
+//! fetch_timeout_ms = 30000           # default 30000: longest a standby waits for one
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -96,6 +106,39 @@ pub struct ServiceAgentConfig {
     /// How to tell whether the service on this node is healthy.
     #[serde(default)]
     pub health_check: HealthCheckConfig,
+    /// How the service's data is replicated; none: it is not.
+    pub replication: Option<ReplicationConfig>,
+}
+
+/// Replication of one service's data (see `docs/operations.md`, "Replicating a service").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// The directory the service writes.
+    pub source: PathBuf,
+    /// Writes a consistent copy of the data into the empty directory `$1`
+    /// (`$DRCHAIN_SNAPSHOT_DIR`) before each checkpoint.
+    pub snapshot_command: Option<String>,
+    /// Instead of a command: `source` is read as it is, its files replaced atomically by the
+    /// service; changes are seen through inotify, with a rescan every `interval_ms`.
+    #[serde(default)]
+    pub watch: bool,
+    /// Longest the snapshot command may run.
+    #[serde(default = "default_snapshot_timeout")]
+    pub snapshot_timeout_ms: u64,
+    /// Where a standby materializes the latest checkpoint it applied (a symbolic link the
+    /// agent switches atomically).
+    pub target: PathBuf,
+    /// Longest time between checkpoints while the data changes.
+    #[serde(default = "default_replication_interval")]
+    pub interval_ms: u64,
+    /// Checkpoints of this service whose data stays in the chunk store (besides the ones
+    /// standbys last acknowledged).
+    #[serde(default = "default_keep_checkpoints")]
+    pub keep_checkpoints: u32,
+    /// Longest a standby tries to fetch one checkpoint before trying again.
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout_ms: u64,
 }
 
 /// A health check.
@@ -151,6 +194,18 @@ pub enum CheckKind {
     None,
 }
 
+fn default_snapshot_timeout() -> u64 {
+    10_000
+}
+fn default_replication_interval() -> u64 {
+    1000
+}
+fn default_keep_checkpoints() -> u32 {
+    8
+}
+fn default_fetch_timeout() -> u64 {
+    30_000
+}
 fn default_clock_error() -> u64 {
     25
 }
@@ -282,6 +337,11 @@ impl ServiceAgentConfig {
             _ => Ok(()),
         };
         shape?;
+        if let Some(replication) = &self.replication {
+            replication
+                .validate()
+                .map_err(|m| format!("replication.{m}"))?;
+        }
         if let Some(url) = &check.url {
             let ok = url
                 .parse::<hyper::Uri>()
@@ -291,6 +351,51 @@ impl ServiceAgentConfig {
                     "health_check.url {url:?} is not an http:// URL with a host"
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl ReplicationConfig {
+    fn validate(&self) -> Result<(), String> {
+        let absolute = |field: &str, path: &Path| {
+            if path.is_absolute() && path.file_name().is_some() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{field} {} must be an absolute path naming a directory",
+                    path.display()
+                ))
+            }
+        };
+        absolute("source", &self.source)?;
+        absolute("target", &self.target)?;
+        if self.target.starts_with(&self.source) || self.source.starts_with(&self.target) {
+            return Err("target and source must not contain one another".into());
+        }
+        match (&self.snapshot_command, self.watch) {
+            (Some(_), true) => {
+                return Err("snapshot_command or watch = true, not both".into());
+            }
+            (None, false) => {
+                return Err("needs snapshot_command, or watch = true".into());
+            }
+            (Some(c), false) if c.trim().is_empty() => {
+                return Err("snapshot_command is empty".into());
+            }
+            _ => {}
+        }
+        if !(10..=3_600_000).contains(&self.snapshot_timeout_ms) {
+            return Err("snapshot_timeout_ms must be between 10 and 3600000".into());
+        }
+        if !(10..=86_400_000).contains(&self.interval_ms) {
+            return Err("interval_ms must be between 10 and 86400000".into());
+        }
+        if !(1..=1024).contains(&self.keep_checkpoints) {
+            return Err("keep_checkpoints must be between 1 and 1024".into());
+        }
+        if !(100..=86_400_000).contains(&self.fetch_timeout_ms) {
+            return Err("fetch_timeout_ms must be between 100 and 86400000".into());
         }
         Ok(())
     }
@@ -331,11 +436,21 @@ url = "http://127.0.0.1:8080/health"
 interval_ms = 100
 timeout_ms = 50
 failures = 3
+[service.replication]
+source = "/srv/db/data"
+snapshot_command = "cp -a $DRCHAIN_SOURCE/. $1"
+target = "/srv/db/replica"
 [[service]]
 name = "api"
 [service.health_check]
 kind = "command"
 command = "exit 0"
+[service.replication]
+source = "/srv/api/data"
+watch = true
+target = "/srv/api/replica"
+interval_ms = 200
+keep_checkpoints = 3
 "#,
         )
         .unwrap();
@@ -343,6 +458,23 @@ command = "exit 0"
         assert_eq!(c.services[0].health_check.kind, CheckKind::Http);
         assert_eq!(c.services[1].health_check.kind, CheckKind::Command);
         assert_eq!(c.services[0].on_promote.as_deref(), Some("touch /tmp/p"));
+        let r = c.services[0].replication.as_ref().unwrap();
+        assert_eq!(
+            (r.interval_ms, r.keep_checkpoints, r.watch),
+            (1000, 8, false)
+        );
+        assert_eq!(r.snapshot_timeout_ms, 10_000);
+        let r = c.services[1].replication.as_ref().unwrap();
+        assert_eq!((r.interval_ms, r.keep_checkpoints, r.watch), (200, 3, true));
+    }
+
+    /// A file whose only service replicates `/d` to `/r`, with `extra` in its table.
+    fn replication(extra: &str) -> &'static str {
+        let text = format!(
+            "[[service]]\nname = \"db\"\n[service.replication]\nsource = \"/d\"\ntarget = \"/r\"\n{extra}\n"
+        );
+        // Leaked so the cases stay one table of string slices (a test, run once).
+        Box::leak(text.into_boxed_str())
     }
 
     #[test]
@@ -361,6 +493,22 @@ command = "exit 0"
             ("[[service]]\nname = \"db\"\n[service.health_check]\ntimeout_ms = 0\n", "timeout_ms"),
             ("clock_error_ms = 99999\n", "clock_error_ms"),
             ("[[service]\n", "TOML parse error"),
+            (replication("watch = true\nsnapshot_command = \"x\""), "not both"),
+            (replication(""), "needs snapshot_command"),
+            (replication("snapshot_command = \" \""), "snapshot_command is empty"),
+            (replication("watch = true\ninterval_ms = 0"), "interval_ms"),
+            (replication("watch = true\nkeep_checkpoints = 0"), "keep_checkpoints"),
+            (replication("watch = true\nsnapshot_timeout_ms = 1"), "snapshot_timeout_ms"),
+            (replication("watch = true\nfetch_timeout_ms = 1"), "fetch_timeout_ms"),
+            (replication("watch = true\nbogus = 1"), "unknown field"),
+            (
+                "[[service]]\nname = \"db\"\n[service.replication]\nsource = \"data\"\ntarget = \"/r\"\nwatch = true\n",
+                "replication.source data must be an absolute path",
+            ),
+            (
+                "[[service]]\nname = \"db\"\n[service.replication]\nsource = \"/d\"\ntarget = \"/d/r\"\nwatch = true\n",
+                "must not contain one another",
+            ),
         ];
         for (text, needle) in cases {
             let err = match AgentConfig::parse(text) {

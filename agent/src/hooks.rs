@@ -3,6 +3,10 @@
 //! in the environment (`DRCHAIN_ACTION`, `DRCHAIN_SERVICE`, `DRCHAIN_ROLE`, `DRCHAIN_EPOCH`,
 //! `DRCHAIN_CHECKPOINT`, `DRCHAIN_NODE`). A hook that outlives its timeout is killed with its
 //! whole process group.
+//!
+//! For a replicated service the checkpoint is the one this node's target shows (the data the
+//! service must start from), with `DRCHAIN_CHECKPOINT_ROOT` and `DRCHAIN_CHECKPOINT_PATH` (the
+//! directory of its files); otherwise it is the chain's latest.
 
 use std::time::Duration;
 
@@ -10,6 +14,7 @@ use drchain_support::{AccountId, ServiceName};
 
 use super::machine::HookRun;
 use crate::process::{run as run_process, shell};
+use crate::replica::Applied;
 
 /// How a hook ended.
 pub type HookOutcome = crate::process::ProcessOutcome;
@@ -20,11 +25,15 @@ pub async fn run_hook(
     service: &ServiceName,
     node: &AccountId,
     run: &HookRun,
+    applied: Option<&Applied>,
     timeout: Duration,
 ) -> HookOutcome {
     let action = run.kind.as_str();
     let epoch = run.epoch.to_string();
-    let checkpoint = run.checkpoint.map(|c| c.to_string()).unwrap_or_default();
+    let checkpoint = match applied {
+        Some(a) => a.sequence.to_string(),
+        None => run.checkpoint.map(|c| c.to_string()).unwrap_or_default(),
+    };
     let mut cmd = shell(
         command,
         "drchain-hook",
@@ -42,6 +51,10 @@ pub async fn run_hook(
         .env("DRCHAIN_EPOCH", &epoch)
         .env("DRCHAIN_CHECKPOINT", &checkpoint)
         .env("DRCHAIN_NODE", node.to_string());
+    if let Some(a) = applied {
+        cmd.env("DRCHAIN_CHECKPOINT_ROOT", a.root.to_string())
+            .env("DRCHAIN_CHECKPOINT_PATH", &a.path);
+    }
     run_process(cmd, timeout).await
 }
 
@@ -49,6 +62,7 @@ pub async fn run_hook(
 mod tests {
     use super::*;
     use crate::machine::{HookKind, LocalRole};
+    use drchain_support::H256;
 
     fn run() -> HookRun {
         HookRun {
@@ -71,14 +85,29 @@ mod tests {
         );
         let t = Duration::from_secs(5);
         assert_eq!(
-            run_hook(&cmd, &service, &node, &run(), t).await,
+            run_hook(&cmd, &service, &node, &run(), None, t).await,
             HookOutcome::Succeeded
         );
         assert_eq!(
             std::fs::read_to_string(&out).unwrap().trim(),
             "on_promote db promoting 7 3|on_promote db promoting 7 3"
         );
-        let failed = run_hook("echo nope >&2; exit 3", &service, &node, &run(), t).await;
+        // A replicated service: the checkpoint its target shows, and where its files are.
+        let applied = Applied {
+            sequence: 2,
+            root: H256([9; 32]),
+            path: dir.path().join("replica"),
+        };
+        let cmd = format!(
+            "echo \"$5 $DRCHAIN_CHECKPOINT $DRCHAIN_CHECKPOINT_ROOT $DRCHAIN_CHECKPOINT_PATH\" > {}",
+            out.display()
+        );
+        run_hook(&cmd, &service, &node, &run(), Some(&applied), t).await;
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap().trim(),
+            format!("2 2 {} {}", applied.root, applied.path.display())
+        );
+        let failed = run_hook("echo nope >&2; exit 3", &service, &node, &run(), None, t).await;
         match failed {
             HookOutcome::Failed { detail } => {
                 assert!(detail.contains("3") && detail.contains("nope"), "{detail}")
@@ -99,6 +128,7 @@ mod tests {
             &service,
             &AccountId([7; 32]),
             &run(),
+            None,
             Duration::from_millis(200),
         )
         .await;

@@ -6,8 +6,12 @@
 //! `PromotionComplete`) when elected, serves only under its lease, and demotes when it loses
 //! the role, the lease or its health. The health endpoints ([`health`]) show what it decided.
 //!
+//! Where a service's data is replicated, a task per service ([`replica`]) takes checkpoints
+//! while this node serves it and applies the chain's latest one while it is a standby.
+//!
 //! Layout: [`config`] (the file), [`chain`] (what it reads of the chain), [`machine`] (the pure
-//! state machine), [`checks`] and [`hooks`] (the I/O it needs), this module (the loop).
+//! state machine), [`checks`] and [`hooks`] (the I/O it needs), [`replica`] and [`snapshot`]
+//! (replication), [`submit`] (its transactions), this module (the loop).
 
 pub mod chain;
 pub mod checks;
@@ -18,7 +22,9 @@ pub mod http;
 pub mod machine;
 pub mod metrics;
 pub mod process;
+pub mod replica;
 pub mod snapshot;
+pub mod submit;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +33,7 @@ use std::time::Duration;
 
 use drchain_runtime::pallet_failover;
 use drchain_runtime::pallet_service_status;
-use drchain_runtime::{RuntimeCall, UncheckedExtrinsic};
+use drchain_runtime::RuntimeCall;
 use drchain_support::{AccountId, Overlay, StateRead, H256};
 use ed25519_dalek::SigningKey;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -42,6 +48,8 @@ pub use config::AgentConfig;
 use config::ServiceAgentConfig;
 use hooks::HookOutcome;
 use machine::{Action, Actions, HookRun, MachineConfig, ServiceMachine, ServiceReport};
+use replica::{Replica, ReplicaContext, ReplicaInput};
+use submit::Submitter;
 
 /// How often the agent looks at the clock (lease expiry, heartbeats due). The health
 /// endpoints re-check the lease on every request, so this only bounds how late the hook runs.
@@ -96,11 +104,39 @@ pub fn start(config: AgentConfig, ctx: AgentContext) -> Agent {
         .collect::<Vec<_>>();
     let (reports_tx, reports) = watch::channel(machines.iter().map(|m| m.report()).collect());
     let alive = Arc::new(AtomicU64::new(ctx.clock.now().wall_ms));
+    let submitter = Arc::new(Submitter::new(
+        ctx.key.clone(),
+        ctx.genesis,
+        ctx.node.clone(),
+    ));
+    let replicated = config
+        .services
+        .iter()
+        .filter(|s| s.replication.is_some())
+        .count();
+    let replica_ctx = ReplicaContext {
+        node: ctx.node.clone(),
+        submitter: submitter.clone(),
+        metrics: ctx.metrics.clone(),
+        kept: Arc::new(replica::KeptRoots::new(replicated)),
+    };
+    let replicas = config
+        .services
+        .iter()
+        .map(|s| {
+            s.replication
+                .clone()
+                .map(|r| replica::start(s.name.clone(), r, replica_ctx.clone()))
+        })
+        .collect();
     let runner = Runner {
         me,
         services: config.services,
         machines,
         ctx,
+        submitter,
+        replicas,
+        checkpoints: vec![],
         reports: reports_tx,
         alive: alive.clone(),
         endpoints: vec![],
@@ -118,6 +154,11 @@ struct Runner {
     services: Vec<ServiceAgentConfig>,
     machines: Vec<ServiceMachine>,
     ctx: AgentContext,
+    submitter: Arc<Submitter>,
+    /// Per service: its replication task, if its data is replicated.
+    replicas: Vec<Option<Replica>>,
+    /// Per service: the chain's checkpoints at the latest finalized block.
+    checkpoints: Vec<chain::CheckpointView>,
     reports: watch::Sender<Vec<ServiceReport>>,
     alive: Arc<AtomicU64>,
     /// Per service: this node's endpoint on chain, the default target of a TCP check.
@@ -182,7 +223,7 @@ impl Runner {
 
     /// Reads the finalized state and feeds it to every machine.
     async fn chain_changed(&mut self, hooks: &mpsc::Sender<HookDone>) {
-        let views: Vec<_> = {
+        let (views, checkpoints): (Vec<_>, Vec<_>) = {
             let snapshot = self.ctx.node.snapshot();
             let reader = ChainReader::new(&*snapshot);
             let number = match reader.finalized_number() {
@@ -194,11 +235,18 @@ impl Runner {
             };
             let state = reader.state();
             let overlay = Overlay::new(&state as &dyn StateRead);
-            self.machines
+            self.services
                 .iter()
-                .map(|m| chain::read(&overlay, number, m.service(), &self.me))
-                .collect()
+                .map(|s| {
+                    let keep = s.replication.as_ref().map_or(0, |r| r.keep_checkpoints);
+                    (
+                        chain::read(&overlay, number, &s.name, &self.me),
+                        chain::read_checkpoints(&overlay, &s.name, &self.me, keep as usize),
+                    )
+                })
+                .unzip()
         };
+        self.checkpoints = checkpoints;
         let t = self.ctx.clock.now();
         for (i, view) in views.into_iter().enumerate() {
             let endpoint = view.service.as_ref().and_then(|s| s.my_endpoint.clone());
@@ -215,9 +263,38 @@ impl Runner {
         self.publish();
     }
 
+    /// Tells the health endpoints and the replication tasks what the machines decided.
     fn publish(&self) {
-        let reports = self.machines.iter().map(|m| m.report()).collect();
+        let reports: Vec<ServiceReport> = self.machines.iter().map(|m| m.report()).collect();
+        for ((report, replica), chain) in reports.iter().zip(&self.replicas).zip(&self.checkpoints)
+        {
+            if let Some(replica) = replica {
+                let input = ReplicaInput {
+                    role: report.role,
+                    serving: report.serving,
+                    epoch: report.epoch,
+                    chain: chain.clone(),
+                };
+                replica.input.send_if_modified(|old| {
+                    let changed = old.as_ref() != Some(&input);
+                    *old = Some(input);
+                    changed
+                });
+            }
+        }
         self.reports.send_replace(reports);
+    }
+
+    /// The checkpoint service `i`'s data is at on this node: the replica's target, or the
+    /// file the operator's own tooling writes.
+    fn applied(&self, i: usize) -> Option<u64> {
+        match &self.replicas[i] {
+            Some(replica) => replica.applied.borrow().as_ref().map(|a| a.sequence),
+            None => self.services[i]
+                .applied_checkpoint_file
+                .as_deref()
+                .and_then(read_checkpoint),
+        }
     }
 
     fn hook_finished(&self, i: usize, run: &HookRun, outcome: &HookOutcome) {
@@ -255,17 +332,14 @@ impl Runner {
             let service = self.services[i].name.clone();
             match action {
                 Action::Heartbeat { health, epoch_seen } => {
-                    let applied_checkpoint = self.services[i]
-                        .applied_checkpoint_file
-                        .as_deref()
-                        .and_then(read_checkpoint);
+                    let applied_checkpoint = self.applied(i);
                     let call = RuntimeCall::ServiceStatus(pallet_service_status::Call::Heartbeat {
                         service,
                         epoch_seen,
                         health,
                         applied_checkpoint,
                     });
-                    self.submit(call, "heartbeat").await;
+                    self.submitter.submit(call, "heartbeat").await;
                 }
                 Action::CompletePromotion { epoch } => {
                     tracing::info!(
@@ -275,7 +349,7 @@ impl Runner {
                         service,
                         epoch,
                     });
-                    self.submit(call, "promotion completion").await;
+                    self.submitter.submit(call, "promotion completion").await;
                 }
                 Action::RunHook(run) => {
                     let config = &self.services[i];
@@ -289,9 +363,20 @@ impl Runner {
                             let timeout = Duration::from_millis(config.hook_timeout_ms);
                             let hooks = hooks.clone();
                             let me = self.me;
+                            // A replicated service starts from the checkpoint its target shows.
+                            let applied = self.replicas[i]
+                                .as_ref()
+                                .and_then(|r| r.applied.borrow().clone());
                             tokio::spawn(async move {
-                                let outcome =
-                                    hooks::run_hook(&command, &service, &me, &run, timeout).await;
+                                let outcome = hooks::run_hook(
+                                    &command,
+                                    &service,
+                                    &me,
+                                    &run,
+                                    applied.as_ref(),
+                                    timeout,
+                                )
+                                .await;
                                 let _ = hooks.send((i, run, outcome)).await;
                             });
                         }
@@ -335,24 +420,6 @@ impl Runner {
                     to.as_str()
                 ),
             }
-        }
-    }
-
-    /// Signs and submits `call` with this node's key; failures are logged (the machine sends
-    /// again when it matters: heartbeats every period, completions after a while).
-    async fn submit(&self, call: RuntimeCall, what: &str) {
-        let nonce = match self.ctx.node.next_nonce(self.me).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "agent cannot submit a {what}");
-                return;
-            }
-        };
-        let x = UncheckedExtrinsic::sign(&self.ctx.key, &self.ctx.genesis, nonce, call);
-        match self.ctx.node.submit(x).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "the pool refused the agent's {what}"),
-            Err(e) => tracing::warn!(error = %e, "agent cannot submit a {what}"),
         }
     }
 }

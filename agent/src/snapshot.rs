@@ -111,6 +111,8 @@ impl Producer {
         dictionary: Option<Arc<Dictionary>>,
         previous: Option<H256>,
     ) -> Result<Option<Taken>, SnapshotError> {
+        // Until its manifest is stored, nothing names the new chunks: no collection meanwhile.
+        let _hold = store.hold();
         let (dir, scratch) = match &self.consistency {
             Consistency::Command { command, timeout } => {
                 let dir = self.prepare_scratch()?;

@@ -1,0 +1,65 @@
+//! Signing and submitting the agent's transactions. One at a time: the nonce is read from the
+//! node's pool and the transaction submitted under one lock, so the replication tasks and the
+//! role loop never sign two transactions with the same nonce.
+
+use std::sync::Arc;
+
+use drchain_runtime::{RuntimeCall, UncheckedExtrinsic};
+use drchain_support::{AccountId, H256};
+use ed25519_dalek::SigningKey;
+
+use drchain_rpc::NodeApi;
+
+/// Submits transactions signed with the node's member key.
+pub struct Submitter {
+    key: SigningKey,
+    genesis: H256,
+    me: AccountId,
+    node: Arc<dyn NodeApi>,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Submitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submitter").field("me", &self.me).finish()
+    }
+}
+
+impl Submitter {
+    /// A submitter for `key` on the chain `genesis`, through `node`.
+    pub fn new(key: SigningKey, genesis: H256, node: Arc<dyn NodeApi>) -> Self {
+        Self {
+            me: AccountId::from(&key),
+            key,
+            genesis,
+            node,
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Signs and submits `call`; whether the pool took it. A failure is logged with `what`
+    /// (the callers send again when it matters: heartbeats every period, the rest on their
+    /// next turn).
+    pub async fn submit(&self, call: RuntimeCall, what: &str) -> bool {
+        let _turn = self.one_at_a_time.lock().await;
+        let nonce = match self.node.next_nonce(self.me).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "agent cannot submit a {what}");
+                return false;
+            }
+        };
+        let x = UncheckedExtrinsic::sign(&self.key, &self.genesis, nonce, call);
+        match self.node.submit(x).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the pool refused the agent's {what}");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "agent cannot submit a {what}");
+                false
+            }
+        }
+    }
+}
