@@ -36,6 +36,34 @@ pub enum Command {
     Bench(BenchArgs),
     /// An L4 TCP proxy to a service's active node, following the chain.
     Proxy(ProxyArgs),
+    /// Rebuild a recorded checkpoint of a service's data into a new directory, from the
+    /// members' chunk stores (every byte verified).
+    Restore(RestoreArgs),
+}
+
+/// `drchain restore`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The service whose data to restore.
+    #[arg(long)]
+    pub service: String,
+    /// Which checkpoint: a sequence number on chain, or `latest`.
+    #[arg(long, default_value = "latest")]
+    pub checkpoint: String,
+    /// A new (or empty) directory to write the files into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The JSON-RPC endpoint of a node (it gathers the chunks from the members; its unsafe
+    /// methods must be allowed, the default on loopback).
+    #[arg(long, default_value = "http://127.0.0.1:9944")]
+    pub rpc: String,
+    /// A chunk store to reuse and fill (default: `.OUT.chunks` beside `--out`); a node's own
+    /// store (`BASE/chains/ID/db.chunks`) avoids fetching what it holds.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Longest the node may take to gather the checkpoint from the members, ms.
+    #[arg(long, default_value_t = 600_000)]
+    pub timeout_ms: u64,
 }
 
 /// `drchain proxy`

@@ -42,6 +42,7 @@ impl RpcClient {
         if url.starts_with("ws://") || url.starts_with("wss://") {
             let client = WsClientBuilder::default()
                 .request_timeout(Duration::from_secs(60))
+                .max_response_size(drchain_rpc::MAX_RESPONSE_BYTES)
                 .max_buffer_capacity_per_subscription(65_536)
                 .build(url)
                 .await
@@ -50,6 +51,7 @@ impl RpcClient {
         } else if url.starts_with("http://") || url.starts_with("https://") {
             let client = HttpClientBuilder::default()
                 .request_timeout(Duration::from_secs(60))
+                .max_response_size(drchain_rpc::MAX_RESPONSE_BYTES)
                 .build(url)
                 .with_context(|| format!("bad RPC URL {url}"))?;
             Ok(RpcClient::Http(client))

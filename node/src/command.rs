@@ -27,6 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => crate::client::status(args),
         Command::Bench(args) => crate::bench::bench(args),
         Command::Proxy(args) => crate::proxy::proxy(args),
+        Command::Restore(args) => crate::restore::restore(args),
     }
 }
 

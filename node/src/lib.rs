@@ -17,5 +17,6 @@ pub mod network;
 pub mod node_loop;
 pub mod proxy;
 pub mod replication;
+pub mod restore;
 pub mod rocks;
 pub mod run;

@@ -17,9 +17,9 @@ use jsonrpsee::proc_macros::rpc;
 
 use crate::views::{
     AckView, AdminsView, BlockEvents, CheckpointView, EndpointView, HeaderView, HistoryOptions,
-    HistoryView, LiveFailoverEvent, MemberView, MethodsView, NodeHeartbeatView, NodeServiceView,
-    NumberParam, PeerView, ServiceView, SignedBlockView, SystemHealth, TransactionStatus,
-    TrustAnchorView, ValidatorsView,
+    HistoryView, LiveFailoverEvent, ManifestSummary, MemberView, MethodsView, NodeHeartbeatView,
+    NodeServiceView, NumberParam, PeerView, ServiceView, SignedBlockView, SystemHealth,
+    TransactionStatus, TrustAnchorView, ValidatorsView,
 };
 use crate::RpcError;
 use drchain_runtime::pallet_network_config::ChainParams;
@@ -179,6 +179,14 @@ rpc_api! {
         #[method(name = "checkpoints_acks")]
         /// The newest checkpoint each node holds (acknowledged, or recorded as the active).
         async fn checkpoints_acks(&self, service: ServiceName) -> Result<Vec<AckView>, RpcError>;
+        #[method(name = "replication_fetch")]
+        /// Unsafe. Makes the node fetch checkpoint `root` into its chunk store from the members
+        /// that hold it (every object verified), waiting at most `timeout_ms` (default 60000).
+        async fn replication_fetch(&self, root: H256, timeout_ms: Option<u64>) -> Result<ManifestSummary, RpcError>;
+        #[method(name = "replication_transfer")]
+        /// Unsafe. Answers one transfer request (SCALE, hex), as members answer each other,
+        /// from the node's chunk store: what `drchain restore` reads a checkpoint with.
+        async fn replication_transfer(&self, request: String) -> Result<String, RpcError>;
         #[method(name = "membership_members")]
         /// Every member.
         async fn membership_members(&self) -> Result<Vec<MemberView>, RpcError>;

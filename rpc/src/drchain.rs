@@ -2,21 +2,25 @@
 //! history and a live feed), `status_*` (heartbeats), `config_*` (chain parameters,
 //! bootnodes, endpoints), `checkpoints_*` and `membership_*`.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+use drchain_replication::transfer::{serve, TransferRequest};
 use drchain_runtime::pallet_network_config::ChainParams;
 use drchain_runtime::{
     pallet_checkpoints, pallet_failover, pallet_membership, pallet_network_config, RuntimeEvent,
 };
-use drchain_support::{AccountId, Overlay, ServiceName, StateRead};
+use drchain_support::{AccountId, Overlay, ServiceName, StateRead, H256};
 use jsonrpsee::core::SubscriptionResult;
 use jsonrpsee::PendingSubscriptionSink;
+use parity_scale_codec::Encode;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::DrchainApiServer;
 use crate::views::{
     service_view, AckView, AdminsView, CheckpointView, EndpointView, HistoryOptions, HistoryView,
-    LiveFailoverEvent, MemberView, NodeHeartbeatView, NodeServiceView, ServiceView,
-    TrustAnchorView, ValidatorsView,
+    LiveFailoverEvent, ManifestSummary, MemberView, NodeHeartbeatView, NodeServiceView,
+    ServiceView, TrustAnchorView, ValidatorsView,
 };
 use crate::{notify, RpcContext, RpcError};
 
@@ -181,6 +185,45 @@ impl DrchainApiServer for RpcContext {
                 })
                 .collect())
         })
+    }
+
+    async fn replication_fetch(
+        &self,
+        root: H256,
+        timeout_ms: Option<u64>,
+    ) -> Result<ManifestSummary, RpcError> {
+        self.check_unsafe("replication_fetch")?;
+        let timeout = Duration::from_millis(timeout_ms.unwrap_or(60_000).clamp(1, 3_600_000));
+        let manifest = self
+            .node
+            .fetch_checkpoint(root, timeout)
+            .await?
+            .map_err(|reason| RpcError::Unavailable {
+                what: format!("checkpoint {root}"),
+                reason,
+            })?;
+        Ok(ManifestSummary {
+            root,
+            files: manifest.files.len() as u64,
+            size_bytes: manifest.size(),
+            chunks: manifest.chunk_ids().len() as u64,
+        })
+    }
+
+    async fn replication_transfer(&self, request: String) -> Result<String, RpcError> {
+        self.check_unsafe("replication_transfer")?;
+        let bytes = hex::decode(request.strip_prefix("0x").unwrap_or(&request))
+            .map_err(|e| RpcError::invalid(format!("request is not hex: {e}")))?;
+        let request = TransferRequest::decode_bounded(&bytes)
+            .map_err(|e| RpcError::invalid(e.to_string()))?;
+        let store = self.node.chunk_store();
+        let response = tokio::task::spawn_blocking(move || serve(&store, &request))
+            .await
+            .map_err(|e| RpcError::Unavailable {
+                what: "the chunk store".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(format!("0x{}", hex::encode(response.encode())))
     }
 
     async fn checkpoints_acks(&self, service: ServiceName) -> Result<Vec<AckView>, RpcError> {

@@ -201,6 +201,14 @@ pub enum RpcError {
     /// The node stopped (-32603).
     #[error(transparent)]
     Stopped(#[from] NodeStopped),
+    /// The node could not get what was asked for in time (-32005).
+    #[error("{what} is unavailable: {reason}")]
+    Unavailable {
+        /// What was asked for.
+        what: String,
+        /// Why not.
+        reason: String,
+    },
     /// An answer could not be rendered as JSON (-32603).
     #[error("answer not encoded: {0}")]
     Encode(#[from] serde_json::Error),
@@ -219,6 +227,7 @@ impl RpcError {
             RpcError::NotFound { .. } => -32004,
             RpcError::Unsafe { .. } => -32601,
             RpcError::Refused(_) => 1010,
+            RpcError::Unavailable { .. } => -32005,
             RpcError::Store(_) | RpcError::Stopped(_) | RpcError::Encode(_) => -32603,
         }
     }

@@ -378,6 +378,19 @@ pub struct EndpointView {
     pub endpoint: Option<String>,
 }
 
+/// A checkpoint's manifest, in numbers (`replication_fetch`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestSummary {
+    /// The manifest root.
+    pub root: H256,
+    /// Files in the checkpoint.
+    pub files: u64,
+    /// Their bytes.
+    pub size_bytes: u64,
+    /// Distinct chunks.
+    pub chunks: u64,
+}
+
 /// A recorded checkpoint and its sequence (`checkpoints_latest`, `checkpoints_list`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckpointView {

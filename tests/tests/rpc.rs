@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use drchain_replication::transfer::{TransferRequest, TransferResponse};
 use drchain_rpc::RpcMethods;
 use drchain_runtime::dev::dev_key;
 use drchain_runtime::pallet_service_status;
@@ -360,6 +361,26 @@ async fn every_method_answers_over_http_and_websocket() {
         json!([])
     );
 
+    // replication_* (unsafe; allowed here): a checkpoint nobody holds is answered as absent
+    // by the transfer and is unavailable to a fetch, and a malformed request is refused.
+    let root = H256([3; 32]);
+    let request = format!(
+        "0x{}",
+        hex::encode(TransferRequest::Manifest { root }.encode())
+    );
+    let answer = call(&http, "replication_transfer", rpc_params![request]).await;
+    let bytes = hex::decode(answer.as_str().unwrap().trim_start_matches("0x")).unwrap();
+    assert_eq!(
+        TransferResponse::decode_bounded(&bytes).unwrap(),
+        TransferResponse::Manifest { bytes: None }
+    );
+    let (code, message) = error(&http, "replication_fetch", rpc_params![root, 200]).await;
+    assert_eq!(code, -32005, "{message}");
+    assert!(message.contains("unavailable"), "{message}");
+    let (code, message) = error(&http, "replication_transfer", rpc_params!["0x07"]).await;
+    assert_eq!(code, -32602, "{message}");
+    assert!(message.contains("transfer request"), "{message}");
+
     // membership_*
     let members = call(&http, "membership_members", rpc_params![]).await;
     assert_eq!(members.as_array().unwrap().len(), 5);
@@ -420,6 +441,7 @@ async fn bad_input_safe_mode_and_limits_are_refused_cleanly() {
         ("checkpoints_list", rpc_params![], "invalid"),
         ("checkpoints_acks", rpc_params!["UPPER"], "found"),
         ("membership_member", rpc_params!["0x00"], "bytes"),
+        ("replication_fetch", rpc_params!["0x12"], "bytes"),
     ];
     for (method, params, needle) in cases {
         let (code, message) = error(&http, method, params).await;
@@ -480,6 +502,8 @@ async fn bad_input_safe_mode_and_limits_are_refused_cleanly() {
     for (method, params) in [
         ("system_peers", rpc_params![]),
         ("author_removeExtrinsic", rpc_params![vec![H256([1; 32])]]),
+        ("replication_fetch", rpc_params![H256([1; 32])]),
+        ("replication_transfer", rpc_params!["0x00"]),
     ] {
         let (code, message) = error(&http, method, params).await;
         assert_eq!(code, -32601, "{method}");
