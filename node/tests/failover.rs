@@ -16,16 +16,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use drchain_node::network::peer_id_of;
-use drchain_runtime::dev::{dev_account, dev_key};
+use common::validators::{bootnodes, NodeProcess};
 
 const NAMES: [&str; 4] = ["alice", "bob", "charlie", "dave"];
 const CANDIDATES: [&str; 3] = ["alice", "bob", "charlie"];
@@ -36,17 +35,6 @@ fn wall_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-/// A node's process and everything it logged.
-struct Node {
-    name: &'static str,
-    base: PathBuf,
-    port: u16,
-    rpc: u16,
-    health: u16,
-    child: Option<Child>,
-    lines: Arc<Mutex<Vec<String>>>,
 }
 
 /// The protected TCP service on one node: answers each connection with one line, `NAME EPOCH`
@@ -99,7 +87,7 @@ impl TcpService {
 
 struct Cluster {
     dir: tempfile::TempDir,
-    nodes: Vec<Node>,
+    nodes: Vec<NodeProcess>,
     services: BTreeMap<&'static str, TcpService>,
     spec: PathBuf,
     proxy: Option<Child>,
@@ -119,15 +107,7 @@ impl Cluster {
         let spec = write_spec(dir.path(), &services);
         let nodes = NAMES
             .iter()
-            .map(|name| Node {
-                name,
-                base: dir.path().join(name),
-                port: common::free_port(),
-                rpc: common::free_port(),
-                health: common::free_port(),
-                child: None,
-                lines: Arc::default(),
-            })
+            .map(|name| NodeProcess::new(dir.path(), name))
             .collect();
         let mut cluster = Self {
             dir,
@@ -153,58 +133,18 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) {
-        let boot = self
-            .nodes
-            .iter()
-            .map(|n| {
-                let peer = peer_id_of(&dev_account(n.name)).unwrap();
-                format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", n.port)
-            })
-            .collect::<Vec<_>>()
-            .join(",");
+        let boot = bootnodes(&self.nodes);
         let dir = self.dir.path().to_owned();
         let node = &mut self.nodes[i];
-        std::fs::create_dir_all(&node.base).unwrap();
-        let key = node.base.join("node.key");
-        if !key.exists() {
-            drchain_node::keys::write_secret(
-                &key,
-                &drchain_node::keys::ed25519_pem(&dev_key(node.name)).unwrap(),
-            )
-            .unwrap();
-        }
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_drchain"));
-        cmd.args(["run", "--validator", "--name", node.name])
-            .arg("--chain")
-            .arg(&self.spec)
-            .arg("--node-key-file")
-            .arg(&key)
-            .arg("--base-path")
-            .arg(&node.base)
-            .args(["--port", &node.port.to_string(), "--bootnodes", &boot])
-            .args(["--rpc-port", &node.rpc.to_string(), "--prometheus-port", "0"])
-            .args(["--health-port", &node.health.to_string()])
-            .args(["--worker-threads", "1"])
-            .env(
-                "RUST_LOG",
-                "info,libp2p=warn,informalsystems_malachitebft_core_consensus=error,drchain_agent=debug",
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if CANDIDATES.contains(&node.name) {
-            let config = node.base.join("agent.toml");
-            std::fs::write(&config, agent_config(&dir, node.name)).unwrap();
-            cmd.arg("--agent-config").arg(&config);
-        }
-        let mut child = cmd.spawn().expect("drchain runs");
-        let stderr = child.stderr.take().unwrap();
-        let lines = node.lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        node.child = Some(child);
+        let config = CANDIDATES
+            .contains(&node.name)
+            .then(|| agent_config(&dir, node.name));
+        node.spawn(
+            &self.spec,
+            &boot,
+            config,
+            "info,libp2p=warn,informalsystems_malachitebft_core_consensus=error,drchain_agent=debug",
+        );
     }
 
     fn start_proxy(&mut self) {
@@ -376,42 +316,15 @@ impl Cluster {
     }
 
     fn dump(&self) -> String {
-        let mut out = String::new();
-        for node in &self.nodes {
-            let lines = node.lines.lock().unwrap();
-            // Whole logs for a closer look: DRCHAIN_TEST_LOGS=DIR.
-            if let Some(dir) = std::env::var_os("DRCHAIN_TEST_LOGS") {
-                let _ = std::fs::create_dir_all(&dir);
-                let _ = std::fs::write(
-                    Path::new(&dir).join(format!("{}.log", node.name)),
-                    lines.join("\n"),
-                );
-            }
-            out.push_str(&format!("---- {} ({} lines)\n", node.name, lines.len()));
-            for l in lines
-                .iter()
-                .filter(|l| l.contains("agent") || l.contains("WARN") || l.contains("ERROR"))
-            {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
+        self.nodes
+            .iter()
+            .map(|n| n.dump(|l| l.contains("agent") || l.contains("WARN") || l.contains("ERROR")))
+            .collect()
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                // A stopped process must be continued to die of SIGKILL promptly.
-                let _ = Command::new("kill")
-                    .args(["-CONT", &child.id().to_string()])
-                    .status();
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
         if let Some(mut proxy) = self.proxy.take() {
             let _ = proxy.kill();
             let _ = proxy.wait();

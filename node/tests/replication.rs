@@ -1,0 +1,486 @@
+//! Replication end to end, with real processes: four validators; service `svc` on alice, bob
+//! and charlie, each running the agent with `[service.replication]` over a real SQLite
+//! database (`snapshot_command` = `sqlite3 .backup`). A client writes numbered rows into the
+//! active node's database all along and remembers when each write was acknowledged.
+//!
+//! The active machine is SIGKILLed. Judged from outside: the new active's `on_promote` got the
+//! checkpoint its target shows; that target equals, byte for byte, the checkpoint as the chain
+//! recorded it (rebuilt from the dead node's chunk store); the checkpoint was recorded no more
+//! than `max_lag_ms` before the kill; it holds every row the client had acknowledged before
+//! the checkpoint, as a gap-free prefix. The dead node comes back, drops what it wrote after
+//! that checkpoint and follows the new active as a standby.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::validators::{bootnodes, NodeProcess};
+use drchain_replication::{materialize, ChunkStore};
+use drchain_runtime::dev::dev_account;
+use drchain_support::H256;
+
+const NAMES: [&str; 4] = ["alice", "bob", "charlie", "dave"];
+const CANDIDATES: [&str; 3] = ["alice", "bob", "charlie"];
+const WAIT: Duration = Duration::from_secs(60);
+const MAX_LAG_MS: u64 = 1000;
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn sqlite_available() -> bool {
+    Command::new("sqlite3")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Where the test keeps a node's service data.
+trait ServiceDirs {
+    fn data(&self) -> PathBuf;
+    fn replica(&self) -> PathBuf;
+    /// Written by `on_promote`: `EPOCH CHECKPOINT PATH`; removed by `on_demote`.
+    fn promoted(&self) -> PathBuf;
+    fn chunk_store(&self) -> PathBuf;
+}
+
+impl ServiceDirs for NodeProcess {
+    fn data(&self) -> PathBuf {
+        self.base.join("data")
+    }
+    fn replica(&self) -> PathBuf {
+        self.base.join("replica")
+    }
+    fn promoted(&self) -> PathBuf {
+        self.base.join("promoted")
+    }
+    fn chunk_store(&self) -> PathBuf {
+        self.base.join("chains/replication-test/db.chunks")
+    }
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    nodes: Vec<NodeProcess>,
+    spec: PathBuf,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = write_spec(dir.path());
+        let nodes = NAMES
+            .iter()
+            .map(|name| NodeProcess::new(dir.path(), name))
+            .collect();
+        let mut cluster = Self {
+            _dir: dir,
+            nodes,
+            spec,
+        };
+        for i in 0..NAMES.len() {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    fn node(&self, name: &str) -> &NodeProcess {
+        self.nodes.iter().find(|n| n.name == name).unwrap()
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let boot = bootnodes(&self.nodes);
+        let node = &mut self.nodes[i];
+        let config = CANDIDATES.contains(&node.name).then(|| agent_config(node));
+        node.spawn(
+            &self.spec,
+            &boot,
+            config,
+            "info,libp2p=warn,informalsystems_malachitebft_core_consensus=error",
+        );
+    }
+
+    fn kill(&mut self, name: &str) {
+        let node = self.nodes.iter_mut().find(|n| n.name == name).unwrap();
+        let mut child = node.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// The node whose `on_promote` ran last and whose `on_demote` has not: `(name, epoch)`.
+    fn active(&self) -> Option<(&'static str, u64, Option<u64>)> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .filter_map(|n| {
+                let text = std::fs::read_to_string(n.promoted()).ok()?;
+                let mut words = text.split_whitespace();
+                let epoch = words.next()?.parse().ok()?;
+                let checkpoint = words.next().and_then(|c| c.parse().ok());
+                Some((n.name, epoch, checkpoint))
+            })
+            .max_by_key(|(_, e, _)| *e)
+    }
+
+    fn wait_for<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}\n{}", self.dump());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A JSON-RPC call to dave (never killed).
+    fn rpc(&self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+                .to_string();
+        let mut stream = TcpStream::connect(("127.0.0.1", self.node("dave").rpc)).unwrap();
+        write!(
+            stream,
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let json = response.split("\r\n\r\n").nth(1).unwrap();
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        value["result"].clone()
+    }
+
+    /// Recorded checkpoints: sequence → (manifest root, block timestamp ms).
+    fn checkpoints(&self) -> BTreeMap<u64, (H256, u64)> {
+        self.rpc("checkpoints_list", serde_json::json!(["svc"]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let cp = &c["checkpoint"];
+                (
+                    c["sequence"].as_u64().unwrap(),
+                    (
+                        cp["manifest_root"].as_str().unwrap().parse().unwrap(),
+                        cp["timestamp"].as_u64().unwrap(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// The checkpoint each candidate holds on chain.
+    fn acks(&self) -> BTreeMap<&'static str, u64> {
+        let acks = self.rpc("checkpoints_acks", serde_json::json!(["svc"]));
+        CANDIDATES
+            .into_iter()
+            .filter_map(|name| {
+                let account = dev_account(name).to_string();
+                acks.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|a| a["node"].as_str() == Some(account.as_str()))
+                    .map(|a| (name, a["sequence"].as_u64().unwrap()))
+            })
+            .collect()
+    }
+
+    fn dump(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                n.dump(|l| {
+                    l.contains("agent")
+                        || l.contains("checkpoint")
+                        || l.contains("WARN")
+                        || l.contains("ERROR")
+                })
+            })
+            .collect()
+    }
+}
+
+fn agent_config(node: &NodeProcess) -> String {
+    let data = node.data();
+    let promoted = node.promoted();
+    // Restores the database from the checkpoint its target shows (none on the very first
+    // promotion: the service starts empty), then says which one it started from.
+    let on_promote = format!(
+        r#"mkdir -p {data} && if [ -n "$DRCHAIN_CHECKPOINT_PATH" ]; then cp "$DRCHAIN_CHECKPOINT_PATH/db.sqlite" {data}/db.tmp && mv {data}/db.tmp {data}/db.sqlite; else rm -f {data}/db.sqlite; fi && echo "$DRCHAIN_EPOCH $DRCHAIN_CHECKPOINT $DRCHAIN_CHECKPOINT_PATH" > {promoted}"#,
+        data = data.display(),
+        promoted = promoted.display()
+    );
+    format!(
+        r#"
+[[service]]
+name = "svc"
+on_promote = '{on_promote}'
+on_demote = "rm -f {promoted}"
+[service.health_check]
+kind = "none"
+[service.replication]
+source = "{data}"
+snapshot_command = "sqlite3 -cmd '.timeout 5000' \"$DRCHAIN_SOURCE/db.sqlite\" \".backup '$1/db.sqlite'\""
+target = "{replica}"
+"#,
+        promoted = promoted.display(),
+        data = data.display(),
+        replica = node.replica().display(),
+    )
+}
+
+fn write_spec(dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("chain-spec/local.json")).unwrap();
+    let mut spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+    spec["id"] = "replication-test".into();
+    spec["services"] = serde_json::json!([{
+        "name": "svc",
+        "candidates": CANDIDATES,
+        "heartbeat_timeout_ms": 1000,
+        "promotion_timeout_ms": 5000,
+        "max_lag_ms": MAX_LAG_MS,
+    }]);
+    let path = dir.join("spec.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
+    path
+}
+
+/// An acknowledged write: row, the node that took it, when (Unix ms).
+type Ack = (u64, &'static str, u64);
+/// Where the client writes: the active node and its database; `None` while there is none.
+type Route = Arc<Mutex<Option<(&'static str, PathBuf)>>>;
+
+/// A client of the service: inserts row 1, 2, 3, … into the active node's database, each
+/// acknowledged when `sqlite3` committed it; remembers when.
+struct Writer {
+    acked: Arc<Mutex<Vec<Ack>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(active: Route) -> Self {
+        let acked = Arc::new(Mutex::new(vec![]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, stopped) = (acked.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut next = 1u64;
+            while !stopped.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+                let Some((name, db)) = active.lock().unwrap().clone() else {
+                    continue;
+                };
+                let sql = format!(
+                    "create table if not exists t(id integer primary key, v text); insert into t values({next}, '{}');",
+                    "x".repeat(200)
+                );
+                let ok = Command::new("sqlite3")
+                    .args(["-cmd", ".timeout 5000"])
+                    .arg(&db)
+                    .arg(&sql)
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if ok {
+                    log.lock().unwrap().push((next, name, wall_ms()));
+                    next += 1;
+                }
+            }
+        });
+        Self {
+            acked,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn rows(db: &Path) -> Vec<u64> {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg("select id from t order by id")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// Every file under `dir`, relative path → bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        out.insert(
+            entry.file_name().to_string_lossy().into_owned(),
+            std::fs::read(entry.path()).unwrap(),
+        );
+    }
+    out
+}
+
+#[test]
+fn a_killed_active_s_data_survives_on_the_new_active_within_the_rpo() {
+    if !sqlite_available() {
+        eprintln!("skipped: the sqlite3 command is not installed (apt install sqlite3)");
+        return;
+    }
+    let mut c = Cluster::start();
+    let target: Route = Arc::default();
+    let writer = Writer::start(target.clone());
+    let (first, e1, _) = c.wait_for("no node was promoted", || c.active());
+    *target.lock().unwrap() = Some((first, c.node(first).data().join("db.sqlite")));
+
+    // Replication runs: checkpoints are recorded and both standbys acknowledge one that
+    // holds rows.
+    c.wait_for("standbys never acknowledged a checkpoint with rows", || {
+        let acks = c.acks();
+        let latest = *c.checkpoints().keys().last()?;
+        let standbys: Vec<_> = CANDIDATES.iter().filter(|n| **n != first).collect();
+        let caught_up = standbys
+            .iter()
+            .all(|s| acks.get(**s).is_some_and(|a| *a + 2 >= latest));
+        (latest >= 5 && caught_up).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // The active machine dies; its service (the client's writes) goes with it.
+    let killed_at = wall_ms();
+    c.kill(first);
+    *target.lock().unwrap() = None;
+    let (second, e2, applied) = c.wait_for("no new active", || {
+        c.active().filter(|(n, e, _)| *n != first && *e > e1)
+    });
+    let applied = applied.expect("on_promote named the checkpoint it started from");
+    let replica = c.node(second).replica();
+
+    // The target equals, byte for byte, the checkpoint the chain recorded (rebuilt here
+    // from the dead node's chunk store, which produced it).
+    let checkpoints = c.checkpoints();
+    let (root, recorded_at) = checkpoints[&applied];
+    let store = ChunkStore::open(c.node(first).chunk_store()).unwrap();
+    let manifest = store.manifest(&root).unwrap();
+    let rebuilt = tempfile::tempdir().unwrap();
+    let rebuilt_target = rebuilt.path().join("svc");
+    materialize(&manifest, &store, &rebuilt_target, "check").unwrap();
+    assert_eq!(files(&replica), files(&rebuilt_target));
+    assert_eq!(
+        c.acks().get(second),
+        Some(&applied),
+        "it acknowledged what it holds"
+    );
+    assert!(
+        recorded_at + MAX_LAG_MS >= killed_at,
+        "checkpoint {applied} was recorded {} ms before the kill",
+        killed_at - recorded_at
+    );
+
+    // From the client's side: the new active holds a gap-free prefix of the acknowledged
+    // writes; everything acknowledged well before the checkpoint was recorded is in it.
+    let held = rows(&replica.join("db.sqlite"));
+    assert_eq!(held, (1..=held.len() as u64).collect::<Vec<_>>(), "a gap");
+    let acked = writer.acked.lock().unwrap().clone();
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|(id, _, _)| !held.contains(id))
+        .collect();
+    for (id, _, at) in &lost {
+        assert!(
+            *at + MAX_LAG_MS > recorded_at,
+            "row {id}, acknowledged {} ms before checkpoint {applied} was recorded, is lost",
+            recorded_at - at
+        );
+    }
+    eprintln!(
+        "{first} killed; {second} (epoch {e1} -> {e2}) started from checkpoint {applied} with {} rows; {} acknowledged rows lost, the oldest acknowledged {} ms before the kill",
+        held.len(),
+        lost.len(),
+        lost.first().map_or(0, |(_, _, at)| killed_at.saturating_sub(*at))
+    );
+
+    // `drchain restore` rebuilds the same checkpoint through dave, who holds none of it and
+    // gathers it from the members that do.
+    let restored = tempfile::tempdir().unwrap();
+    let out = restored.path().join("svc");
+    let rpc = format!("http://127.0.0.1:{}", c.node("dave").rpc);
+    let checkpoint = applied.to_string();
+    let restore = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["restore", "--service", "svc", "--checkpoint", &checkpoint];
+        args.extend(["--out", out.to_str().unwrap(), "--rpc", &rpc]);
+        args.extend(extra);
+        common::ok(restored.path(), &args)
+    };
+    let report = restore(&out, &[]);
+    assert!(report.contains("restored svc checkpoint"), "{report}");
+    assert_eq!(files(&out), files(&replica));
+    // Again, into another directory: every chunk comes from the local cache.
+    let again = restored.path().join("svc-again");
+    let cache = restored.path().join(".svc.chunks");
+    let report = restore(&again, &["--cache", cache.to_str().unwrap()]);
+    assert_eq!(files(&again), files(&replica));
+    assert!(report.contains("; 0 bytes received"), "{report}");
+    let refused = common::fails(
+        restored.path(),
+        &[
+            "restore",
+            "--service",
+            "svc",
+            "--out",
+            out.to_str().unwrap(),
+            "--rpc",
+            &rpc,
+        ],
+    );
+    assert!(refused.contains("is not empty"), "{refused}");
+
+    // The service goes on at the new active, which records checkpoints under its epoch.
+    *target.lock().unwrap() = Some((second, c.node(second).data().join("db.sqlite")));
+    let after = *checkpoints.keys().last().unwrap();
+    c.wait_for("the new active recorded no checkpoint", || {
+        (*c.checkpoints().keys().last()? > after).then_some(())
+    });
+
+    // The dead node returns: it drops its dead branch and follows as a standby.
+    let restart = NAMES.iter().position(|n| *n == first).unwrap();
+    c.spawn(restart);
+    c.wait_for("the old active never caught up as a standby", || {
+        let latest = *c.checkpoints().keys().last()?;
+        let held = *c.acks().get(first)?;
+        (held > after && held + 2 >= latest).then_some(())
+    });
+    let old_rows = rows(&c.node(first).replica().join("db.sqlite"));
+    assert!(
+        old_rows.len() > held.len(),
+        "{first} follows the new active's data"
+    );
+    drop(writer);
+}
