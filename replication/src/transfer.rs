@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use drchain_support::H256;
+use drchain_support::{ServiceName, H256};
 use parity_scale_codec::{Decode, DecodeLimit, Encode};
 
 use crate::chunk::MAX_CHUNK_BYTES;
@@ -41,6 +41,17 @@ pub enum TransferRequest {
         /// At most [`MAX_OBJECTS_PER_REQUEST`].
         ids: Vec<H256>,
     },
+    /// The active node of `service` took checkpoint `sequence`: fetch it now, before a block
+    /// records it. Only the chain's active node is listened to.
+    #[codec(index = 2)]
+    Announce {
+        /// The service.
+        service: ServiceName,
+        /// The sequence it is submitting the checkpoint under.
+        sequence: u64,
+        /// Its manifest root.
+        root: H256,
+    },
 }
 
 /// The answer.
@@ -58,6 +69,9 @@ pub enum TransferResponse {
         /// `(id, encoded bytes)`.
         objects: Vec<(H256, Option<Vec<u8>>)>,
     },
+    /// An announcement was received.
+    #[codec(index = 2)]
+    Announced,
 }
 
 fn decode_bounded<T: Decode>(bytes: &[u8], max: usize, what: &str) -> Result<T, ReplicationError> {
@@ -122,6 +136,7 @@ pub fn serve(store: &ChunkStore, request: &TransferRequest) -> TransferResponse 
                 .collect();
             TransferResponse::Objects { objects }
         }
+        TransferRequest::Announce { .. } => TransferResponse::Announced,
     }
 }
 
@@ -393,6 +408,8 @@ impl<P: Ord + Clone + std::fmt::Debug> Fetch<P> {
                     }
                 }
             }
+            // Not a fetch's request.
+            TransferRequest::Announce { .. } => {}
         }
     }
 

@@ -28,7 +28,7 @@ use serde::Serialize;
 
 pub use api::{DrchainApiClient, DrchainApiServer, SubstrateApiClient, SubstrateApiServer};
 pub use metrics::RpcMetrics;
-pub use node_api::{ChainStatus, FinalizedBlock, NodeApi, NodeStopped, PeerInfo};
+pub use node_api::{Announcement, ChainStatus, FinalizedBlock, NodeApi, NodeStopped, PeerInfo};
 
 /// Largest request body, bytes: a few maximal extrinsics in a batch.
 pub const MAX_REQUEST_BYTES: u32 = 1024 * 1024;

@@ -9,7 +9,7 @@ use drchain_consensus::pool::PoolError;
 use drchain_consensus::store::kv::KeyValueDb;
 use drchain_replication::{ChunkStore, Manifest};
 use drchain_runtime::{EventRecord, Header, UncheckedExtrinsic};
-use drchain_support::{AccountId, H256};
+use drchain_support::{AccountId, ServiceName, H256};
 use tokio::sync::broadcast;
 
 /// The chain and the node as the node's task last published them.
@@ -57,6 +57,20 @@ pub struct PeerInfo {
     pub account: Option<AccountId>,
 }
 
+/// A member said it took a checkpoint (before any block records it), so standbys fetch it at
+/// once. Only what the chain's active node of the service announces deserves a fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    /// The admitted member that sent it.
+    pub from: AccountId,
+    /// The service.
+    pub service: ServiceName,
+    /// The sequence it submits the checkpoint under.
+    pub sequence: u64,
+    /// The checkpoint's manifest root.
+    pub root: H256,
+}
+
 /// The node's task is gone (stopped, or stopped on a fatal error).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the node stopped")]
@@ -96,4 +110,13 @@ pub trait NodeApi: Send + Sync + std::fmt::Debug + 'static {
         root: H256,
         timeout: std::time::Duration,
     ) -> Result<Result<Manifest, String>, NodeStopped>;
+    /// Tells every connected member that this node took checkpoint `sequence` of `service`.
+    async fn announce_checkpoint(
+        &self,
+        service: ServiceName,
+        sequence: u64,
+        root: H256,
+    ) -> Result<(), NodeStopped>;
+    /// Checkpoints announced by members, from now on.
+    fn subscribe_announcements(&self) -> broadcast::Receiver<Announcement>;
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use drchain_consensus::store::kv::KeyValueDb;
 use drchain_runtime::UncheckedExtrinsic;
-use drchain_support::{AccountId, Overlay, H256};
+use drchain_support::{AccountId, Overlay, ServiceName, H256};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -16,7 +16,7 @@ use crate::replication::FetchCommand;
 use crate::rocks::RocksDb;
 use drchain_consensus::pool::PoolError;
 use drchain_replication::{ChunkStore, Manifest};
-use drchain_rpc::{ChainStatus, FinalizedBlock, NodeApi, NodeStopped, PeerInfo};
+use drchain_rpc::{Announcement, ChainStatus, FinalizedBlock, NodeApi, NodeStopped, PeerInfo};
 
 use super::{NodeLoop, GOSSIP_BATCH_WINDOW};
 
@@ -27,6 +27,12 @@ pub(super) enum Command {
     NextNonce(AccountId, oneshot::Sender<u64>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Withdraw(Vec<H256>, oneshot::Sender<Vec<H256>>),
+    /// Tell the connected members about a checkpoint this node took.
+    Announce {
+        service: ServiceName,
+        sequence: u64,
+        root: H256,
+    },
 }
 
 /// A running node, for the binary and for in-process tests.
@@ -48,6 +54,7 @@ pub struct NodeHandle {
     /// The node's chunk store (replication).
     pub chunk_store: Arc<ChunkStore>,
     pub(super) fetches: mpsc::Sender<FetchCommand>,
+    pub(super) announcements: broadcast::Sender<Announcement>,
 }
 
 /// What the RPC server and the metrics need from a running node: cheap to clone.
@@ -59,6 +66,7 @@ pub struct NodeClient {
     pub(super) db: RocksDb,
     pub(super) chunk_store: Arc<ChunkStore>,
     pub(super) fetches: mpsc::Sender<FetchCommand>,
+    pub(super) announcements: broadcast::Sender<Announcement>,
 }
 
 impl NodeClient {
@@ -113,6 +121,26 @@ impl NodeApi for NodeClient {
         self.chunk_store.clone()
     }
 
+    async fn announce_checkpoint(
+        &self,
+        service: ServiceName,
+        sequence: u64,
+        root: H256,
+    ) -> Result<(), NodeStopped> {
+        self.commands
+            .send(Command::Announce {
+                service,
+                sequence,
+                root,
+            })
+            .await
+            .map_err(|_| NodeStopped)
+    }
+
+    fn subscribe_announcements(&self) -> broadcast::Receiver<Announcement> {
+        self.announcements.subscribe()
+    }
+
     async fn fetch_checkpoint(
         &self,
         root: H256,
@@ -141,6 +169,7 @@ impl NodeHandle {
             db: self.db.clone(),
             chunk_store: self.chunk_store.clone(),
             fetches: self.fetches.clone(),
+            announcements: self.announcements.clone(),
         }
     }
 
@@ -231,6 +260,11 @@ impl NodeLoop {
             Command::Withdraw(hashes, reply) => {
                 let _ = reply.send(self.pool.withdraw(&hashes));
             }
+            Command::Announce {
+                service,
+                sequence,
+                root,
+            } => self.announce(service, sequence, root),
             Command::NextNonce(account, reply) => {
                 let chain = {
                     let state = self.driver.store().state();

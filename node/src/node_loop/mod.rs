@@ -54,6 +54,9 @@ const REDIAL: Duration = Duration::from_secs(2);
 const GOSSIP_BATCH_WINDOW: Duration = Duration::from_millis(3);
 /// Finalized blocks a slow subscriber may fall behind before it misses some.
 const FINALIZED_BACKLOG: usize = 1024;
+/// Checkpoint announcements kept for a subscriber that is behind (one per checkpoint of each
+/// service: far more than a standby needs, as it only wants the newest).
+const ANNOUNCEMENT_BACKLOG: usize = 256;
 
 /// How to run a node.
 #[derive(Debug, Clone)]
@@ -119,6 +122,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let (task_out, replication_out) = mpsc::unbounded_channel();
     let (peers_tx, peers_rx) = watch::channel(vec![]);
     let (fetches, fetches_rx) = mpsc::channel(64);
+    let (announcements, _) = broadcast::channel(ANNOUNCEMENT_BACKLOG);
     tokio::spawn(
         ReplicationTask::new(chunk_store.clone(), peers_rx, task_out).run(task_in, fetches_rx),
     );
@@ -142,7 +146,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         outbox: vec![],
         last_gossip: Instant::now(),
         flush_at: None,
-        replication: ReplicationLink::new(to_task, peers_tx),
+        replication: ReplicationLink::new(to_task, peers_tx, announcements.clone()),
     };
     let task = tokio::spawn(node_loop.run(commands_rx, shutdown_rx, replication_out));
     Ok(NodeHandle {
@@ -157,6 +161,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         task,
         chunk_store,
         fetches,
+        announcements,
     })
 }
 

@@ -5,12 +5,15 @@
 
 use std::collections::HashMap;
 
+use drchain_support::{ServiceName, H256};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::PeerId;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::network;
 use crate::replication::{NetIn, NetOut};
 use drchain_replication::transfer::{TransferRequest, TransferResponse};
+use drchain_rpc::Announcement;
 
 use super::NodeLoop;
 
@@ -23,6 +26,8 @@ pub(crate) struct ReplicationLink {
     pub(crate) to_task: mpsc::UnboundedSender<NetIn>,
     /// Admitted, connected members: whom the task may ask.
     pub(crate) peers: watch::Sender<Vec<PeerId>>,
+    /// Checkpoints members announced, for the agent.
+    announcements: broadcast::Sender<Announcement>,
     inbound: HashMap<u64, ResponseChannel<TransferResponse>>,
     outbound: HashMap<OutboundRequestId, u64>,
     next_token: u64,
@@ -32,10 +37,12 @@ impl ReplicationLink {
     pub(crate) fn new(
         to_task: mpsc::UnboundedSender<NetIn>,
         peers: watch::Sender<Vec<PeerId>>,
+        announcements: broadcast::Sender<Announcement>,
     ) -> Self {
         Self {
             to_task,
             peers,
+            announcements,
             inbound: HashMap::new(),
             outbound: HashMap::new(),
             next_token: 0,
@@ -56,6 +63,28 @@ impl NodeLoop {
                 if !self.admitted(&peer) || self.replication.inbound.len() >= MAX_PENDING_INBOUND {
                     return; // the channel drops: the asker sees a failure
                 }
+                if let TransferRequest::Announce {
+                    service,
+                    sequence,
+                    root,
+                } = request
+                {
+                    // Passed on as is: the agent listens only to the service's active node.
+                    if let Some(from) = network::account_of(&peer) {
+                        let _ = self.replication.announcements.send(Announcement {
+                            from,
+                            service,
+                            sequence,
+                            root,
+                        });
+                    }
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .replication
+                        .send_response(channel, TransferResponse::Announced);
+                    return;
+                }
                 let token = self.replication.next_token;
                 self.replication.next_token += 1;
                 self.replication.inbound.insert(token, channel);
@@ -75,6 +104,23 @@ impl NodeLoop {
                     });
                 }
             }
+        }
+    }
+
+    /// Tells every admitted, connected member about a checkpoint this node took; their
+    /// answers are not awaited (a member that misses it fetches when a block records it).
+    pub(super) fn announce(&mut self, service: ServiceName, sequence: u64, root: H256) {
+        let peers = self.replication.peers.borrow().clone();
+        for peer in peers {
+            let request = TransferRequest::Announce {
+                service: service.clone(),
+                sequence,
+                root,
+            };
+            self.swarm
+                .behaviour_mut()
+                .replication
+                .send_request(&peer, request);
         }
     }
 
