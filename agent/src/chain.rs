@@ -87,6 +87,8 @@ pub struct CheckpointView {
     pub latest: Option<(u64, H256)>,
     /// The newest checkpoint the chain says this node holds (acknowledged, or produced).
     pub held: Option<u64>,
+    /// The service's active node: the only one whose announcements a standby follows.
+    pub active: Option<AccountId>,
     /// Manifest roots whose data the chunk store keeps: the newest `keep` checkpoints and the
     /// one each node holds (a standby that is behind fetches it from here).
     pub keep_roots: Vec<H256>,
@@ -116,9 +118,14 @@ pub fn read_checkpoints(
     }
     keep_roots.sort();
     keep_roots.dedup();
+    let active = match pallet_failover::service_state(state, service).map(|s| s.phase) {
+        Some(Phase::Active { node }) => Some(node),
+        _ => None,
+    };
     CheckpointView {
         latest,
         held,
+        active,
         keep_roots,
     }
 }

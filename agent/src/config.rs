@@ -29,6 +29,7 @@
 //! snapshot_timeout_ms = 10000        # default 10000; the command is killed after it
 //! target = "/var/lib/demo-db/replica"  # where a standby keeps the applied checkpoint
 //! interval_ms = 1000                 # default 1000: longest time between checkpoints
+//! min_interval_ms = 100              # default 100: shortest (watch mode: changes coalesce)
 //! keep_checkpoints = 8               # default 8: checkpoints kept in the chunk store
 //! fetch_timeout_ms = 30000           # default 30000: longest a standby waits for one
 //! ```
@@ -132,6 +133,10 @@ pub struct ReplicationConfig {
     /// Longest time between checkpoints while the data changes.
     #[serde(default = "default_replication_interval")]
     pub interval_ms: u64,
+    /// Shortest time between checkpoints: in `watch` mode, changes closer together make one
+    /// checkpoint, so a busy service does not record one per write on chain.
+    #[serde(default = "default_min_interval")]
+    pub min_interval_ms: u64,
     /// Checkpoints of this service whose data stays in the chunk store (besides the ones
     /// standbys last acknowledged).
     #[serde(default = "default_keep_checkpoints")]
@@ -199,6 +204,9 @@ fn default_snapshot_timeout() -> u64 {
 }
 fn default_replication_interval() -> u64 {
     1000
+}
+fn default_min_interval() -> u64 {
+    100
 }
 fn default_keep_checkpoints() -> u32 {
     8
@@ -391,6 +399,9 @@ impl ReplicationConfig {
         if !(10..=86_400_000).contains(&self.interval_ms) {
             return Err("interval_ms must be between 10 and 86400000".into());
         }
+        if self.min_interval_ms > self.interval_ms {
+            return Err("min_interval_ms must be at most interval_ms".into());
+        }
         if !(1..=1024).contains(&self.keep_checkpoints) {
             return Err("keep_checkpoints must be between 1 and 1024".into());
         }
@@ -498,6 +509,7 @@ keep_checkpoints = 3
             (replication("snapshot_command = \" \""), "snapshot_command is empty"),
             (replication("watch = true\ninterval_ms = 0"), "interval_ms"),
             (replication("watch = true\nkeep_checkpoints = 0"), "keep_checkpoints"),
+            (replication("watch = true\nmin_interval_ms = 2000"), "min_interval_ms"),
             (replication("watch = true\nsnapshot_timeout_ms = 1"), "snapshot_timeout_ms"),
             (replication("watch = true\nfetch_timeout_ms = 1"), "fetch_timeout_ms"),
             (replication("watch = true\nbogus = 1"), "unknown field"),

@@ -19,9 +19,9 @@ use drchain_replication::{materialize, ChunkStore, ChunkingParams, Manifest};
 use drchain_runtime::pallet_checkpoints;
 use drchain_runtime::RuntimeCall;
 use drchain_support::{Epoch, ServiceName, H256};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
-use drchain_rpc::NodeApi;
+use drchain_rpc::{Announcement, NodeApi};
 
 use crate::chain::CheckpointView;
 use crate::config::ReplicationConfig;
@@ -209,6 +209,7 @@ pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContex
         last_taken: None,
         last_submitted: None,
         next_checkpoint: Instant::now(),
+        last_checkpoint: None,
         ack_sent: None,
         retry_at: None,
     };
@@ -244,6 +245,8 @@ struct Task {
     last_submitted: Option<u64>,
     /// When the next checkpoint is due while serving.
     next_checkpoint: Instant,
+    /// When the last one was taken.
+    last_checkpoint: Option<Instant>,
     /// The last acknowledgement sent and when.
     ack_sent: Option<(u64, Instant)>,
     /// After a failure, when the standby tries again.
@@ -266,16 +269,31 @@ impl Task {
     async fn run(mut self, mut input: watch::Receiver<Option<ReplicaInput>>) {
         let (changes_tx, mut changes) = mpsc::channel::<()>(1);
         let mut watcher: Option<notify::RecommendedWatcher> = None;
+        let mut announcements = self.ctx.node.subscribe_announcements();
         loop {
             let wake = self.wake_at(input.borrow().as_ref());
             tokio::select! {
                 changed = input.changed() => if changed.is_err() { return },
+                announced = announcements.recv() => match announced {
+                    Ok(a) => {
+                        let now = input.borrow().clone();
+                        if let Some(now) = now {
+                            self.prefetch(&now, a);
+                        }
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 Some(()) = changes.recv() => {
-                    // A change in the watched source: a checkpoint now, once it settles.
+                    // A change in the watched source: a checkpoint as soon as it settles and
+                    // min_interval_ms has passed since the last one.
                     tokio::time::sleep(WATCH_SETTLE).await;
                     while changes.try_recv().is_ok() {}
-                    self.next_checkpoint = Instant::now();
+                    let min = Duration::from_millis(self.config.min_interval_ms);
+                    let earliest = self.last_checkpoint.map_or_else(Instant::now, |t| t + min);
+                    self.next_checkpoint = self.next_checkpoint.min(earliest.max(Instant::now()));
                 }
             }
             let Some(now) = input.borrow().clone() else {
@@ -340,6 +358,7 @@ impl Task {
     async fn produce(&mut self, input: &ReplicaInput) {
         let started = Instant::now();
         self.next_checkpoint = started + Duration::from_millis(self.config.interval_ms);
+        self.last_checkpoint = Some(started);
         // After a promotion the service starts from the applied checkpoint: unchanged, it
         // needs no new one.
         let previous = self
@@ -359,6 +378,15 @@ impl Task {
         let root = taken.manifest.root();
         let latest = input.chain.latest.map(|(s, _)| s);
         let sequence = latest.max(self.last_submitted).map_or(1, |s| s + 1);
+        // Standbys start fetching now, while the block that records it is being decided.
+        if let Err(e) = self
+            .ctx
+            .node
+            .announce_checkpoint(self.service.clone(), sequence, root)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot announce a checkpoint");
+        }
         let call = RuntimeCall::Checkpoints(pallet_checkpoints::Call::Submit {
             service: self.service.clone(),
             epoch: input.epoch,
@@ -385,6 +413,42 @@ impl Task {
             taken.stats.new_bytes,
             started.elapsed().as_millis()
         );
+    }
+
+    /// The active node announced a checkpoint: a standby fetches its chunks at once, in the
+    /// background, so applying it when a block records it is local work. Announcements from
+    /// anyone else, or of what is already applied, are ignored.
+    fn prefetch(&self, input: &ReplicaInput, announced: Announcement) {
+        let from_active = input.chain.active == Some(announced.from);
+        let newer = self
+            .applied
+            .borrow()
+            .as_ref()
+            .is_none_or(|a| a.sequence < announced.sequence);
+        if announced.service != self.service || !from_active || !newer || !applies(input) {
+            return;
+        }
+        let node = self.ctx.node.clone();
+        let hold = self.store.hold();
+        let timeout = Duration::from_millis(self.config.fetch_timeout_ms);
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let fetched = node.fetch_checkpoint(announced.root, timeout).await;
+            drop(hold);
+            match fetched {
+                Ok(Ok(_)) => tracing::debug!(
+                    "announced checkpoint fetched service={service} sequence={} ms={}",
+                    announced.sequence,
+                    started.elapsed().as_millis()
+                ),
+                Ok(Err(reason)) => tracing::debug!(
+                    "announced checkpoint not fetched service={service} sequence={}: {reason}",
+                    announced.sequence
+                ),
+                Err(_) => {}
+            }
+        });
     }
 
     /// Brings the target to the chain's latest checkpoint and acknowledges it.

@@ -27,6 +27,8 @@ pub struct SnapshotStats {
     pub new_bytes: u64,
     /// Entries left out: symlinks, sockets, devices, names that are not UTF-8.
     pub skipped: Vec<String>,
+    /// Files listed but gone before they could be read (replaced by a rename meanwhile).
+    pub vanished: u64,
 }
 
 /// Snapshots `source` into `store`.
@@ -63,9 +65,12 @@ pub fn snapshot_dir(
             if kind.is_dir() {
                 pending.push((path, relative));
             } else if kind.is_file() && relative.len() <= MAX_PATH_BYTES {
-                files.push(snapshot_file(
-                    &path, relative, store, &chunking, dictionary, &mut stats,
-                )?);
+                match snapshot_file(&path, relative, store, &chunking, dictionary, &mut stats)? {
+                    Some(file) => files.push(file),
+                    // Renamed or removed since it was listed (a watched directory whose
+                    // service replaces files): the change that did it brings a new checkpoint.
+                    None => stats.vanished += 1,
+                }
             } else {
                 stats.skipped.push(relative);
             }
@@ -84,8 +89,12 @@ fn snapshot_file(
     chunking: &ChunkingParams,
     dictionary: Option<&Dictionary>,
     stats: &mut SnapshotStats,
-) -> Result<FileEntry, ReplicationError> {
-    let file = fs::File::open(path).map_err(|e| ReplicationError::read(path.display(), e))?;
+) -> Result<Option<FileEntry>, ReplicationError> {
+    let file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ReplicationError::read(path.display(), e)),
+    };
     let mode = file
         .metadata()
         .map_err(|e| ReplicationError::read(path.display(), e))?
@@ -106,9 +115,9 @@ fn snapshot_file(
         Ok(())
     })?;
     stats.files += 1;
-    Ok(FileEntry {
+    Ok(Some(FileEntry {
         path: relative,
         mode,
         chunks,
-    })
+    }))
 }
