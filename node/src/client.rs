@@ -480,6 +480,32 @@ pub fn render_status(
                 n.endpoint.as_deref().unwrap_or("-")
             );
         }
+        if let Some(why) = withheld(s) {
+            let _ = writeln!(out, "  {why}");
+        }
     }
     out
+}
+
+/// Why a vacant service stays vacant, when it is the RPO: every live candidate's data is
+/// older than `max_lag_ms` and losing it was not allowed.
+fn withheld(s: &ServiceView) -> Option<String> {
+    if s.phase != "vacant" || s.config.allow_data_loss {
+        return None;
+    }
+    let live: Vec<_> = s
+        .nodes
+        .iter()
+        .filter(|n| n.heartbeat.as_ref().is_some_and(|h| !h.stale))
+        .collect();
+    let beyond = |n: &&drchain_rpc::views::ServiceNodeView| {
+        n.data_lag_ms.is_none_or(|lag| lag > s.config.max_lag_ms)
+    };
+    (!live.is_empty() && live.iter().all(beyond)).then(|| {
+        format!(
+            "no promotion: every live candidate's data is older than the RPO (max_lag_ms {}); \
+             `drchain tx --admin failover switchover` naming one accepts the loss",
+            s.config.max_lag_ms
+        )
+    })
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use drchain_runtime::{pallet_failover, EventRecord, Header, RuntimeEvent};
+use drchain_runtime::{pallet_checkpoints, pallet_failover, EventRecord, Header, RuntimeEvent};
 use drchain_support::{Overlay, StateRead};
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -48,6 +48,15 @@ pub struct Metrics {
     pub service_role: Family<Labels, Gauge>,
     /// Per service: elections that replaced or filled a holder (not the first election).
     pub failovers: Family<Labels, Counter>,
+    /// Per service: blocks in which no candidate within the RPO could be promoted.
+    pub promotions_withheld: Family<Labels, Counter>,
+    /// Per service: elections of a node whose data was older than the RPO.
+    pub data_loss_accepted: Family<Labels, Counter>,
+    /// Per service and candidate: how much older its data is than the latest checkpoint, ms
+    /// (absent while it holds no retained checkpoint).
+    pub replication_lag: Family<Labels, Gauge>,
+    /// Per service: the latest recorded checkpoint.
+    pub checkpoint_sequence: Family<Labels, Gauge>,
     /// The RPC server's.
     pub rpc: RpcMetrics,
     /// Resident memory of the process.
@@ -121,6 +130,30 @@ impl Metrics {
             "Elections that replaced a holder or filled a vacancy, per service",
             failovers.clone(),
         );
+        let promotions_withheld = Family::default();
+        registry.register(
+            "promotions_withheld",
+            "Blocks in which no candidate within the service's RPO (max_lag_ms) could be promoted",
+            promotions_withheld.clone(),
+        );
+        let data_loss_accepted = Family::default();
+        registry.register(
+            "data_loss_accepted",
+            "Elections of a node whose data was older than the RPO (allow_data_loss or an admin)",
+            data_loss_accepted.clone(),
+        );
+        let replication_lag = Family::default();
+        registry.register(
+            "replication_lag_ms",
+            "Per service and candidate: how much older its data is than the latest checkpoint, on chain",
+            replication_lag.clone(),
+        );
+        let checkpoint_sequence = Family::default();
+        registry.register(
+            "checkpoint_sequence",
+            "The latest checkpoint recorded per service",
+            checkpoint_sequence.clone(),
+        );
         let rpc = RpcMetrics::register(&mut registry);
         let agent = AgentMetrics::register(&mut registry);
         registry.register(
@@ -141,6 +174,10 @@ impl Metrics {
             service_epoch,
             service_role,
             failovers,
+            promotions_withheld,
+            data_loss_accepted,
+            replication_lag,
+            checkpoint_sequence,
             rpc,
             resident_memory,
             agent,
@@ -154,10 +191,18 @@ impl Metrics {
         self.finalized_transactions.inc_by(transactions as u64);
         for record in events {
             if let RuntimeEvent::Failover(event) = &record.event {
+                let service = vec![("service", event.service().to_string())];
                 if event.is_failover() {
-                    self.failovers
-                        .get_or_create(&vec![("service", event.service().to_string())])
-                        .inc();
+                    self.failovers.get_or_create(&service).inc();
+                }
+                match event {
+                    pallet_failover::Event::PromotionWithheld { .. } => {
+                        self.promotions_withheld.get_or_create(&service).inc();
+                    }
+                    pallet_failover::Event::DataLossAccepted { .. } => {
+                        self.data_loss_accepted.get_or_create(&service).inc();
+                    }
+                    _ => {}
                 }
             }
         }
@@ -168,10 +213,28 @@ impl Metrics {
         let overlay = Overlay::new(state);
         self.service_epoch.clear();
         self.service_role.clear();
-        for (name, _, service) in pallet_failover::services(&overlay) {
+        self.replication_lag.clear();
+        self.checkpoint_sequence.clear();
+        for (name, config, service) in pallet_failover::services(&overlay) {
             self.service_epoch
                 .get_or_create(&vec![("service", name.to_string())])
                 .set(service.epoch as i64);
+            if let Some(latest) = pallet_checkpoints::latest(&overlay, &name) {
+                self.checkpoint_sequence
+                    .get_or_create(&vec![("service", name.to_string())])
+                    .set(i64::try_from(latest).unwrap_or(i64::MAX));
+            }
+            for node in &config.candidates {
+                let lag = pallet_checkpoints::data_lag(&overlay, &name, node);
+                if let Some(ms) = lag.lag_ms {
+                    self.replication_lag
+                        .get_or_create(&vec![
+                            ("service", name.to_string()),
+                            ("node", node.to_string()),
+                        ])
+                        .set(i64::try_from(ms).unwrap_or(i64::MAX));
+                }
+            }
             for (node, record) in pallet_failover::node_records(&overlay, &name) {
                 let role = serde_json::to_value(record.role)
                     .ok()

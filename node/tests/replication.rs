@@ -563,3 +563,91 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
     );
     drop(writer);
 }
+
+/// The standbys stop applying (their targets are taken by a file the agent must not replace),
+/// so their data falls behind the RPO. When the active dies, nobody is promoted and the chain
+/// says why; an admin's switchover to a named standby then promotes it, and the chain records
+/// how much data that loses.
+#[test]
+fn with_every_standby_beyond_the_rpo_nobody_is_promoted_until_an_admin_accepts_the_loss() {
+    let mut c = Cluster::start(Mode::Watch);
+    let target: Route = Arc::default();
+    let writer = Writer::start(target.clone(), Mode::Watch);
+    let (first, e1, _) = c.wait_for("no node was promoted", || c.active());
+    *target.lock().unwrap() = Some((first, c.node(first).data()));
+    let standbys: Vec<&str> = CANDIDATES.into_iter().filter(|n| *n != first).collect();
+    for name in &standbys {
+        let replica = c.node(name).replica();
+        let _ = std::fs::remove_file(&replica);
+        let _ = std::fs::remove_dir_all(&replica);
+        std::fs::write(&replica, "not the agent's").unwrap();
+    }
+    // The active goes on recording checkpoints until the standbys' data is over the RPO.
+    c.wait_for("the standbys never fell behind the RPO", || {
+        let checkpoints = c.checkpoints();
+        let (_, (_, latest_at)) = checkpoints.last_key_value()?;
+        let acks = c.acks();
+        standbys
+            .iter()
+            .all(|s| {
+                let held_at = acks
+                    .get(s)
+                    .and_then(|a| checkpoints.get(a))
+                    .map(|(_, t)| *t);
+                held_at.is_none_or(|t| t + 3 * MAX_LAG_MS < *latest_at)
+            })
+            .then_some(())
+    });
+    c.kill(first);
+    *target.lock().unwrap() = None;
+    let history = || {
+        c.rpc("failover_history", serde_json::json!(["svc"]))
+            .to_string()
+    };
+    c.wait_for("the chain never said why it promoted nobody", || {
+        history().contains("promotion_withheld").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        c.active().is_none_or(|(n, _, _)| n == first),
+        "a lagging standby was promoted: {:?}\n{}",
+        c.active(),
+        c.dump()
+    );
+
+    // `drchain status` says why, and dave's metrics count it.
+    let http = format!("http://127.0.0.1:{}", c.node("dave").rpc);
+    let status = common::ok(Path::new("."), &["status", "--rpc", &http]);
+    assert!(
+        status.contains("no promotion: every live candidate"),
+        "{status}"
+    );
+
+    // The admin accepts the loss and names a standby.
+    let chosen = standbys[0];
+    let call = format!(r#"{{"service":"svc","target":"{}"}}"#, dev_account(chosen));
+    let rpc = format!("ws://127.0.0.1:{}", c.node("dave").rpc);
+    let dir = tempfile::tempdir().unwrap();
+    common::ok(
+        dir.path(),
+        &[
+            "tx",
+            "--dev",
+            "alice",
+            "--admin",
+            "--rpc",
+            &rpc,
+            "failover",
+            "switchover",
+            &call,
+        ],
+    );
+    let (promoted, e2, _) = c.wait_for("the admin's choice was never promoted", || {
+        c.active().filter(|(n, e, _)| *n == chosen && *e > e1)
+    });
+    assert_eq!(promoted, chosen);
+    let log = history();
+    assert!(log.contains("data_loss_accepted"), "{log}");
+    eprintln!("{first} killed; nobody promoted until the admin named {chosen} (epoch {e2})");
+    drop(writer);
+}
