@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use drchain_replication::compress::CompressionStats;
 use drchain_replication::snapshot::SnapshotStats;
 use drchain_support::ServiceName;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +28,8 @@ pub struct AgentMetrics {
     applied_sequence: Family<Labels, Gauge>,
     apply_failures: Family<Labels, Counter>,
     store_bytes: Gauge,
+    compression_ratio: Family<Labels, Gauge<f64, AtomicU64>>,
+    dictionary_gain: Family<Labels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for AgentMetrics {
@@ -45,6 +48,8 @@ impl Default for AgentMetrics {
             applied_sequence: Family::default(),
             apply_failures: Family::default(),
             store_bytes: Gauge::default(),
+            compression_ratio: Family::default(),
+            dictionary_gain: Family::default(),
         }
     }
 }
@@ -112,7 +117,37 @@ impl AgentMetrics {
             "Bytes in this node's chunk store after its last garbage collection",
             metrics.store_bytes.clone(),
         );
+        registry.register(
+            "replication_compression_ratio",
+            "Plain/stored bytes of the chunks this node stored: all of them (stored), and a sample compressed both with and without the dictionary",
+            metrics.compression_ratio.clone(),
+        );
+        registry.register(
+            "replication_dictionary_gain",
+            "Fraction of zstd's output the service's trained dictionary saves (0: none in use)",
+            metrics.dictionary_gain.clone(),
+        );
         metrics
+    }
+
+    /// The chunk store's compression ratios.
+    pub fn replication_compression(&self, stats: &CompressionStats) {
+        for (kind, ratio) in [
+            ("stored", stats.ratio()),
+            ("with_dictionary", stats.ratio_with_dictionary()),
+            ("without_dictionary", stats.ratio_without_dictionary()),
+        ] {
+            self.compression_ratio
+                .get_or_create(&vec![("kind", kind.to_owned())])
+                .set(ratio);
+        }
+    }
+
+    /// What the service's dictionary saves.
+    pub fn replication_dictionary_gain(&self, service: &ServiceName, gain: f64) {
+        self.dictionary_gain
+            .get_or_create(&service_label(service))
+            .set(gain);
     }
 
     /// Counts a checkpoint taken of `service`.

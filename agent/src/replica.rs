@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use drchain_replication::{materialize, ChunkStore, ChunkingParams, Manifest};
+use drchain_replication::compress::{measure, train_and_measure, DictionaryGain};
+use drchain_replication::{materialize, ChunkStore, ChunkingParams, Dictionary, Manifest};
 use drchain_runtime::pallet_checkpoints;
 use drchain_runtime::RuntimeCall;
 use drchain_support::{Epoch, ServiceName, H256};
@@ -39,6 +40,13 @@ const ACK_RESEND: Duration = Duration::from_secs(3);
 const WATCH_SETTLE: Duration = Duration::from_millis(2);
 /// The shortest time between two garbage collections of the chunk store.
 const GC_EVERY: Duration = Duration::from_secs(30);
+/// A dictionary is trained (or retrained, kept only if it pays more) every this many
+/// checkpoints, on chunks of the latest one.
+const TRAIN_EVERY: u64 = 64;
+/// Chunks sampled for training and measuring a dictionary, at most.
+const TRAINING_SAMPLES: usize = 1024;
+/// Fewer chunks than this: no dictionary yet (zstd cannot learn from a handful).
+const MIN_TRAINING_SAMPLES: usize = 64;
 
 /// What the agent's loop tells the replication task, after every block and role change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +216,9 @@ pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContex
         applied: applied_tx,
         last_taken: None,
         last_submitted: None,
+        dictionary: None,
+        taken: 0,
+        next_training: 1,
         next_checkpoint: Instant::now(),
         last_checkpoint: None,
         ack_sent: None,
@@ -243,6 +254,11 @@ struct Task {
     last_taken: Option<H256>,
     /// The last sequence it recorded.
     last_submitted: Option<u64>,
+    /// The dictionary new chunks are compressed with, while it pays.
+    dictionary: Option<Arc<Dictionary>>,
+    /// Checkpoints taken since start, and the count at which a dictionary is next trained.
+    taken: u64,
+    next_training: u64,
     /// When the next checkpoint is due while serving.
     next_checkpoint: Instant,
     /// When the last one was taken.
@@ -364,7 +380,12 @@ impl Task {
         let previous = self
             .last_taken
             .or_else(|| self.applied.borrow().as_ref().map(|a| a.root));
-        let taken = match self.producer.take(self.store.clone(), None, previous).await {
+        let dictionary = self.dictionary.clone();
+        let taken = match self
+            .producer
+            .take(self.store.clone(), dictionary, previous)
+            .await
+        {
             Ok(Some(taken)) => taken,
             Ok(None) => return,
             Err(e) => {
@@ -393,6 +414,7 @@ impl Task {
             sequence,
             manifest_root: root,
             size_bytes: taken.stats.bytes,
+            changed_bytes: taken.stats.new_bytes,
         });
         if !self.ctx.submitter.submit(call, "checkpoint").await {
             return;
@@ -413,6 +435,74 @@ impl Task {
             taken.stats.new_bytes,
             started.elapsed().as_millis()
         );
+        self.ctx.metrics.replication_compression(&self.store.stats);
+        self.taken += 1;
+        if self.taken >= self.next_training {
+            self.train_dictionary(&taken.manifest).await;
+        }
+    }
+
+    /// Trains a dictionary on the chunks of `manifest` and uses it if it pays — more than the
+    /// one in use, if any; drops the one in use when it no longer pays (the data changed).
+    async fn train_dictionary(&mut self, manifest: &Manifest) {
+        let ids: Vec<H256> = manifest.chunk_ids().into_iter().collect();
+        if ids.len() < MIN_TRAINING_SAMPLES {
+            self.next_training = self.taken + 1;
+            return;
+        }
+        self.next_training = self.taken + TRAIN_EVERY;
+        let step = ids.len().div_ceil(TRAINING_SAMPLES);
+        let sample: Vec<H256> = ids.into_iter().step_by(step).collect();
+        let store = self.store.clone();
+        let current = self.dictionary.clone();
+        let trained = tokio::task::spawn_blocking(move || {
+            let chunks: Vec<Vec<u8>> = sample.iter().filter_map(|id| store.get(id).ok()).collect();
+            let candidate = train_and_measure(&chunks)?;
+            let current_gain = match &current {
+                Some(d) => Some(measure(d, &chunks)?),
+                None => None,
+            };
+            if let Some((d, _)) = &candidate {
+                store.put_dictionary(d)?;
+            }
+            Ok::<_, drchain_replication::ReplicationError>((candidate, current_gain))
+        })
+        .await;
+        let (candidate, current_gain) = match trained {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => {
+                return tracing::warn!(error = %e, "cannot train a compression dictionary")
+            }
+            Err(e) => return tracing::warn!(error = %e, "dictionary training task failed"),
+        };
+        let current_gain = current_gain.map_or(0.0, |g: DictionaryGain| g.gain());
+        let chosen = match candidate {
+            Some((d, gain)) if gain.pays() && gain.gain() > current_gain + 0.02 => {
+                tracing::info!(
+                    "compression dictionary trained service={} gain={:.1}% (zstd alone: {} bytes, with it: {} bytes): in use",
+                    self.service,
+                    gain.gain() * 100.0,
+                    gain.without,
+                    gain.with
+                );
+                self.dictionary = Some(Arc::new(d));
+                gain.gain()
+            }
+            _ if current_gain >= drchain_replication::compress::MIN_DICTIONARY_GAIN => current_gain,
+            other => {
+                if self.dictionary.take().is_some() || other.is_some() {
+                    tracing::info!(
+                        "compression dictionary not used service={}: it saves less than {:.0}% on this data",
+                        self.service,
+                        drchain_replication::compress::MIN_DICTIONARY_GAIN * 100.0
+                    );
+                }
+                0.0
+            }
+        };
+        self.ctx
+            .metrics
+            .replication_dictionary_gain(&self.service, chosen);
     }
 
     /// The active node announced a checkpoint: a standby fetches its chunks at once, in the

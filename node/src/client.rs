@@ -440,7 +440,7 @@ pub fn render_status(
         );
         let _ = writeln!(
             out,
-            "  {:<28} {:>4}  {:<10} {:<9} {:>13}  {:>16}  endpoint",
+            "  {:<28} {:>4}  {:<10} {:<9} {:>13}  {:>26}  endpoint",
             "node", "prio", "role", "health", "heartbeat age", "checkpoint (lag)"
         );
         for n in &s.nodes {
@@ -464,13 +464,16 @@ pub fn render_status(
                 (None, None) => "none !".to_owned(),
                 (Some(held), None) => format!("{held} (pruned) !"),
                 (Some(held), Some(lag)) => format!(
-                    "{held} ({lag} ms){}",
+                    "{held} ({lag} ms{}){}",
+                    n.data_lag_bytes
+                        .filter(|b| *b > 0)
+                        .map_or_else(String::new, |b| format!(", {}", human_bytes(b))),
                     if lag > s.config.max_lag_ms { " !" } else { "" }
                 ),
             };
             let _ = writeln!(
                 out,
-                "  {:<28} {:>4}  {:<10} {:<9} {:>13}  {:>16}  {}",
+                "  {:<28} {:>4}  {:<10} {:<9} {:>13}  {:>26}  {}",
                 short(&n.node, names),
                 n.priority,
                 role,
@@ -485,6 +488,15 @@ pub fn render_status(
         }
     }
     out
+}
+
+/// `1.2 MB`, `340 kB`, `12 B`.
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.0} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
+    }
 }
 
 /// Why a vacant service stays vacant, when it is the RPO: every live candidate's data is

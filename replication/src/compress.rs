@@ -70,6 +70,71 @@ impl Dictionary {
     }
 }
 
+/// A dictionary is used only when it shrinks the service's chunks by at least this fraction
+/// more than zstd alone (measured on chunks it was not trained on).
+pub const MIN_DICTIONARY_GAIN: f64 = 0.05;
+
+/// What a dictionary does to a set of chunks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DictionaryGain {
+    /// Their plain bytes.
+    pub plain: u64,
+    /// Compressed with the dictionary.
+    pub with: u64,
+    /// Compressed without it.
+    pub without: u64,
+}
+
+impl DictionaryGain {
+    /// The fraction of zstd's output the dictionary saves (negative: it costs).
+    pub fn gain(&self) -> f64 {
+        if self.without == 0 {
+            0.0
+        } else {
+            1.0 - self.with as f64 / self.without as f64
+        }
+    }
+
+    /// Whether it is worth using ([`MIN_DICTIONARY_GAIN`]).
+    pub fn pays(&self) -> bool {
+        self.gain() >= MIN_DICTIONARY_GAIN
+    }
+}
+
+/// Measures `dictionary` on `chunks`.
+pub fn measure(
+    dictionary: &Dictionary,
+    chunks: &[Vec<u8>],
+) -> Result<DictionaryGain, ReplicationError> {
+    let mut compressor = zstd::bulk::Compressor::with_prepared_dictionary(&dictionary.encoder)
+        .map_err(zstd_error)?;
+    let mut gain = DictionaryGain::default();
+    for chunk in chunks {
+        gain.plain += chunk.len() as u64;
+        gain.with += compressor.compress(chunk).map_err(zstd_error)?.len() as u64;
+        gain.without += zstd::bulk::compress(chunk, COMPRESSION_LEVEL)
+            .map_err(zstd_error)?
+            .len() as u64;
+    }
+    Ok(gain)
+}
+
+/// Trains a dictionary on half of `samples` and measures it on the other half; `None` when
+/// zstd cannot train one from them.
+pub fn train_and_measure(
+    samples: &[Vec<u8>],
+) -> Result<Option<(Dictionary, DictionaryGain)>, ReplicationError> {
+    let (train, held_out): (Vec<_>, Vec<_>) =
+        samples.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let train: Vec<&[u8]> = train.into_iter().map(|(_, s)| s.as_slice()).collect();
+    let held_out: Vec<Vec<u8>> = held_out.into_iter().map(|(_, s)| s.clone()).collect();
+    let Some(dictionary) = Dictionary::train(&train) else {
+        return Ok(None);
+    };
+    let gain = measure(&dictionary, &held_out)?;
+    Ok(Some((dictionary, gain)))
+}
+
 /// Compression ratios measured on stored chunks: overall, and on a sample of the chunks
 /// compressed both with and without the dictionary (the dictionary's gain).
 #[derive(Debug, Default)]
@@ -324,5 +389,33 @@ mod tests {
         ));
         assert!(decode_chunk(&id, &[], None).is_err());
         assert!(decode_chunk(&id, &[9, 1, 2], None).is_err());
+    }
+
+    #[test]
+    fn a_dictionary_pays_on_similar_records_and_is_measured_on_chunks_it_did_not_see() {
+        // Small records sharing their structure: what a dictionary is for.
+        let samples: Vec<Vec<u8>> = (0..2000u64)
+            .map(|i| {
+                format!(
+                    "{{\"id\":{i},\"customer\":\"{}\",\"status\":\"shipped\",\"warehouse\":\"eu-west-3\",\"carrier\":\"dhl-express\",\"notes\":\"handle with care, fragile\"}}",
+                    hex::encode(crate::testdata::pseudo_random(8, i))
+                )
+                .into_bytes()
+            })
+            .collect();
+        let (_, gain) = train_and_measure(&samples).unwrap().expect("trained");
+        assert!(gain.plain > 0 && gain.with < gain.without, "{gain:?}");
+        assert!(gain.pays(), "{:.3}", gain.gain());
+        // Random bytes: nothing to learn.
+        let noise: Vec<Vec<u8>> = (0..400u64)
+            .map(|i| {
+                (0..128u64)
+                    .flat_map(|k| blake3_hash(&[i.to_le_bytes(), k.to_le_bytes()].concat()).0)
+                    .collect()
+            })
+            .collect();
+        if let Some((_, gain)) = train_and_measure(&noise).unwrap() {
+            assert!(!gain.pays(), "{:.3}", gain.gain());
+        }
     }
 }

@@ -201,6 +201,9 @@ pub struct ServiceNodeView {
     /// How much older its data is than the latest checkpoint, ms (`null`: it holds no
     /// retained checkpoint while there are some); compared with the service's `max_lag_ms`.
     pub data_lag_ms: Option<u64>,
+    /// About how many bytes of data it lacks: what the checkpoints after its held one
+    /// changed (`null` like `data_lag_ms`).
+    pub data_lag_bytes: Option<u64>,
 }
 
 /// A node's last heartbeat for a service.
@@ -264,6 +267,7 @@ pub fn service_view(state: &Overlay<'_>, name: &ServiceName) -> Option<ServiceVi
                     .map(|s| HeartbeatView::new(&s, live_clock, config.heartbeat_timeout_ms)),
                 held_checkpoint: lag.held,
                 data_lag_ms: lag.lag_ms,
+                data_lag_bytes: lag.lag_bytes,
             }
         })
         .collect();

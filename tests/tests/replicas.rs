@@ -86,6 +86,7 @@ fn failover_story_replicates_identically() {
             sequence: seq,
             manifest_root: H256([seq as u8; 32]),
             size_bytes: 1 << 20,
+            changed_bytes: 1 << 20,
         });
         let ack = || {
             RuntimeCall::Checkpoints(pallet_checkpoints::Call::Acknowledge {
@@ -144,6 +145,7 @@ fn failover_story_replicates_identically() {
         sequence: 4,
         manifest_root: H256([4; 32]),
         size_bytes: 1,
+        changed_bytes: 1,
     });
     let txs = vec![
         r.tx("alice", hb(1, Health::Healthy, Some(3))),

@@ -33,6 +33,9 @@ pub struct Checkpoint {
     pub manifest_root: H256,
     /// Size of the snapshot, bytes.
     pub size_bytes: u64,
+    /// Bytes of chunks the producer did not hold before this checkpoint: about what changed
+    /// since the previous one, and what a standby holding that one must fetch.
+    pub changed_bytes: u64,
     /// Header timestamp of the block that recorded it.
     pub timestamp: Moment,
     /// That block's number.
@@ -63,6 +66,9 @@ pub struct DataLag {
     /// Milliseconds between the blocks that recorded `held` and `latest` (0 when nothing was
     /// ever recorded); `None` when the node holds no retained checkpoint while there are some.
     pub lag_ms: Option<u64>,
+    /// The changed bytes of the checkpoints after `held` up to `latest`: about how much data
+    /// the node lacks (`None` like `lag_ms`).
+    pub lag_bytes: Option<u64>,
 }
 
 impl DataLag {
@@ -88,6 +94,8 @@ pub enum Call {
         manifest_root: H256,
         /// Snapshot size, bytes.
         size_bytes: u64,
+        /// Bytes new since the producer's previous checkpoint (at most `size_bytes`).
+        changed_bytes: u64,
     },
     /// Signed by a standby (a candidate other than the active node): it has applied
     /// checkpoint `sequence`.
@@ -208,6 +216,7 @@ pub fn data_lag(state: &Overlay<'_>, service: &ServiceName, node: &AccountId) ->
             held,
             latest: None,
             lag_ms: Some(0),
+            lag_bytes: Some(0),
         };
     };
     let timestamp =
@@ -216,10 +225,18 @@ pub fn data_lag(state: &Overlay<'_>, service: &ServiceName, node: &AccountId) ->
         (Some(held_at), Some(latest_at)) => Some(latest_at.saturating_sub(held_at)),
         _ => None,
     };
+    let lag_bytes = lag_ms.and(held).map(|held| {
+        Checkpoints::iter_prefix(state, service)
+            .into_iter()
+            .filter(|(seq, _)| *seq > held && *seq <= latest)
+            .map(|(_, c)| c.changed_bytes)
+            .fold(0u64, u64::saturating_add)
+    });
     DataLag {
         held,
         latest: Some(latest),
         lag_ms,
+        lag_bytes,
     }
 }
 
@@ -245,6 +262,7 @@ pub fn dispatch<E: From<Event>>(
             sequence,
             manifest_root,
             size_bytes,
+            changed_bytes,
         } => {
             let current = directory.existing_epoch(env.state, &service)?;
             if epoch != current {
@@ -269,6 +287,7 @@ pub fn dispatch<E: From<Event>>(
                 producer: node,
                 manifest_root,
                 size_bytes,
+                changed_bytes: changed_bytes.min(size_bytes),
                 timestamp: env.block.timestamp,
                 block: env.block.number,
             };

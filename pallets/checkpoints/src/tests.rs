@@ -56,6 +56,7 @@ fn submit(epoch: Epoch, sequence: u64) -> Call {
         sequence,
         manifest_root: H256([sequence as u8; 32]),
         size_bytes: 10,
+        changed_bytes: sequence,
     }
 }
 
@@ -154,7 +155,9 @@ fn data_lag_is_the_time_between_the_held_and_the_latest_checkpoint() {
         DataLag {
             held: Some(1),
             latest: Some(3),
-            lag_ms: Some(1_500)
+            lag_ms: Some(1_500),
+            // What checkpoints 2 and 3 changed.
+            lag_bytes: Some(2 + 3),
         }
     );
     assert!(lag(&s, STANDBY).within(1_500) && !lag(&s, STANDBY).within(1_499));

@@ -245,6 +245,7 @@ impl Chain {
                     sequence: *seq,
                     manifest_root: H256([1; 32]),
                     size_bytes: 1,
+                    changed_bytes: 1,
                 };
                 pallet_checkpoints::dispatch(env, &Directory, signed(*i), call)
                     .map_err(|e| e.to_string())
