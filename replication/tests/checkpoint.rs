@@ -196,3 +196,81 @@ fn a_dictionary_travels_with_the_chunks_that_need_it() {
     );
     assert!(active.stats.ratio() > 2.0, "ratio {}", active.stats.ratio());
 }
+
+/// Runs `mount ARGS`; whether it worked (it needs root, as CI has).
+fn mount(args: &[&str]) -> bool {
+    std::process::Command::new("mount")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Unmounts `dir` when dropped.
+struct Mounted<'a>(&'a Path);
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_on_the_standby_leaves_the_previous_checkpoint_and_the_apply_recovers_with_space() {
+    let base = tempfile::tempdir().unwrap();
+    let disk = base.path().join("disk");
+    fs::create_dir_all(&disk).unwrap();
+    if !mount(&[
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=4m",
+        "tmpfs",
+        disk.to_str().unwrap(),
+    ]) {
+        assert!(
+            std::env::var_os("DRCHAIN_REQUIRE_ROOT").is_none(),
+            "mounting a tmpfs failed (DRCHAIN_REQUIRE_ROOT is set)"
+        );
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let _mounted = Mounted(&disk);
+    let source = base.path().join("source");
+    let store = ChunkStore::open(base.path().join("store")).unwrap();
+    let target = disk.join("target");
+    write(&source.join("small"), &pseudo_random(64 * 1024, 1));
+    let (first, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
+    materialize(&first, &store, &target, "1").unwrap();
+
+    // The next checkpoint does not fit on the standby's 4 MiB disk.
+    write(&source.join("big"), &pseudo_random(6 * 1024 * 1024, 2));
+    let (second, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
+    let err = materialize(&second, &store, &target, "2").unwrap_err();
+    assert!(
+        err.to_string().contains("No space left on device"),
+        "a clear error: {err}"
+    );
+    assert_eq!(applied_label(&target).unwrap().as_deref(), Some("1"));
+    assert_eq!(
+        tree(&target),
+        tree_of(&[("small", pseudo_random(64 * 1024, 1))])
+    );
+    let versions = disk.join(".target.checkpoints");
+    assert!(
+        !versions.join("2.staging").exists(),
+        "the partial copy is removed"
+    );
+
+    // Space returns: the same apply succeeds.
+    assert!(mount(&["-o", "remount,size=32m", disk.to_str().unwrap()]));
+    materialize(&second, &store, &target, "2").unwrap();
+    assert_eq!(applied_label(&target).unwrap().as_deref(), Some("2"));
+    assert_eq!(tree(&target), tree(&source));
+}
+
+fn tree_of(files: &[(&str, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+    files
+        .iter()
+        .map(|(name, bytes)| ((*name).to_owned(), bytes.clone()))
+        .collect()
+}
