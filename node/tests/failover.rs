@@ -475,7 +475,12 @@ fn failover_survives_a_crash_a_hang_and_a_failed_promotion_through_the_proxy() {
         assert!(Instant::now() < deadline, "{second} never ran on_demote");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_ne!(c.health_status(&second, "/primary?service=svc"), 200);
+    assert_ne!(
+        c.health_status(&second, "/primary?service=svc"),
+        200,
+        "{second} still says it is the primary\n{}",
+        c.dump()
+    );
     c.assert_never_two_active();
 
     // 3. The active is killed and the next candidate's on_promote fails: the one after wins.

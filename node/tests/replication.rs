@@ -450,6 +450,18 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
             .all(|s| acks.get(**s).is_some_and(|a| *a >= 5 && *a + 5 >= latest));
         (latest >= 5 && caught_up).then_some(())
     });
+
+    // A standby is SIGKILLed, in the middle of applying a checkpoint as likely as not (it
+    // applies several a second): its target is exactly a checkpoint the chain recorded, and
+    // once restarted it catches up.
+    let standby = CANDIDATES.into_iter().find(|n| *n != first).unwrap();
+    let acked_before = c.acks()[standby];
+    c.kill(standby);
+    assert_target_is_a_recorded_checkpoint(&c, standby);
+    c.spawn(NAMES.iter().position(|n| *n == standby).unwrap());
+    c.wait_for("the restarted standby never caught up", || {
+        (c.acks()[standby] >= acked_before + 3).then_some(())
+    });
     std::thread::sleep(Duration::from_millis(1500));
 
     // The active machine dies; its service (the client's writes) goes with it.
@@ -564,6 +576,32 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
     drop(writer);
 }
 
+/// `name`'s target shows a checkpoint recorded on chain, byte for byte: rebuilt from the
+/// manifest and chunks in its own store, each verified against the chain's root.
+fn assert_target_is_a_recorded_checkpoint(c: &Cluster, name: &str) {
+    let node = c.node(name);
+    let link = std::fs::read_link(node.replica()).unwrap();
+    let label = link.file_name().unwrap().to_str().unwrap();
+    let (sequence, root) = label.split_once('-').unwrap();
+    let sequence: u64 = sequence.parse().unwrap();
+    let root: H256 = root.parse().unwrap();
+    assert_eq!(
+        c.checkpoints()[&sequence].0,
+        root,
+        "{name} shows checkpoint {sequence}"
+    );
+    let store = ChunkStore::open(node.chunk_store()).unwrap();
+    let manifest = store.manifest(&root).unwrap();
+    let rebuilt = tempfile::tempdir().unwrap();
+    let target = rebuilt.path().join("svc");
+    materialize(&manifest, &store, &target, "check").unwrap();
+    assert_eq!(
+        files(&node.replica()),
+        files(&target),
+        "{name}'s target is torn"
+    );
+}
+
 /// The standbys stop applying (their targets are taken by a file the agent must not replace),
 /// so their data falls behind the RPO. When the active dies, nobody is promoted and the chain
 /// says why; an admin's switchover to a named standby then promotes it, and the chain records
@@ -650,4 +688,133 @@ fn with_every_standby_beyond_the_rpo_nobody_is_promoted_until_an_admin_accepts_t
     assert!(log.contains("data_loss_accepted"), "{log}");
     eprintln!("{first} killed; nobody promoted until the admin named {chosen} (epoch {e2})");
     drop(writer);
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Replication's latencies and restore speed, with processes (opt-in; build with --release):
+/// a 4 KiB file renamed into the active's watched source → on a standby's target, and →
+/// acknowledged on chain (next to the block interval); then `drchain restore` of a 64 MiB
+/// checkpoint through a node that holds none of it.
+#[test]
+#[ignore = "benchmark: cargo test --release -p drchain-node --test replication -- --ignored --nocapture"]
+fn replication_benchmark() {
+    let trials: usize = std::env::var("DRCHAIN_REPLICATION_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(50);
+    let c = Cluster::start(Mode::Watch);
+    let (first, _, _) = c.wait_for("no node was promoted", || c.active());
+    let data = c.node(first).data();
+    let standby = CANDIDATES.into_iter().find(|n| *n != first).unwrap();
+    let replica = c.node(standby).replica();
+    c.wait_for("the standby never applied a checkpoint", || {
+        c.acks().get(standby).copied()
+    });
+    let height = |c: &Cluster| {
+        let head = c.rpc("chain_getHeader", serde_json::json!([]));
+        let number = head["number"].as_str().unwrap().trim_start_matches("0x");
+        u64::from_str_radix(number, 16).unwrap()
+    };
+    let (h0, t0) = (height(&c), Instant::now());
+    let (mut applied, mut acked) = (vec![], vec![]);
+    for i in 0..trials {
+        std::thread::sleep(Duration::from_millis(300));
+        let name = format!("bench-{i}");
+        let aside = data.join(format!(".{name}.tmp"));
+        let written = Instant::now();
+        std::fs::write(&aside, pseudo_page(i as u64)).unwrap();
+        std::fs::rename(&aside, data.join(&name)).unwrap();
+        let on_target = replica.join(&name);
+        while !on_target.exists() {
+            assert!(written.elapsed() < WAIT, "{name} never reached {standby}");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        applied.push(written.elapsed().as_secs_f64() * 1000.0);
+        let link = std::fs::read_link(&replica).unwrap();
+        let label = link.file_name().unwrap().to_string_lossy().into_owned();
+        let sequence: u64 = label.split_once('-').unwrap().0.parse().unwrap();
+        while c.acks().get(standby).is_none_or(|a| *a < sequence) {
+            assert!(
+                written.elapsed() < WAIT,
+                "{standby} never acknowledged {sequence}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        acked.push(written.elapsed().as_secs_f64() * 1000.0);
+    }
+    let block_ms = t0.elapsed().as_secs_f64() * 1000.0 / (height(&c) - h0).max(1) as f64;
+    for list in [&mut applied, &mut acked] {
+        list.sort_by(f64::total_cmp);
+    }
+    println!(
+        "4 KiB write → on the standby's target ({trials} trials): p50 {:.1} ms, p99 {:.1} ms; → acknowledged on chain: p50 {:.1} ms, p99 {:.1} ms; mean block interval {block_ms:.0} ms",
+        percentile(&applied, 50.0),
+        percentile(&applied, 99.0),
+        percentile(&acked, 50.0),
+        percentile(&acked, 99.0),
+    );
+
+    // 64 MiB in 16 files of 4 MiB (half compressible), then a cold restore through dave.
+    for f in 0..16u64 {
+        let bytes: Vec<u8> = (0..1024u64).flat_map(pseudo_page_of(f)).collect();
+        let aside = data.join(format!(".blob-{f}.tmp"));
+        std::fs::write(&aside, bytes).unwrap();
+        std::fs::rename(&aside, data.join(format!("blob-{f}"))).unwrap();
+    }
+    let (sequence, _) = c.wait_for("the 64 MiB checkpoint was never recorded", || {
+        let checkpoints = c.checkpoints();
+        let (seq, (root, _)) = checkpoints.last_key_value()?;
+        let size = c.rpc("checkpoints_latest", serde_json::json!(["svc"]))["checkpoint"]
+            ["size_bytes"]
+            .as_u64()?;
+        (size >= 64 << 20).then_some((*seq, *root))
+    });
+    let out = tempfile::tempdir().unwrap();
+    let rpc = format!("http://127.0.0.1:{}", c.node("dave").rpc);
+    let started = Instant::now();
+    let report = common::ok(
+        out.path(),
+        &[
+            "restore",
+            "--service",
+            "svc",
+            "--checkpoint",
+            &sequence.to_string(),
+            "--out",
+            out.path().join("svc").to_str().unwrap(),
+            "--rpc",
+            &rpc,
+        ],
+    );
+    let secs = started.elapsed().as_secs_f64();
+    let size: u64 = files(&out.path().join("svc"))
+        .values()
+        .map(|b| b.len() as u64)
+        .sum();
+    println!(
+        "drchain restore of checkpoint {sequence} ({:.1} MiB) through a node holding none of it: {secs:.2} s, {:.0} MB/s end to end\n  {}",
+        size as f64 / (1 << 20) as f64,
+        size as f64 / 1e6 / secs,
+        report.trim()
+    );
+}
+
+/// A 4 KiB page: half varying bytes, half text (compresses about 2:1, like database pages).
+fn pseudo_page(seed: u64) -> Vec<u8> {
+    let mut page = drchain_replication::testdata::pseudo_random(2048, seed);
+    page.extend(
+        b"row;status=shipped;warehouse=eu-west-3;"
+            .iter()
+            .cycle()
+            .take(2048),
+    );
+    page
+}
+
+fn pseudo_page_of(file: u64) -> impl Fn(u64) -> Vec<u8> {
+    move |i| pseudo_page(file * 1_000_003 + i)
 }
