@@ -194,6 +194,40 @@ impl TestNetwork {
 }
 
 impl TestNetwork {
+    /// Alice (admin, threshold 1) proposes `call` through her node; waits until it is
+    /// finalized.
+    pub async fn as_admin(&self, call: drchain_runtime::pallet_membership::Call) {
+        let call = drchain_runtime::RuntimeCall::Admin(drchain_runtime::AdminCall::Propose {
+            call: Box::new(drchain_runtime::RuntimeCall::Membership(call)),
+        });
+        let x = drchain_runtime::UncheckedExtrinsic::sign(
+            &dev_key("alice"),
+            &self.genesis.hash(),
+            0,
+            call,
+        );
+        self.submit_until_finalized(0, x).await;
+    }
+
+    /// Submits `x` through node `i` and waits until a block holding a transaction is
+    /// finalized.
+    pub async fn submit_until_finalized(&self, i: usize, x: drchain_runtime::UncheckedExtrinsic) {
+        let handle = self.nodes[i].handle.as_ref().expect("node running");
+        handle
+            .submit(x)
+            .await
+            .expect("node answers")
+            .expect("the pool accepts the transaction");
+        let mut status = handle.status.clone();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            status.wait_for(|s| s.included_transactions >= 1),
+        )
+        .await
+        .expect("the transaction is finalized")
+        .expect("node running");
+    }
+
     /// Serves JSON-RPC for running node `i` on a free loopback port.
     pub async fn serve_rpc(
         &self,

@@ -30,30 +30,6 @@ async fn assert_same_chain(net: &TestNetwork, nodes: &[usize], up_to: u64) {
     }
 }
 
-/// Alice (admin, threshold 1) proposes `call` through her node; waits until it is finalized.
-async fn as_admin(net: &TestNetwork, call: drchain_runtime::pallet_membership::Call) {
-    let call = RuntimeCall::Admin(drchain_runtime::AdminCall::Propose {
-        call: Box::new(RuntimeCall::Membership(call)),
-    });
-    let x = UncheckedExtrinsic::sign(&dev_key("alice"), &net.genesis.hash(), 0, call);
-    submit_until_finalized(net, 0, x).await;
-}
-
-/// Submits `x` through node `i` and waits until a block holding a transaction is finalized.
-async fn submit_until_finalized(net: &TestNetwork, i: usize, x: UncheckedExtrinsic) {
-    let handle = net.nodes[i].handle.as_ref().unwrap();
-    handle
-        .submit(x)
-        .await
-        .unwrap()
-        .expect("the pool accepts the transaction");
-    let mut status = handle.status.clone();
-    tokio::time::timeout(WAIT, status.wait_for(|s| s.included_transactions >= 1))
-        .await
-        .expect("the transaction is finalized")
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_validators_agree_survive_a_stop_and_resume() {
     let mut net = TestNetwork::local_validators().await;
@@ -73,7 +49,7 @@ async fn four_validators_agree_survive_a_stop_and_resume() {
             applied_checkpoint: None,
         }),
     );
-    submit_until_finalized(&net, 1, heartbeat).await;
+    net.submit_until_finalized(1, heartbeat).await;
 
     // One validator aborted mid-flight: the other three keep finalizing.
     net.abort(3).await;
@@ -201,13 +177,10 @@ async fn a_member_follows_the_chain_until_revoked() {
     net.wait_for_height(&[0, eve], target, WAIT).await;
     assert_same_chain(&net, &[0, eve], target).await;
 
-    as_admin(
-        &net,
-        pallet_membership::Call::Revoke {
-            account: drchain_runtime::dev::dev_account("eve"),
-            reason: "test".into(),
-        },
-    )
+    net.as_admin(pallet_membership::Call::Revoke {
+        account: drchain_runtime::dev::dev_account("eve"),
+        reason: "test".into(),
+    })
     .await;
     let mut status = net.nodes[0].handle.as_ref().unwrap().status.clone();
     tokio::time::timeout(WAIT, status.wait_for(|s| s.rejected_peers >= 1))
@@ -238,13 +211,10 @@ async fn a_validator_set_change_takes_effect_on_every_node() {
 
     let mut net = TestNetwork::local_validators().await;
     net.wait_for_height(&[0, 1, 2, 3], 2, WAIT).await;
-    as_admin(
-        &net,
-        pallet_membership::Call::SetRole {
-            account: drchain_runtime::dev::dev_account("dave"),
-            role: MemberRole::Member,
-        },
-    )
+    net.as_admin(pallet_membership::Call::SetRole {
+        account: drchain_runtime::dev::dev_account("dave"),
+        role: MemberRole::Member,
+    })
     .await;
     let changed_at = net.status(0).finalized;
     net.wait_for_height(&[0, 1, 2, 3], changed_at + 5, WAIT)

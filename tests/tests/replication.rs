@@ -1,6 +1,6 @@
 //! Checkpoints travel between the nodes of an in-process network over the real libp2p
 //! protocol: a standby fetches what the active's node holds, verified, and a node that is not
-//! a member gets nothing.
+//! a member, or no longer one, gets nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,6 +10,8 @@ use std::time::Duration;
 use drchain_replication::testdata::pseudo_random;
 use drchain_replication::{materialize, snapshot_dir, ChunkingParams};
 use drchain_rpc::NodeApi;
+use drchain_runtime::dev::{dev_account, dev_key};
+use drchain_runtime::pallet_membership;
 use drchain_tests::net::TestNetwork;
 use ed25519_dalek::SigningKey;
 
@@ -98,4 +100,28 @@ async fn a_standby_fetches_a_checkpoint_from_members_and_a_non_member_gets_nothi
     assert!(!mallory
         .chunk_store()
         .contains(&fetched.files[0].chunks[0].id));
+
+    // Eve, a member, fetches like anyone; once an admin revokes her, nothing more.
+    let eve = net.add("eve", dev_key("eve"), false).await;
+    let eve_client = net.nodes[eve].handle.as_ref().unwrap().client();
+    eve_client
+        .fetch_checkpoint(manifest.root(), WAIT)
+        .await
+        .unwrap()
+        .expect("a member fetches");
+    net.as_admin(pallet_membership::Call::Revoke {
+        account: dev_account("eve"),
+        reason: "test".into(),
+    })
+    .await;
+    let mut status = net.nodes[0].handle.as_ref().unwrap().status.clone();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.rejected_peers >= 2))
+        .await
+        .expect("alice disconnects eve once she is revoked")
+        .unwrap();
+    let refused = eve_client
+        .fetch_checkpoint(second.root(), Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert!(refused.is_err(), "a revoked member got a checkpoint");
 }
