@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use drchain_replication::compress::{measure, train_and_measure, DictionaryGain};
-use drchain_replication::{materialize, ChunkStore, ChunkingParams, Dictionary, Manifest};
+use drchain_replication::{materialize_after, ChunkStore, ChunkingParams, Dictionary, Manifest};
 use drchain_runtime::pallet_checkpoints;
 use drchain_runtime::RuntimeCall;
 use drchain_support::{Epoch, ServiceName, H256};
@@ -600,14 +600,23 @@ impl Task {
     ) -> Result<Applied, String> {
         let store = self.store.clone();
         let target = self.config.target.clone();
+        let shown = self.applied.borrow().as_ref().map(|a| a.root);
         tokio::task::spawn_blocking(move || {
-            materialize(&manifest, &store, &target, &label(sequence, &root))
-                .map(|path| Applied {
-                    sequence,
-                    root,
-                    path,
-                })
-                .map_err(|e| e.to_string())
+            // Unchanged files are linked from the checkpoint shown now, not written again.
+            let shown = shown.and_then(|root| store.manifest(&root).ok());
+            materialize_after(
+                &manifest,
+                &store,
+                &target,
+                &label(sequence, &root),
+                shown.as_ref(),
+            )
+            .map(|path| Applied {
+                sequence,
+                root,
+                path,
+            })
+            .map_err(|e| e.to_string())
         })
         .await
         .unwrap_or_else(|e| Err(format!("apply task failed: {e}")))

@@ -27,6 +27,6 @@ pub use chunk::{ChunkId, ChunkingParams};
 pub use compress::Dictionary;
 pub use error::ReplicationError;
 pub use manifest::Manifest;
-pub use materialize::materialize;
+pub use materialize::{materialize, materialize_after};
 pub use snapshot::snapshot_dir;
 pub use store::ChunkStore;

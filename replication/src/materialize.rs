@@ -72,6 +72,20 @@ pub fn materialize(
     target: &Path,
     label: &str,
 ) -> Result<PathBuf, ReplicationError> {
+    materialize_after(manifest, store, target, label, None)
+}
+
+/// [`materialize`], knowing the manifest of the checkpoint the target shows now: a file
+/// whose chunks and mode did not change is hard-linked from it instead of written again, so
+/// applying a checkpoint costs what changed. (Applied checkpoints are read-only: a reader
+/// that needs to write copies the files out, as `on_promote` does.)
+pub fn materialize_after(
+    manifest: &Manifest,
+    store: &ChunkStore,
+    target: &Path,
+    label: &str,
+    shown: Option<&Manifest>,
+) -> Result<PathBuf, ReplicationError> {
     if label.is_empty() || label.contains('/') || label.starts_with('.') || label.ends_with(STAGING)
     {
         return Err(ReplicationError::BadManifest {
@@ -110,7 +124,11 @@ pub fn materialize(
         if staging.exists() {
             fs::remove_dir_all(&staging).map_err(io(&staging))?;
         }
-        let written = write_files(manifest, store, &staging);
+        let previous = match (shown, applied_label(target)?) {
+            (Some(m), Some(l)) if l != label => Some((m, versions.join(l))),
+            _ => None,
+        };
+        let written = write_files(manifest, store, &staging, previous);
         if let Err(e) = written {
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
@@ -132,20 +150,34 @@ pub fn write_checkpoint(
     store: &ChunkStore,
     dir: &Path,
 ) -> Result<(), ReplicationError> {
-    write_files(manifest, store, dir)?;
+    write_files(manifest, store, dir, None)?;
     sync_filesystem(dir)
 }
 
+/// Writes the files of `manifest` into `staging`; a file unchanged from `previous` (the
+/// manifest and directory of the checkpoint shown now) is hard-linked from there.
 fn write_files(
     manifest: &Manifest,
     store: &ChunkStore,
     staging: &Path,
+    previous: Option<(&Manifest, PathBuf)>,
 ) -> Result<(), ReplicationError> {
     fs::create_dir_all(staging).map_err(io(staging))?;
+    let unchanged: std::collections::HashMap<&str, &crate::manifest::FileEntry> = previous
+        .as_ref()
+        .map(|(m, _)| m.files.iter().map(|f| (f.path.as_str(), f)).collect())
+        .unwrap_or_default();
     for entry in &manifest.files {
         let path = staging.join(&entry.path);
         if let Some(parent) = path.parent().filter(|p| !p.exists()) {
             fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        if let (Some(old), Some((_, dir))) = (unchanged.get(entry.path.as_str()), &previous) {
+            let source = dir.join(&entry.path);
+            let same_size = fs::metadata(&source).is_ok_and(|m| m.len() == entry.size());
+            if *old == entry && same_size && fs::hard_link(&source, &path).is_ok() {
+                continue;
+            }
         }
         let mut file = std::io::BufWriter::new(fs::File::create(&path).map_err(io(&path))?);
         for chunk in &entry.chunks {

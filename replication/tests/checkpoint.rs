@@ -274,3 +274,31 @@ fn tree_of(files: &[(&str, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
         .map(|(name, bytes)| ((*name).to_owned(), bytes.clone()))
         .collect()
 }
+
+#[test]
+fn applying_after_a_shown_checkpoint_links_unchanged_files_and_writes_only_the_changed() {
+    use std::os::unix::fs::MetadataExt;
+    let base = tempfile::tempdir().unwrap();
+    let source = base.path().join("source");
+    write(&source.join("big.db"), &pseudo_random(1 << 20, 1));
+    write(&source.join("log/1"), b"first entry");
+    let store = ChunkStore::open(base.path().join("store")).unwrap();
+    let target = base.path().join("target");
+    let (first, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
+    drchain_replication::materialize_after(&first, &store, &target, "1", None).unwrap();
+    let inode = |p: &Path| fs::metadata(p).unwrap().ino();
+    let big_before = inode(&target.join("big.db"));
+
+    write(&source.join("log/1"), b"first entry, then a second");
+    let (second, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
+    drchain_replication::materialize_after(&second, &store, &target, "2", Some(&first)).unwrap();
+    assert_eq!(tree(&target), tree(&source));
+    assert_eq!(
+        inode(&target.join("big.db")),
+        big_before,
+        "unchanged: linked"
+    );
+    // The previous checkpoint, still kept for its readers, is untouched.
+    let previous = base.path().join(".target.checkpoints/1");
+    assert_eq!(fs::read(previous.join("log/1")).unwrap(), b"first entry");
+}
