@@ -173,8 +173,13 @@ struct Cluster {
 
 impl Cluster {
     fn start(mode: Mode) -> Self {
+        Self::start_with(mode, false)
+    }
+
+    /// A cluster whose service has `allow_data_loss` as given.
+    fn start_with(mode: Mode, allow_data_loss: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let spec = write_spec(dir.path());
+        let spec = write_spec(dir.path(), allow_data_loss);
         let nodes = NAMES
             .iter()
             .map(|name| NodeProcess::new(dir.path(), name))
@@ -340,7 +345,7 @@ target = "{replica}"
     )
 }
 
-fn write_spec(dir: &Path) -> PathBuf {
+fn write_spec(dir: &Path, allow_data_loss: bool) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let text = std::fs::read_to_string(root.join("chain-spec/local.json")).unwrap();
     let mut spec: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -351,6 +356,7 @@ fn write_spec(dir: &Path) -> PathBuf {
         "heartbeat_timeout_ms": 1000,
         "promotion_timeout_ms": 5000,
         "max_lag_ms": MAX_LAG_MS,
+        "allow_data_loss": allow_data_loss,
     }]);
     let path = dir.join("spec.json");
     std::fs::write(&path, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
@@ -602,25 +608,29 @@ fn assert_target_is_a_recorded_checkpoint(c: &Cluster, name: &str) {
     );
 }
 
-/// The standbys stop applying (their targets are taken by a file the agent must not replace),
-/// so their data falls behind the RPO. When the active dies, nobody is promoted and the chain
-/// says why; an admin's switchover to a named standby then promotes it, and the chain records
-/// how much data that loses.
-#[test]
-fn with_every_standby_beyond_the_rpo_nobody_is_promoted_until_an_admin_accepts_the_loss() {
-    let mut c = Cluster::start(Mode::Watch);
+/// Starts a cluster, lets the first active record checkpoints while the standbys cannot apply
+/// them (their targets are taken by a file the agent must not replace) until their data is
+/// well beyond the RPO, then kills the active. Returns the cluster, the writer, the killed
+/// node, its epoch and the standbys.
+fn standbys_beyond_the_rpo_then_kill(
+    allow_data_loss: bool,
+) -> (Cluster, Writer, &'static str, u64, Vec<&'static str>) {
+    let mut c = Cluster::start_with(Mode::Watch, allow_data_loss);
     let target: Route = Arc::default();
     let writer = Writer::start(target.clone(), Mode::Watch);
     let (first, e1, _) = c.wait_for("no node was promoted", || c.active());
     *target.lock().unwrap() = Some((first, c.node(first).data()));
     let standbys: Vec<&str> = CANDIDATES.into_iter().filter(|n| *n != first).collect();
+    c.wait_for("the standbys never held a checkpoint", || {
+        let acks = c.acks();
+        standbys.iter().all(|s| acks.contains_key(s)).then_some(())
+    });
     for name in &standbys {
         let replica = c.node(name).replica();
         let _ = std::fs::remove_file(&replica);
         let _ = std::fs::remove_dir_all(&replica);
         std::fs::write(&replica, "not the agent's").unwrap();
     }
-    // The active goes on recording checkpoints until the standbys' data is over the RPO.
     c.wait_for("the standbys never fell behind the RPO", || {
         let checkpoints = c.checkpoints();
         let (_, (_, latest_at)) = checkpoints.last_key_value()?;
@@ -638,6 +648,14 @@ fn with_every_standby_beyond_the_rpo_nobody_is_promoted_until_an_admin_accepts_t
     });
     c.kill(first);
     *target.lock().unwrap() = None;
+    (c, writer, first, e1, standbys)
+}
+
+/// With `allow_data_loss` off: nobody is promoted and the chain says why; an admin's
+/// switchover to a named standby then promotes it, and the chain records the loss.
+#[test]
+fn with_every_standby_beyond_the_rpo_nobody_is_promoted_until_an_admin_accepts_the_loss() {
+    let (c, writer, first, e1, standbys) = standbys_beyond_the_rpo_then_kill(false);
     let history = || {
         c.rpc("failover_history", serde_json::json!(["svc"]))
             .to_string()
@@ -687,6 +705,27 @@ fn with_every_standby_beyond_the_rpo_nobody_is_promoted_until_an_admin_accepts_t
     let log = history();
     assert!(log.contains("data_loss_accepted"), "{log}");
     eprintln!("{first} killed; nobody promoted until the admin named {chosen} (epoch {e2})");
+    drop(writer);
+}
+
+/// With `allow_data_loss` on, the freshest standby is promoted at once and the chain records
+/// how much older its data is than the latest checkpoint.
+#[test]
+fn with_allow_data_loss_the_freshest_standby_is_promoted_and_the_loss_recorded() {
+    let (c, writer, first, e1, _) = standbys_beyond_the_rpo_then_kill(true);
+    let (promoted, e2, _) = c.wait_for("nobody was promoted", || {
+        c.active().filter(|(n, e, _)| *n != first && *e > e1)
+    });
+    let log = c.rpc("failover_history", serde_json::json!(["svc"]));
+    let loss = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e.to_string().contains("data_loss_accepted"))
+        .unwrap_or_else(|| panic!("no data_loss_accepted in {log}"));
+    let lag = loss["event"]["data_loss_accepted"]["lag_ms"].as_u64();
+    assert!(lag.is_some_and(|l| l > MAX_LAG_MS), "{loss}");
+    eprintln!("{first} killed; {promoted} promoted at once (epoch {e2}): {loss}");
     drop(writer);
 }
 
