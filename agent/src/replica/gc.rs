@@ -1,0 +1,107 @@
+//! Garbage collection of the chunk store, which every replicated service of the node shares.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use drchain_replication::Manifest;
+use drchain_support::{ServiceName, H256};
+
+use super::{ReplicaInput, Task, GC_EVERY};
+
+/// The manifest roots each service's task needs kept, for collecting the shared chunk store.
+#[derive(Debug)]
+pub struct KeptRoots {
+    services: usize,
+    by_service: Mutex<Vec<(ServiceName, Vec<H256>)>>,
+    last_collection: Mutex<Option<Instant>>,
+}
+
+impl KeptRoots {
+    /// For an agent replicating `services` services: nothing is collected before each of them
+    /// said what it keeps.
+    pub fn new(services: usize) -> Self {
+        Self {
+            services,
+            by_service: Mutex::default(),
+            last_collection: Mutex::default(),
+        }
+    }
+
+    pub(super) fn set(&self, service: &ServiceName, roots: Vec<H256>) {
+        let mut all = self
+            .by_service
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match all.iter_mut().find(|(s, _)| s == service) {
+            Some((_, r)) => *r = roots,
+            None => all.push((service.clone(), roots)),
+        }
+    }
+
+    pub(super) fn all(&self) -> Vec<H256> {
+        let all = self
+            .by_service
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        all.iter().flat_map(|(_, r)| r.iter().copied()).collect()
+    }
+
+    /// Whether a collection is due; if so, marks it started.
+    pub(super) fn due(&self, now: Instant) -> bool {
+        let known = self
+            .by_service
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        if known < self.services {
+            return false;
+        }
+        let mut last = self
+            .last_collection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|t| now.duration_since(t) < GC_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
+impl Task {
+    /// Removes from the shared chunk store what no service's kept checkpoints need.
+    pub(super) async fn collect_garbage(&self, input: &ReplicaInput) {
+        let mut roots = input.chain.keep_roots.clone();
+        roots.extend(self.last_taken);
+        roots.extend(self.applied.borrow().as_ref().map(|a| a.root));
+        self.ctx.kept.set(&self.service, roots);
+        if !self.ctx.kept.due(Instant::now()) {
+            return;
+        }
+        let store = self.store.clone();
+        let roots = self.ctx.kept.all();
+        let metrics = self.ctx.metrics.clone();
+        let collected = tokio::task::spawn_blocking(move || {
+            let manifests: Vec<Manifest> = roots
+                .iter()
+                .filter_map(|r| store.manifest(r).ok())
+                .collect();
+            let keep: Vec<&Manifest> = manifests.iter().collect();
+            let stats = store.collect_garbage(&keep)?;
+            metrics.replication_store_bytes(store.disk_usage()?);
+            Ok::<_, drchain_replication::ReplicationError>(stats)
+        })
+        .await;
+        match collected {
+            Ok(Ok(stats)) if stats.removed > 0 => tracing::info!(
+                "chunk store collected: removed={} freed_bytes={} kept_bytes={}",
+                stats.removed,
+                stats.freed_bytes,
+                stats.kept_bytes
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "chunk store collection failed"),
+            Err(e) => tracing::warn!(error = %e, "chunk store collection task failed"),
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Replication of one service's data: a task per service, driven by what the agent's loop
+//! knows of this node's role and of the chain's checkpoints ([`ReplicaInput`]).
+//!
+//! - While this node **serves** the service (active, under its lease) it takes a checkpoint
+//!   every `interval_ms` — at once on a change in `watch` mode — into the node's chunk store,
+//!   and records it on chain under its epoch (the chain refuses a fenced epoch). Unchanged
+//!   data gives no checkpoint.
+//! - As a **standby** (also failed or fenced: a deposed active resyncs here, dropping what it
+//!   wrote after the chain's latest checkpoint) it fetches the chain's latest checkpoint from
+//!   the members that hold it, materializes it in `target` atomically, and acknowledges it.
+//! - While **promoting** it does neither: `on_promote` restores the service from the target,
+//!   which must not change under it.
+//!
+//! Layout: this module (what the agent's loop sees, the task and its loop), [`produce`] (the
+//! active side and the compression dictionary), [`apply`] (the standby side), [`gc`] (the
+//! shared chunk store's collection).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drchain_replication::{ChunkStore, ChunkingParams, Dictionary};
+use drchain_support::{Epoch, ServiceName, H256};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use drchain_rpc::NodeApi;
+
+use crate::chain::CheckpointView;
+use crate::config::ReplicationConfig;
+use crate::machine::LocalRole;
+use crate::metrics::AgentMetrics;
+use crate::snapshot::{Consistency, Producer};
+use crate::submit::Submitter;
+
+mod apply;
+mod gc;
+mod produce;
+
+pub use gc::KeptRoots;
+
+/// After a failed fetch or apply, the standby waits this long before trying again.
+const RETRY: Duration = Duration::from_secs(1);
+/// An acknowledgement the chain has not shown after this long is sent again.
+const ACK_RESEND: Duration = Duration::from_secs(3);
+/// In `watch` mode, changes closer together than this make one checkpoint (a write and its
+/// rename arrive as separate events).
+const WATCH_SETTLE: Duration = Duration::from_millis(2);
+/// The shortest time between two garbage collections of the chunk store.
+const GC_EVERY: Duration = Duration::from_secs(30);
+/// A dictionary is trained (or retrained, kept only if it pays more) every this many
+/// checkpoints, on chunks of the latest one.
+const TRAIN_EVERY: u64 = 64;
+/// Chunks sampled for training and measuring a dictionary, at most.
+const TRAINING_SAMPLES: usize = 1024;
+/// Fewer chunks than this: no dictionary yet (zstd cannot learn from a handful).
+const MIN_TRAINING_SAMPLES: usize = 64;
+
+/// What the agent's loop tells the replication task, after every block and role change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInput {
+    /// This node's role.
+    pub role: LocalRole,
+    /// Whether it serves now (active, lease held).
+    pub serving: bool,
+    /// The chain's epoch of the service (the fencing token checkpoints are recorded under).
+    pub epoch: Epoch,
+    /// The chain's checkpoints.
+    pub chain: CheckpointView,
+}
+
+/// A checkpoint materialized in the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Its sequence on chain.
+    pub sequence: u64,
+    /// Its manifest root.
+    pub root: H256,
+    /// The directory holding its files (what the target links to).
+    pub path: PathBuf,
+}
+
+/// What a replication task needs from the agent.
+#[derive(Debug, Clone)]
+pub struct ReplicaContext {
+    /// The node: its chunk store and fetches from members.
+    pub node: Arc<dyn NodeApi>,
+    /// Records checkpoints and acknowledgements on chain.
+    pub submitter: Arc<Submitter>,
+    /// Where it counts what it does.
+    pub metrics: AgentMetrics,
+    /// Shared by every service's task of this agent.
+    pub kept: Arc<KeptRoots>,
+}
+
+/// A running replication task; stops when dropped.
+#[derive(Debug)]
+pub struct Replica {
+    /// Feed it after every block and role change.
+    pub input: watch::Sender<Option<ReplicaInput>>,
+    /// The checkpoint the target shows.
+    pub applied: watch::Receiver<Option<Applied>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The label of a materialized checkpoint: its sequence and root.
+fn label(sequence: u64, root: &H256) -> String {
+    format!("{sequence}-{root}")
+}
+
+/// The checkpoint `target` shows, if the agent materialized it.
+fn applied_in(target: &Path) -> Option<Applied> {
+    let label = match drchain_replication::materialize::applied_label(target) {
+        Ok(label) => label?,
+        Err(e) => {
+            tracing::warn!(error = %e, "replication target is not usable");
+            return None;
+        }
+    };
+    let (sequence, root) = label.split_once('-')?;
+    let parent = target.parent().unwrap_or(Path::new("."));
+    let path = std::fs::canonicalize(target).unwrap_or_else(|_| parent.join(&label));
+    Some(Applied {
+        sequence: sequence.parse().ok()?,
+        root: root.parse().ok()?,
+        path,
+    })
+}
+
+/// Starts replicating `service` as `config` says.
+pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContext) -> Replica {
+    let (input, input_rx) = watch::channel(None);
+    let applied_now = applied_in(&config.target);
+    let (applied_tx, applied) = watch::channel(applied_now.clone());
+    if let Some(a) = &applied_now {
+        ctx.metrics.replication_applied(&service, a.sequence);
+    }
+    let consistency = match &config.snapshot_command {
+        Some(command) => Consistency::Command {
+            command: command.clone(),
+            timeout: Duration::from_millis(config.snapshot_timeout_ms),
+        },
+        None => Consistency::Watch,
+    };
+    let scratch = scratch_dir(&config.target);
+    let task = Task {
+        producer: Producer {
+            service: service.clone(),
+            source: config.source.clone(),
+            consistency,
+            scratch,
+            chunking: ChunkingParams::default(),
+        },
+        store: ctx.node.chunk_store(),
+        service,
+        config,
+        ctx,
+        applied: applied_tx,
+        last_taken: None,
+        last_submitted: None,
+        dictionary: None,
+        taken: 0,
+        next_training: 1,
+        next_checkpoint: Instant::now(),
+        last_checkpoint: None,
+        ack_sent: None,
+        retry_at: None,
+    };
+    Replica {
+        input,
+        applied,
+        task: tokio::spawn(task.run(input_rx)),
+    }
+}
+
+/// Beside the target: where snapshot commands write (`.NAME.snapshot`).
+fn scratch_dir(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(format!(".{name}.snapshot"))
+}
+
+struct Task {
+    service: ServiceName,
+    config: ReplicationConfig,
+    producer: Producer,
+    store: Arc<ChunkStore>,
+    ctx: ReplicaContext,
+    applied: watch::Sender<Option<Applied>>,
+    /// The root of the last checkpoint this node took (unchanged data gives none).
+    last_taken: Option<H256>,
+    /// The last sequence it recorded.
+    last_submitted: Option<u64>,
+    /// The dictionary new chunks are compressed with, while it pays.
+    dictionary: Option<Arc<Dictionary>>,
+    /// Checkpoints taken since start, and the count at which a dictionary is next trained.
+    taken: u64,
+    next_training: u64,
+    /// When the next checkpoint is due while serving.
+    next_checkpoint: Instant,
+    /// When the last one was taken.
+    last_checkpoint: Option<Instant>,
+    /// The last acknowledgement sent and when.
+    ack_sent: Option<(u64, Instant)>,
+    /// After a failure, when the standby tries again.
+    retry_at: Option<Instant>,
+}
+
+/// Whether the role applies checkpoints (everything but serving and promoting).
+fn applies(input: &ReplicaInput) -> bool {
+    matches!(
+        input.role,
+        LocalRole::Standby | LocalRole::Failed | LocalRole::Fenced
+    )
+}
+
+fn produces(input: &ReplicaInput) -> bool {
+    input.serving && input.role == LocalRole::Active
+}
+
+impl Task {
+    async fn run(mut self, mut input: watch::Receiver<Option<ReplicaInput>>) {
+        let (changes_tx, mut changes) = mpsc::channel::<()>(1);
+        let mut watcher: Option<notify::RecommendedWatcher> = None;
+        let mut announcements = self.ctx.node.subscribe_announcements();
+        loop {
+            let wake = self.wake_at(input.borrow().as_ref());
+            tokio::select! {
+                changed = input.changed() => if changed.is_err() { return },
+                announced = announcements.recv() => match announced {
+                    Ok(a) => {
+                        let now = input.borrow().clone();
+                        if let Some(now) = now {
+                            self.prefetch(&now, a);
+                        }
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                Some(()) = changes.recv() => {
+                    // A change in the watched source: a checkpoint as soon as it settles and
+                    // min_interval_ms has passed since the last one.
+                    tokio::time::sleep(WATCH_SETTLE).await;
+                    while changes.try_recv().is_ok() {}
+                    let min = Duration::from_millis(self.config.min_interval_ms);
+                    let earliest = self.last_checkpoint.map_or_else(Instant::now, |t| t + min);
+                    self.next_checkpoint = self.next_checkpoint.min(earliest.max(Instant::now()));
+                }
+            }
+            let Some(now) = input.borrow().clone() else {
+                continue;
+            };
+            if produces(&now) {
+                if self.config.watch && watcher.is_none() {
+                    watcher = self.watch_source(&changes_tx);
+                }
+                if Instant::now() >= self.next_checkpoint {
+                    self.produce(&now).await;
+                }
+            } else {
+                watcher = None;
+                if applies(&now) {
+                    self.apply(&now, &mut input).await;
+                }
+            }
+            self.collect_garbage(&now).await;
+        }
+    }
+
+    fn wake_at(&self, input: Option<&ReplicaInput>) -> Instant {
+        let later = Instant::now() + Duration::from_secs(3600);
+        match input {
+            Some(i) if produces(i) => self.next_checkpoint,
+            Some(i) if applies(i) => self
+                .retry_at
+                .or(self.ack_sent.map(|(_, at)| at + ACK_RESEND))
+                .unwrap_or(later),
+            _ => later,
+        }
+    }
+
+    /// Watches the source for changes (inotify); the periodic checkpoint remains the fallback.
+    fn watch_source(&self, changes: &mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        let changes = changes.clone();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| !e.kind.is_access()) {
+                // Full means a checkpoint is already coming.
+                let _ = changes.try_send(());
+            }
+        })
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch for changes; rescanning every interval_ms only"))
+        .ok()?;
+        match watcher.watch(&self.config.source, notify::RecursiveMode::Recursive) {
+            Ok(()) => Some(watcher),
+            Err(e) => {
+                tracing::warn!(
+                    service = %self.service,
+                    source = %self.config.source.display(),
+                    error = %e,
+                    "cannot watch the source; rescanning every interval_ms only"
+                );
+                None
+            }
+        }
+    }
+}

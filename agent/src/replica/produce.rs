@@ -1,0 +1,150 @@
+//! The active side: taking checkpoints, recording and announcing them, and the compression
+//! dictionary they use.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drchain_replication::compress::{measure, train_and_measure, DictionaryGain};
+use drchain_replication::Manifest;
+use drchain_runtime::pallet_checkpoints;
+use drchain_runtime::RuntimeCall;
+use drchain_support::H256;
+
+use super::{ReplicaInput, Task, MIN_TRAINING_SAMPLES, TRAINING_SAMPLES, TRAIN_EVERY};
+
+impl Task {
+    /// Takes a checkpoint and records it on chain.
+    pub(super) async fn produce(&mut self, input: &ReplicaInput) {
+        let started = Instant::now();
+        self.next_checkpoint = started + Duration::from_millis(self.config.interval_ms);
+        self.last_checkpoint = Some(started);
+        // After a promotion the service starts from the applied checkpoint: unchanged, it
+        // needs no new one.
+        let previous = self
+            .last_taken
+            .or_else(|| self.applied.borrow().as_ref().map(|a| a.root));
+        let dictionary = self.dictionary.clone();
+        let taken = match self
+            .producer
+            .take(self.store.clone(), dictionary, previous)
+            .await
+        {
+            Ok(Some(taken)) => taken,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(service = %self.service, error = %e, "no checkpoint this time");
+                self.ctx
+                    .metrics
+                    .replication_snapshot_failed(&self.service, e.label());
+                return;
+            }
+        };
+        let root = taken.manifest.root();
+        let latest = input.chain.latest.map(|(s, _)| s);
+        let sequence = latest.max(self.last_submitted).map_or(1, |s| s + 1);
+        // Standbys start fetching now, while the block that records it is being decided.
+        if let Err(e) = self
+            .ctx
+            .node
+            .announce_checkpoint(self.service.clone(), sequence, root)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot announce a checkpoint");
+        }
+        let call = RuntimeCall::Checkpoints(pallet_checkpoints::Call::Submit {
+            service: self.service.clone(),
+            epoch: input.epoch,
+            sequence,
+            manifest_root: root,
+            size_bytes: taken.stats.bytes,
+            changed_bytes: taken.stats.new_bytes,
+        });
+        if !self.ctx.submitter.submit(call, "checkpoint").await {
+            return;
+        }
+        self.last_taken = Some(root);
+        self.last_submitted = Some(sequence);
+        self.ctx.metrics.replication_checkpoint_taken(
+            &self.service,
+            &taken.stats,
+            started.elapsed(),
+        );
+        tracing::info!(
+            "checkpoint taken service={} sequence={sequence} epoch={} root={root} files={} bytes={} new_bytes={} ms={}",
+            self.service,
+            input.epoch,
+            taken.stats.files,
+            taken.stats.bytes,
+            taken.stats.new_bytes,
+            started.elapsed().as_millis()
+        );
+        self.ctx.metrics.replication_compression(&self.store.stats);
+        self.taken += 1;
+        if self.taken >= self.next_training {
+            self.train_dictionary(&taken.manifest).await;
+        }
+    }
+
+    /// Trains a dictionary on the chunks of `manifest` and uses it if it pays — more than the
+    /// one in use, if any; drops the one in use when it no longer pays (the data changed).
+    async fn train_dictionary(&mut self, manifest: &Manifest) {
+        let ids: Vec<H256> = manifest.chunk_ids().into_iter().collect();
+        if ids.len() < MIN_TRAINING_SAMPLES {
+            self.next_training = self.taken + 1;
+            return;
+        }
+        self.next_training = self.taken + TRAIN_EVERY;
+        let step = ids.len().div_ceil(TRAINING_SAMPLES);
+        let sample: Vec<H256> = ids.into_iter().step_by(step).collect();
+        let store = self.store.clone();
+        let current = self.dictionary.clone();
+        let trained = tokio::task::spawn_blocking(move || {
+            let chunks: Vec<Vec<u8>> = sample.iter().filter_map(|id| store.get(id).ok()).collect();
+            let candidate = train_and_measure(&chunks)?;
+            let current_gain = match &current {
+                Some(d) => Some(measure(d, &chunks)?),
+                None => None,
+            };
+            if let Some((d, _)) = &candidate {
+                store.put_dictionary(d)?;
+            }
+            Ok::<_, drchain_replication::ReplicationError>((candidate, current_gain))
+        })
+        .await;
+        let (candidate, current_gain) = match trained {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => {
+                return tracing::warn!(error = %e, "cannot train a compression dictionary")
+            }
+            Err(e) => return tracing::warn!(error = %e, "dictionary training task failed"),
+        };
+        let current_gain = current_gain.map_or(0.0, |g: DictionaryGain| g.gain());
+        let chosen = match candidate {
+            Some((d, gain)) if gain.pays() && gain.gain() > current_gain + 0.02 => {
+                tracing::info!(
+                    "compression dictionary trained service={} gain={:.1}% (zstd alone: {} bytes, with it: {} bytes): in use",
+                    self.service,
+                    gain.gain() * 100.0,
+                    gain.without,
+                    gain.with
+                );
+                self.dictionary = Some(Arc::new(d));
+                gain.gain()
+            }
+            _ if current_gain >= drchain_replication::compress::MIN_DICTIONARY_GAIN => current_gain,
+            other => {
+                if self.dictionary.take().is_some() || other.is_some() {
+                    tracing::info!(
+                        "compression dictionary not used service={}: it saves less than {:.0}% on this data",
+                        self.service,
+                        drchain_replication::compress::MIN_DICTIONARY_GAIN * 100.0
+                    );
+                }
+                0.0
+            }
+        };
+        self.ctx
+            .metrics
+            .replication_dictionary_gain(&self.service, chosen);
+    }
+}
