@@ -163,6 +163,7 @@ impl Task {
             .await
         {
             self.ack_sent = Some((sequence, Instant::now()));
+            self.retry_at = None;
         } else {
             self.retry_at = Some(Instant::now() + RETRY);
         }

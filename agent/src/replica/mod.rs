@@ -279,13 +279,18 @@ impl Task {
         }
     }
 
+    /// When the loop must look again without news. A retry or resend time already past was
+    /// acted on by the turn that just ran, so only future ones count (else the loop spins).
     fn wake_at(&self, input: Option<&ReplicaInput>) -> Instant {
-        let later = Instant::now() + Duration::from_secs(3600);
+        let now = Instant::now();
+        let later = now + Duration::from_secs(3600);
         match input {
             Some(i) if produces(i) => self.next_checkpoint,
-            Some(i) if applies(i) => self
-                .retry_at
-                .or(self.ack_sent.map(|(_, at)| at + ACK_RESEND))
+            Some(i) if applies(i) => [self.retry_at, self.ack_sent.map(|(_, at)| at + ACK_RESEND)]
+                .into_iter()
+                .flatten()
+                .filter(|t| *t > now)
+                .min()
                 .unwrap_or(later),
             _ => later,
         }
