@@ -7,12 +7,13 @@
 //! only takes one.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use drchain_replication::snapshot::SnapshotStats;
 use drchain_replication::{
-    snapshot_dir, ChunkStore, ChunkingParams, Dictionary, Manifest, ReplicationError,
+    snapshot_dir_cached, ChunkStore, ChunkingParams, Dictionary, FileCache, Manifest,
+    ReplicationError,
 };
 use drchain_support::{ServiceName, H256};
 
@@ -101,6 +102,9 @@ pub struct Producer {
     pub scratch: PathBuf,
     /// How files are cut.
     pub chunking: ChunkingParams,
+    /// What the previous checkpoints read, so unchanged files of a watched source are not
+    /// read again (a snapshot command's fresh copies are always read).
+    pub cache: Arc<Mutex<FileCache>>,
 }
 
 impl Producer {
@@ -143,8 +147,10 @@ impl Producer {
         };
         let chunking = self.chunking;
         let read = dir.clone();
+        let cache = self.cache.clone();
         let result = tokio::task::spawn_blocking(move || {
-            snapshot_dir(&read, &store, chunking, dictionary.as_deref())
+            let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+            snapshot_dir_cached(&read, &store, chunking, dictionary.as_deref(), &mut cache)
         })
         .await
         .unwrap_or_else(|e| {
@@ -204,6 +210,7 @@ mod tests {
             consistency,
             scratch: base.path().join("scratch"),
             chunking: ChunkingParams::default(),
+            cache: Arc::default(),
         };
         Setup {
             _base: base,

@@ -28,5 +28,5 @@ pub use compress::Dictionary;
 pub use error::ReplicationError;
 pub use manifest::Manifest;
 pub use materialize::{materialize, materialize_after};
-pub use snapshot::snapshot_dir;
+pub use snapshot::{snapshot_dir, snapshot_dir_cached, FileCache};
 pub use store::ChunkStore;

@@ -2,9 +2,11 @@
 //! the store, and the manifest that lists them. The directory must hold a consistent copy
 //! while this runs (a snapshot command's output, or files replaced atomically).
 
+use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::chunk::{chunk_stream, ChunkingParams};
 use crate::compress::Dictionary;
@@ -29,6 +31,47 @@ pub struct SnapshotStats {
     pub skipped: Vec<String>,
     /// Files listed but gone before they could be read (replaced by a rename meanwhile).
     pub vanished: u64,
+    /// Files not read again: unchanged since the previous snapshot (see [`FileCache`]).
+    pub unchanged_files: u64,
+}
+
+/// A file's identity and change marks: equal stamps mean the same bytes, provided the change
+/// time was safely in the past when the stamp was taken (see [`FileCache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(m: &fs::Metadata) -> Self {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// A file whose change time is closer than this to the snapshot's start is read again even
+/// if its stamp matches: a write within the file system's timestamp granularity could leave
+/// the stamp unchanged (git's "racy" entries).
+const RACY: Duration = Duration::from_millis(100);
+
+/// What the previous snapshots of a directory read: each file's stamp and chunk list, so an
+/// unchanged file (same device, inode, size, modification and change time — a file replaced
+/// by a rename is a new inode) is not read and chunked again. Its chunks must still be in the
+/// store; if any is gone the file is read again.
+#[derive(Debug, Default)]
+pub struct FileCache {
+    chunking: Option<ChunkingParams>,
+    files: HashMap<String, (FileStamp, FileEntry)>,
 }
 
 /// Snapshots `source` into `store`.
@@ -38,7 +81,35 @@ pub fn snapshot_dir(
     chunking: ChunkingParams,
     dictionary: Option<&Dictionary>,
 ) -> Result<(Manifest, SnapshotStats), ReplicationError> {
+    snapshot_dir_cached(
+        source,
+        store,
+        chunking,
+        dictionary,
+        &mut FileCache::default(),
+    )
+}
+
+/// [`snapshot_dir`], skipping the files `cache` knows unchanged, and updating it.
+pub fn snapshot_dir_cached(
+    source: &Path,
+    store: &ChunkStore,
+    chunking: ChunkingParams,
+    dictionary: Option<&Dictionary>,
+    cache: &mut FileCache,
+) -> Result<(Manifest, SnapshotStats), ReplicationError> {
     chunking.validate()?;
+    if cache.chunking != Some(chunking) {
+        *cache = FileCache {
+            chunking: Some(chunking),
+            files: HashMap::new(),
+        };
+    }
+    let started_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    let settled_before = started_ns - RACY.as_nanos() as i128;
+    let mut seen: HashMap<String, (FileStamp, FileEntry)> = HashMap::new();
     if let Some(d) = dictionary {
         store.put_dictionary(d)?;
     }
@@ -65,8 +136,28 @@ pub fn snapshot_dir(
             if kind.is_dir() {
                 pending.push((path, relative));
             } else if kind.is_file() && relative.len() <= MAX_PATH_BYTES {
+                let stamp = entry.metadata().ok().map(|m| FileStamp::of(&m));
+                let known = cache.files.get(&relative).filter(|(old, file)| {
+                    Some(*old) == stamp
+                        && old.ctime_ns < settled_before
+                        && file.chunks.iter().all(|c| store.contains(&c.id))
+                });
+                if let Some((old, file)) = known {
+                    stats.unchanged_files += 1;
+                    stats.files += 1;
+                    stats.bytes += file.size();
+                    stats.chunks += file.chunks.len() as u64;
+                    seen.insert(relative, (*old, file.clone()));
+                    files.push(file.clone());
+                    continue;
+                }
                 match snapshot_file(&path, relative, store, &chunking, dictionary, &mut stats)? {
-                    Some(file) => files.push(file),
+                    Some(file) => {
+                        if let Some(stamp) = stamp {
+                            seen.insert(file.path.clone(), (stamp, file.clone()));
+                        }
+                        files.push(file)
+                    }
                     // Renamed or removed since it was listed (a watched directory whose
                     // service replaces files): the change that did it brings a new checkpoint.
                     None => stats.vanished += 1,
@@ -79,6 +170,7 @@ pub fn snapshot_dir(
     let manifest = Manifest::new(chunking, dictionary.map(Dictionary::id), files);
     store.put_manifest(&manifest)?;
     store.sync()?;
+    cache.files = seen;
     Ok((manifest, stats))
 }
 

@@ -302,3 +302,42 @@ fn applying_after_a_shown_checkpoint_links_unchanged_files_and_writes_only_the_c
     let previous = base.path().join(".target.checkpoints/1");
     assert_eq!(fs::read(previous.join("log/1")).unwrap(), b"first entry");
 }
+
+#[test]
+fn a_cached_snapshot_skips_unchanged_files_and_gives_the_same_manifest() {
+    use drchain_replication::{snapshot_dir_cached, FileCache};
+    let base = tempfile::tempdir().unwrap();
+    let source = base.path().join("source");
+    write(&source.join("big.db"), &pseudo_random(1 << 20, 1));
+    write(&source.join("log/1"), b"first entry");
+    let store = ChunkStore::open(base.path().join("store")).unwrap();
+    let params = ChunkingParams::default();
+    let mut cache = FileCache::default();
+    let (first, stats) = snapshot_dir_cached(&source, &store, params, None, &mut cache).unwrap();
+    assert_eq!(stats.unchanged_files, 0);
+    // Changes settle (a change within the file system's timestamp granularity is re-read).
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let (again, stats) = snapshot_dir_cached(&source, &store, params, None, &mut cache).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(stats.unchanged_files, 2);
+
+    // A file replaced by a rename (a new inode, same size) and one appended to are read again.
+    write(&source.join(".tmp"), &pseudo_random(1 << 20, 2));
+    fs::rename(source.join(".tmp"), source.join("big.db")).unwrap();
+    write(&source.join("log/1"), b"first entry, second");
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let (changed, stats) = snapshot_dir_cached(&source, &store, params, None, &mut cache).unwrap();
+    assert_eq!(stats.unchanged_files, 0);
+    let (plain, _) = snapshot_dir(&source, &store, params, None).unwrap();
+    assert_eq!(
+        changed, plain,
+        "the cache never changes what a checkpoint holds"
+    );
+
+    // A chunk the store lost makes the file be read (and stored) again.
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    store.collect_garbage(&[]).unwrap();
+    let (rebuilt, stats) = snapshot_dir_cached(&source, &store, params, None, &mut cache).unwrap();
+    assert_eq!((rebuilt, stats.unchanged_files), (plain, 0));
+    assert!(store.manifest(&changed.root()).is_ok());
+}

@@ -155,6 +155,7 @@ pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContex
             consistency,
             scratch,
             chunking: ChunkingParams::default(),
+            cache: Arc::default(),
         },
         store: ctx.node.chunk_store(),
         service,

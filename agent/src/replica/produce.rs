@@ -70,10 +70,11 @@ impl Task {
             started.elapsed(),
         );
         tracing::info!(
-            "checkpoint taken service={} sequence={sequence} epoch={} root={root} files={} bytes={} new_bytes={} ms={}",
+            "checkpoint taken service={} sequence={sequence} epoch={} root={root} files={} unchanged_files={} bytes={} new_bytes={} ms={}",
             self.service,
             input.epoch,
             taken.stats.files,
+            taken.stats.unchanged_files,
             taken.stats.bytes,
             taken.stats.new_bytes,
             started.elapsed().as_millis()
