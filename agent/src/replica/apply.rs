@@ -1,6 +1,7 @@
 //! The standby side: prefetching announced checkpoints, applying the chain's latest one
 //! atomically, and acknowledging it.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use drchain_replication::{materialize_after, Manifest};
@@ -16,7 +17,9 @@ use super::{applies, label, Applied, ReplicaInput, Task, ACK_RESEND, RETRY};
 impl Task {
     /// The active node announced a checkpoint: a standby fetches its chunks at once, in the
     /// background, so applying it when a block records it is local work. Announcements from
-    /// anyone else, or of what is already applied, are ignored.
+    /// anyone else, or of what is already applied, are ignored, and so is one that arrives
+    /// while a prefetch runs (the next recorded checkpoint is fetched anyway): an active that
+    /// announces without end cannot pile up fetches.
     pub(super) fn prefetch(&self, input: &ReplicaInput, announced: Announcement) {
         let from_active = input.chain.active == Some(announced.from);
         let newer = self
@@ -27,6 +30,10 @@ impl Task {
         if announced.service != self.service || !from_active || !newer || !applies(input) {
             return;
         }
+        if self.prefetching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let prefetching = self.prefetching.clone();
         let node = self.ctx.node.clone();
         let hold = self.store.hold();
         let timeout = Duration::from_millis(self.config.fetch_timeout_ms);
@@ -35,6 +42,7 @@ impl Task {
             let started = Instant::now();
             let fetched = node.fetch_checkpoint(announced.root, timeout).await;
             drop(hold);
+            prefetching.store(false, Ordering::Release);
             match fetched {
                 Ok(Ok(_)) => tracing::debug!(
                     "announced checkpoint fetched service={service} sequence={} ms={}",

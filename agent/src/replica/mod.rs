@@ -16,6 +16,7 @@
 //! shared chunk store's collection).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -171,6 +172,7 @@ pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContex
         last_checkpoint: None,
         ack_sent: None,
         retry_at: None,
+        prefetching: Arc::default(),
     };
     Replica {
         input,
@@ -215,6 +217,8 @@ struct Task {
     ack_sent: Option<(u64, Instant)>,
     /// After a failure, when the standby tries again.
     retry_at: Option<Instant>,
+    /// Whether a prefetch of an announced checkpoint runs (one at a time).
+    prefetching: Arc<AtomicBool>,
 }
 
 /// Whether the role applies checkpoints (everything but serving and promoting).
