@@ -2,8 +2,9 @@
 //!
 //! The manifest root comes from the chain; the node behind `--rpc` fetches whatever it lacks
 //! from the members that hold it (`replication_fetch`), and this command then reads the
-//! objects it still lacks locally through the same transfer messages members exchange
-//! (`replication_transfer`), verifying every manifest and chunk against its name. Chunks
+//! objects it still lacks locally through the same transfer messages members exchange —
+//! raw over `POST /replication/transfer` on the RPC port, or, from a node without that path,
+//! as hex in `replication_transfer` — verifying every manifest and chunk against its name. Chunks
 //! already in the local cache (a previous restore, or a node's own chunk store) are not
 //! fetched again. The files are written beside `--out` and renamed into place once durable.
 
@@ -13,14 +14,20 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use drchain_replication::materialize::write_checkpoint;
-use drchain_replication::transfer::{Fetch, PeerVerdict, TransferRequest, TransferResponse};
+use drchain_replication::transfer::{
+    Fetch, PeerVerdict, TransferRequest, TransferResponse, MAX_RESPONSE_BYTES,
+};
 use drchain_replication::ChunkStore;
 use drchain_support::{ServiceName, H256};
 use futures::future::join_all;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use parity_scale_codec::Encode;
 
 use crate::cli::RestoreArgs;
 use crate::client::{Described, RpcClient};
+use drchain_rpc::transfer_http::TRANSFER_PATH;
 use drchain_rpc::DrchainApiClient;
 
 /// The one "peer" a restore reads from: the node behind `--rpc`.
@@ -91,7 +98,8 @@ async fn run(args: RestoreArgs) -> Result<()> {
     let store = ChunkStore::open(&cache)
         .with_context(|| format!("opening the chunk cache {}", cache.display()))?;
     let started = Instant::now();
-    let fetched = fetch(&client, &store, root).await?;
+    let mut carrier = Carrier::new(&client, &args.rpc);
+    let fetched = fetch(&mut carrier, &store, root).await?;
     let manifest = fetched.manifest;
     let staging = parent.join(format!(".{name}.restoring"));
     let write = {
@@ -138,8 +146,89 @@ struct Fetched {
     reused_chunks: usize,
 }
 
+/// Carries transfer requests to the node: raw bytes over HTTP, one connection per request in
+/// flight, or JSON-RPC when the node does not serve the raw path.
+struct Carrier<'a> {
+    client: &'a RpcClient,
+    /// `host:port` of the node's RPC server; `None` once the raw path proved unavailable.
+    raw: Option<String>,
+    connections: Vec<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl<'a> Carrier<'a> {
+    fn new(client: &'a RpcClient, rpc: &str) -> Self {
+        let raw = rpc
+            .split_once("://")
+            .filter(|(scheme, _)| matches!(*scheme, "http" | "ws"))
+            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest).to_owned());
+        Self {
+            client,
+            raw,
+            connections: vec![],
+        }
+    }
+
+    /// Sends `requests` concurrently; their responses, in order.
+    async fn send(&mut self, requests: &[TransferRequest]) -> Result<Vec<Vec<u8>>> {
+        if let Some(addr) = self.raw.clone() {
+            match self.send_raw(&addr, requests).await {
+                Ok(answers) => return Ok(answers),
+                Err(e) => {
+                    tracing::debug!(error = %e, "raw transfer unavailable; using JSON-RPC");
+                    self.raw = None;
+                }
+            }
+        }
+        let client = self.client;
+        let answers = join_all(requests.iter().map(|request| async move {
+            let hex = client
+                .replication_transfer(format!("0x{}", hex::encode(request.encode())))
+                .await
+                .doing("reading the checkpoint from the node (replication_transfer)")?;
+            hex::decode(hex.strip_prefix("0x").unwrap_or(&hex))
+                .context("the node's transfer response is not hex")
+        }))
+        .await;
+        answers.into_iter().collect()
+    }
+
+    async fn send_raw(&mut self, addr: &str, requests: &[TransferRequest]) -> Result<Vec<Vec<u8>>> {
+        while self.connections.len() < requests.len() {
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("connecting to {addr}"))?;
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            self.connections.push(sender);
+        }
+        let answers = join_all(self.connections.iter_mut().zip(requests).map(
+            |(sender, request)| async move {
+                let http = hyper::Request::post(TRANSFER_PATH)
+                    .header(hyper::header::HOST, addr)
+                    .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(Full::new(Bytes::from(request.encode())))?;
+                sender.ready().await?;
+                let response = sender.send_request(http).await?;
+                let status = response.status();
+                let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES + 1024)
+                    .collect()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("reading the transfer response: {e}"))?
+                    .to_bytes();
+                if !status.is_success() {
+                    bail!("{status}: {}", String::from_utf8_lossy(&body));
+                }
+                anyhow::Ok(body.to_vec())
+            },
+        ))
+        .await;
+        answers.into_iter().collect()
+    }
+}
+
 /// Reads checkpoint `root` into `store` through the node, every object verified.
-async fn fetch(client: &RpcClient, store: &ChunkStore, root: H256) -> Result<Fetched> {
+async fn fetch(carrier: &mut Carrier<'_>, store: &ChunkStore, root: H256) -> Result<Fetched> {
     let mut fetch: Fetch<Node> = Fetch::new(root, store);
     let mut received_bytes = 0u64;
     let mut reused_chunks = None;
@@ -158,21 +247,12 @@ async fn fetch(client: &RpcClient, store: &ChunkStore, root: H256) -> Result<Fet
                 fetch.remaining()
             );
         }
-        let answers = join_all(requests.into_iter().map(|(_, request)| async move {
-            let answer = client
-                .replication_transfer(format!("0x{}", hex::encode(request.encode())))
-                .await;
-            (request, answer)
-        }))
-        .await;
-        for (request, answer) in answers {
-            let hex =
-                answer.doing("reading the checkpoint from the node (replication_transfer)")?;
-            let bytes = hex::decode(hex.strip_prefix("0x").unwrap_or(&hex))
-                .context("the node's transfer response is not hex")?;
+        let requests: Vec<TransferRequest> = requests.into_iter().map(|(_, r)| r).collect();
+        let answers = carrier.send(&requests).await?;
+        for (request, bytes) in requests.iter().zip(answers) {
             received_bytes += bytes.len() as u64;
             let response = TransferResponse::decode_bounded(&bytes)?;
-            apply(&mut fetch, &request, response, store)?;
+            apply(&mut fetch, request, response, store)?;
         }
         progress.show(received_bytes);
     }

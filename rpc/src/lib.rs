@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod node_api;
 mod strict;
 pub mod substrate;
+pub mod transfer_http;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -299,16 +300,21 @@ pub async fn start(
         RpcMethods::Auto => !config.listen.ip().is_loopback(),
     };
     let cors = config.cors.clone();
-    let http_middleware = tower::ServiceBuilder::new().layer(
-        tower_http::cors::CorsLayer::new()
-            .allow_origin(tower_http::cors::AllowOrigin::predicate(
-                move |origin: &hyper::header::HeaderValue, _| {
-                    origin.to_str().is_ok_and(|o| cors.allows(o))
-                },
-            ))
-            .allow_methods([hyper::Method::POST, hyper::Method::GET])
-            .allow_headers([hyper::header::CONTENT_TYPE]),
-    );
+    let http_middleware = tower::ServiceBuilder::new()
+        .layer(transfer_http::TransferLayer::new(
+            node.chunk_store(),
+            deny_unsafe,
+        ))
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::AllowOrigin::predicate(
+                    move |origin: &hyper::header::HeaderValue, _| {
+                        origin.to_str().is_ok_and(|o| cors.allows(o))
+                    },
+                ))
+                .allow_methods([hyper::Method::POST, hyper::Method::GET])
+                .allow_headers([hyper::header::CONTENT_TYPE]),
+        );
     let server_config = ServerConfig::builder()
         .max_request_body_size(MAX_REQUEST_BYTES)
         .max_response_body_size(MAX_RESPONSE_BYTES)

@@ -51,6 +51,48 @@ async fn call(client: &HttpClient, method: &str, params: ArrayParams) -> Value {
         .unwrap_or_else(|e| panic!("{method} failed: {e}"))
 }
 
+/// `POST /replication/transfer` with `body`: the status code and the response body.
+fn raw_transfer(addr: std::net::SocketAddr, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /replication/transfer HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = vec![];
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = response[split + 4..].to_vec();
+    if head.to_lowercase().contains("transfer-encoding: chunked") {
+        body = unchunk(&body);
+    }
+    (status, body)
+}
+
+/// Decodes an HTTP/1.1 chunked body.
+fn unchunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = vec![];
+    loop {
+        let line_end = body.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&body[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[line_end + 2..line_end + 2 + size]);
+        body = &body[line_end + 2 + size + 2..];
+    }
+}
+
 /// The error a call returns; panics if it succeeds.
 async fn error(client: &HttpClient, method: &str, params: ArrayParams) -> (i32, String) {
     match client.request::<Value, _>(method, params).await {
@@ -380,6 +422,21 @@ async fn every_method_answers_over_http_and_websocket() {
     let (code, message) = error(&http, "replication_transfer", rpc_params!["0x07"]).await;
     assert_eq!(code, -32602, "{message}");
     assert!(message.contains("transfer request"), "{message}");
+    // The same transfer raw, as `drchain restore` reads it: SCALE in, SCALE out.
+    let request = TransferRequest::Manifest { root }.encode();
+    let (status, body) = tokio::task::spawn_blocking(move || raw_transfer(addr, &request))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        TransferResponse::decode_bounded(&body).unwrap(),
+        TransferResponse::Manifest { bytes: None }
+    );
+    let (status, body) = tokio::task::spawn_blocking(move || raw_transfer(addr, &[7]))
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("transfer request"));
 
     // membership_*
     let members = call(&http, "membership_members", rpc_params![]).await;
@@ -498,6 +555,12 @@ async fn bad_input_safe_mode_and_limits_are_refused_cleanly() {
     .await;
     assert_eq!(code, 1010, "{message}");
     assert!(message.contains("signature"), "{message}");
+    // Safe mode refuses the raw transfer too.
+    let (status, body) = tokio::task::spawn_blocking(move || raw_transfer(addr, &[0; 33]))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("unsafe"));
     // Safe mode refuses unsafe methods with a message that says so.
     for (method, params) in [
         ("system_peers", rpc_params![]),
