@@ -46,6 +46,8 @@ const ACK_RESEND: Duration = Duration::from_secs(3);
 /// In `watch` mode, changes closer together than this make one checkpoint (a write and its
 /// rename arrive as separate events).
 const WATCH_SETTLE: Duration = Duration::from_millis(2);
+/// How often a source that could not be watched is tried again.
+const WATCH_RETRY: Duration = Duration::from_secs(10);
 /// The shortest time between two garbage collections of the chunk store.
 const GC_EVERY: Duration = Duration::from_secs(30);
 /// A dictionary is trained (or retrained, kept only if it pays more) every this many
@@ -237,6 +239,9 @@ impl Task {
     async fn run(mut self, mut input: watch::Receiver<Option<ReplicaInput>>) {
         let (changes_tx, mut changes) = mpsc::channel::<()>(1);
         let mut watcher: Option<notify::RecommendedWatcher> = None;
+        // A source that cannot be watched (missing yet) is tried again this often, not on
+        // every turn: the periodic rescan covers it meanwhile.
+        let mut watch_again = Instant::now();
         let mut announcements = self.ctx.node.subscribe_announcements();
         loop {
             let wake = self.wake_at(input.borrow().as_ref());
@@ -268,8 +273,9 @@ impl Task {
                 continue;
             };
             if produces(&now) {
-                if self.config.watch && watcher.is_none() {
+                if self.config.watch && watcher.is_none() && Instant::now() >= watch_again {
                     watcher = self.watch_source(&changes_tx);
+                    watch_again = Instant::now() + WATCH_RETRY;
                 }
                 if Instant::now() >= self.next_checkpoint {
                     self.produce(&now).await;
