@@ -558,6 +558,23 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
         ],
     );
     assert!(refused.contains("is not empty"), "{refused}");
+    let fresh = restored.path().join("svc-none");
+    let fresh = fresh.to_str().unwrap();
+    for (args, reason) in [
+        (
+            vec!["--checkpoint", "999999"],
+            "no checkpoint 999999 of svc",
+        ),
+        (
+            vec!["--checkpoint", "newest"],
+            "neither a number nor latest",
+        ),
+    ] {
+        let mut all = vec!["restore", "--service", "svc", "--out", fresh, "--rpc", &rpc];
+        all.extend(args);
+        let refused = common::fails(restored.path(), &all);
+        assert!(refused.contains(reason), "{refused}");
+    }
 
     // The service goes on at the new active, which records checkpoints under its epoch.
     *target.lock().unwrap() = Some((second, c.node(second).data()));
