@@ -193,6 +193,20 @@ fn tx_status_metrics_and_plain_http_rpc_work_against_a_running_node() {
         "drchain_service_role{",
         "drchain_rpc_calls_total{method=\"author_submitAndWatchExtrinsic\"}",
         "drchain_process_resident_memory_bytes ",
+        // Replication's, named in docs/operations.md ("Replicating a service").
+        "# TYPE drchain_replication_lag_ms gauge",
+        "# TYPE drchain_checkpoint_sequence gauge",
+        "# TYPE drchain_promotions_withheld counter",
+        "# TYPE drchain_data_loss_accepted counter",
+        "# TYPE drchain_replication_checkpoints counter",
+        "# TYPE drchain_replication_snapshot_failures counter",
+        "# TYPE drchain_replication_checkpoint_seconds histogram",
+        "# TYPE drchain_replication_dedup_ratio gauge",
+        "# TYPE drchain_replication_compression_ratio gauge",
+        "# TYPE drchain_replication_dictionary_gain gauge",
+        "# TYPE drchain_replication_applied_sequence gauge",
+        "# TYPE drchain_replication_apply_failures counter",
+        "drchain_replication_store_bytes ",
     ] {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }
