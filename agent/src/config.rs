@@ -346,6 +346,11 @@ impl ServiceAgentConfig {
         };
         shape?;
         if let Some(replication) = &self.replication {
+            if self.applied_checkpoint_file.is_some() {
+                return Err(
+                    "applied_checkpoint_file and [service.replication] exclude each other: with replication the agent knows what it applied".into(),
+                );
+            }
             replication
                 .validate()
                 .map_err(|m| format!("replication.{m}"))?;
@@ -447,6 +452,8 @@ url = "http://127.0.0.1:8080/health"
 interval_ms = 100
 timeout_ms = 50
 failures = 3
+[[service]]
+name = "cache"
 [service.replication]
 source = "/srv/db/data"
 snapshot_command = "cp -a $DRCHAIN_SOURCE/. $1"
@@ -465,17 +472,18 @@ keep_checkpoints = 3
 "#,
         )
         .unwrap();
-        assert_eq!(c.services.len(), 2);
+        assert_eq!(c.services.len(), 3);
         assert_eq!(c.services[0].health_check.kind, CheckKind::Http);
-        assert_eq!(c.services[1].health_check.kind, CheckKind::Command);
+        assert_eq!(c.services[2].health_check.kind, CheckKind::Command);
         assert_eq!(c.services[0].on_promote.as_deref(), Some("touch /tmp/p"));
-        let r = c.services[0].replication.as_ref().unwrap();
+        assert!(c.services[0].replication.is_none());
+        let r = c.services[1].replication.as_ref().unwrap();
         assert_eq!(
             (r.interval_ms, r.keep_checkpoints, r.watch),
             (1000, 8, false)
         );
         assert_eq!(r.snapshot_timeout_ms, 10_000);
-        let r = c.services[1].replication.as_ref().unwrap();
+        let r = c.services[2].replication.as_ref().unwrap();
         assert_eq!((r.interval_ms, r.keep_checkpoints, r.watch), (200, 3, true));
     }
 
@@ -513,6 +521,10 @@ keep_checkpoints = 3
             (replication("watch = true\nsnapshot_timeout_ms = 1"), "snapshot_timeout_ms"),
             (replication("watch = true\nfetch_timeout_ms = 1"), "fetch_timeout_ms"),
             (replication("watch = true\nbogus = 1"), "unknown field"),
+            (
+                "[[service]]\nname = \"db\"\napplied_checkpoint_file = \"/f\"\n[service.replication]\nsource = \"/d\"\ntarget = \"/r\"\nwatch = true\n",
+                "exclude each other",
+            ),
             (
                 "[[service]]\nname = \"db\"\n[service.replication]\nsource = \"data\"\ntarget = \"/r\"\nwatch = true\n",
                 "replication.source data must be an absolute path",

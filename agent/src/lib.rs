@@ -238,10 +238,14 @@ impl Runner {
             self.services
                 .iter()
                 .map(|s| {
-                    let keep = s.replication.as_ref().map_or(0, |r| r.keep_checkpoints);
+                    // Only a replicated service's task needs its checkpoints.
+                    let checkpoints = s.replication.as_ref().map(|r| {
+                        let keep = r.keep_checkpoints as usize;
+                        chain::read_checkpoints(&overlay, &s.name, &self.me, keep)
+                    });
                     (
                         chain::read(&overlay, number, &s.name, &self.me),
-                        chain::read_checkpoints(&overlay, &s.name, &self.me, keep as usize),
+                        checkpoints.unwrap_or_default(),
                     )
                 })
                 .unzip()
@@ -269,16 +273,23 @@ impl Runner {
         for ((report, replica), chain) in reports.iter().zip(&self.replicas).zip(&self.checkpoints)
         {
             if let Some(replica) = replica {
-                let input = ReplicaInput {
-                    role: report.role,
-                    serving: report.serving,
-                    epoch: report.epoch,
-                    chain: chain.clone(),
-                };
+                // Called on every tick: compare before cloning anything.
                 replica.input.send_if_modified(|old| {
-                    let changed = old.as_ref() != Some(&input);
-                    *old = Some(input);
-                    changed
+                    let same = old.as_ref().is_some_and(|o| {
+                        o.role == report.role
+                            && o.serving == report.serving
+                            && o.epoch == report.epoch
+                            && o.chain == *chain
+                    });
+                    if !same {
+                        *old = Some(ReplicaInput {
+                            role: report.role,
+                            serving: report.serving,
+                            epoch: report.epoch,
+                            chain: chain.clone(),
+                        });
+                    }
+                    !same
                 });
             }
         }
