@@ -57,6 +57,8 @@ pub struct Metrics {
     pub replication_lag: Family<Labels, Gauge>,
     /// Per service: the latest recorded checkpoint.
     pub checkpoint_sequence: Family<Labels, Gauge>,
+    /// Per reason: peers caught sending provably bad data (kept out for a while).
+    pub peer_misbehaviour: Family<Labels, Counter>,
     /// The RPC server's.
     pub rpc: RpcMetrics,
     /// Resident memory of the process.
@@ -154,6 +156,12 @@ impl Metrics {
             "The latest checkpoint recorded per service",
             checkpoint_sequence.clone(),
         );
+        let peer_misbehaviour = Family::default();
+        registry.register(
+            "peer_misbehaviour",
+            "Peers caught sending provably bad data, per reason; each is disconnected and kept out for a while",
+            peer_misbehaviour.clone(),
+        );
         let rpc = RpcMetrics::register(&mut registry);
         let agent = AgentMetrics::register(&mut registry);
         registry.register(
@@ -178,6 +186,7 @@ impl Metrics {
             data_loss_accepted,
             replication_lag,
             checkpoint_sequence,
+            peer_misbehaviour,
             rpc,
             resident_memory,
             agent,

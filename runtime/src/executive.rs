@@ -478,6 +478,26 @@ pub fn build_block(
     })
 }
 
+/// Whether `block`'s body is the one its header commits to (and within the limits). Cheap
+/// next to execution, and needs no state: a block whose header a commit certificate or a
+/// proposer's signature covers is checked with it before anything trusts its body.
+pub fn check_body(block: &Block) -> Result<(), BlockError> {
+    if block.extrinsics.len() > MAX_BLOCK_EXTRINSICS {
+        return Err(BlockError::TooManyExtrinsics {
+            count: block.extrinsics.len(),
+            max: MAX_BLOCK_EXTRINSICS,
+        });
+    }
+    let computed = extrinsics_root(&block.extrinsics);
+    if computed != block.header.extrinsics_root {
+        return Err(BlockError::BadExtrinsicsRoot {
+            computed,
+            got: block.header.extrinsics_root,
+        });
+    }
+    Ok(())
+}
+
 /// Executes `block` on `parent`'s state, checking the header: parent, number, timestamp,
 /// extrinsics root, every extrinsic, and the state root.
 pub fn execute_block(
@@ -500,19 +520,7 @@ pub fn execute_block(
             got: h.number,
         });
     }
-    if block.extrinsics.len() > MAX_BLOCK_EXTRINSICS {
-        return Err(BlockError::TooManyExtrinsics {
-            count: block.extrinsics.len(),
-            max: MAX_BLOCK_EXTRINSICS,
-        });
-    }
-    let computed = extrinsics_root(&block.extrinsics);
-    if computed != h.extrinsics_root {
-        return Err(BlockError::BadExtrinsicsRoot {
-            computed,
-            got: h.extrinsics_root,
-        });
-    }
+    check_body(block)?;
     let mut exec = Execution::start(backend, parent, h.timestamp, *genesis_hash)?;
     for (index, x) in block.extrinsics.iter().enumerate() {
         exec.apply(index as u32, x)

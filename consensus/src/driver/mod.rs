@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use drchain_runtime::{execute_block, Block, ExecutedBlock};
+use drchain_runtime::{check_body, execute_block, Block, ExecutedBlock};
 use drchain_support::{AccountId, Overlay};
 use malachitebft_core_consensus::{
     process, Input, LocallyProposedValue, Params, State, ValuePayload,
@@ -311,8 +311,9 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
     }
 
     /// A finalized block with its certificate, fetched from a peer. Blocks for other heights
-    /// are ignored; a bad certificate is refused (`Ok(Err(..))`) so the host can penalize the
-    /// peer.
+    /// are ignored; a bad certificate or a body its header does not commit to is refused
+    /// (`Ok(Err(..))`) so the host can penalize the peer and ask another. Only a block that
+    /// passes both and still does not execute is [`DriverError::Diverged`].
     pub fn on_synced_block(
         &mut self,
         now_ms: u64,
@@ -324,8 +325,18 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         if number != self.host.height {
             return Ok(Ok(vec![]));
         }
-        if let Err(reason) = self.check_certificate(&block, &certificate) {
-            return Ok(Err(SyncRejected::BadCertificate { number, reason }));
+        // Only a body the certificate covers can show divergence when it fails to execute.
+        let refused = match self.check_certificate(&block, &certificate) {
+            Err(reason) => Some(SyncRejected::BadCertificate { number, reason }),
+            Ok(()) => check_body(&block).err().map(|e| SyncRejected::BadBody {
+                number,
+                reason: e.to_string(),
+            }),
+        };
+        if let Some(refused) = refused {
+            // The next sign that peers are ahead asks again at once (the host asks another).
+            self.last_sync_request = None;
+            return Ok(Err(refused));
         }
         let executed = self.execute_finalized(&block)?;
         self.import(block, executed, certificate, true)?;

@@ -8,7 +8,7 @@ use drchain_support::{Signature, H256};
 use ed25519_dalek::Signer as _;
 use malachitebft_core_types::{Round, TimeoutKind};
 
-use super::{ConsensusDriver, DriverConfig, Output, TimerKey};
+use super::{ConsensusDriver, DriverConfig, Output, SyncRejected, TimerKey};
 use crate::codec::{self, ConsensusMessage, WireProposal, WireVote};
 use crate::context::{Height, SigningProvider, ValidatorSet};
 use crate::store::kv::MemoryDb;
@@ -315,6 +315,52 @@ fn synced_blocks_need_a_valid_certificate() {
         .unwrap();
     assert_eq!(finalized(&out), vec![1]);
     assert_eq!(follower.height(), 2);
+}
+
+/// A finalized block with a genuine certificate but an altered body (the header, and so the
+/// certificate, still match) is the peer's lie, not a divergence of our state: it is refused
+/// like a bad certificate, and the genuine block from another peer imports.
+#[test]
+fn a_synced_block_with_an_altered_body_is_refused_not_fatal() {
+    let chain = Chain::dev();
+    let mut alice = chain.driver("alice", &MemoryDb::new());
+    let _ = alice.start(chain.now()).unwrap();
+    let g = &chain.genesis;
+    let built = build_block(&g.state, &g.header, chain.now(), &g.hash(), [], 10).unwrap();
+    let _ = alice
+        .on_block_built(chain.now(), 1, 0, built.block, built.executed)
+        .unwrap();
+    let block = alice.store().block(1).unwrap().unwrap();
+    let certificate = alice.store().certificate(1).unwrap().unwrap();
+    let store = ChainStore::open(MemoryDb::new(), &chain.genesis).unwrap();
+    let signer = SigningProvider::new(chain.genesis.hash(), dev_key("bob"));
+    let mut follower = ConsensusDriver::new(store, signer, DriverConfig::default(), false);
+    let _ = follower.start(chain.now()).unwrap();
+    let mut tampered = block.clone();
+    tampered.extrinsics.push(removal_by_alice(&chain));
+    let refused = follower
+        .on_synced_block(chain.now(), tampered, certificate.clone())
+        .expect("a peer's tampered block must not stop the node");
+    assert!(
+        matches!(refused, Err(SyncRejected::BadBody { number: 1, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(follower.height(), 1);
+    let out = follower
+        .on_synced_block(chain.now(), block, certificate)
+        .unwrap()
+        .unwrap();
+    assert_eq!(finalized(&out), vec![1]);
+}
+
+/// A signed transaction of alice's (any will do where only the bytes matter).
+fn removal_by_alice(chain: &Chain) -> drchain_runtime::UncheckedExtrinsic {
+    let call = drchain_runtime::RuntimeCall::Failover(
+        drchain_runtime::pallet_failover::Call::RemoveService {
+            name: drchain_support::ServiceName::new("db").unwrap(),
+        },
+    );
+    drchain_runtime::UncheckedExtrinsic::sign(&dev_key("alice"), &chain.genesis.hash(), 0, call)
 }
 
 /// A crashed proposer costs a round. Once 2/3+ precommits of the round are nil no value can

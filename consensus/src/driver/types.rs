@@ -170,6 +170,14 @@ pub enum SyncRejected {
         number: u64,
         reason: String,
     },
+    /// Its body is not the one its header (and so its certificate) commits to: the peer
+    /// altered it. Our state has not diverged; the block is fetched from another peer.
+    #[error("block #{number} was altered: {reason}")]
+    BadBody {
+        /// The block's number.
+        number: u64,
+        reason: String,
+    },
 }
 
 /// Counters of what the driver dropped, for metrics and tests.

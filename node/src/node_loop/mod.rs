@@ -141,6 +141,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         stats: ChainStatus::default(),
         sync_peer: 0,
         admission: HashMap::new(),
+        penalized: HashMap::new(),
         finalized: finalized.clone(),
         metrics: metrics.clone(),
         outbox: vec![],
@@ -180,6 +181,8 @@ struct NodeLoop {
     sync_peer: usize,
     /// Admission answers for the current head (see [`NodeLoop::admitted`]).
     admission: HashMap<PeerId, bool>,
+    /// Peers kept out until then for sending provably bad data.
+    penalized: HashMap<PeerId, Instant>,
     finalized: broadcast::Sender<Arc<FinalizedBlock>>,
     metrics: Arc<Metrics>,
     /// Transactions submitted here, not gossiped yet.

@@ -12,10 +12,21 @@ use drchain_consensus::codec::ConsensusMessage;
 
 use super::NodeLoop;
 
+/// How long a peer that sent provably bad data is kept out. Only members are admitted, so the
+/// map of penalized peers is bounded by the membership.
+const PENALTY: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl NodeLoop {
     /// Whether `peer` is an admitted, unrevoked member of the finalized state. Asked for every
     /// gossip message, so answers are kept until the next block.
     pub(super) fn admitted(&mut self, peer: &PeerId) -> bool {
+        if self
+            .penalized
+            .get(peer)
+            .is_some_and(|until| *until > Instant::now())
+        {
+            return false;
+        }
         if let Some(known) = self.admission.get(peer) {
             return *known;
         }
@@ -26,6 +37,19 @@ impl NodeLoop {
         });
         self.admission.insert(*peer, admitted);
         admitted
+    }
+
+    /// `peer` sent provably bad data (`reason`, a metric label): it is disconnected and
+    /// treated as not admitted for [`PENALTY`], so we neither ask nor hear it meanwhile.
+    pub(super) fn penalize(&mut self, peer: PeerId, reason: &'static str) {
+        let now = Instant::now();
+        self.penalized.retain(|_, until| *until > now);
+        self.penalized.insert(peer, now + PENALTY);
+        self.metrics
+            .peer_misbehaviour
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+        let _ = self.swarm.disconnect_peer_id(peer);
     }
 
     /// After a block: forgets cached admissions and disconnects peers no longer admitted.

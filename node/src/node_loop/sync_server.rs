@@ -1,5 +1,6 @@
 //! Block sync over request-response: serve finalized blocks with their certificates to
-//! admitted peers, and hand blocks received to the driver, which checks each certificate.
+//! admitted peers, and hand blocks received to the driver, which checks each certificate and
+//! body. A peer that sent a bad block is disconnected and not asked again for a while.
 
 use std::time::Instant;
 
@@ -57,7 +58,7 @@ impl NodeLoop {
                         Err(rejected) => {
                             tracing::warn!(%peer, %rejected, "peer sent a bad block; disconnecting");
                             self.stats.dropped_messages += 1;
-                            let _ = self.swarm.disconnect_peer_id(peer);
+                            self.penalize(peer, "bad_sync_block");
                             break;
                         }
                     }
