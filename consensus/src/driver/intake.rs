@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use drchain_runtime::{check_proposal_time, execute_block};
+use drchain_runtime::{check_body, check_proposal_time, execute_block};
 use drchain_support::Signature;
 use malachitebft_core_consensus::{Input, ProposedValue};
 use malachitebft_core_types::{
@@ -184,24 +184,29 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
 
     fn proposal(&mut self, signed: SignedProposal<Ctx>) -> Result<(), DriverError> {
         let p = &signed.message;
+        if self.host.current.seen_proposals.contains(&p.round.as_i64()) {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
         let expected = self.host.vset.proposer(p.height, p.round).map(|v| {
             use malachitebft_core_types::Validator as _;
             *v.address()
         });
         let bytes = p.sign_bytes(self.host.ctx.genesis());
+        // The signature covers the header only, so a relay can swap the body: such a copy is
+        // the relay's, not the proposer's, and must not take the round's place (the genuine
+        // copy may still come).
         if expected != Some(p.proposer)
             || self.round_too_far(p.round)
             || !self
                 .host
                 .check_signature(&p.proposer.0, &bytes, &signed.signature)
+            || check_body(p.value.block()).is_err()
         {
             self.stats.invalid_messages += 1;
             return Ok(());
         }
-        if !self.host.current.seen_proposals.insert(p.round.as_i64()) {
-            self.stats.duplicates += 1;
-            return Ok(());
-        }
+        self.host.current.seen_proposals.insert(p.round.as_i64());
         let validity = match self.validate(&p.value, p.pol_round.is_nil()) {
             Ok(()) => Validity::Valid,
             Err(reason) => {

@@ -317,6 +317,33 @@ fn synced_blocks_need_a_valid_certificate() {
     assert_eq!(follower.height(), 2);
 }
 
+/// The proposer's signature covers the header, not the body: a relay that alters the body
+/// must not make the round's proposal look invalid. Its copy is dropped, and the genuine copy
+/// arriving after it gets the prevote.
+#[test]
+fn a_relayed_proposal_with_an_altered_body_does_not_shadow_the_genuine_one() {
+    let chain = Chain::local();
+    let proposer = chain.proposer(1, 0);
+    let voter = NAMES.into_iter().find(|n| *n != proposer).unwrap();
+    let mut d = chain.driver(voter, &MemoryDb::new());
+    let _ = d.start(chain.now()).unwrap();
+    let block = chain.block(chain.now());
+    let mut altered = block.clone();
+    altered.extrinsics.push(removal_by_alice(&chain));
+    let out = d
+        .on_message(chain.now(), chain.proposal(proposer, 0, altered))
+        .unwrap();
+    assert!(
+        votes_of(&out, voter).is_empty(),
+        "no vote on an altered copy"
+    );
+    let out = d
+        .on_message(chain.now(), chain.proposal(proposer, 0, block.clone()))
+        .unwrap();
+    assert_eq!(votes_of(&out, voter), vec![(0, 0, Some(block.hash()))]);
+    assert_eq!(d.stats().invalid_proposals, 0);
+}
+
 /// A finalized block with a genuine certificate but an altered body (the header, and so the
 /// certificate, still match) is the peer's lie, not a divergence of our state: it is refused
 /// like a bad certificate, and the genuine block from another peer imports.
