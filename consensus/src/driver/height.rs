@@ -26,6 +26,8 @@ pub(super) struct HeightState {
     /// The first vote accepted per slot, with its signature: a second, different one from the
     /// same validator is equivocation and is dropped.
     pub(super) seen_votes: BTreeMap<VoteSlot, (Option<H256>, Signature)>,
+    /// Certificates applied (see `new_with_quorum`): repeats are dropped before the WAL.
+    pub(super) applied_certificates: BTreeSet<super::intake::CertificateKey>,
     /// Rounds whose proposal was accepted.
     pub(super) seen_proposals: BTreeSet<i64>,
     /// Executions of the blocks validated, by hash (a decided one is imported without

@@ -5,16 +5,34 @@
 use std::collections::BTreeSet;
 
 use drchain_runtime::{check_body, check_proposal_time, execute_block};
-use drchain_support::Signature;
+use drchain_support::{Signature, H256};
 use malachitebft_core_consensus::{Input, ProposedValue};
 use malachitebft_core_types::{
-    self as mc, Round, SignedProposal, SignedVote, Validity, ValueOrigin,
+    self as mc, Round, RoundCertificateType, SignedProposal, SignedVote, ThresholdParams, Validity,
+    ValueOrigin,
 };
 
 use super::{vote_slot, ConsensusDriver, DriverError, Output, Phase};
 use crate::codec::{self, ConsensusMessage, WalRecord};
 use crate::context::{nil_or_value, vote_type_code, BlockValue, Ctx};
 use crate::store::kv::KeyValueDb;
+
+/// Which kind of certificate, in [`CertificateKey`].
+const CERT_POLKA: u8 = 0;
+const CERT_SKIP_ROUND: u8 = 1;
+const CERT_PRECOMMIT_ROUND: u8 = 2;
+
+/// A certificate's identity within a height: (kind, round, value for a polka).
+pub(super) type CertificateKey = (u8, i64, Option<H256>);
+
+/// The voting power a certificate must carry.
+#[derive(Clone, Copy)]
+enum Threshold {
+    /// 2/3+ (polka, precommit round certificate).
+    Quorum,
+    /// 1/3+ (skip round certificate).
+    Honest,
+}
 
 impl<D: KeyValueDb> ConsensusDriver<D> {
     pub(super) fn message(&mut self, message: ConsensusMessage) -> Result<(), DriverError> {
@@ -106,8 +124,39 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
             );
             self.accept_signature(&vote, &s.signature)
         });
+        let key = (CERT_POLKA, round.as_i64(), Some(value));
+        if !self.new_with_quorum(key, c.polka_signatures.len(), Threshold::Quorum) {
+            return Ok(());
+        }
         self.log_certificate(ConsensusMessage::PolkaCertificate(codec::polka_to_wire(&c)));
         self.feed(Input::PolkaCertificate(c))
+    }
+
+    /// Whether a certificate, its bad and repeated signatures already removed, still reaches
+    /// its threshold (validators weigh one each) and was not applied before. Only such a
+    /// certificate may reach the core and the WAL: anything else would let a member grow the
+    /// WAL with copies the core refuses or ignores.
+    fn new_with_quorum(
+        &mut self,
+        key: CertificateKey,
+        signers: usize,
+        threshold: Threshold,
+    ) -> bool {
+        let total = self.host.vset.len() as u64;
+        let thresholds = ThresholdParams::default();
+        let met = match threshold {
+            Threshold::Quorum => thresholds.quorum.is_met(signers as u64, total),
+            Threshold::Honest => thresholds.honest.is_met(signers as u64, total),
+        };
+        if !met {
+            self.stats.invalid_messages += 1;
+            return false;
+        }
+        if !self.host.current.applied_certificates.insert(key) {
+            self.stats.duplicates += 1;
+            return false;
+        }
+        true
     }
 
     fn round_certificate(&mut self, wire: codec::WireRoundCertificate) -> Result<(), DriverError> {
@@ -120,9 +169,12 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
             return Ok(());
         }
         let (height, round) = (c.height, c.round);
+        let precommits_only = c.cert_type == RoundCertificateType::Precommit;
         let mut slots = BTreeSet::new();
-        c.round_signatures
-            .retain(|s| slots.insert((vote_type_code(s.vote_type), s.address)));
+        c.round_signatures.retain(|s| {
+            !(precommits_only && s.vote_type == mc::VoteType::Prevote)
+                && slots.insert((vote_type_code(s.vote_type), s.address))
+        });
         c.round_signatures.retain(|s| {
             let vote = crate::context::Vote {
                 vote_type: s.vote_type,
@@ -133,6 +185,16 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
             };
             self.accept_signature(&vote, &s.signature)
         });
+        // A validator may sign both vote types of a round: power counts each validator once.
+        let signers: BTreeSet<_> = c.round_signatures.iter().map(|s| s.address).collect();
+        let (kind, threshold) = if precommits_only {
+            (CERT_PRECOMMIT_ROUND, Threshold::Quorum)
+        } else {
+            (CERT_SKIP_ROUND, Threshold::Honest)
+        };
+        if !self.new_with_quorum((kind, round.as_i64(), None), signers.len(), threshold) {
+            return Ok(());
+        }
         self.log_certificate(ConsensusMessage::RoundCertificate(
             codec::round_certificate_to_wire(&c),
         ));

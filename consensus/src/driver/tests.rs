@@ -344,6 +344,69 @@ fn a_relayed_proposal_with_an_altered_body_does_not_shadow_the_genuine_one() {
     assert_eq!(d.stats().invalid_proposals, 0);
 }
 
+/// Certificates are logged in the WAL (replay needs them), so what gets logged must be bounded:
+/// a certificate stripped below its quorum, or one already applied, is dropped before the
+/// WAL. Otherwise any member could grow the WAL, and replay time, without bound in a stall.
+#[test]
+fn only_new_certificates_with_a_quorum_reach_the_wal() {
+    let chain = Chain::local();
+    let mut d = chain.driver("alice", &MemoryDb::new());
+    let _ = d.start(chain.now()).unwrap();
+    let value = H256([7; 32]);
+    let signature = |name: &str, vote_type: u8, round: i64, value: Option<H256>| match chain
+        .vote(name, vote_type, round, value)
+    {
+        ConsensusMessage::Vote(v) => (dev_account(name), v.signature),
+        _ => unreachable!(),
+    };
+    let polka = |signers: &[&str]| {
+        ConsensusMessage::PolkaCertificate(codec::WirePolkaCertificate {
+            height: 1,
+            round: 0,
+            block_hash: value,
+            signatures: signers
+                .iter()
+                .map(|n| signature(n, 0, 0, Some(value)))
+                .collect(),
+        })
+    };
+    let skip = |signers: &[&str]| {
+        ConsensusMessage::RoundCertificate(codec::WireRoundCertificate {
+            height: 1,
+            round: 3,
+            kind: 0,
+            signatures: signers
+                .iter()
+                .map(|n| {
+                    let (who, sig) = signature(n, 1, 3, None);
+                    (1, None, who, sig)
+                })
+                .collect(),
+        })
+    };
+    let wal_len = |d: &ConsensusDriver<MemoryDb>| d.store().wal(1).unwrap().len();
+    let before = wal_len(&d);
+    for _ in 0..10 {
+        let _ = d.on_message(chain.now(), polka(&["bob"])).unwrap();
+        let _ = d.on_message(chain.now(), skip(&["bob"])).unwrap();
+    }
+    assert_eq!(wal_len(&d), before, "below quorum: nothing logged");
+    let _ = d
+        .on_message(chain.now(), polka(&["bob", "charlie", "dave"]))
+        .unwrap();
+    let after_first = wal_len(&d);
+    assert!(after_first > before, "a quorum certificate is logged");
+    for _ in 0..10 {
+        let _ = d
+            .on_message(chain.now(), polka(&["bob", "charlie", "dave"]))
+            .unwrap();
+        let _ = d
+            .on_message(chain.now(), polka(&["charlie", "dave", "bob"]))
+            .unwrap();
+    }
+    assert_eq!(wal_len(&d), after_first, "repeats are not logged again");
+}
+
 /// A finalized block with a genuine certificate but an altered body (the header, and so the
 /// certificate, still match) is the peer's lie, not a divergence of our state: it is refused
 /// like a bad certificate, and the genuine block from another peer imports.
