@@ -51,6 +51,21 @@ pub(crate) fn insert_member(
     Members::insert(state, &v.account, &member);
 }
 
+/// Whether `account` may become a member: it is none now and was never revoked (revocation
+/// is of the key, whatever certificate it comes back with).
+fn check_new_member(state: &Overlay<'_>, account: &AccountId) -> Result<(), Error> {
+    match Members::get(state, account) {
+        None => Ok(()),
+        Some(Member {
+            revoked: Some(r), ..
+        }) => Err(Error::MemberWasRevoked {
+            account: *account,
+            at: r.at,
+        }),
+        Some(_) => Err(Error::AlreadyMember { account: *account }),
+    }
+}
+
 fn revoke_member(state: &mut Overlay<'_>, mut m: Member, reason: String, at: BlockNumber) {
     RevokedCertificates::insert(state, &drchain_support::blake3_hash(&m.certificate), &at);
     m.revoked = Some(Revocation { at, reason });
@@ -71,9 +86,7 @@ pub fn dispatch<E: From<Event>>(
             origin.admin()?;
             let v = verify_certificate(env.state, &certificate, now)?;
             check_role(&v.certificate, role)?;
-            if Members::get(env.state, &v.account).is_some_and(|m| m.revoked.is_none()) {
-                return Err(Error::AlreadyMember { account: v.account });
-            }
+            check_new_member(env.state, &v.account)?;
             insert_member(env.state, &v, role, number);
             env.deposit(Event::MemberAdmitted {
                 account: v.account,
@@ -99,9 +112,7 @@ pub fn dispatch<E: From<Event>>(
             let v = verify_certificate(env.state, &certificate, now)?;
             check_role(&v.certificate, m.role)?;
             if v.account != old {
-                if Members::get(env.state, &v.account).is_some_and(|m| m.revoked.is_none()) {
-                    return Err(Error::AlreadyMember { account: v.account });
-                }
+                check_new_member(env.state, &v.account)?;
                 revoke_member(
                     env.state,
                     m.clone(),

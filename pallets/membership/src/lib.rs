@@ -180,7 +180,7 @@ pub enum Call {
         /// Role to grant.
         role: MemberRole,
     },
-    /// Admin: revoke a member; its certificate can never be admitted again.
+    /// Admin: revoke a member; its key can never be admitted again, with any certificate.
     #[codec(index = 1)]
     Revoke {
         /// The member.
@@ -190,6 +190,7 @@ pub enum Call {
     },
     /// Signed by a member: replace its certificate. A certificate with the same key renews it;
     /// one with a new key moves the membership (and role) to the new key and revokes the old.
+    /// The new key must never have been a member: a revoked key does not come back this way.
     #[codec(index = 2)]
     RotateCertificate {
         /// The new DER certificate.
@@ -303,6 +304,10 @@ pub enum Error {
     /// The account is already an admitted member.
     #[error("{account} is already a member")]
     AlreadyMember { account: AccountId },
+    /// The account was revoked: a revoked key is never admitted again, whatever certificate
+    /// it comes with (issue a certificate for a new key).
+    #[error("{account} was revoked at block {at}; a revoked key is never admitted again: issue a certificate for a new key")]
+    MemberWasRevoked { account: AccountId, at: BlockNumber },
     /// No such member, or it was revoked.
     #[error("{account} is not an admitted member")]
     NotAMember { account: AccountId },

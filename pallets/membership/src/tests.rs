@@ -493,3 +493,55 @@ fn renewal_with_the_same_key_revokes_only_the_old_certificate() {
     );
     assert!(verify_certificate(&o, &renewed, T0 + DAY).is_ok());
 }
+
+/// Revocation is of the member, not of one certificate: a second valid certificate for a
+/// revoked key brings it back neither through another member's rotation nor through the
+/// admins (a revoked key counts as compromised; the holder gets a new key).
+#[test]
+fn a_revoked_key_is_never_a_member_again() {
+    let ca = ed_ca(50, "dev ca");
+    let mut s = genesis(&ca, 1);
+    admit(&mut s, 2, valid(&ca, &key(2)), MemberRole::Member).unwrap();
+    admit(&mut s, 2, valid(&ca, &key(3)), MemberRole::Member).unwrap();
+    let (accomplice, revoked) = (AccountId::from(&key(2)), AccountId::from(&key(3)));
+    run(&mut s, 3, |env| {
+        dispatch(
+            env,
+            Origin::Admin,
+            Call::Revoke {
+                account: revoked,
+                reason: "key leaked".into(),
+            },
+        )
+    })
+    .0
+    .unwrap();
+    let second = cert(&ca, &key(3), "member", T0, T0 + 2 * 365 * DAY);
+    let r = run(&mut s, 4, |env| {
+        dispatch(
+            env,
+            Origin::Signed(accomplice),
+            Call::RotateCertificate {
+                certificate: second.clone(),
+            },
+        )
+    })
+    .0;
+    assert_eq!(
+        r,
+        Err(Error::MemberWasRevoked {
+            account: revoked,
+            at: 3
+        })
+    );
+    assert_eq!(
+        admit(&mut s, 5, second, MemberRole::Member),
+        Err(Error::MemberWasRevoked {
+            account: revoked,
+            at: 3
+        })
+    );
+    let o = Overlay::new(&s);
+    assert!(!is_admitted(&o, &revoked, T0 + 5000));
+    assert!(is_admitted(&o, &accomplice, T0 + 5000));
+}
