@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{field, new_ca, new_member, ok, sh};
+use common::{fails, field, new_ca, new_member, ok, sh};
 
 fn have_openssl() -> bool {
     let present = std::process::Command::new("openssl")
@@ -58,12 +58,22 @@ fn openssl_ca_and_member(d: &Path, ca_alg: &str) {
             "ca.key",
             "-subj",
             "/O=ossl/CN=openssl CA",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
             "-days",
             "30",
             "-out",
             "ca.pem",
         ],
     );
+    // What an operator's CA typically puts into a client certificate: a leaf that may sign.
+    std::fs::write(
+        d.join("leaf.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=clientAuth,serverAuth\nsubjectKeyIdentifier=hash\n\
+         authorityKeyIdentifier=keyid\n",
+    )
+    .unwrap();
     sh(
         d,
         "openssl",
@@ -99,6 +109,8 @@ fn openssl_ca_and_member(d: &Path, ca_alg: &str) {
             "7",
             "-days",
             "10",
+            "-extfile",
+            "leaf.ext",
             "-out",
             "m.pem",
         ],
@@ -156,5 +168,50 @@ fn drchain_certificates_verify_with_openssl() {
         new_member(d, "m", "member");
         let out = sh(d, "openssl", &["verify", "-CAfile", "ca.pem", "m.pem"]);
         assert!(out.contains("OK"), "{out}");
+    }
+}
+
+/// What openssl lets an operator make but drchain must refuse, each with an error that names
+/// the reason: a member certificate that is a CA, and one whose keyUsage forbids signing.
+#[test]
+fn openssl_made_certificates_that_are_not_signing_leaves_are_refused() {
+    if !have_openssl() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    openssl_ca_and_member(d, "ed25519");
+    for (extensions, expected) in [
+        ("basicConstraints=critical,CA:TRUE\n", "is a CA"),
+        (
+            "keyUsage=critical,keyEncipherment\n",
+            "keyUsage does not allow digitalSignature",
+        ),
+    ] {
+        std::fs::write(d.join("bad.ext"), extensions).unwrap();
+        sh(
+            d,
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "m.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                "8",
+                "-days",
+                "10",
+                "-extfile",
+                "bad.ext",
+                "-out",
+                "bad.pem",
+            ],
+        );
+        let err = fails(d, &["cert", "verify", "--ca", "ca.pem", "bad.pem"]);
+        assert!(err.contains(expected), "{extensions}: {err}");
     }
 }

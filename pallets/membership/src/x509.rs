@@ -8,7 +8,7 @@ use const_oid::db::{rfc4519, rfc5280, rfc5912, rfc8410};
 use der::{Decode, DecodePem, Encode};
 use drchain_support::{blake3_hash, AccountId, Moment, H256};
 use parity_scale_codec::{Decode as ScaleDecode, Encode as ScaleEncode};
-use x509_cert::ext::pkix::BasicConstraints;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
 use x509_cert::name::Name;
 use x509_cert::Certificate;
 
@@ -74,6 +74,28 @@ pub enum CertError {
         /// The certificate's subject.
         subject: String,
     },
+    /// A member certificate with `basicConstraints cA=TRUE`: a CA's key is not a member's.
+    #[error("certificate {subject} is a CA (basicConstraints cA=TRUE); a member certificate must be a leaf")]
+    MemberIsACertificateAuthority {
+        /// The certificate's subject.
+        subject: String,
+    },
+    /// Its keyUsage extension does not allow what the certificate is for.
+    #[error("certificate {subject}: keyUsage does not allow {needed}")]
+    KeyUsageForbids {
+        /// The certificate's subject.
+        subject: String,
+        /// The usage it needs (`digitalSignature` for a member, `keyCertSign` for a CA).
+        needed: String,
+    },
+    /// A critical extension drchain does not process (RFC 5280 says to refuse it).
+    #[error("certificate {subject} has a critical extension drchain does not know: {oid}")]
+    UnknownCriticalExtension {
+        /// The certificate's subject.
+        subject: String,
+        /// The extension's OID.
+        oid: String,
+    },
     /// The certificate was revoked.
     #[error("certificate {fingerprint} was revoked")]
     Revoked {
@@ -87,6 +109,28 @@ fn malformed(e: impl std::fmt::Display) -> CertError {
         reason: e.to_string(),
     }
 }
+
+/// What a certificate is offered as (its extensions must allow it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A pinned CA.
+    TrustAnchor,
+    /// A member's own certificate.
+    Member,
+}
+
+/// Extensions drchain processes (basicConstraints, keyUsage) or that constrain nothing it
+/// relies on (key identifiers, names, extendedKeyUsage: a member's key is used for drchain's
+/// own signatures, not for TLS), so a certificate may mark them critical. Any other critical
+/// extension (name or policy constraints, say) would be a rule drchain cannot honour.
+const KNOWN_EXTENSIONS: [const_oid::ObjectIdentifier; 6] = [
+    rfc5280::ID_CE_BASIC_CONSTRAINTS,
+    rfc5280::ID_CE_KEY_USAGE,
+    rfc5280::ID_CE_EXT_KEY_USAGE,
+    rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER,
+    rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER,
+    rfc5280::ID_CE_SUBJECT_ALT_NAME,
+];
 
 /// A parsed certificate with the facts admission needs.
 #[derive(Debug, Clone)]
@@ -192,6 +236,68 @@ impl ParsedCertificate {
             .is_some_and(|bc| bc.ca)
     }
 
+    /// The decoded extension `oid`, if present; a present one that does not decode is
+    /// malformed (never read as absent: an unreadable basicConstraints could hide cA=TRUE).
+    fn extension<T: for<'a> Decode<'a>>(
+        &self,
+        oid: const_oid::ObjectIdentifier,
+    ) -> Result<Option<T>, CertError> {
+        self.cert
+            .tbs_certificate
+            .extensions
+            .iter()
+            .flatten()
+            .find(|e| e.extn_id == oid)
+            .map(|e| T::from_der(e.extn_value.as_bytes()).map_err(malformed))
+            .transpose()
+    }
+
+    /// Checks what the extensions allow for `purpose` (RFC 5280, 4.2): a critical extension
+    /// drchain does not know refuses the certificate; basicConstraints must say CA for an
+    /// anchor and must not for a member; a keyUsage, when present, must allow `keyCertSign`
+    /// for an anchor and `digitalSignature` for a member (its key signs transactions, votes
+    /// and the network handshake).
+    pub fn check_extensions(&self, purpose: Purpose) -> Result<(), CertError> {
+        if let Some(e) = self
+            .cert
+            .tbs_certificate
+            .extensions
+            .iter()
+            .flatten()
+            .find(|e| e.critical && !KNOWN_EXTENSIONS.contains(&e.extn_id))
+        {
+            return Err(CertError::UnknownCriticalExtension {
+                subject: self.subject.clone(),
+                oid: e.extn_id.to_string(),
+            });
+        }
+        let ca = self
+            .extension::<BasicConstraints>(rfc5280::ID_CE_BASIC_CONSTRAINTS)?
+            .is_some_and(|bc| bc.ca);
+        let usage = self.extension::<KeyUsage>(rfc5280::ID_CE_KEY_USAGE)?;
+        let (needed, name) = match purpose {
+            Purpose::TrustAnchor if !ca => {
+                return Err(CertError::NotACertificateAuthority {
+                    subject: self.subject.clone(),
+                })
+            }
+            Purpose::Member if ca => {
+                return Err(CertError::MemberIsACertificateAuthority {
+                    subject: self.subject.clone(),
+                })
+            }
+            Purpose::TrustAnchor => (KeyUsages::KeyCertSign, "keyCertSign"),
+            Purpose::Member => (KeyUsages::DigitalSignature, "digitalSignature"),
+        };
+        if usage.is_some_and(|u| !u.0.contains(needed)) {
+            return Err(CertError::KeyUsageForbids {
+                subject: self.subject.clone(),
+                needed: name.into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Checks the validity window against `now`.
     pub fn check_validity(&self, now: Moment) -> Result<(), CertError> {
         if now < self.not_before {
@@ -271,11 +377,7 @@ impl ParsedCertificate {
 /// with a valid self-signature.
 pub fn check_trust_anchor(der: &[u8]) -> Result<ParsedCertificate, CertError> {
     let ca = parse(der)?;
-    if !ca.is_ca() {
-        return Err(CertError::NotACertificateAuthority {
-            subject: ca.subject.clone(),
-        });
-    }
+    ca.check_extensions(Purpose::TrustAnchor)?;
     if ca.named_issuer_is(&ca) {
         ca.verify_signed_by(&ca)?;
     }
@@ -336,6 +438,7 @@ pub fn verify_member(
         }
     }
     let anchor = anchor.ok_or(last_err)?;
+    cert.check_extensions(Purpose::Member)?;
     let account = cert.ed25519_subject()?;
     cert.check_validity(now)?;
     Ok(VerifiedMember {

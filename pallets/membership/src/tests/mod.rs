@@ -5,6 +5,8 @@ use spki::SubjectPublicKeyInfoOwned;
 use super::*;
 use crate::certgen::{self, CaKey, CertParams};
 
+mod extensions;
+
 const DAY: u64 = 86_400_000;
 const T0: u64 = 1_767_225_600_000; // 2026-01-01
 
