@@ -1,5 +1,5 @@
 //! The transaction pool: transactions validated against the finalized state, kept per sender
-//! in nonce order, bounded in size. Failover-critical transactions (heartbeats, promotion
+//! in nonce order, bounded in count and bytes, in all and per sender. Failover-critical transactions (heartbeats, promotion
 //! completions) come first in blocks and may evict ordinary ones when the pool is full, so a
 //! flood of ordinary transactions never starves failure detection.
 
@@ -30,7 +30,28 @@ pub enum PoolError {
         /// The limit.
         max: usize,
     },
+    /// No room left in the pool's byte budget.
+    #[error("the pool is full ({max_bytes} bytes)")]
+    FullBytes {
+        /// The limit.
+        max_bytes: usize,
+    },
+    /// The sender's pending transactions already take its share of the pool.
+    #[error("{sender} has {pending_bytes} bytes pending; at most {max_bytes} per sender")]
+    SenderQuota {
+        sender: AccountId,
+        /// What it has pending.
+        pending_bytes: usize,
+        /// [`MAX_SENDER_BYTES`].
+        max_bytes: usize,
+    },
 }
+
+/// Most bytes of pending transactions per sender: one block's worth, so that no member can
+/// fill blocks (or the pool) on its own.
+pub const MAX_SENDER_BYTES: usize = drchain_runtime::executive::MAX_BLOCK_BODY_BYTES;
+/// Most bytes of pending transactions in all.
+pub const MAX_POOL_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -39,6 +60,8 @@ struct Entry {
     nonce: u64,
     priority: u8,
     arrival: u64,
+    /// Encoded size.
+    bytes: usize,
 }
 
 /// The pool.
@@ -49,6 +72,8 @@ pub struct TransactionPool {
     entries: HashMap<H256, Entry>,
     by_sender: BTreeMap<AccountId, BTreeMap<u64, H256>>,
     arrivals: u64,
+    /// Encoded size of all entries.
+    bytes: usize,
 }
 
 impl TransactionPool {
@@ -60,6 +85,7 @@ impl TransactionPool {
             entries: HashMap::new(),
             by_sender: BTreeMap::new(),
             arrivals: 0,
+            bytes: 0,
         }
     }
 
@@ -103,10 +129,27 @@ impl TransactionPool {
                 nonce: valid.nonce,
             });
         }
+        let bytes = parity_scale_codec::Encode::encoded_size(&x);
+        let pending_bytes = self.sender_bytes(&valid.sender);
+        if pending_bytes + bytes > MAX_SENDER_BYTES {
+            return Err(PoolError::SenderQuota {
+                sender: valid.sender,
+                pending_bytes,
+                max_bytes: MAX_SENDER_BYTES,
+            });
+        }
         if self.entries.len() >= self.max && !self.evict_for(valid.priority) {
             return Err(PoolError::Full { max: self.max });
         }
+        while self.bytes + bytes > MAX_POOL_BYTES {
+            if !self.evict_for(valid.priority) {
+                return Err(PoolError::FullBytes {
+                    max_bytes: MAX_POOL_BYTES,
+                });
+            }
+        }
         self.arrivals += 1;
+        self.bytes += bytes;
         self.by_sender
             .entry(valid.sender)
             .or_default()
@@ -119,6 +162,7 @@ impl TransactionPool {
                 nonce: valid.nonce,
                 priority: valid.priority,
                 arrival: self.arrivals,
+                bytes,
             },
         );
         Ok(valid.hash)
@@ -172,8 +216,20 @@ impl TransactionPool {
             .collect()
     }
 
+    /// Bytes `sender` has pending.
+    fn sender_bytes(&self, sender: &AccountId) -> usize {
+        self.by_sender.get(sender).map_or(0, |nonces| {
+            nonces
+                .values()
+                .filter_map(|h| self.entries.get(h))
+                .map(|e| e.bytes)
+                .sum()
+        })
+    }
+
     fn remove(&mut self, hash: &H256) -> Option<Entry> {
         let entry = self.entries.remove(hash)?;
+        self.bytes -= entry.bytes;
         if let Some(nonces) = self.by_sender.get_mut(&entry.sender) {
             nonces.remove(&entry.nonce);
             if nonces.is_empty() {
@@ -285,6 +341,68 @@ mod tests {
             applied_checkpoint: None,
         });
         UncheckedExtrinsic::sign(&dev_key(who), &g.hash(), nonce, call)
+    }
+
+    /// A valid transaction of about `bytes` bytes (a call whose failure does not matter: a
+    /// block includes it all the same).
+    fn large(g: &Genesis, who: &str, nonce: u64, bytes: usize) -> UncheckedExtrinsic {
+        let call = RuntimeCall::NetworkConfig(pallet_network_config::Call::SetBootnodes {
+            bootnodes: vec!["x".repeat(bytes)],
+        });
+        UncheckedExtrinsic::sign(&dev_key(who), &g.hash(), nonce, call)
+    }
+
+    /// Gossip carries a proposal (with its whole block) in one message of at most
+    /// `MAX_MESSAGE_BYTES`: however many valid transactions are pending, the block built must
+    /// fit, or no proposal is ever published and the chain halts.
+    #[test]
+    fn a_block_fits_in_one_gossip_message_whatever_the_pool_holds() {
+        let g = genesis();
+        let mut pool = TransactionPool::new(g.hash(), 65_536);
+        for who in ["alice", "bob", "charlie", "dave", "eve"] {
+            for nonce in 0..=drchain_runtime::executive::MAX_FUTURE_NONCES {
+                let _ = pool.submit(&g.state, large(&g, who, nonce, 60_000));
+            }
+        }
+        let built = pool
+            .build_block(&g.state, &g.header, g.header.timestamp + 100, 4096)
+            .unwrap();
+        assert!(!built.block.extrinsics.is_empty());
+        let proposal = crate::codec::ConsensusMessage::Proposal(crate::codec::WireProposal {
+            height: 1,
+            round: 0,
+            pol_round: -1,
+            proposer: drchain_runtime::dev::dev_account("alice"),
+            block: built.block,
+            signature: drchain_runtime::support::Signature([0; 64]),
+        });
+        let size = parity_scale_codec::Encode::encoded_size(&proposal);
+        assert!(
+            size <= crate::codec::MAX_MESSAGE_BYTES,
+            "a proposal of {size} bytes cannot be gossiped"
+        );
+    }
+
+    /// One member cannot fill the pool (or every block): its pending transactions are held
+    /// to a byte quota, and others' transactions still get in.
+    #[test]
+    fn each_sender_has_a_byte_quota() {
+        let g = genesis();
+        let mut pool = TransactionPool::new(g.hash(), 65_536);
+        let mut accepted = 0;
+        let refused = loop {
+            match pool.submit(&g.state, large(&g, "eve", accepted, 60_000)) {
+                Ok(_) => accepted += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(refused, PoolError::SenderQuota { .. }),
+            "{refused:?}"
+        );
+        assert_eq!(accepted as usize, MAX_SENDER_BYTES / 60_000);
+        pool.submit(&g.state, large(&g, "bob", 0, 60_000)).unwrap();
+        pool.submit(&g.state, heartbeat(&g, "bob", 1)).unwrap();
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub checkpoint_sequence: Family<Labels, Gauge>,
     /// Per reason: peers caught sending provably bad data (kept out for a while).
     pub peer_misbehaviour: Family<Labels, Counter>,
+    /// Per topic: gossip messages that could not be published (not for want of peers).
+    pub gossip_publish_failures: Family<Labels, Counter>,
     /// The RPC server's.
     pub rpc: RpcMetrics,
     /// Resident memory of the process.
@@ -162,6 +164,12 @@ impl Metrics {
             "Peers caught sending provably bad data, per reason; each is disconnected and kept out for a while",
             peer_misbehaviour.clone(),
         );
+        let gossip_publish_failures = Family::default();
+        registry.register(
+            "gossip_publish_failures",
+            "Gossip messages not published for another reason than having no peer, per topic",
+            gossip_publish_failures.clone(),
+        );
         let rpc = RpcMetrics::register(&mut registry);
         let agent = AgentMetrics::register(&mut registry);
         registry.register(
@@ -187,6 +195,7 @@ impl Metrics {
             replication_lag,
             checkpoint_sequence,
             peer_misbehaviour,
+            gossip_publish_failures,
             rpc,
             resident_memory,
             agent,

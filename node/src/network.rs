@@ -23,7 +23,7 @@ pub const SYNC_BATCH: u64 = 32;
 /// Largest sync request accepted.
 const MAX_SYNC_REQUEST: usize = 64;
 /// Largest sync response accepted.
-const MAX_SYNC_RESPONSE: usize = 64 * 1024 * 1024;
+pub const MAX_SYNC_RESPONSE: usize = 64 * 1024 * 1024;
 
 /// Asks for finalized blocks from `from`, at most `max`.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -185,6 +185,41 @@ impl Topics {
 /// Most transactions in one gossip message.
 pub const MAX_TRANSACTIONS_PER_MESSAGE: usize = 1024;
 
+/// Most bytes of transactions in one gossip message: far below the gossip cap
+/// (`MAX_MESSAGE_BYTES`) even with a transaction of the largest size on top.
+pub const MAX_TRANSACTION_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Transactions submitted here and not gossiped yet, sent together in one message once full
+/// (by count or bytes) or at the end of the batching window.
+#[derive(Debug, Default)]
+pub struct TransactionBatch {
+    transactions: Vec<UncheckedExtrinsic>,
+    bytes: usize,
+}
+
+impl TransactionBatch {
+    /// Adds `x`; true when the batch is now full and should be sent at once.
+    pub fn push(&mut self, x: UncheckedExtrinsic) -> bool {
+        self.bytes += x.encoded_size();
+        self.transactions.push(x);
+        self.transactions.len() >= MAX_TRANSACTIONS_PER_MESSAGE
+            || self.bytes >= MAX_TRANSACTION_BATCH_BYTES
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.transactions.is_empty()
+    }
+
+    /// The message carrying what waits, which is then empty.
+    pub fn take(&mut self) -> Vec<u8> {
+        let bytes = encode_transactions(&self.transactions);
+        self.transactions.clear();
+        self.bytes = 0;
+        bytes
+    }
+}
+
 /// A gossip message of the transaction topic: SCALE `Vec<UncheckedExtrinsic>`. Nodes batch
 /// what they receive over a few milliseconds, so that under load a message (and its
 /// per-message network and scheduling cost) carries many transactions.
@@ -336,6 +371,39 @@ mod tests {
             name: ServiceName::new("db").unwrap(),
         });
         UncheckedExtrinsic::sign(&dev_key("alice"), &H256::default(), nonce, call)
+    }
+
+    /// Many large transactions submitted at once go out in messages gossip can carry.
+    #[test]
+    fn transaction_batches_fit_in_a_gossip_message() {
+        let call = |n: u64| {
+            RuntimeCall::NetworkConfig(drchain_runtime::pallet_network_config::Call::SetBootnodes {
+                bootnodes: vec![format!("{n}{}", "x".repeat(60_000))],
+            })
+        };
+        let mut batch = super::TransactionBatch::default();
+        let mut messages = vec![];
+        for nonce in 0..300 {
+            let x =
+                UncheckedExtrinsic::sign(&dev_key("alice"), &H256::default(), nonce, call(nonce));
+            if batch.push(x) {
+                messages.push(batch.take());
+            }
+        }
+        messages.push(batch.take());
+        assert!(batch.is_empty());
+        let sent: usize = messages
+            .iter()
+            .map(|m| decode_transactions(m).unwrap().len())
+            .sum();
+        assert_eq!(sent, 300);
+        for m in &messages {
+            assert!(
+                m.len() <= drchain_consensus::codec::MAX_MESSAGE_BYTES,
+                "{}",
+                m.len()
+            );
+        }
     }
 
     #[test]

@@ -19,6 +19,11 @@ use crate::system;
 pub const MAX_BLOCK_EXTRINSICS: usize = 8192;
 /// How far ahead of the account's nonce the pool accepts transactions.
 pub const MAX_FUTURE_NONCES: u64 = 64;
+/// Most bytes of a block's extrinsics (SCALE-encoded, length prefix included). A proposal
+/// carries its block in one gossip message (at most 8 MiB) and sync responses carry several
+/// blocks: 2 MiB leaves room for both while holding 30 transactions of the largest size, or
+/// thousands of heartbeats.
+pub const MAX_BLOCK_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// Why a transaction cannot be included. A block holding one is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +52,16 @@ pub enum TransactionError {
     #[error("the block is full ({max} extrinsics)")]
     BlockFull {
         /// The limit.
+        max: usize,
+    },
+    /// The block's byte budget has no room left for it (it may fit in the next block).
+    #[error("no room for {size} bytes in the block ({used} of {max} used)")]
+    BlockOutOfSpace {
+        /// The transaction's encoded size.
+        size: usize,
+        /// Bytes of the block's extrinsics so far.
+        used: usize,
+        /// [`MAX_BLOCK_BODY_BYTES`].
         max: usize,
     },
     /// The nonce is ahead of the account's next nonce.
@@ -90,6 +105,14 @@ pub enum BlockError {
         /// How many.
         count: usize,
         /// The limit.
+        max: usize,
+    },
+    /// The extrinsics exceed [`MAX_BLOCK_BODY_BYTES`].
+    #[error("the extrinsics take {size} bytes, more than the block budget of {max}")]
+    TooLarge {
+        /// Their encoded size.
+        size: usize,
+        /// The budget.
         max: usize,
     },
     /// Extrinsics root mismatch.
@@ -368,6 +391,8 @@ pub struct BlockBuilder<'a> {
     parent_hash: H256,
     exec: Execution<'a>,
     included: Vec<UncheckedExtrinsic>,
+    /// Sum of the encoded sizes of `included`.
+    included_bytes: usize,
 }
 
 impl std::fmt::Debug for BlockBuilder<'_> {
@@ -394,6 +419,7 @@ impl<'a> BlockBuilder<'a> {
             parent_hash: parent.hash(),
             exec,
             included: vec![],
+            included_bytes: 0,
         })
     }
 
@@ -405,8 +431,17 @@ impl<'a> BlockBuilder<'a> {
                 max: MAX_BLOCK_EXTRINSICS,
             });
         }
+        let size = x.encoded_size();
+        if body_bytes(self.included.len() + 1, self.included_bytes + size) > MAX_BLOCK_BODY_BYTES {
+            return Err(TransactionError::BlockOutOfSpace {
+                size,
+                used: body_bytes(self.included.len(), self.included_bytes),
+                max: MAX_BLOCK_BODY_BYTES,
+            });
+        }
         self.exec.apply(self.included.len() as u32, &x)?;
         self.included.push(x);
+        self.included_bytes += size;
         Ok(())
     }
 
@@ -478,6 +513,12 @@ pub fn build_block(
     })
 }
 
+/// The encoded size of `count` extrinsics of `sum` bytes in all: their length prefix plus
+/// them.
+fn body_bytes(count: usize, sum: usize) -> usize {
+    parity_scale_codec::Compact(count as u32).encoded_size() + sum
+}
+
 /// Whether `block`'s body is the one its header commits to (and within the limits). Cheap
 /// next to execution, and needs no state: a block whose header a commit certificate or a
 /// proposer's signature covers is checked with it before anything trusts its body.
@@ -486,6 +527,13 @@ pub fn check_body(block: &Block) -> Result<(), BlockError> {
         return Err(BlockError::TooManyExtrinsics {
             count: block.extrinsics.len(),
             max: MAX_BLOCK_EXTRINSICS,
+        });
+    }
+    let size = block.extrinsics.encoded_size();
+    if size > MAX_BLOCK_BODY_BYTES {
+        return Err(BlockError::TooLarge {
+            size,
+            max: MAX_BLOCK_BODY_BYTES,
         });
     }
     let computed = extrinsics_root(&block.extrinsics);

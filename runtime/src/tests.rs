@@ -233,6 +233,36 @@ fn header_checks_refuse_wrong_roots_parents_and_times() {
     ));
 }
 
+/// Gossip carries a proposal in one message: a block bigger than the byte budget (well under
+/// that message cap) is invalid however consistent its roots are, and a builder never makes
+/// one whatever it is given.
+#[test]
+fn blocks_stay_within_the_byte_budget() {
+    let mut chain = Chain::local();
+    let big = |chain: &mut Chain, who: &str| {
+        let call = RuntimeCall::NetworkConfig(pallet_network_config::Call::SetBootnodes {
+            bootnodes: vec!["x".repeat(60_000)],
+        });
+        chain.tx(who, call)
+    };
+    let count = executive::MAX_BLOCK_BODY_BYTES / 60_000 + 2;
+    let txs: Vec<UncheckedExtrinsic> = (0..count).map(|_| big(&mut chain, "alice")).collect();
+    let built = chain.build(200, txs.clone());
+    let body = built.block.extrinsics.encoded_size();
+    assert!(
+        body <= executive::MAX_BLOCK_BODY_BYTES,
+        "built a body of {body} bytes"
+    );
+    assert!(built.block.extrinsics.len() < count);
+    let mut oversized = built.block;
+    oversized.extrinsics = txs;
+    oversized.header.extrinsics_root = block::extrinsics_root(&oversized.extrinsics);
+    assert!(matches!(
+        check_body(&oversized),
+        Err(BlockError::TooLarge { .. })
+    ));
+}
+
 #[test]
 fn strangers_cannot_transact() {
     let chain = Chain::local();

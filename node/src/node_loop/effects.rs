@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use libp2p::PeerId;
+use libp2p::{gossipsub, PeerId};
 use parity_scale_codec::Encode;
 
 use crate::network::{self, SyncRequest};
@@ -27,6 +27,23 @@ impl NodeLoop {
         }
     }
 
+    /// Gossips `bytes` on `topic` (`name` in logs and metrics). Having no peer yet is normal
+    /// (a lone dev node, a restart); any other failure means a message that should have left
+    /// did not (one too large, say), which can stall the chain: loud.
+    pub(super) fn publish(&mut self, topic: gossipsub::IdentTopic, bytes: Vec<u8>, name: &str) {
+        let size = bytes.len();
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+            Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+            Err(e) => {
+                tracing::warn!(topic = name, size, error = %e, "gossip message not published");
+                self.metrics
+                    .gossip_publish_failures
+                    .get_or_create(&vec![("topic", name.to_owned())])
+                    .inc();
+            }
+        }
+    }
+
     pub(super) fn execute(&mut self, outputs: Vec<Output>) -> anyhow::Result<()> {
         self.work.extend(outputs);
         self.drain()
@@ -42,14 +59,8 @@ impl NodeLoop {
     pub(super) fn output(&mut self, output: Output) -> anyhow::Result<()> {
         match output {
             Output::Broadcast(message) => {
-                if let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(self.topics.consensus.clone(), message.encode())
-                {
-                    tracing::trace!(error = %e, "consensus message not gossiped");
-                }
+                let topic = self.topics.consensus.clone();
+                self.publish(topic, message.encode(), "consensus");
             }
             Output::ScheduleTimer { key, after_ms } => {
                 self.timers

@@ -225,16 +225,9 @@ impl NodeLoop {
         if self.outbox.is_empty() {
             return;
         }
-        let bytes = network::encode_transactions(&self.outbox);
-        self.outbox.clear();
-        if let Err(e) = self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(self.topics.transactions.clone(), bytes)
-        {
-            tracing::debug!(error = %e, "transactions not gossiped");
-        }
+        let bytes = self.outbox.take();
+        let topic = self.topics.transactions.clone();
+        self.publish(topic, bytes, "transactions");
     }
 
     pub(super) fn command(&mut self, command: Command) -> anyhow::Result<()> {
@@ -242,11 +235,9 @@ impl NodeLoop {
             Command::Submit(x, reply) => {
                 let result = self.submit(x.clone())?;
                 if result.is_ok() {
-                    self.outbox.push(x);
+                    let full = self.outbox.push(x);
                     let idle = self.last_gossip.elapsed() >= GOSSIP_BATCH_WINDOW;
-                    if (idle && self.flush_at.is_none())
-                        || self.outbox.len() >= network::MAX_TRANSACTIONS_PER_MESSAGE
-                    {
+                    if (idle && self.flush_at.is_none()) || full {
                         self.gossip_transactions();
                     } else if self.flush_at.is_none() {
                         self.flush_at = Some(self.last_gossip + GOSSIP_BATCH_WINDOW);

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use drchain_runtime::{Genesis, UncheckedExtrinsic};
+use drchain_runtime::Genesis;
 use ed25519_dalek::SigningKey;
 use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId, Swarm};
@@ -144,7 +144,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         penalized: HashMap::new(),
         finalized: finalized.clone(),
         metrics: metrics.clone(),
-        outbox: vec![],
+        outbox: network::TransactionBatch::default(),
         last_gossip: Instant::now(),
         flush_at: None,
         replication: ReplicationLink::new(to_task, peers_tx, announcements.clone()),
@@ -186,7 +186,7 @@ struct NodeLoop {
     finalized: broadcast::Sender<Arc<FinalizedBlock>>,
     metrics: Arc<Metrics>,
     /// Transactions submitted here, not gossiped yet.
-    outbox: Vec<UncheckedExtrinsic>,
+    outbox: network::TransactionBatch,
     last_gossip: Instant,
     flush_at: Option<Instant>,
     replication: ReplicationLink,
