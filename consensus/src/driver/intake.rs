@@ -11,11 +11,22 @@ use malachitebft_core_types::{
     self as mc, Round, RoundCertificateType, SignedProposal, SignedVote, ThresholdParams, Validity,
     ValueOrigin,
 };
+use parity_scale_codec::Encode as _;
 
+use super::future::{Buffered, FutureLimits, FutureSlot};
 use super::{vote_slot, ConsensusDriver, DriverError, Output, Phase};
 use crate::codec::{self, ConsensusMessage, WalRecord};
-use crate::context::{nil_or_value, vote_type_code, BlockValue, Ctx};
+use crate::context::{nil_or_value, vote_type_code, BlockValue, Ctx, Height, ValidatorSet};
 use crate::store::kv::KeyValueDb;
+
+/// What a message for a later height is worth keeping as.
+enum FutureCheck {
+    Valid(FutureSlot),
+    /// Fine, but not kept (a certificate).
+    NotKept,
+    /// Not signed by a validator of its height, or malformed.
+    Invalid,
+}
 
 /// Which kind of certificate, in [`CertificateKey`].
 const CERT_POLKA: u8 = 0;
@@ -307,15 +318,101 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         Ok(())
     }
 
+    /// Keeps a message for a later height if a validator of that height signed it and there
+    /// is room (see [`FutureBuffer`]). Beyond the heights whose validator set is known, or
+    /// for certificates (peers send them again when they matter), it is dropped: sync will
+    /// bring this node there.
     fn buffer_future(&mut self, height: u64, message: ConsensusMessage) {
-        if height > self.host.height + self.host.config.future_heights
-            || self.future_count >= self.host.config.max_future_messages
-        {
+        let vset = (height <= self.host.height + self.host.config.future_heights)
+            .then(|| self.host.validator_set(height))
+            .flatten();
+        let Some(vset) = vset else {
             self.stats.future_dropped += 1;
             return;
+        };
+        let slot = match self.verify_future(&vset, height, &message) {
+            FutureCheck::Valid(slot) => slot,
+            FutureCheck::NotKept => {
+                self.stats.future_dropped += 1;
+                return;
+            }
+            FutureCheck::Invalid => {
+                self.stats.invalid_messages += 1;
+                return;
+            }
+        };
+        let limits = FutureLimits {
+            total_bytes: self.host.config.max_future_bytes,
+            per_validator_bytes: self.host.config.max_future_bytes_per_validator,
+        };
+        match self
+            .future
+            .insert(slot, message.encoded_size(), message, limits)
+        {
+            Buffered::Added => {}
+            Buffered::Duplicate => self.stats.duplicates += 1,
+            Buffered::Full => self.stats.future_dropped += 1,
         }
-        self.future.entry(height).or_default().push(message);
-        self.future_count += 1;
+    }
+
+    /// Checks a message for a later `height` against that height's validators: the cheap
+    /// checks (signer in the set, its proposer turn, round bound, body against header) before
+    /// the signature.
+    fn verify_future(
+        &mut self,
+        vset: &ValidatorSet,
+        height: u64,
+        message: &ConsensusMessage,
+    ) -> FutureCheck {
+        let max_round = i64::from(self.host.config.max_round_ahead);
+        match message {
+            ConsensusMessage::Vote(v) => {
+                if !vset.contains(&v.validator) || !(0..=max_round).contains(&v.round) {
+                    return FutureCheck::Invalid;
+                }
+                let Ok(vote) = codec::vote_from_wire(v.clone()) else {
+                    return FutureCheck::Invalid;
+                };
+                let bytes = vote.message.sign_bytes(self.host.ctx.genesis());
+                if !self
+                    .host
+                    .check_signature(&v.validator, &bytes, &vote.signature)
+                {
+                    return FutureCheck::Invalid;
+                }
+                let kind = 1 + vote_type_code(vote.message.vote_type);
+                FutureCheck::Valid((height, kind, v.round, v.validator))
+            }
+            ConsensusMessage::Proposal(p) => {
+                let expected = u32::try_from(p.round)
+                    .ok()
+                    .and_then(|r| vset.proposer(Height(height), Round::new(r)))
+                    .map(|v| {
+                        use malachitebft_core_types::Validator as _;
+                        v.address().0
+                    });
+                if expected != Some(p.proposer)
+                    || p.round > max_round
+                    || check_body(&p.block).is_err()
+                {
+                    return FutureCheck::Invalid;
+                }
+                let Ok(proposal) = codec::proposal_from_wire(p.clone()) else {
+                    return FutureCheck::Invalid;
+                };
+                let bytes = proposal.message.sign_bytes(self.host.ctx.genesis());
+                if !self
+                    .host
+                    .check_signature(&p.proposer, &bytes, &proposal.signature)
+                {
+                    return FutureCheck::Invalid;
+                }
+                FutureCheck::Valid((height, 0, p.round, p.proposer))
+            }
+            ConsensusMessage::PolkaCertificate(_) | ConsensusMessage::RoundCertificate(_) => {
+                FutureCheck::NotKept
+            }
+        }
     }
 
     fn maybe_request_sync(&mut self) {

@@ -31,9 +31,11 @@ use crate::context::{
 use crate::store::kv::KeyValueDb;
 use crate::store::ChainStore;
 use effects::Host;
+use future::FutureBuffer;
 use height::HeightState;
 
 mod effects;
+mod future;
 mod height;
 mod intake;
 #[cfg(test)]
@@ -58,8 +60,7 @@ pub struct ConsensusDriver<D> {
     me: Address,
     phase: Phase,
     now_ms: u64,
-    future: BTreeMap<u64, Vec<ConsensusMessage>>,
-    future_count: usize,
+    future: FutureBuffer,
     last_sync_request: Option<(u64, u64)>,
     stats: DriverStats,
 }
@@ -123,8 +124,7 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
             me,
             phase: Phase::Idle,
             now_ms: 0,
-            future: BTreeMap::new(),
-            future_count: 0,
+            future: FutureBuffer::default(),
             last_sync_request: None,
             stats: DriverStats::default(),
         }
@@ -150,7 +150,10 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
 
     /// What was dropped and decided so far.
     pub fn stats(&self) -> DriverStats {
-        self.stats
+        DriverStats {
+            future_buffered_bytes: self.future.bytes() as u64,
+            ..self.stats
+        }
     }
 
     /// Starts (or, after a crash, resumes) consensus at the height after the finalized head.
@@ -533,16 +536,11 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         self.host.height = self.host.store.head().number + 1;
         self.host.current = HeightState::default();
         let height = self.host.height;
-        let stale: Vec<u64> = self.future.range(..height).map(|(h, _)| *h).collect();
-        for h in stale {
-            if let Some(list) = self.future.remove(&h) {
-                self.future_count -= list.len();
-            }
-        }
+        self.future.prune_below(height);
         self.phase = Phase::Idle;
         self.host.outputs.push(Output::CancelAllTimers);
         // The host calls `on_transactions_pending` again if its pool still holds some.
-        if self.future.contains_key(&height) {
+        if self.future.has(height) {
             self.start_height()
         } else {
             let state = self.host.store.state();
@@ -566,11 +564,8 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         self.phase = Phase::Running;
         self.host.outputs.push(Output::CancelTimer(TimerKey::Idle));
         self.feed(Input::StartHeight(Height(height), vset))?;
-        if let Some(messages) = self.future.remove(&height) {
-            self.future_count -= messages.len();
-            for m in messages {
-                self.message(m)?;
-            }
+        for m in self.future.take(height) {
+            self.message(m)?;
         }
         Ok(())
     }

@@ -79,9 +79,20 @@ impl Chain {
     }
 
     fn vote(&self, name: &str, vote_type: u8, round: i64, value: Option<H256>) -> ConsensusMessage {
+        self.vote_at(name, 1, vote_type, round, value)
+    }
+
+    fn vote_at(
+        &self,
+        name: &str,
+        height: u64,
+        vote_type: u8,
+        round: i64,
+        value: Option<H256>,
+    ) -> ConsensusMessage {
         let mut v = WireVote {
             vote_type,
-            height: 1,
+            height,
             round,
             value,
             validator: dev_account(name),
@@ -405,6 +416,38 @@ fn only_new_certificates_with_a_quorum_reach_the_wal() {
             .unwrap();
     }
     assert_eq!(wal_len(&d), after_first, "repeats are not logged again");
+}
+
+/// Messages for the next height wait in a buffer until this node gets there. Only what a
+/// validator of that height signed gets in, once per vote slot: a member flooding forged or
+/// repeated messages must not crowd out the honest validators' messages (nor fill memory).
+#[test]
+fn the_next_height_buffer_keeps_honest_messages_whatever_a_flood_holds() {
+    let chain = Chain::local();
+    let mut d = chain.driver("alice", &MemoryDb::new());
+    let _ = d.start(chain.now()).unwrap();
+    let value = Some(H256([3; 32]));
+    let mut forged = chain.vote_at("bob", 2, 0, 0, value);
+    if let ConsensusMessage::Vote(v) = &mut forged {
+        v.signature = Signature([9; 64]);
+    }
+    let repeated = chain.vote_at("bob", 2, 0, 0, value);
+    for _ in 0..3_000 {
+        let _ = d.on_message(chain.now(), forged.clone()).unwrap();
+        let _ = d.on_message(chain.now(), repeated.clone()).unwrap();
+    }
+    let dropped = d.stats().future_dropped;
+    let honest = chain.vote_at("charlie", 2, 0, 0, value);
+    let _ = d.on_message(chain.now(), honest).unwrap();
+    assert_eq!(
+        d.stats().future_dropped,
+        dropped,
+        "an honest validator's message for the next height was dropped"
+    );
+    assert!(
+        d.stats().invalid_messages >= 3_000,
+        "forged messages are refused before buffering"
+    );
 }
 
 /// A finalized block with a genuine certificate but an altered body (the header, and so the

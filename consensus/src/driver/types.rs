@@ -45,10 +45,13 @@ impl Default for Timeouts {
 pub struct DriverConfig {
     /// Consensus timers.
     pub timeouts: Timeouts,
-    /// Messages for later heights are kept only this far ahead.
+    /// Messages for later heights are kept only this far ahead (and only where the
+    /// validator set of their height is known: at most 2 ahead of the finalized head).
     pub future_heights: u64,
-    /// At most this many future-height messages are kept.
-    pub max_future_messages: usize,
+    /// Bytes of messages for later heights kept at most, in all.
+    pub max_future_bytes: usize,
+    /// ... and per validator that signed them.
+    pub max_future_bytes_per_validator: usize,
     /// Messages for rounds further than this beyond the current one are dropped.
     pub max_round_ahead: u32,
     /// Sync is asked for at most this often while peers are ahead.
@@ -60,7 +63,9 @@ impl Default for DriverConfig {
         Self {
             timeouts: Timeouts::default(),
             future_heights: 2,
-            max_future_messages: 4096,
+            max_future_bytes: 64 * 1024 * 1024,
+            // Room for a few full proposals (2 MiB of extrinsics each) and many votes.
+            max_future_bytes_per_validator: 8 * 1024 * 1024,
             max_round_ahead: 64,
             sync_retry_ms: 300,
         }
@@ -189,8 +194,11 @@ pub struct DriverStats {
     pub invalid_proposals: u64,
     /// Second votes or proposals for the same slot (duplicates or equivocations).
     pub duplicates: u64,
-    /// Future-height messages dropped because the buffer was full or too far ahead.
+    /// Future-height messages dropped: their budget was spent, they were too far ahead, or
+    /// they were certificates.
     pub future_dropped: u64,
+    /// Bytes of future-height messages held now.
+    pub future_buffered_bytes: u64,
     /// Blocks finalized by consensus.
     pub decided: u64,
     /// Blocks imported by sync.
