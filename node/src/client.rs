@@ -372,10 +372,9 @@ pub fn status(args: StatusArgs) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             return Ok(());
         }
-        let names = member_names(&members);
         print!(
             "{}",
-            render_status(&chain, &name, &health, &head, &services, &names)
+            render_status(&chain, &name, &health, &head, &services, &members)
         );
         Ok(())
     })
@@ -386,11 +385,7 @@ fn member_names(members: &[MemberView]) -> BTreeMap<String, String> {
     members
         .iter()
         .map(|m| {
-            let cn = m
-                .subject
-                .split(',')
-                .find_map(|part| part.trim().strip_prefix("CN="))
-                .unwrap_or(&m.subject);
+            let cn = crate::metrics::common_name(&m.subject);
             (m.account.to_string(), cn.to_owned())
         })
         .collect()
@@ -412,9 +407,10 @@ pub fn render_status(
     health: &SystemHealth,
     head: &HeaderView,
     services: &[ServiceView],
-    names: &BTreeMap<String, String>,
+    members: &[MemberView],
 ) -> String {
     use std::fmt::Write as _;
+    let names = &member_names(members);
     let number = header_number(head).unwrap_or_default();
     let mut out = String::new();
     let _ = writeln!(
@@ -426,7 +422,6 @@ pub fn render_status(
     );
     if services.is_empty() {
         let _ = writeln!(out, "no services registered");
-        return out;
     }
     for s in services {
         let holder = s
@@ -487,7 +482,61 @@ pub fn render_status(
             let _ = writeln!(out, "  {why}");
         }
     }
+    render_members(&mut out, members, head.timestamp, names);
     out
+}
+
+/// Certificates that end within this are marked `!`: time to rotate.
+const EXPIRY_WARNING_MS: u64 = 14 * 86_400_000;
+
+/// The members table: role, whether each votes, and when its admission ends (its certificate
+/// or its CA), relative to the head's time.
+fn render_members(
+    out: &mut String,
+    members: &[MemberView],
+    now: u64,
+    names: &BTreeMap<String, String>,
+) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "
+members
+  {:<28} {:<9} {:<6} admitted until",
+        "node", "role", "votes"
+    );
+    for m in members.iter().filter(|m| m.revoked.is_none()) {
+        let role = if m.role == pallet_membership::MemberRole::Validator {
+            "validator"
+        } else {
+            "member"
+        };
+        let until = if m.admitted_until <= now {
+            format!("expired {} ago !", human_duration(now - m.admitted_until))
+        } else {
+            let left = m.admitted_until - now;
+            let mark = if left < EXPIRY_WARNING_MS { " !" } else { "" };
+            format!("in {}{mark}", human_duration(left))
+        };
+        let _ = writeln!(
+            out,
+            "  {:<28} {:<9} {:<6} {until}",
+            short(&m.account, names),
+            role,
+            if m.validator { "yes" } else { "no" },
+        );
+    }
+}
+
+/// `3 d`, `5 h`, `12 min`, `40 s`.
+fn human_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        s if s >= 2 * 86_400 => format!("{} d", s / 86_400),
+        s if s >= 2 * 3_600 => format!("{} h", s / 3_600),
+        s if s >= 120 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
 }
 
 /// `1.2 MB`, `340 kB`, `12 B`.

@@ -61,6 +61,9 @@ pub struct Metrics {
     pub peer_misbehaviour: Family<Labels, Counter>,
     /// Per topic: gossip messages that could not be published (not for want of peers).
     pub gossip_publish_failures: Family<Labels, Counter>,
+    /// Per unrevoked member: seconds from the head's time until its admission ends (its
+    /// certificate's or its CA's end; negative once past).
+    pub member_expiry: Family<Labels, Gauge>,
     /// The RPC server's.
     pub rpc: RpcMetrics,
     /// Resident memory of the process.
@@ -170,6 +173,12 @@ impl Metrics {
             "Gossip messages not published for another reason than having no peer, per topic",
             gossip_publish_failures.clone(),
         );
+        let member_expiry = Family::default();
+        registry.register(
+            "member_expiry_seconds",
+            "Per member: seconds until its certificate or its CA ends, at the head's time (a validator leaves the set then)",
+            member_expiry.clone(),
+        );
         let rpc = RpcMetrics::register(&mut registry);
         let agent = AgentMetrics::register(&mut registry);
         registry.register(
@@ -196,6 +205,7 @@ impl Metrics {
             checkpoint_sequence,
             peer_misbehaviour,
             gossip_publish_failures,
+            member_expiry,
             rpc,
             resident_memory,
             agent,
@@ -269,6 +279,25 @@ impl Metrics {
         }
     }
 
+    /// Sets the members' expiry gauges from the finalized state at the head's time `now`.
+    pub fn record_members(&self, state: &dyn StateRead, now: u64) {
+        let overlay = Overlay::new(state);
+        self.member_expiry.clear();
+        for (account, m) in pallet_membership::Members::iter(&overlay) {
+            if m.revoked.is_some() {
+                continue;
+            }
+            let until = pallet_membership::admitted_until(&overlay, &m);
+            let seconds = (i128::from(until) - i128::from(now)) / 1000;
+            self.member_expiry
+                .get_or_create(&vec![
+                    ("account", account.to_string()),
+                    ("name", common_name(&m.subject).to_owned()),
+                ])
+                .set(i64::try_from(seconds).unwrap_or(i64::MIN));
+        }
+    }
+
     /// The metrics in Prometheus' text format.
     pub fn render(&self) -> String {
         if let Some(rss) = resident_memory_bytes() {
@@ -280,6 +309,14 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The CN of a subject (`CN=alice,OU=…` gives `alice`), or the whole subject.
+pub fn common_name(subject: &str) -> &str {
+    subject
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("CN="))
+        .unwrap_or(subject)
 }
 
 /// The process's resident set size, from `/proc/self/statm` (Linux).

@@ -168,6 +168,11 @@ fn tx_status_metrics_and_plain_http_rpc_work_against_a_running_node() {
     assert!(stdout.contains("service demo"), "{stdout}");
     assert!(stdout.contains("alice"), "{stdout}");
     assert!(stdout.contains("healthy"), "{stdout}");
+    assert!(
+        stdout.contains("admitted until"),
+        "the members table: {stdout}"
+    );
+    assert!(stdout.contains("validator yes"), "alice votes: {stdout}");
     let unreachable = common::fails(Path::new("."), &["status", "--rpc", "http://127.0.0.1:1"]);
     assert!(unreachable.contains("system_chain"), "{unreachable}");
     assert!(
@@ -207,6 +212,10 @@ fn tx_status_metrics_and_plain_http_rpc_work_against_a_running_node() {
         "# TYPE drchain_replication_applied_sequence gauge",
         "# TYPE drchain_replication_apply_failures counter",
         "drchain_replication_store_bytes ",
+        // Defences and expiry, named in docs/operations.md and docs/security.md.
+        "drchain_member_expiry_seconds{",
+        "# TYPE drchain_peer_misbehaviour counter",
+        "# TYPE drchain_gossip_publish_failures counter",
     ] {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }

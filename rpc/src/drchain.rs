@@ -245,10 +245,7 @@ impl DrchainApiServer for RpcContext {
             let validators = pallet_membership::validators(&state);
             Ok(pallet_membership::Members::iter(&state)
                 .into_iter()
-                .map(|(account, m)| {
-                    let admitted = pallet_membership::is_admitted(&state, &account, now);
-                    MemberView::new(m, admitted, &validators)
-                })
+                .map(|(_, m)| MemberView::new(&state, m, now, &validators))
                 .collect())
         })
     }
@@ -264,10 +261,10 @@ impl DrchainApiServer for RpcContext {
                 pallet_membership::member(&state, &account).ok_or_else(|| RpcError::NotFound {
                     what: format!("member {account}"),
                 })?;
-            let admitted = pallet_membership::is_admitted(&state, &account, now);
             Ok(MemberView::new(
+                &state,
                 member,
-                admitted,
+                now,
                 &pallet_membership::validators(&state),
             ))
         })

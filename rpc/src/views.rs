@@ -468,6 +468,10 @@ pub struct MemberView {
     pub not_before: Moment,
     /// Certificate validity end (ms).
     pub not_after: Moment,
+    /// When it stops being admitted by time (ms): the earlier end of its certificate's and
+    /// its CA's validity. A validator leaves the set then (see docs/operations.md).
+    #[serde(default)]
+    pub admitted_until: Moment,
     /// Block it was admitted in.
     pub admitted_at: u64,
     /// Whether it is admitted now (not revoked, certificate valid at the head).
@@ -481,9 +485,17 @@ pub struct MemberView {
 }
 
 impl MemberView {
-    /// The view of `m` at time `now` with the current validator set.
-    pub fn new(m: pallet_membership::Member, admitted: bool, validators: &[AccountId]) -> Self {
+    /// The view of `m` in `state` at time `now` with the current validator set.
+    pub fn new(
+        state: &drchain_support::Overlay<'_>,
+        m: pallet_membership::Member,
+        now: Moment,
+        validators: &[AccountId],
+    ) -> Self {
+        let admitted = pallet_membership::is_admitted(state, &m.account, now);
+        let admitted_until = pallet_membership::admitted_until(state, &m);
         Self {
+            admitted_until,
             account: m.account,
             role: m.role,
             subject: m.subject,

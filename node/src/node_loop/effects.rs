@@ -131,6 +131,7 @@ impl NodeLoop {
                 self.metrics
                     .block_finalized(&header, extrinsics.len(), &events);
                 self.metrics.record_services(&self.driver.store().state());
+                self.watch_expiries(header.timestamp);
                 let _ = self.finalized.send(Arc::new(FinalizedBlock {
                     header,
                     hash,

@@ -9,6 +9,7 @@
 //! driver's outputs.
 
 mod effects;
+mod expiry;
 mod ingress;
 mod replication_link;
 mod swarm_events;
@@ -142,6 +143,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         sync_peer: 0,
         admission: HashMap::new(),
         penalized: HashMap::new(),
+        expiry_warned: HashMap::new(),
         finalized: finalized.clone(),
         metrics: metrics.clone(),
         outbox: network::TransactionBatch::default(),
@@ -183,6 +185,8 @@ struct NodeLoop {
     admission: HashMap<PeerId, bool>,
     /// Peers kept out until then for sending provably bad data.
     penalized: HashMap<PeerId, Instant>,
+    /// When each member's coming expiry was last warned about.
+    expiry_warned: HashMap<drchain_support::AccountId, Instant>,
     finalized: broadcast::Sender<Arc<FinalizedBlock>>,
     metrics: Arc<Metrics>,
     /// Transactions submitted here, not gossiped yet.

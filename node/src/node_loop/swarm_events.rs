@@ -17,8 +17,9 @@ use super::NodeLoop;
 const PENALTY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl NodeLoop {
-    /// Whether `peer` is an admitted, unrevoked member of the finalized state. Asked for every
-    /// gossip message, so answers are kept until the next block.
+    /// Whether `peer` is an admitted, unrevoked member of the finalized state, or a validator
+    /// of the next heights (`is_admitted_peer`). Asked for every gossip message, so answers
+    /// are kept until the next block.
     pub(super) fn admitted(&mut self, peer: &PeerId) -> bool {
         if self
             .penalized
@@ -32,8 +33,13 @@ impl NodeLoop {
         }
         let admitted = network::account_of(peer).is_some_and(|account| {
             let store = self.driver.store();
-            let at = store.head().timestamp;
-            pallet_membership::is_admitted(&Overlay::new(&store.state()), &account, at)
+            let head = store.head();
+            pallet_membership::is_admitted_peer(
+                &Overlay::new(&store.state()),
+                &account,
+                head.timestamp,
+                head.number,
+            )
         });
         self.admission.insert(*peer, admitted);
         admitted

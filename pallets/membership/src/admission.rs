@@ -1,7 +1,7 @@
 //! Certificate checks: who is admitted, by which pinned CA, with which role, at a block's
 //! time.
 
-use drchain_support::{AccountId, Moment, Overlay};
+use drchain_support::{AccountId, BlockNumber, Moment, Overlay};
 
 use crate::*;
 
@@ -45,6 +45,28 @@ pub fn is_admitted(state: &Overlay<'_>, account: &AccountId, now: Moment) -> boo
             && TrustAnchors::get(state, &m.anchor)
                 .is_some_and(|ca| within(ca.not_before, ca.not_after))
     })
+}
+
+/// When `m` stops being admitted by time: the earlier end of its certificate's and its CA's
+/// validity (0 if its CA is no longer pinned).
+pub fn admitted_until(state: &Overlay<'_>, m: &Member) -> Moment {
+    let ca = TrustAnchors::get(state, &m.anchor).map_or(0, |ca| ca.not_after);
+    m.not_after.min(ca)
+}
+
+/// Whether the network admits `account` as a peer after a block of time `now` and number
+/// `head`: an admitted member, or a validator of the next two heights. A validator whose
+/// certificate just expired still votes until it leaves the set (two blocks later, see
+/// [`crate::Pallet`]'s hook): refusing it meanwhile could take the quorum needed to remove it.
+pub fn is_admitted_peer(
+    state: &Overlay<'_>,
+    account: &AccountId,
+    now: Moment,
+    head: BlockNumber,
+) -> bool {
+    is_admitted(state, account, now)
+        || (head + 1..=head + VALIDATOR_SET_DELAY)
+            .any(|height| validators_at(state, height).contains(account))
 }
 
 /// Whether `account` may sign transactions: an unrevoked member (even with an expired

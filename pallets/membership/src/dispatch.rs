@@ -1,21 +1,24 @@
 //! Executing the pallet's calls, and the member and validator-set bookkeeping they share.
 
-use drchain_support::{AccountId, BlockNumber, Env, Origin, Overlay};
+use drchain_support::{AccountId, BlockNumber, Env, Moment, Origin, Overlay};
 
 use crate::*;
 
-/// The set implied by the current members: unrevoked members with the validator role, sorted.
-pub(crate) fn implied_validators(state: &Overlay<'_>) -> Vec<AccountId> {
+/// The set implied by the members at block time `now`: members with the validator role that
+/// are admitted then (unrevoked, certificate and CA within their validity), sorted. The same
+/// rule admits peers to the network, so the set never holds a validator its peers refuse.
+pub(crate) fn implied_validators(state: &Overlay<'_>, now: Moment) -> Vec<AccountId> {
     Members::iter(state)
         .into_iter()
-        .filter(|(_, m)| m.revoked.is_none() && m.role == MemberRole::Validator)
+        .filter(|(a, m)| m.role == MemberRole::Validator && is_admitted(state, a, now))
         .map(|(a, _)| a)
         .collect()
 }
 
-/// Schedules the validator set implied by the members if it differs from the latest one known.
-fn reschedule_validators<E: From<Event>>(env: &mut Env<'_, '_, E>) -> Result<(), Error> {
-    let next = implied_validators(env.state);
+/// Schedules the validator set implied by the members at block time if it differs from the
+/// latest one known.
+pub(crate) fn reschedule_validators<E: From<Event>>(env: &mut Env<'_, '_, E>) -> Result<(), Error> {
+    let next = implied_validators(env.state, env.block.timestamp);
     let effective_at = env.block.number + VALIDATOR_SET_DELAY;
     if next == validators_at(env.state, effective_at) {
         return Ok(());

@@ -27,9 +27,12 @@ mod dispatch;
 use admins::check_admins;
 pub use admins::{admin_threshold, approve, cancel, is_admin, propose, Approval};
 use admission::check_role;
-pub use admission::{is_admitted, may_transact, member, trust_anchors, verify_certificate};
+pub use admission::{
+    admitted_until, is_admitted, is_admitted_peer, may_transact, member, trust_anchors,
+    verify_certificate,
+};
 pub use dispatch::dispatch;
-use dispatch::{implied_validators, insert_member};
+use dispatch::{implied_validators, insert_member, reschedule_validators};
 
 use drchain_support::{
     storage_map, storage_value, AccountId, BlockNumber, Env, Hooks, Moment, Overlay, H256,
@@ -390,7 +393,9 @@ pub fn validators_at(state: &Overlay<'_>, height: BlockNumber) -> Vec<AccountId>
 pub struct Pallet;
 
 impl<E: From<Event>> Hooks<E> for Pallet {
-    /// Puts a scheduled validator set into force at its height.
+    /// Puts a scheduled validator set into force at its height; then schedules the removal
+    /// of validators whose certificate (or CA) expired by this block's time, unless none
+    /// would be left: then the set stays, so that the chain can still finalize a renewal.
     fn on_initialize(env: &mut Env<'_, '_, E>) {
         let number = env.block.number;
         if let Some(set) = PendingValidators::get(env.state, &number) {
@@ -398,6 +403,8 @@ impl<E: From<Event>> Hooks<E> for Pallet {
             Validators::put(env.state, &set);
             env.deposit(Event::ValidatorSetChanged { validators: set });
         }
+        // Only an empty set can be refused, and keeping the old one is the answer to that.
+        let _ = reschedule_validators(env);
     }
 }
 
@@ -453,7 +460,7 @@ pub fn build_genesis(
         }
         insert_member(state, &v, *role, 0);
     }
-    let set = implied_validators(state);
+    let set = implied_validators(state, genesis_time);
     if set.is_empty() {
         return Err(GenesisError {
             field: "members".into(),

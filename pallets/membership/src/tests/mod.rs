@@ -547,3 +547,59 @@ fn a_revoked_key_is_never_a_member_again() {
     assert!(!is_admitted(&o, &revoked, T0 + 5000));
     assert!(is_admitted(&o, &accomplice, T0 + 5000));
 }
+
+/// One rule decides both network admission and the validator set: a validator whose
+/// certificate expired leaves the set (two blocks after the first block past its expiry), so
+/// validators issued together and expiring together do not take the quorum with them. The
+/// last validators are never removed (the chain would have no one to finalize a renewal).
+#[test]
+fn expired_validators_leave_the_set_but_never_the_last() {
+    let ca = ed_ca(50, "dev ca");
+    let mut s = genesis(&ca, 1);
+    // key(2) expires at block 10's time, key(3) at block 20's; key(1) is valid for a year.
+    admit(
+        &mut s,
+        2,
+        cert(&ca, &key(2), "validator", T0 - DAY, T0 + 10_000),
+        MemberRole::Validator,
+    )
+    .unwrap();
+    admit(
+        &mut s,
+        2,
+        cert(&ca, &key(3), "validator", T0 - DAY, T0 + 20_000),
+        MemberRole::Validator,
+    )
+    .unwrap();
+    let all = sorted(vec![
+        AccountId::from(&key(1)),
+        AccountId::from(&key(2)),
+        AccountId::from(&key(3)),
+    ]);
+    let mut scheduled = vec![];
+    for number in 3..=25 {
+        let (_, events) = run(&mut s, number, |_| ());
+        scheduled.extend(events.into_iter().filter_map(|e| match e {
+            Event::ValidatorSetScheduled { effective_at, .. } => Some(effective_at),
+            _ => None,
+        }));
+        let o = Overlay::new(&s);
+        // Admitted in block 2: in the set from block 4.
+        let expected = match number {
+            3 => vec![AccountId::from(&key(1))],
+            4..=12 => all.clone(),
+            13..=22 => sorted(vec![AccountId::from(&key(1)), AccountId::from(&key(3))]),
+            _ => vec![AccountId::from(&key(1))],
+        };
+        assert_eq!(validators(&o), expected, "at block {number}");
+    }
+    assert_eq!(scheduled, vec![13, 23]);
+    // The last validator's certificate expires too: it stays, the chain can still renew it.
+    for number in 26..=30 {
+        run(&mut s, 400 * 86_400 + number, |_| ());
+    }
+    assert_eq!(
+        validators(&Overlay::new(&s)),
+        vec![AccountId::from(&key(1))]
+    );
+}
