@@ -189,18 +189,14 @@ fn priority(call: &RuntimeCall) -> u8 {
     }
 }
 
-/// Checks what does not depend on the exact nonce; returns the account's next nonce.
+/// Checks what does not depend on the exact nonce; returns the account's next nonce. The
+/// cheap checks (size, the signer's permission and nonce: state reads) come before the
+/// signature, so that what a stranger floods costs no verification.
 fn check(
     state: &Overlay<'_>,
     x: &UncheckedExtrinsic,
     genesis_hash: &H256,
 ) -> Result<Nonce, TransactionError> {
-    check_stateless(x, genesis_hash)?;
-    check_against_state(state, x)
-}
-
-/// What never changes for a transaction: its size and its signature.
-fn check_stateless(x: &UncheckedExtrinsic, genesis_hash: &H256) -> Result<(), TransactionError> {
     let size = x.encoded_size();
     if size > MAX_EXTRINSIC_BYTES {
         return Err(TransactionError::TooLarge {
@@ -208,10 +204,11 @@ fn check_stateless(x: &UncheckedExtrinsic, genesis_hash: &H256) -> Result<(), Tr
             max: MAX_EXTRINSIC_BYTES,
         });
     }
+    let expected = check_against_state(state, x)?;
     if !x.verify(genesis_hash) {
         return Err(TransactionError::BadSignature);
     }
-    Ok(())
+    Ok(expected)
 }
 
 /// What a new block can change: the signer's permission and nonce. Returns the next nonce.

@@ -263,6 +263,24 @@ fn blocks_stay_within_the_byte_budget() {
     ));
 }
 
+/// Whether the signer may transact at all is a cheap state read; a signature check is not.
+/// A stranger's transactions (forged or not) are refused by the first, so a flood of them
+/// costs no signature verification.
+#[test]
+fn membership_is_checked_before_the_signature() {
+    let chain = Chain::local();
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let mut x =
+        UncheckedExtrinsic::sign(&stranger, &chain.genesis_hash, 0, heartbeat("demo-db", 0));
+    x.signature = Signature([7; 64]);
+    assert_eq!(
+        validate_transaction(&chain.state, &x, &chain.genesis_hash),
+        Err(TransactionError::NotPermitted {
+            signer: AccountId::from(&stranger)
+        })
+    );
+}
+
 #[test]
 fn strangers_cannot_transact() {
     let chain = Chain::local();
