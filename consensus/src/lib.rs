@@ -19,5 +19,5 @@ pub mod store;
 pub mod testing;
 
 pub use driver::{
-    ConsensusDriver, DriverConfig, DriverError, DriverStats, Output, Timeouts, TimerKey,
+    ConsensusDriver, DriverConfig, DriverError, DriverStats, Output, Timeouts, TimerKey, Verdict,
 };

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub peer_misbehaviour: Family<Labels, Counter>,
     /// Per topic: gossip messages that could not be published (not for want of peers).
     pub gossip_publish_failures: Family<Labels, Counter>,
+    /// Per topic and verdict (accept, ignore, reject): gossip messages received.
+    pub gossip_messages: Family<Labels, Counter>,
     /// Per unrevoked member: seconds from the head's time until its admission ends (its
     /// certificate's or its CA's end; negative once past).
     pub member_expiry: Family<Labels, Gauge>,
@@ -173,6 +175,12 @@ impl Metrics {
             "Gossip messages not published for another reason than having no peer, per topic",
             gossip_publish_failures.clone(),
         );
+        let gossip_messages = Family::default();
+        registry.register(
+            "gossip_messages",
+            "Gossip messages received per topic and verdict: accept (forwarded), ignore, reject (the relay is penalized)",
+            gossip_messages.clone(),
+        );
         let member_expiry = Family::default();
         registry.register(
             "member_expiry_seconds",
@@ -205,6 +213,7 @@ impl Metrics {
             checkpoint_sequence,
             peer_misbehaviour,
             gossip_publish_failures,
+            gossip_messages,
             member_expiry,
             rpc,
             resident_memory,

@@ -14,7 +14,7 @@ use malachitebft_core_types::{
 use parity_scale_codec::Encode as _;
 
 use super::future::{Buffered, FutureLimits, FutureSlot};
-use super::{vote_slot, ConsensusDriver, DriverError, Output, Phase};
+use super::{vote_slot, ConsensusDriver, DriverError, Output, Phase, Verdict};
 use crate::codec::{self, ConsensusMessage, WalRecord};
 use crate::context::{nil_or_value, vote_type_code, BlockValue, Ctx, Height, ValidatorSet};
 use crate::store::kv::KeyValueDb;
@@ -46,6 +46,32 @@ enum Threshold {
 }
 
 impl<D: KeyValueDb> ConsensusDriver<D> {
+    /// A consensus message from gossip: [`Self::on_message`], with the verdict the gossip
+    /// layer needs (read off what the driver counted while handling it: every refusal is
+    /// counted where it is decided).
+    pub fn on_gossip(
+        &mut self,
+        now_ms: u64,
+        message: ConsensusMessage,
+    ) -> Result<(Verdict, Vec<Output>), DriverError> {
+        let stale = message.height() < self.host.height;
+        let before = self.stats;
+        let outputs = self.on_message(now_ms, message)?;
+        let after = self.stats;
+        let verdict = if after.invalid_messages > before.invalid_messages {
+            Verdict::Reject
+        } else if stale
+            || after.duplicates > before.duplicates
+            || after.future_dropped > before.future_dropped
+            || after.invalid_proposals > before.invalid_proposals
+        {
+            Verdict::Ignore
+        } else {
+            Verdict::Accept
+        };
+        Ok((verdict, outputs))
+    }
+
     pub(super) fn message(&mut self, message: ConsensusMessage) -> Result<(), DriverError> {
         let height = message.height();
         let current = self.host.height;

@@ -42,7 +42,9 @@ mod intake;
 mod tests;
 mod types;
 
-pub use types::{DriverConfig, DriverError, DriverStats, Output, SyncRejected, Timeouts, TimerKey};
+pub use types::{
+    DriverConfig, DriverError, DriverStats, Output, SyncRejected, Timeouts, TimerKey, Verdict,
+};
 
 /// Whether the driver is waiting to start the next height.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

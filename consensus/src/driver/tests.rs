@@ -8,7 +8,7 @@ use drchain_support::{Signature, H256};
 use ed25519_dalek::Signer as _;
 use malachitebft_core_types::{Round, TimeoutKind};
 
-use super::{ConsensusDriver, DriverConfig, Output, SyncRejected, TimerKey};
+use super::{ConsensusDriver, DriverConfig, Output, SyncRejected, TimerKey, Verdict};
 use crate::codec::{self, ConsensusMessage, WireProposal, WireVote};
 use crate::context::{Height, SigningProvider, ValidatorSet};
 use crate::store::kv::MemoryDb;
@@ -447,6 +447,33 @@ fn the_next_height_buffer_keeps_honest_messages_whatever_a_flood_holds() {
     assert!(
         d.stats().invalid_messages >= 3_000,
         "forged messages are refused before buffering"
+    );
+}
+
+/// What gossip forwards depends on the driver's verdict: a forged message is rejected (its
+/// relay is penalized and it goes no further), a repeat or a stale one is ignored (no
+/// penalty, not forwarded), a good one accepted.
+#[test]
+fn gossip_verdicts_follow_what_the_driver_made_of_a_message() {
+    let chain = Chain::local();
+    let mut d = chain.driver("alice", &MemoryDb::new());
+    let _ = d.start(chain.now()).unwrap();
+    let vote = chain.vote("bob", 0, 0, None);
+    let mut forged = vote.clone();
+    if let ConsensusMessage::Vote(v) = &mut forged {
+        v.signature = Signature([9; 64]);
+    }
+    let verdict = |d: &mut ConsensusDriver<MemoryDb>, m: ConsensusMessage| {
+        d.on_gossip(chain.now(), m).unwrap().0
+    };
+    assert_eq!(verdict(&mut d, forged), Verdict::Reject);
+    assert_eq!(verdict(&mut d, vote.clone()), Verdict::Accept);
+    assert_eq!(verdict(&mut d, vote), Verdict::Ignore);
+    let next = chain.vote_at("charlie", 2, 0, 0, None);
+    assert_eq!(
+        verdict(&mut d, next),
+        Verdict::Accept,
+        "kept for the next height"
     );
 }
 

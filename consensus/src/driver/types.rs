@@ -165,6 +165,22 @@ pub enum DriverError {
     },
 }
 
+/// What a message from gossip was worth, for the gossip layer (libp2p gossipsub's
+/// validation): whether to forward it, and whether the peer that relayed it misbehaved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Used or kept: forward it.
+    Accept,
+    /// Harmless but useless here (a repeat, a stale height, no room, or a proposal whose
+    /// block we judge invalid: its proposer's doing, not the relay's): do not forward, do not
+    /// penalize.
+    Ignore,
+    /// Provably bad whoever sent it (malformed, not signed by a validator of its height,
+    /// a body its header does not cover, a certificate without its quorum): do not forward,
+    /// penalize the relay.
+    Reject,
+}
+
 /// Why a synced block was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SyncRejected {

@@ -9,6 +9,9 @@ use libp2p::{gossipsub, request_response, PeerId};
 
 use crate::network::{self, BehaviourEvent};
 use drchain_consensus::codec::ConsensusMessage;
+use drchain_consensus::pool::PoolError;
+use drchain_consensus::Verdict;
+use drchain_runtime::TransactionError;
 
 use super::NodeLoop;
 
@@ -95,9 +98,13 @@ impl NodeLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
+                message_id,
                 message,
-                ..
-            })) => self.gossip(propagation_source, message)?,
+            })) => {
+                let topic = message.topic.clone();
+                let verdict = self.gossip(propagation_source, message)?;
+                self.report_gossip(&message_id, &propagation_source, &topic, verdict);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
                 peer,
                 message,
@@ -119,43 +126,97 @@ impl NodeLoop {
         self.drain()
     }
 
+    /// Takes in one gossip message relayed by `from`; returns what it was worth (whether
+    /// gossip forwards it, and whether `from` is penalized for it).
     pub(super) fn gossip(
         &mut self,
         from: PeerId,
         message: gossipsub::Message,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Verdict> {
         if !self.admitted(&from) {
             self.stats.dropped_messages += 1;
-            return Ok(());
+            return Ok(Verdict::Ignore);
         }
         if message.topic == self.topics.consensus.hash() {
             match ConsensusMessage::decode_untrusted(&message.data) {
                 Ok(m) => {
                     let started = Instant::now();
-                    let outputs = self.driver.on_message(self.now_ms(), m)?;
+                    let (verdict, outputs) = self.driver.on_gossip(self.now_ms(), m)?;
                     self.observe_import(started, &outputs);
                     self.execute(outputs)?;
+                    Ok(verdict)
                 }
                 Err(e) => {
                     self.stats.dropped_messages += 1;
                     tracing::debug!(peer = %from, error = %e, "malformed consensus message dropped");
+                    Ok(Verdict::Reject)
                 }
             }
         } else if message.topic == self.topics.transactions.hash() {
             match network::decode_transactions(&message.data) {
                 Ok(transactions) => {
+                    let mut verdict = Verdict::Ignore;
                     for x in transactions {
-                        if let Err(e) = self.submit(x)? {
-                            tracing::trace!(error = %e, "gossiped transaction not pooled");
+                        match self.submit(x)? {
+                            Ok(_) if verdict == Verdict::Ignore => verdict = Verdict::Accept,
+                            Ok(_) => {}
+                            // A relay checks signatures before it forwards: a bad one is its
+                            // doing. Other refusals (known, stale, no room) can be honest.
+                            Err(PoolError::Invalid(TransactionError::BadSignature)) => {
+                                verdict = Verdict::Reject;
+                            }
+                            Err(e) => {
+                                tracing::trace!(error = %e, "gossiped transaction not pooled")
+                            }
                         }
                     }
+                    Ok(verdict)
                 }
                 Err(e) => {
                     self.stats.dropped_messages += 1;
                     tracing::debug!(peer = %from, error = %e, "malformed transactions dropped");
+                    Ok(Verdict::Reject)
                 }
             }
+        } else {
+            Ok(Verdict::Ignore)
         }
-        Ok(())
+    }
+
+    /// Tells gossip what `message_id` was worth: only accepted messages are forwarded, and a
+    /// rejected one lowers `from`'s score. Counted per topic and verdict.
+    fn report_gossip(
+        &mut self,
+        message_id: &gossipsub::MessageId,
+        from: &PeerId,
+        topic: &gossipsub::TopicHash,
+        verdict: Verdict,
+    ) {
+        let acceptance = match verdict {
+            Verdict::Accept => gossipsub::MessageAcceptance::Accept,
+            Verdict::Ignore => gossipsub::MessageAcceptance::Ignore,
+            Verdict::Reject => gossipsub::MessageAcceptance::Reject,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(message_id, from, acceptance);
+        let topic = if *topic == self.topics.consensus.hash() {
+            "consensus"
+        } else {
+            "transactions"
+        };
+        let verdict = match verdict {
+            Verdict::Accept => "accept",
+            Verdict::Ignore => "ignore",
+            Verdict::Reject => "reject",
+        };
+        self.metrics
+            .gossip_messages
+            .get_or_create(&vec![
+                ("topic", topic.to_owned()),
+                ("verdict", verdict.to_owned()),
+            ])
+            .inc();
     }
 }
