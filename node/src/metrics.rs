@@ -63,6 +63,8 @@ pub struct Metrics {
     pub gossip_publish_failures: Family<Labels, Counter>,
     /// Per topic and verdict (accept, ignore, reject): gossip messages received.
     pub gossip_messages: Family<Labels, Counter>,
+    /// Sync requests refused: over the peer's rate, or too many being answered.
+    pub sync_requests_refused: Counter,
     /// Per unrevoked member: seconds from the head's time until its admission ends (its
     /// certificate's or its CA's end; negative once past).
     pub member_expiry: Family<Labels, Gauge>,
@@ -181,6 +183,12 @@ impl Metrics {
             "Gossip messages received per topic and verdict: accept (forwarded), ignore, reject (the relay is penalized)",
             gossip_messages.clone(),
         );
+        let sync_requests_refused = Counter::default();
+        registry.register(
+            "sync_requests_refused",
+            "Block-sync requests refused: over the asking peer's rate, or too many being answered at once",
+            sync_requests_refused.clone(),
+        );
         let member_expiry = Family::default();
         registry.register(
             "member_expiry_seconds",
@@ -214,6 +222,7 @@ impl Metrics {
             peer_misbehaviour,
             gossip_publish_failures,
             gossip_messages,
+            sync_requests_refused,
             member_expiry,
             rpc,
             resident_memory,

@@ -1,5 +1,5 @@
-//! The libp2p network: TCP + noise + yamux; gossipsub for consensus messages and transactions;
-//! request-response for block sync; identify and ping. The node key is the member's Ed25519
+//! The libp2p network: TCP + noise + yamux; connection limits; gossipsub for consensus
+//! messages and transactions; request-response for block sync; identify and ping. The node key is the member's Ed25519
 //! key, so a peer's libp2p identity *is* its member account, authenticated by noise.
 
 use std::io;
@@ -10,8 +10,8 @@ use drchain_runtime::{Block, UncheckedExtrinsic};
 use drchain_support::{AccountId, H256};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{
-    gossipsub, identify, identity, noise, ping, request_response, swarm::NetworkBehaviour, tcp,
-    yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder,
+    connection_limits, gossipsub, identify, identity, noise, ping, request_response,
+    swarm::NetworkBehaviour, tcp, yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder,
 };
 use parity_scale_codec::{Compact, Decode, DecodeLimit, Encode};
 
@@ -151,6 +151,8 @@ where
 #[allow(missing_debug_implementations)]
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Bounds on connections, checked before any other behaviour sees one.
+    pub limits: connection_limits::Behaviour,
     /// Consensus messages and transactions.
     pub gossipsub: gossipsub::Behaviour,
     /// Block sync.
@@ -289,6 +291,22 @@ pub fn account_of(peer: &PeerId) -> Option<AccountId> {
     Some(AccountId(key.to_bytes()))
 }
 
+/// Connections one peer may hold with us at once: one each way when both dial together.
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+/// Connections in all (members are few; this bounds what a crowd of them, or half-open
+/// dials, can take).
+pub const MAX_CONNECTIONS: u32 = 256;
+/// Handshakes in progress at once, each way.
+const MAX_PENDING_CONNECTIONS: u32 = 64;
+
+fn connection_limits() -> connection_limits::ConnectionLimits {
+    connection_limits::ConnectionLimits::default()
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+        .with_max_established(Some(MAX_CONNECTIONS))
+        .with_max_pending_incoming(Some(MAX_PENDING_CONNECTIONS))
+        .with_max_pending_outgoing(Some(MAX_PENDING_CONNECTIONS))
+}
+
 /// Gossip peer scoring: only invalid messages count (P4: per topic, the count squared times
 /// -10, the count halving each second), so a peer that relays a bad message now and then is
 /// only no longer gossiped to, and one that relays three in a row on a topic is graylisted
@@ -382,6 +400,7 @@ pub fn build_swarm(
             ));
             let ping = ping::Behaviour::new(ping::Config::new());
             Ok(Behaviour {
+                limits: connection_limits::Behaviour::new(connection_limits()),
                 gossipsub,
                 sync,
                 replication,

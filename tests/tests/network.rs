@@ -254,3 +254,70 @@ async fn a_validator_set_change_takes_effect_on_every_node() {
     net.start(2).await;
     net.wait_for_height(&[0, 1, 2, 3], halted + 3, WAIT).await;
 }
+
+/// A member (eve) that opens connection after connection and floods block-sync requests:
+/// alice keeps at most two connections with one peer and answers a peer's sync requests at
+/// a bounded rate (the rest are refused), and the chain goes on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_open_unbounded_connections_or_sync_requests() {
+    use drchain_node::network::{BehaviourEvent, SyncRequest};
+    use futures::StreamExt;
+    use libp2p::request_response;
+    use libp2p::swarm::SwarmEvent;
+
+    let net = TestNetwork::local_validators().await;
+    net.wait_for_height(&[0, 1, 2, 3], 3, WAIT).await;
+    let genesis = net.genesis.hash();
+    let mut swarm = drchain_node::network::build_swarm(&dev_key("eve"), &genesis).unwrap();
+    let alice = net.nodes[0].handle.as_ref().unwrap().peer_id;
+    let address = net.nodes[0].address.clone().unwrap();
+    for _ in 0..6 {
+        swarm.dial(address.clone()).unwrap();
+    }
+    let requests = 200;
+    let (mut answered, mut refused, mut most_connections) = (0, 0, 0);
+    let outcome = tokio::time::timeout(WAIT, async {
+        let mut sent = false;
+        while answered + refused < requests {
+            let event = swarm.next().await;
+            most_connections =
+                most_connections.max(swarm.network_info().connection_counters().num_established());
+            match event {
+                Some(SwarmEvent::ConnectionEstablished { .. }) if !sent => {
+                    // Give the other dials a moment, then flood.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    for _ in 0..requests {
+                        swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_request(&alice, SyncRequest { from: 1, max: 32 });
+                    }
+                    sent = true;
+                }
+                Some(SwarmEvent::Behaviour(BehaviourEvent::Sync(
+                    request_response::Event::Message {
+                        message: request_response::Message::Response { .. },
+                        ..
+                    },
+                ))) => answered += 1,
+                Some(SwarmEvent::Behaviour(BehaviourEvent::Sync(
+                    request_response::Event::OutboundFailure { .. },
+                ))) => refused += 1,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(outcome.is_ok(), "answered {answered}, refused {refused}");
+    assert!(
+        most_connections <= 2,
+        "eve held {most_connections} connections to alice"
+    );
+    assert!(
+        answered <= 40,
+        "alice answered {answered} of {requests} sync requests at once"
+    );
+    assert!(answered >= 1, "a peer's first requests are answered");
+    let h = net.status(0).finalized;
+    net.wait_for_height(&[0, 1, 2, 3], h + 3, WAIT).await;
+}

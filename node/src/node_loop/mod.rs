@@ -124,6 +124,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let (peers_tx, peers_rx) = watch::channel(vec![]);
     let (fetches, fetches_rx) = mpsc::channel(64);
     let (announcements, _) = broadcast::channel(ANNOUNCEMENT_BACKLOG);
+    // Bounded by MAX_SYNC_SERVING answers in flight.
+    let (sync_answers, sync_answers_rx) = mpsc::unbounded_channel();
     tokio::spawn(
         ReplicationTask::new(chunk_store.clone(), peers_rx, task_out).run(task_in, fetches_rx),
     );
@@ -144,6 +146,10 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         admission: HashMap::new(),
         penalized: HashMap::new(),
         expiry_warned: HashMap::new(),
+        db: shared_db.clone(),
+        sync_rates: HashMap::new(),
+        sync_serving: 0,
+        sync_answers,
         finalized: finalized.clone(),
         metrics: metrics.clone(),
         outbox: network::TransactionBatch::default(),
@@ -151,7 +157,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         flush_at: None,
         replication: ReplicationLink::new(to_task, peers_tx, announcements.clone()),
     };
-    let task = tokio::spawn(node_loop.run(commands_rx, shutdown_rx, replication_out));
+    let task =
+        tokio::spawn(node_loop.run(commands_rx, shutdown_rx, replication_out, sync_answers_rx));
     Ok(NodeHandle {
         peer_id,
         listening,
@@ -187,6 +194,14 @@ struct NodeLoop {
     penalized: HashMap<PeerId, Instant>,
     /// When each member's coming expiry was last warned about.
     expiry_warned: HashMap<drchain_support::AccountId, Instant>,
+    /// The database, for reads off the consensus task (sync answers).
+    db: RocksDb,
+    /// Each peer's sync request rate.
+    sync_rates: HashMap<PeerId, sync_server::RateLimit>,
+    /// Sync answers being read.
+    sync_serving: usize,
+    /// Where those reads send their answers.
+    sync_answers: mpsc::UnboundedSender<sync_server::SyncAnswer>,
     finalized: broadcast::Sender<Arc<FinalizedBlock>>,
     metrics: Arc<Metrics>,
     /// Transactions submitted here, not gossiped yet.
@@ -207,6 +222,7 @@ impl NodeLoop {
         mut commands: mpsc::Receiver<Command>,
         mut shutdown: watch::Receiver<bool>,
         mut replication_out: mpsc::UnboundedReceiver<NetOut>,
+        mut sync_answers: mpsc::UnboundedReceiver<sync_server::SyncAnswer>,
     ) -> anyhow::Result<()> {
         let head = self.driver.store().head().clone();
         self.stats.finalized = head.number;
@@ -238,6 +254,7 @@ impl NodeLoop {
                 }
                 Some(command) = commands.recv() => self.command(command)?,
                 Some(out) = replication_out.recv() => self.replication_out(out),
+                Some(answer) = sync_answers.recv() => self.answer_sync(answer),
                 event = self.swarm.select_next_some() => self.swarm_event(event)?,
                 _ = sleep => self.fire_timers()?,
                 _ = flush => self.gossip_transactions(),

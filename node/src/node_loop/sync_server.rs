@@ -1,12 +1,13 @@
 //! Block sync over request-response: serve finalized blocks with their certificates to
-//! admitted peers, and hand blocks received to the driver, which checks each certificate and
-//! body. A peer that sent a bad block is disconnected and not asked again for a while.
+//! admitted peers (off the consensus task, each peer within a rate), and hand blocks received
+//! to the driver, which checks each certificate and body. A peer that sent a bad block is
+//! disconnected and not asked again for a while.
 
 use std::time::Instant;
 
 use drchain_consensus::codec::WireCertificate;
 use drchain_consensus::store::kv::KeyValueDb;
-use drchain_consensus::store::{ChainStore, StoreError};
+use drchain_consensus::store::{ChainReader, StoreError};
 use drchain_runtime::Block;
 use libp2p::{request_response, PeerId};
 use parity_scale_codec::Encode;
@@ -24,17 +25,7 @@ impl NodeLoop {
         match message {
             request_response::Message::Request {
                 request, channel, ..
-            } => {
-                if !self.admitted(&peer) {
-                    return Ok(());
-                }
-                let blocks = sync_batch(self.driver.store(), &request)?;
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_response(channel, SyncResponse { blocks });
-            }
+            } => self.serve_sync(peer, request, channel),
             request_response::Message::Response { response, .. } => {
                 for (block, certificate) in response.blocks {
                     let started = Instant::now();
@@ -60,6 +51,100 @@ impl NodeLoop {
     }
 }
 
+impl NodeLoop {
+    /// Answers a member's sync request off the consensus task (a blocking task reads a
+    /// database snapshot), within the peer's rate and [`MAX_SYNC_SERVING`] at once; a request
+    /// beyond either is refused (its channel dropped: the asker tries another peer).
+    fn serve_sync(
+        &mut self,
+        peer: PeerId,
+        request: SyncRequest,
+        channel: request_response::ResponseChannel<SyncResponse>,
+    ) {
+        if !self.admitted(&peer) {
+            return;
+        }
+        let now = Instant::now();
+        let allowed = self
+            .sync_rates
+            .entry(peer)
+            .or_insert_with(|| RateLimit::full(now, SYNC_BURST))
+            .allow(now, SYNC_REQUESTS_PER_SECOND, SYNC_BURST);
+        if !allowed || self.sync_serving >= MAX_SYNC_SERVING {
+            tracing::debug!(%peer, "sync request refused: over the peer's rate or too many at once");
+            self.metrics.sync_requests_refused.inc();
+            return;
+        }
+        self.sync_serving += 1;
+        let db = self.db.clone();
+        let answers = self.sync_answers.clone();
+        tokio::task::spawn_blocking(move || {
+            let snapshot = db.snapshot();
+            let blocks = sync_batch(&ChainReader::new(&snapshot), &request);
+            let _ = answers.send((channel, blocks));
+        });
+    }
+
+    /// A sync answer read off the consensus task: sent to the peer that asked.
+    pub(super) fn answer_sync(&mut self, answer: SyncAnswer) {
+        self.sync_serving = self.sync_serving.saturating_sub(1);
+        let (channel, blocks) = answer;
+        match blocks {
+            Ok(blocks) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, SyncResponse { blocks });
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read blocks to answer a sync request"),
+        }
+    }
+}
+
+/// A sync request's answer, read off the consensus task, with the channel to send it on.
+pub(super) type SyncAnswer = (
+    request_response::ResponseChannel<SyncResponse>,
+    Result<Vec<(Block, WireCertificate)>, StoreError>,
+);
+
+/// Sync requests a peer may make per second on average...
+const SYNC_REQUESTS_PER_SECOND: f64 = 10.0;
+/// ...and at once. A node catching up asks again as soon as an answer is imported, each
+/// answer up to 32 blocks: this lets it take hundreds of blocks a second.
+const SYNC_BURST: f64 = 20.0;
+/// Answers being read at once, for all peers.
+const MAX_SYNC_SERVING: usize = 4;
+
+/// A token bucket: `burst` requests at once, refilled at a steady rate.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RateLimit {
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    fn full(now: Instant, burst: f64) -> Self {
+        Self {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// Whether a request at `now` is within the rate (and takes its token if so).
+    fn allow(&mut self, now: Instant, per_second: f64, burst: f64) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * per_second).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Bytes of blocks a sync response holds at most (it always holds one if we have it): well
 /// within the asker's `MAX_SYNC_RESPONSE`, whatever the blocks' sizes.
 pub(crate) const SYNC_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -67,11 +152,11 @@ pub(crate) const SYNC_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// The finalized blocks with certificates that answer `request`: from its first height, at
 /// most [`network::SYNC_BATCH`], what it asks for and [`SYNC_RESPONSE_BYTES`], stopping at the
 /// first one we lack. The asker asks again from where the answer ends.
-pub(crate) fn sync_batch<D: KeyValueDb>(
-    store: &ChainStore<D>,
+pub(crate) fn sync_batch<D: KeyValueDb + ?Sized>(
+    store: &ChainReader<'_, D>,
     request: &SyncRequest,
 ) -> Result<Vec<(Block, WireCertificate)>, StoreError> {
-    let head = store.head().number;
+    let head = store.finalized_number()?;
     let last = head.min(
         request
             .from
@@ -102,6 +187,7 @@ mod tests {
 
     use super::*;
     use drchain_consensus::store::kv::MemoryDb;
+    use drchain_consensus::store::ChainStore;
     use drchain_consensus::testing::certificate;
     use drchain_runtime::dev::{dev_key, specs};
     use drchain_runtime::{build_block, pallet_network_config, RuntimeCall, UncheckedExtrinsic};
@@ -109,6 +195,17 @@ mod tests {
     /// A lagging node asks for up to `SYNC_BATCH` blocks at once; however large the blocks, the
     /// answer must stay within what the asker reads (`MAX_SYNC_RESPONSE`), or it never catches
     /// up.
+    #[test]
+    fn a_peer_gets_its_burst_then_the_steady_rate() {
+        let start = Instant::now();
+        let mut limit = RateLimit::full(start, 5.0);
+        let at_once = (0..10).filter(|_| limit.allow(start, 2.0, 5.0)).count();
+        assert_eq!(at_once, 5);
+        let later = start + std::time::Duration::from_millis(1500);
+        let refilled = (0..10).filter(|_| limit.allow(later, 2.0, 5.0)).count();
+        assert_eq!(refilled, 3, "1.5 s at 2/s");
+    }
+
     #[test]
     fn a_sync_response_of_full_blocks_stays_within_what_a_peer_reads() {
         let g = specs::local().unwrap().build_genesis().unwrap();
@@ -139,7 +236,7 @@ mod tests {
                 .unwrap();
         }
         let blocks = sync_batch(
-            &store,
+            &store.reader(),
             &SyncRequest {
                 from: 1,
                 max: network::SYNC_BATCH as u32,
