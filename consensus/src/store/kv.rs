@@ -33,17 +33,46 @@ pub trait KeyValueDb: Send + Sync {
     fn iter_from<'a>(&'a self, from: &[u8]) -> Entries<'a>;
 }
 
-/// An in-memory database. Clones share the data, so a simulated node can "crash" (drop its
-/// store) and reopen what it had written.
+/// An in-memory database. Clones share the data, so a simulated node can crash (drop its
+/// store, and with [`MemoryDb::crash`] lose what was not written durably) and reopen what
+/// survived, as after a power loss: durability bugs show in the simulation.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDb {
-    data: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>,
+    inner: Arc<Mutex<Layers>>,
+}
+
+/// What reads see, and what a crash keeps.
+#[derive(Debug, Default)]
+struct Layers {
+    /// Every write applied: what reads see.
+    data: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Writes up to the last durable one: what survives a crash.
+    durable: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Batches written without durability since then, in order.
+    volatile: Vec<Vec<Write>>,
+}
+
+fn apply(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, batch: &[Write]) {
+    for (key, value) in batch {
+        match value {
+            Some(v) => map.insert(key.clone(), v.clone()),
+            None => map.remove(key),
+        };
+    }
 }
 
 impl MemoryDb {
     /// An empty database.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Loses every write not made durable (by a durable write of its own or one after it),
+    /// as a machine losing power would.
+    pub fn crash(&self) {
+        let mut layers = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        layers.volatile.clear();
+        layers.data = layers.durable.clone();
     }
 }
 
@@ -52,17 +81,22 @@ const CHUNK: usize = 64;
 
 impl KeyValueDb for MemoryDb {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
-        let data = self.data.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(data.get(key).cloned())
+        let layers = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(layers.data.get(key).cloned())
     }
 
-    fn write(&self, batch: Vec<Write>, _durable: bool) -> Result<(), DbError> {
-        let mut data = self.data.lock().unwrap_or_else(PoisonError::into_inner);
-        for (key, value) in batch {
-            match value {
-                Some(v) => data.insert(key, v),
-                None => data.remove(&key),
-            };
+    fn write(&self, batch: Vec<Write>, durable: bool) -> Result<(), DbError> {
+        let mut layers = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        apply(&mut layers.data, &batch);
+        if durable {
+            // A durable write makes everything before it durable too (one log, in order).
+            let volatile = std::mem::take(&mut layers.volatile);
+            for earlier in &volatile {
+                apply(&mut layers.durable, earlier);
+            }
+            apply(&mut layers.durable, &batch);
+        } else {
+            layers.volatile.push(batch);
         }
         Ok(())
     }
@@ -73,7 +107,8 @@ impl KeyValueDb for MemoryDb {
         Box::new(std::iter::from_fn(move || {
             if buffer.is_empty() {
                 let (cursor, inclusive) = next.take()?;
-                let data = self.data.lock().unwrap_or_else(PoisonError::into_inner);
+                let layers = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+                let data = &layers.data;
                 let start = if inclusive {
                     Bound::Included(cursor)
                 } else {
@@ -92,5 +127,31 @@ impl KeyValueDb for MemoryDb {
             }
             buffer.pop_front().map(Ok)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_crash_keeps_what_a_durable_write_covered_and_loses_the_rest() {
+        let db = MemoryDb::new();
+        let w = |k: &str, v: &str| (k.as_bytes().to_vec(), Some(v.as_bytes().to_vec()));
+        db.write(vec![w("a", "1")], false).unwrap();
+        db.write(vec![w("b", "2")], true).unwrap();
+        db.write(vec![w("c", "3")], false).unwrap();
+        db.write(vec![(b"a".to_vec(), None)], false).unwrap();
+        assert_eq!(db.get(b"c").unwrap(), Some(b"3".to_vec()));
+        assert_eq!(db.get(b"a").unwrap(), None);
+        db.crash();
+        // "a" was covered by the durable write after it; "c" and the deletion were not.
+        assert_eq!(db.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(db.get(b"b").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(db.get(b"c").unwrap(), None);
+        let keys: Vec<Vec<u8>> = db.iter_from(b"").map(|e| e.unwrap().0).collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
     }
 }

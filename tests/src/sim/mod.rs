@@ -6,7 +6,11 @@
 //!
 //! Invariants are checked at every finalized block: no two honest nodes finalize different
 //! blocks at one height. [`Simulation::run`] then checks liveness: once faults end, every
-//! honest running node keeps finalizing.
+//! honest running node keeps finalizing. A crash loses what a node had not written durably.
+//! Byzantine actors (an equivocating validator, and in [`Faults::byzantine`] a member that
+//! tampers, floods and replays) are in [`byzantine`].
+
+mod byzantine;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -50,6 +54,9 @@ pub struct Faults {
     pub equivocator: Option<usize>,
     /// Clock skew per node, ms (positive: ahead).
     pub skew_ms: Vec<i64>,
+    /// Whether eve, a Byzantine member that is not a validator, attacks (see [`byzantine`]);
+    /// with her, the equivocator also floods the next height.
+    pub byzantine_member: bool,
 }
 
 impl Faults {
@@ -90,7 +97,20 @@ impl Faults {
             equivocator,
             // Within the clock assumption of the lease argument (2(ε) plus delay < max_drift_ms).
             skew_ms: (0..4).map(|_| rng.gen_range(-30..=30)).collect(),
+            byzantine_member: false,
         }
+    }
+
+    /// [`Faults::random`] with f = 1 Byzantine validator (always an equivocator that also
+    /// floods) and a Byzantine member (eve) attacking throughout, faults or not.
+    pub fn byzantine(rng: &mut ChaCha8Rng) -> Self {
+        let mut faults = Self::random(rng);
+        let byzantine = faults.equivocator.unwrap_or_else(|| rng.gen_range(0..4));
+        faults.equivocator = Some(byzantine);
+        // Crashes are of honest nodes only: with the Byzantine one, f would be exceeded.
+        faults.crashes.retain(|(_, node, _)| *node != byzantine);
+        faults.byzantine_member = true;
+        faults
     }
 
     /// A calm network.
@@ -105,6 +125,7 @@ impl Faults {
             crashes: vec![],
             equivocator: None,
             skew_ms: vec![0; 4],
+            byzantine_member: false,
         }
     }
 }
@@ -128,7 +149,11 @@ enum Event {
     SyncResponse {
         to: usize,
         blocks: Vec<(Block, WireCertificate)>,
+        /// From eve: tampered, and refusing it is right.
+        byzantine: bool,
     },
+    /// The Byzantine actors flood (see [`byzantine`]).
+    ByzantineTick,
     Crash {
         node: usize,
     },
@@ -176,6 +201,8 @@ pub struct Report {
     pub wal_records_replayed: u64,
     /// Transactions in finalized blocks.
     pub included_transactions: u64,
+    /// Tampered sync answers of the Byzantine member that honest nodes refused.
+    pub refused_sync_answers: u64,
 }
 
 /// The simulation.
@@ -198,6 +225,8 @@ pub struct Simulation {
     included_transactions: u64,
     /// Print every event (set `DRCHAIN_SIM_TRACE=1`), to read a failing seed's run.
     print_events: bool,
+    /// The Byzantine member, when the faults have one.
+    eve: Option<byzantine::Eve>,
 }
 
 fn describe(event: &Event) -> String {
@@ -240,7 +269,14 @@ fn describe(event: &Event) -> String {
         },
         Event::Timer { key, .. } => format!("timer {key:?}"),
         Event::SyncRequest { from, height, .. } => format!("sync request from {from} at #{height}"),
-        Event::SyncResponse { blocks, .. } => format!("sync response of {} blocks", blocks.len()),
+        Event::SyncResponse {
+            blocks, byzantine, ..
+        } => format!(
+            "sync response of {} blocks{}",
+            blocks.len(),
+            if *byzantine { " (tampered)" } else { "" }
+        ),
+        Event::ByzantineTick => "byzantine flood".into(),
         Event::Crash { .. } => "crash".into(),
         Event::Restart { .. } => "restart".into(),
         Event::Build { height, round, .. } => format!("build h{height} r{round}"),
@@ -293,7 +329,12 @@ impl Simulation {
             wal_records_replayed: 0,
             included_transactions: 0,
             print_events: std::env::var_os("DRCHAIN_SIM_TRACE").is_some(),
+            eve: None,
         };
+        if sim.faults.byzantine_member {
+            sim.eve = Some(byzantine::Eve::default());
+            sim.schedule(byzantine::TICK_MS, Event::ByzantineTick);
+        }
         for (at, node, down_for) in sim.faults.crashes.clone() {
             sim.schedule(at, Event::Crash { node });
             sim.schedule(at + down_for, Event::Restart { node });
@@ -309,6 +350,13 @@ impl Simulation {
     pub fn random(seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_fa17);
         let faults = Faults::random(&mut rng);
+        Self::new(seed, faults)
+    }
+
+    /// A network with seeded random faults and Byzantine actors ([`Faults::byzantine`]).
+    pub fn byzantine(seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xb42a_471e);
+        let faults = Faults::byzantine(&mut rng);
         Self::new(seed, faults)
     }
 
@@ -411,6 +459,7 @@ impl Simulation {
             height_at_calm: self.height_at_calm,
             wal_records_replayed: self.wal_records_replayed,
             included_transactions: self.included_transactions,
+            refused_sync_answers: self.eve.as_ref().map_or(0, |e| e.refused_answers),
         }
     }
 
@@ -425,6 +474,7 @@ impl Simulation {
             | Event::Build { node, .. }
             | Event::Submit { node } => *node,
             Event::DeliverTx { to, .. } => *to,
+            Event::ByzantineTick => self.eve_id(),
         };
         self.trace.update(&self.now.to_le_bytes());
         self.trace.update(&(node as u64).to_le_bytes());
@@ -433,7 +483,13 @@ impl Simulation {
         }
         let now = self.local_time(node);
         let outputs = match event {
+            Event::ByzantineTick => {
+                self.byzantine_tick();
+                return;
+            }
             Event::Crash { node } => {
+                // Power lost: what was not written durably is gone.
+                self.nodes[node].db.crash();
                 self.nodes[node].driver = None;
                 self.nodes[node].timers.clear();
                 self.nodes[node].pool = TransactionPool::new(self.genesis.hash(), 256);
@@ -535,11 +591,21 @@ impl Simulation {
                     }
                 }
                 if !blocks.is_empty() {
-                    self.send(to, from, Event::SyncResponse { to: from, blocks });
+                    let byzantine = false;
+                    let to_asker = Event::SyncResponse {
+                        to: from,
+                        blocks,
+                        byzantine,
+                    };
+                    self.send(to, from, to_asker);
                 }
                 return;
             }
-            Event::SyncResponse { to, blocks } => {
+            Event::SyncResponse {
+                to,
+                blocks,
+                byzantine,
+            } => {
                 let mut all = vec![];
                 for (block, cert) in blocks {
                     let Some(d) = self.nodes[to].driver.as_mut() else {
@@ -547,6 +613,10 @@ impl Simulation {
                     };
                     match d.on_synced_block(now, block, cert) {
                         Ok(Ok(out)) => all.extend(out),
+                        Ok(Err(_)) if byzantine => {
+                            self.eve_caught(to);
+                            break;
+                        }
                         Ok(Err(rejected)) => {
                             panic!(
                                 "seed {}: node {to} refused a synced block: {rejected}",
@@ -569,6 +639,7 @@ impl Simulation {
         for output in outputs {
             match output {
                 Output::Broadcast(message) => {
+                    self.eve_sees(node, &message);
                     let equivocation = (self.faults.equivocator == Some(node))
                         .then(|| self.conflicting(node, &message))
                         .flatten();
@@ -663,6 +734,11 @@ impl Simulation {
                     let peers: Vec<usize> = (0..self.nodes.len())
                         .filter(|p| *p != node && self.nodes[*p].driver.is_some())
                         .collect();
+                    // eve is one more peer to ask, until she is caught.
+                    if self.eve_askable(node) && self.rng.gen_range(0..=peers.len()) == 0 {
+                        self.eve_answers_sync(node, from);
+                        continue;
+                    }
                     if peers.is_empty() {
                         continue;
                     }
