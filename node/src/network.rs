@@ -5,7 +5,6 @@
 use std::io;
 use std::time::Duration;
 
-use drchain_runtime::extrinsic::MAX_EXTRINSIC_BYTES;
 use drchain_runtime::{Block, UncheckedExtrinsic};
 use drchain_support::{AccountId, H256};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -13,7 +12,7 @@ use libp2p::{
     connection_limits, gossipsub, identify, identity, noise, ping, request_response,
     swarm::NetworkBehaviour, tcp, yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder,
 };
-use parity_scale_codec::{Compact, Decode, DecodeLimit, Encode};
+use parity_scale_codec::{Decode, Encode};
 
 use drchain_consensus::codec::{decode_bounded, WireCertificate, MAX_MESSAGE_BYTES};
 use drchain_replication::transfer::{self, TransferRequest, TransferResponse};
@@ -233,27 +232,7 @@ pub fn encode_transactions(transactions: &[UncheckedExtrinsic]) -> Vec<u8> {
 /// [`MAX_TRANSACTIONS_PER_MESSAGE`], each bounded like a submitted extrinsic, no trailing
 /// bytes.
 pub fn decode_transactions(bytes: &[u8]) -> Result<Vec<UncheckedExtrinsic>, String> {
-    let input = &mut &bytes[..];
-    let count = Compact::<u32>::decode(input).map_err(|e| e.to_string())?.0 as usize;
-    if count > MAX_TRANSACTIONS_PER_MESSAGE {
-        return Err(format!(
-            "{count} transactions in one message (at most {MAX_TRANSACTIONS_PER_MESSAGE})"
-        ));
-    }
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let x =
-            UncheckedExtrinsic::decode_with_depth_limit(drchain_runtime::MAX_DECODE_DEPTH, input)
-                .map_err(|e| e.to_string())?;
-        if x.encoded_size() > MAX_EXTRINSIC_BYTES {
-            return Err(format!("a transaction exceeds {MAX_EXTRINSIC_BYTES} bytes"));
-        }
-        out.push(x);
-    }
-    if !input.is_empty() {
-        return Err(format!("{} trailing bytes", input.len()));
-    }
-    Ok(out)
+    drchain_runtime::extrinsic::decode_transaction_batch(bytes, MAX_TRANSACTIONS_PER_MESSAGE)
 }
 
 /// Why the network could not start.

@@ -126,3 +126,33 @@ impl UncheckedExtrinsic {
             .map_err(|e| e.to_string())
     }
 }
+
+/// Decodes a SCALE `Vec<UncheckedExtrinsic>` (a gossiped batch of transactions) from untrusted
+/// bytes: at most `max_count` of them, each bounded like a submitted extrinsic, no trailing
+/// bytes.
+pub fn decode_transaction_batch(
+    bytes: &[u8],
+    max_count: usize,
+) -> Result<Vec<UncheckedExtrinsic>, String> {
+    use parity_scale_codec::Compact;
+    let input = &mut &bytes[..];
+    let count = Compact::<u32>::decode(input).map_err(|e| e.to_string())?.0 as usize;
+    if count > max_count {
+        return Err(format!(
+            "{count} transactions in one message (at most {max_count})"
+        ));
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let x = UncheckedExtrinsic::decode_with_depth_limit(MAX_DECODE_DEPTH, input)
+            .map_err(|e| e.to_string())?;
+        if x.encoded_size() > MAX_EXTRINSIC_BYTES {
+            return Err(format!("a transaction exceeds {MAX_EXTRINSIC_BYTES} bytes"));
+        }
+        out.push(x);
+    }
+    if !input.is_empty() {
+        return Err(format!("{} trailing bytes", input.len()));
+    }
+    Ok(out)
+}
