@@ -111,7 +111,16 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
     /// the same vote twice into a commit certificate and fail it). A signed vote for another
     /// value than the one seen first is kept: it is the equivocator's, the core counts only
     /// the first, and the certificate needs it to reach its quorum.
-    fn accept_signature(&mut self, vote: &crate::context::Vote, signature: &Signature) -> bool {
+    ///
+    /// A signature accepted for a slot not seen before is also pushed to `fresh` as a vote:
+    /// the slot is now marked as seen, so the same vote arriving on its own will be dropped,
+    /// and the core must get it even if it refuses the certificate (see `feed_fresh`).
+    fn accept_signature(
+        &mut self,
+        vote: &crate::context::Vote,
+        signature: &Signature,
+        fresh: &mut Vec<SignedVote<Ctx>>,
+    ) -> bool {
         let slot = (
             vote_type_code(vote.vote_type),
             vote.round.as_i64(),
@@ -131,12 +140,24 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         {
             return false;
         }
-        self.host
-            .current
-            .seen_votes
-            .entry(slot)
-            .or_insert((value, *signature));
+        if let std::collections::btree_map::Entry::Vacant(e) =
+            self.host.current.seen_votes.entry(slot)
+        {
+            e.insert((value, *signature));
+            fresh.push(SignedVote::new(vote.clone(), *signature));
+        }
         true
+    }
+
+    /// Feeds the votes first seen in a certificate to the core one by one, after the
+    /// certificate itself: the core ignores those it already counted, and counts those of a
+    /// certificate it refused (one for a round it has reached, say), which would otherwise be
+    /// lost for good.
+    fn feed_fresh(&mut self, fresh: Vec<SignedVote<Ctx>>) -> Result<(), DriverError> {
+        for vote in fresh {
+            self.feed(Input::Vote(vote))?;
+        }
+        Ok(())
     }
 
     fn polka_certificate(&mut self, wire: codec::WirePolkaCertificate) -> Result<(), DriverError> {
@@ -151,6 +172,7 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         let (height, round, value) = (c.height, c.round, c.value_id);
         let mut signers = BTreeSet::new();
         c.polka_signatures.retain(|s| signers.insert(s.address));
+        let mut fresh = vec![];
         c.polka_signatures.retain(|s| {
             let vote = mc::Context::new_prevote(
                 &self.host.ctx,
@@ -159,14 +181,14 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
                 mc::NilOrVal::Val(value),
                 s.address,
             );
-            self.accept_signature(&vote, &s.signature)
+            self.accept_signature(&vote, &s.signature, &mut fresh)
         });
         let key = (CERT_POLKA, round.as_i64(), Some(value));
-        if !self.new_with_quorum(key, c.polka_signatures.len(), Threshold::Quorum) {
-            return Ok(());
+        if self.new_with_quorum(key, c.polka_signatures.len(), Threshold::Quorum) {
+            self.log_certificate(ConsensusMessage::PolkaCertificate(codec::polka_to_wire(&c)));
+            self.feed(Input::PolkaCertificate(c))?;
         }
-        self.log_certificate(ConsensusMessage::PolkaCertificate(codec::polka_to_wire(&c)));
-        self.feed(Input::PolkaCertificate(c))
+        self.feed_fresh(fresh)
     }
 
     /// Whether a certificate, its bad and repeated signatures already removed, still reaches
@@ -207,6 +229,7 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         }
         let (height, round) = (c.height, c.round);
         let precommits_only = c.cert_type == RoundCertificateType::Precommit;
+        let mut fresh = vec![];
         let mut slots = BTreeSet::new();
         c.round_signatures.retain(|s| {
             !(precommits_only && s.vote_type == mc::VoteType::Prevote)
@@ -220,7 +243,7 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
                 value: s.value_id,
                 validator: s.address,
             };
-            self.accept_signature(&vote, &s.signature)
+            self.accept_signature(&vote, &s.signature, &mut fresh)
         });
         // A validator may sign both vote types of a round: power counts each validator once.
         let signers: BTreeSet<_> = c.round_signatures.iter().map(|s| s.address).collect();
@@ -229,13 +252,13 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         } else {
             (CERT_SKIP_ROUND, Threshold::Honest)
         };
-        if !self.new_with_quorum((kind, round.as_i64(), None), signers.len(), threshold) {
-            return Ok(());
+        if self.new_with_quorum((kind, round.as_i64(), None), signers.len(), threshold) {
+            self.log_certificate(ConsensusMessage::RoundCertificate(
+                codec::round_certificate_to_wire(&c),
+            ));
+            self.feed(Input::RoundCertificate(c))?;
         }
-        self.log_certificate(ConsensusMessage::RoundCertificate(
-            codec::round_certificate_to_wire(&c),
-        ));
-        self.feed(Input::RoundCertificate(c))
+        self.feed_fresh(fresh)
     }
 
     /// The core does not log certificates, but applying one changes what it will sign: log it

@@ -401,7 +401,15 @@ fn only_new_certificates_with_a_quorum_reach_the_wal() {
         let _ = d.on_message(chain.now(), polka(&["bob"])).unwrap();
         let _ = d.on_message(chain.now(), skip(&["bob"])).unwrap();
     }
-    assert_eq!(wal_len(&d), before, "below quorum: nothing logged");
+    // Below quorum the certificates are not logged; the two valid votes in them (bob's
+    // prevote of round 0, his precommit of round 3) count once each, as if they had come
+    // alone, however many copies arrive.
+    assert_eq!(
+        wal_len(&d),
+        before + 2,
+        "below quorum: only its votes, once"
+    );
+    let before = wal_len(&d);
     let _ = d
         .on_message(chain.now(), polka(&["bob", "charlie", "dave"]))
         .unwrap();
@@ -474,6 +482,49 @@ fn gossip_verdicts_follow_what_the_driver_made_of_a_message() {
         verdict(&mut d, next),
         Verdict::Accept,
         "kept for the next height"
+    );
+}
+
+/// A certificate the core refuses (a skip certificate for the round this node is already in)
+/// must not swallow its votes: they were marked as seen, so the same votes arriving on their
+/// own were dropped as repeats and the core never counted them. Found by the Byzantine
+/// simulation (seed 102462): the validators stayed in one round for good.
+#[test]
+fn votes_in_a_refused_certificate_still_count() {
+    let chain = Chain::local();
+    let proposer = chain.proposer(1, 0);
+    let others: Vec<&str> = NAMES.into_iter().filter(|n| *n != proposer).collect();
+    let (me, peers) = (others[0], &others[1..]);
+    let mut d = chain.driver(me, &MemoryDb::new());
+    let _ = d.start(chain.now()).unwrap();
+    let propose_timeout = TimerKey::Consensus(malachitebft_core_types::Timeout::new(
+        Round::new(0),
+        TimeoutKind::Propose,
+    ));
+    let out = d.on_timer(chain.now(), propose_timeout).unwrap();
+    assert_eq!(votes_of(&out, me), vec![(0, 0, None)]);
+    let signature = |name: &str| match chain.vote(name, 0, 0, None) {
+        ConsensusMessage::Vote(v) => (0u8, None, dev_account(name), v.signature),
+        _ => unreachable!(),
+    };
+    // A skip certificate for round 0, which this node is in: the core refuses it.
+    let skip = ConsensusMessage::RoundCertificate(codec::WireRoundCertificate {
+        height: 1,
+        round: 0,
+        kind: 0,
+        signatures: peers.iter().map(|p| signature(p)).collect(),
+    });
+    let mut sent = d.on_message(chain.now(), skip).unwrap();
+    for peer in peers {
+        sent.extend(
+            d.on_message(chain.now(), chain.vote(peer, 0, 0, None))
+                .unwrap(),
+        );
+    }
+    assert!(
+        votes_of(&sent, me).contains(&(1, 0, None)),
+        "three nil prevotes of four: a nil precommit, got {:?}",
+        votes_of(&sent, me)
     );
 }
 

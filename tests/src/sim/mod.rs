@@ -639,6 +639,13 @@ impl Simulation {
         for output in outputs {
             match output {
                 Output::Broadcast(message) => {
+                    if self.print_events {
+                        let what = describe(&Event::Deliver {
+                            to: node,
+                            message: Box::new(message.clone()),
+                        });
+                        eprintln!("{:>6} ms node {node} sends: {what}", self.now);
+                    }
                     self.eve_sees(node, &message);
                     let equivocation = (self.faults.equivocator == Some(node))
                         .then(|| self.conflicting(node, &message))
