@@ -112,13 +112,23 @@ fn byzantine_actors_never_fork_crash_or_halt_the_chain() {
     assert!(refused > 0, "no node ever refused a tampered sync answer");
 }
 
-/// Ten thousand Byzantine seeds: `DRCHAIN_SIM_SEEDS=10000 cargo nextest run -p drchain-tests
-/// --run-ignored only byzantine` (docs/security.md says how long it takes).
+/// Ten thousand Byzantine seeds, in two halves the test runner runs side by side:
+/// `DRCHAIN_SIM_SEEDS=10000 cargo nextest run -p drchain-tests --test simulation
+/// --run-ignored only byzantine_seeds` (docs/security.md says how long it takes).
 #[test]
 #[ignore = "slow: thousands of seeds; run in the opt-in profile"]
-fn thousands_of_byzantine_seeds() {
-    let n = seeds(10_000);
+fn thousands_of_byzantine_seeds_a() {
+    let n = seeds(10_000) / 2;
     for seed in 100_000..100_000 + n {
+        Simulation::byzantine(seed).run(RUN_MS, MIN_PROGRESS);
+    }
+}
+
+#[test]
+#[ignore = "slow: thousands of seeds; run in the opt-in profile"]
+fn thousands_of_byzantine_seeds_b() {
+    let n = seeds(10_000);
+    for seed in 100_000 + n / 2..100_000 + n {
         Simulation::byzantine(seed).run(RUN_MS, MIN_PROGRESS);
     }
 }
