@@ -286,21 +286,9 @@ fn a_restarted_validator_re_signs_exactly_what_it_had_signed() {
 #[test]
 fn synced_blocks_need_a_valid_certificate() {
     let chain = Chain::dev();
-    // Alice finalizes block 1 alone.
-    let mut alice = chain.driver("alice", &MemoryDb::new());
-    let _ = alice.start(chain.now()).unwrap();
-    let g = &chain.genesis;
-    let built = build_block(&g.state, &g.header, chain.now(), &g.hash(), [], 10).unwrap();
-    let _ = alice
-        .on_block_built(chain.now(), 1, 0, built.block, built.executed)
-        .unwrap();
-    let block = alice.store().block(1).unwrap().unwrap();
-    let certificate = alice.store().certificate(1).unwrap().unwrap();
-    // A follower gets it by sync.
-    let store = ChainStore::open(MemoryDb::new(), &chain.genesis).unwrap();
-    let signer = SigningProvider::new(chain.genesis.hash(), dev_key("bob"));
-    let mut follower = ConsensusDriver::new(store, signer, DriverConfig::default(), false);
-    let _ = follower.start(chain.now()).unwrap();
+    // Alice finalizes block 1 alone; a follower gets it by sync.
+    let (block, certificate) = block_one_finalized_by_alice(&chain);
+    let mut follower = follower(&chain);
     let mut forged = certificate.clone();
     forged.signatures[0].1 = Signature([1; 64]);
     assert!(follower
@@ -534,19 +522,8 @@ fn votes_in_a_refused_certificate_still_count() {
 #[test]
 fn a_synced_block_with_an_altered_body_is_refused_not_fatal() {
     let chain = Chain::dev();
-    let mut alice = chain.driver("alice", &MemoryDb::new());
-    let _ = alice.start(chain.now()).unwrap();
-    let g = &chain.genesis;
-    let built = build_block(&g.state, &g.header, chain.now(), &g.hash(), [], 10).unwrap();
-    let _ = alice
-        .on_block_built(chain.now(), 1, 0, built.block, built.executed)
-        .unwrap();
-    let block = alice.store().block(1).unwrap().unwrap();
-    let certificate = alice.store().certificate(1).unwrap().unwrap();
-    let store = ChainStore::open(MemoryDb::new(), &chain.genesis).unwrap();
-    let signer = SigningProvider::new(chain.genesis.hash(), dev_key("bob"));
-    let mut follower = ConsensusDriver::new(store, signer, DriverConfig::default(), false);
-    let _ = follower.start(chain.now()).unwrap();
+    let (block, certificate) = block_one_finalized_by_alice(&chain);
+    let mut follower = follower(&chain);
     let mut tampered = block.clone();
     tampered.extrinsics.push(removal_by_alice(&chain));
     let refused = follower
@@ -562,6 +539,29 @@ fn a_synced_block_with_an_altered_body_is_refused_not_fatal() {
         .unwrap()
         .unwrap();
     assert_eq!(finalized(&out), vec![1]);
+}
+
+/// Block 1 of the dev chain as alice alone finalizes it, with its commit certificate.
+fn block_one_finalized_by_alice(chain: &Chain) -> (Block, codec::WireCertificate) {
+    let mut alice = chain.driver("alice", &MemoryDb::new());
+    let _ = alice.start(chain.now()).unwrap();
+    let g = &chain.genesis;
+    let built = build_block(&g.state, &g.header, chain.now(), &g.hash(), [], 10).unwrap();
+    let _ = alice
+        .on_block_built(chain.now(), 1, 0, built.block, built.executed)
+        .unwrap();
+    let block = alice.store().block(1).unwrap().unwrap();
+    let certificate = alice.store().certificate(1).unwrap().unwrap();
+    (block, certificate)
+}
+
+/// A started follower (bob's key, not voting) on a fresh store of `chain`.
+fn follower(chain: &Chain) -> ConsensusDriver<MemoryDb> {
+    let store = ChainStore::open(MemoryDb::new(), &chain.genesis).unwrap();
+    let signer = SigningProvider::new(chain.genesis.hash(), dev_key("bob"));
+    let mut follower = ConsensusDriver::new(store, signer, DriverConfig::default(), false);
+    let _ = follower.start(chain.now()).unwrap();
+    follower
 }
 
 /// A signed transaction of alice's (any will do where only the bytes matter).
