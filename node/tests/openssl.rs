@@ -93,6 +93,11 @@ fn openssl_ca_and_member(d: &Path, ca_alg: &str) {
             "m.csr",
         ],
     );
+    sign_member_request(d, "7", "leaf.ext", "m.pem");
+}
+
+/// The openssl CA in `d` signs the member's request `m.csr` with the extensions in `extfile`.
+fn sign_member_request(d: &Path, serial: &str, extfile: &str, out: &str) {
     sh(
         d,
         "openssl",
@@ -106,13 +111,13 @@ fn openssl_ca_and_member(d: &Path, ca_alg: &str) {
             "-CAkey",
             "ca.key",
             "-set_serial",
-            "7",
+            serial,
             "-days",
             "10",
             "-extfile",
-            "leaf.ext",
+            extfile,
             "-out",
-            "m.pem",
+            out,
         ],
     );
 }
@@ -189,28 +194,7 @@ fn openssl_made_certificates_that_are_not_signing_leaves_are_refused() {
         ),
     ] {
         std::fs::write(d.join("bad.ext"), extensions).unwrap();
-        sh(
-            d,
-            "openssl",
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "m.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-set_serial",
-                "8",
-                "-days",
-                "10",
-                "-extfile",
-                "bad.ext",
-                "-out",
-                "bad.pem",
-            ],
-        );
+        sign_member_request(d, "8", "bad.ext", "bad.pem");
         let err = fails(d, &["cert", "verify", "--ca", "ca.pem", "bad.pem"]);
         assert!(err.contains(expected), "{extensions}: {err}");
     }
