@@ -249,21 +249,8 @@ impl Cluster {
 
     /// A JSON-RPC call to dave (never killed).
     fn rpc(&self, method: &str, params: serde_json::Value) -> serde_json::Value {
-        let body =
-            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-                .to_string();
-        let mut stream = TcpStream::connect(("127.0.0.1", self.node("dave").rpc)).unwrap();
-        write!(
-            stream,
-            "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let json = response.split("\r\n\r\n").nth(1).unwrap();
-        let value: serde_json::Value = serde_json::from_str(json).unwrap();
-        value["result"].clone()
+        rpc_call(self.node("dave").rpc, method, &params)
+            .unwrap_or_else(|e| panic!("{method} to dave: {e}"))
     }
 
     /// Recorded checkpoints: sequence → (manifest root, block timestamp ms).
@@ -301,19 +288,90 @@ impl Cluster {
             .collect()
     }
 
-    fn dump(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| {
-                n.dump(|l| {
-                    l.contains("agent")
-                        || l.contains("checkpoint")
-                        || l.contains("WARN")
-                        || l.contains("ERROR")
-                })
-            })
-            .collect()
+    /// Each running node's view in one line (head, finalized head, peers), then the
+    /// service's latest failover events: what a failure message shows first.
+    fn summary(&self) -> String {
+        let mut out = String::new();
+        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let number = |method: &str| {
+                let head = rpc_call(n.rpc, method, &serde_json::json!([])).ok()?;
+                let hash = head.as_str().map(|h| serde_json::json!([h]));
+                let header = match hash {
+                    Some(hash) => rpc_call(n.rpc, "chain_getHeader", &hash).ok()?,
+                    None => head,
+                };
+                header["number"].as_str().map(str::to_owned)
+            };
+            let peers = rpc_call(n.rpc, "system_health", &serde_json::json!([]))
+                .map(|h| h["peers"].to_string())
+                .unwrap_or_else(|e| e.to_string());
+            out.push_str(&format!(
+                "{}: head {:?}, finalized {:?}, peers {peers}\n",
+                n.name,
+                number("chain_getHeader"),
+                number("chain_getFinalizedHead"),
+            ));
+        }
+        if let Ok(history) = rpc_call(
+            self.node("dave").rpc,
+            "failover_history",
+            &serde_json::json!(["svc"]),
+        ) {
+            let events = history["events"].as_array().cloned().unwrap_or_default();
+            for e in events.iter().rev().take(6).rev() {
+                out.push_str(&format!("{e}\n"));
+            }
+        }
+        out
     }
+
+    fn dump(&self) -> String {
+        let summary = self.summary();
+        summary
+            + &self
+                .nodes
+                .iter()
+                .map(|n| {
+                    n.dump(|l| {
+                        l.contains("agent")
+                            || l.contains("checkpoint")
+                            || l.contains("WARN")
+                            || l.contains("ERROR")
+                    })
+                })
+                .collect::<String>()
+    }
+}
+
+/// A JSON-RPC call over HTTP to the node on `port`: its `result`, or why there is none (a
+/// node that is down or hung answers nothing within a few seconds).
+fn rpc_call(
+    port: u16,
+    method: &str,
+    params: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        .to_string();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let json = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .ok_or_else(|| format!("no body in {response:?}"))?;
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(value["result"].clone())
 }
 
 fn agent_config(node: &NodeProcess, mode: Mode) -> String {
@@ -642,13 +700,22 @@ fn standbys_beyond_the_rpo_then_kill(
         let acks = c.acks();
         standbys.iter().all(|s| acks.contains_key(s)).then_some(())
     });
-    for name in &standbys {
-        let replica = c.node(name).replica();
-        let _ = std::fs::remove_file(&replica);
-        let _ = std::fs::remove_dir_all(&replica);
-        std::fs::write(&replica, "not the agent's").unwrap();
-    }
+    // A file where the agent keeps its link stops the standbys applying. An apply already
+    // past its check when the file is written renames its link over it, so the file is put
+    // back until the standbys have fallen behind.
+    let block_targets = || {
+        for name in &standbys {
+            let replica = c.node(name).replica();
+            if std::fs::symlink_metadata(&replica).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
+            let _ = std::fs::remove_file(&replica);
+            let _ = std::fs::remove_dir_all(&replica);
+            std::fs::write(&replica, "not the agent's").unwrap();
+        }
+    };
     c.wait_for("the standbys never fell behind the RPO", || {
+        block_targets();
         let checkpoints = c.checkpoints();
         let (_, (_, latest_at)) = checkpoints.last_key_value()?;
         let acks = c.acks();
