@@ -104,11 +104,24 @@ pub fn new_member(dir: &Path, name: &str, role: &str) {
     );
 }
 
-/// A TCP port on loopback that was free a moment ago.
+/// A TCP port on loopback that was free a moment ago, and that no other test process is
+/// likely to pick: each process takes ports in turn from its own block below the kernel's
+/// ephemeral range (32768 and up here). A port the kernel hands out for `:0` or as an outgoing
+/// connection's source port lies in that range, which is how ports picked by binding `:0` and
+/// releasing were taken by another test before the node bound them ("Address already in use").
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_400;
+    const BLOCK: u32 = 32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % (SPAN / BLOCK)) * BLOCK;
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(FIRST + (start + offset) % SPAN).expect("a port");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port on loopback between {FIRST} and {}", FIRST + SPAN)
 }
