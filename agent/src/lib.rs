@@ -270,6 +270,11 @@ impl Runner {
     /// Tells the health endpoints and the replication tasks what the machines decided.
     fn publish(&self) {
         let reports: Vec<ServiceReport> = self.machines.iter().map(|m| m.report()).collect();
+        for report in &reports {
+            self.ctx
+                .metrics
+                .set_demote_failing(&report.service, report.demote_failures);
+        }
         for ((report, replica), chain) in reports.iter().zip(&self.replicas).zip(&self.checkpoints)
         {
             if let Some(replica) = replica {
@@ -424,6 +429,16 @@ impl Runner {
                     lease_end_ms,
                 } => tracing::debug!(
                     "lease service={service} epoch={epoch} lease_end_ms={lease_end_ms}"
+                ),
+                Action::DemoteFailed {
+                    epoch,
+                    failures,
+                    retry_in_ms,
+                } => tracing::error!(
+                    "on_demote failed {failures} time(s) in a row service={service} epoch={epoch}: \
+                     the old service may still run; this node does not serve, does not \
+                     acknowledge the new epoch (the successor waits for the lease bound) and \
+                     tries again in {retry_in_ms} ms"
                 ),
                 Action::RoleChanged { from, to, epoch } => tracing::info!(
                     "role service={service} from={} to={} epoch={epoch}",

@@ -19,6 +19,7 @@ type Labels = Vec<(&'static str, String)>;
 pub struct AgentMetrics {
     serving: Family<Labels, Gauge>,
     hook_runs: Family<Labels, Counter>,
+    demote_failing: Family<Labels, Gauge>,
     checkpoints: Family<Labels, Counter>,
     snapshot_failures: Family<Labels, Counter>,
     checkpoint_seconds: Family<Labels, Histogram>,
@@ -37,6 +38,7 @@ impl Default for AgentMetrics {
         Self {
             serving: Family::default(),
             hook_runs: Family::default(),
+            demote_failing: Family::default(),
             checkpoints: Family::default(),
             snapshot_failures: Family::default(),
             checkpoint_seconds: Family::new_with_constructor(|| {
@@ -71,6 +73,12 @@ impl AgentMetrics {
             "agent_hook_runs",
             "Hook runs of this node's agent per service, hook and outcome",
             metrics.hook_runs.clone(),
+        );
+        registry.register(
+            "agent_demote_failing",
+            "on_demote failures in a row while it is being retried (0 when it succeeded): the \
+             old service may still run beside the new active",
+            metrics.demote_failing.clone(),
         );
         registry.register(
             "replication_checkpoints",
@@ -206,6 +214,13 @@ impl AgentMetrics {
         self.serving
             .get_or_create(&service_label(service))
             .set(i64::from(serving));
+    }
+
+    /// Sets how many times in a row `on_demote` failed for `service` (0: not failing).
+    pub fn set_demote_failing(&self, service: &ServiceName, failures: u32) {
+        self.demote_failing
+            .get_or_create(&service_label(service))
+            .set(i64::from(failures));
     }
 
     /// Counts a run of `hook` for `service` that ended with `outcome`.

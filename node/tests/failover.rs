@@ -391,13 +391,14 @@ fn intervals(node: &'static str, lines: &[String]) -> Vec<Interval> {
 fn agent_config(dir: &Path, name: &str) -> String {
     let epoch_file = dir.join(format!("{name}.epoch"));
     let fail_marker = dir.join(format!("{name}.fail-promote"));
+    let fail_demote = dir.join(format!("{name}.fail-demote"));
     let roles = dir.join(format!("{name}.roles"));
     format!(
         r#"
 [[service]]
 name = "svc"
 on_promote = "test ! -e {fail} && echo $DRCHAIN_EPOCH > {epoch}"
-on_demote = "rm -f {epoch}"
+on_demote = "test ! -e {fail_demote} && rm -f {epoch}"
 on_role_change = "echo \"$DRCHAIN_ROLE $DRCHAIN_EPOCH\" >> {roles}"
 failed_promotion_holdoff_ms = 30000
 [service.health_check]
@@ -405,6 +406,7 @@ kind = "tcp"
 interval_ms = 200
 "#,
         fail = fail_marker.display(),
+        fail_demote = fail_demote.display(),
         epoch = epoch_file.display(),
         roles = roles.display(),
     )
@@ -442,7 +444,7 @@ fn next_candidate(except: &[&str]) -> &'static str {
 }
 
 #[test]
-fn failover_survives_a_crash_a_hang_and_a_failed_promotion_through_the_proxy() {
+fn failover_survives_a_crash_a_hang_a_failed_promotion_and_a_failing_demotion() {
     let mut c = Cluster::start();
     let (first, e1) = c.served(None, 0, WAIT);
     // HAProxy's view: only the active says 200 on /primary; the others are healthy replicas.
@@ -501,6 +503,53 @@ fn failover_survives_a_crash_a_hang_and_a_failed_promotion_through_the_proxy() {
             .any(|i| i.epoch > e3),
         "{failing} served after its failed promotion"
     );
+
+    // 4. An admin switches over from an active whose on_demote keeps failing: it stops
+    //    serving at once and acknowledges nothing, and the new node promotes once the old
+    //    one's lease bound has passed instead of waiting for the hook forever.
+    c.restart(&third);
+    std::fs::write(c.path(&format!("{fourth}.fail-demote")), "").unwrap();
+    let call = format!(
+        r#"{{"service":"svc","target":"{}"}}"#,
+        drchain_runtime::dev::dev_account(&third)
+    );
+    let rpc = format!("ws://127.0.0.1:{}", c.nodes[3].rpc);
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["tx", "--dev", "alice", "--admin", "--rpc", &rpc];
+    let args = [&args[..], &["failover", "switchover", &call]].concat();
+    common::ok(dir.path(), &args);
+    let (fifth, e5) = c.served(Some(&fourth), e4, WAIT);
+    assert_eq!(fifth, third);
+    assert!(e5 > e4);
+    c.wait_for_line(&fourth, "on_demote failed 1 time(s) in a row service=svc");
+    assert_ne!(c.health_status(&fourth, "/primary?service=svc"), 200);
+    // On chain it stays fenced, reporting the epoch it lost, while the hook keeps failing...
+    let record = |c: &Cluster| {
+        let view = common::rpc_call(
+            c.nodes[3].rpc,
+            "failover_service",
+            &serde_json::json!(["svc"]),
+        )
+        .unwrap();
+        let account = drchain_runtime::dev::dev_account(&fourth).to_string();
+        let nodes = view["nodes"].as_array().cloned().unwrap_or_default();
+        let node = nodes.into_iter().find(|n| n["node"] == account.as_str());
+        node.map(|n| (n["role"].to_string(), n["heartbeat"]["epoch_seen"].as_u64()))
+    };
+    c.wait_for_line(&fourth, "on_demote failed 2 time(s) in a row service=svc");
+    let (role, epoch_seen) = record(&c).unwrap();
+    assert!(
+        role == "\"fenced\"" && epoch_seen.is_some_and(|e| e <= e4),
+        "{fourth} acknowledged the switchover without demoting: {role} {epoch_seen:?}"
+    );
+    // ...and becomes a standby once the hook succeeds.
+    std::fs::remove_file(c.path(&format!("{fourth}.fail-demote"))).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while record(&c).is_none_or(|(role, _)| role != "\"standby\"") {
+        assert!(Instant::now() < deadline, "{fourth} never became a standby");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.assert_never_two_active();
 }
 
 /// Failover time: SIGKILL of the active machine → the first client request answered by the

@@ -16,8 +16,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -249,7 +247,7 @@ impl Cluster {
 
     /// A JSON-RPC call to dave (never killed).
     fn rpc(&self, method: &str, params: serde_json::Value) -> serde_json::Value {
-        rpc_call(self.node("dave").rpc, method, &params)
+        common::rpc_call(self.node("dave").rpc, method, &params)
             .unwrap_or_else(|e| panic!("{method} to dave: {e}"))
     }
 
@@ -294,15 +292,15 @@ impl Cluster {
         let mut out = String::new();
         for n in self.nodes.iter().filter(|n| n.child.is_some()) {
             let number = |method: &str| {
-                let head = rpc_call(n.rpc, method, &serde_json::json!([])).ok()?;
+                let head = common::rpc_call(n.rpc, method, &serde_json::json!([])).ok()?;
                 let hash = head.as_str().map(|h| serde_json::json!([h]));
                 let header = match hash {
-                    Some(hash) => rpc_call(n.rpc, "chain_getHeader", &hash).ok()?,
+                    Some(hash) => common::rpc_call(n.rpc, "chain_getHeader", &hash).ok()?,
                     None => head,
                 };
                 header["number"].as_str().map(str::to_owned)
             };
-            let peers = rpc_call(n.rpc, "system_health", &serde_json::json!([]))
+            let peers = common::rpc_call(n.rpc, "system_health", &serde_json::json!([]))
                 .map(|h| h["peers"].to_string())
                 .unwrap_or_else(|e| e.to_string());
             out.push_str(&format!(
@@ -312,7 +310,7 @@ impl Cluster {
                 number("chain_getFinalizedHead"),
             ));
         }
-        if let Ok(history) = rpc_call(
+        if let Ok(history) = common::rpc_call(
             self.node("dave").rpc,
             "failover_history",
             &serde_json::json!(["svc"]),
@@ -341,37 +339,6 @@ impl Cluster {
                 })
                 .collect::<String>()
     }
-}
-
-/// A JSON-RPC call over HTTP to the node on `port`: its `result`, or why there is none (a
-/// node that is down or hung answers nothing within a few seconds).
-fn rpc_call(
-    port: u16,
-    method: &str,
-    params: &serde_json::Value,
-) -> Result<serde_json::Value, String> {
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-        .to_string();
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    let json = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .ok_or_else(|| format!("no body in {response:?}"))?;
-    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    Ok(value["result"].clone())
 }
 
 fn agent_config(node: &NodeProcess, mode: Mode) -> String {

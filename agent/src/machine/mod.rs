@@ -14,8 +14,10 @@
 //!   `on_promote`, then submit `PromotionComplete(E)`. A failing `on_promote` reports the node
 //!   failed, so the chain elects the next candidate at once.
 //! - Losing the role, the lease or health: stop serving at once, then run `on_demote`. The
-//!   epoch reported in heartbeats (`epoch_seen`) moves past an epoch only after that hook ran,
-//!   which is what a newly elected node waits for.
+//!   epoch reported in heartbeats (`epoch_seen`) moves past an epoch only after that hook
+//!   *succeeded*, which is what a newly elected node waits for (or for the lease bound). A
+//!   failed or timed-out `on_demote` is retried with a growing delay; the node neither serves
+//!   nor acknowledges the epoch meanwhile ([`Action::DemoteFailed`] alerts).
 //! - One hook at a time: hooks queue.
 
 mod lease;
@@ -92,6 +94,12 @@ pub struct ServiceMachine {
     hooks: VecDeque<HookRun>,
     running: Option<HookRun>,
     hook_failures: u64,
+    /// The chain's live clock when this node first saw itself elected, per epoch.
+    elected_at: Option<(Epoch, u64)>,
+    /// A failed `on_demote`, to run again at that time.
+    demote_retry: Option<(HookRun, Instant)>,
+    /// `on_demote` failures in a row.
+    demote_failures: u32,
     view: Option<ChainView>,
     /// Reports failed until then, after a failed `on_promote`.
     failed_until: Option<Instant>,
@@ -99,6 +107,11 @@ pub struct ServiceMachine {
 
 /// How long to wait for a `PromotionComplete` to land before sending it again.
 const RESEND_COMPLETION: Duration = Duration::from_millis(1000);
+
+/// A failed `on_demote` runs again after this, doubling per failure in a row...
+const DEMOTE_RETRY: Duration = Duration::from_millis(1000);
+/// ...up to this.
+const DEMOTE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 impl ServiceMachine {
     /// A machine that has seen nothing yet: no role, not serving, healthy until a check says
@@ -119,6 +132,9 @@ impl ServiceMachine {
             hooks: VecDeque::new(),
             running: None,
             hook_failures: 0,
+            elected_at: None,
+            demote_retry: None,
+            demote_failures: 0,
             view: None,
             failed_until: None,
         }
@@ -164,9 +180,25 @@ impl ServiceMachine {
         }
     }
 
+    /// Whether an `on_demote` is queued, running, or failed and waiting to run again: until
+    /// it succeeds, the node neither serves nor acknowledges a newer epoch.
     fn demote_pending(&self) -> bool {
         let is_demote = |h: &HookRun| h.kind == HookKind::OnDemote;
-        self.running.as_ref().is_some_and(is_demote) || self.hooks.iter().any(is_demote)
+        self.demote_retry.is_some()
+            || self.running.as_ref().is_some_and(is_demote)
+            || self.hooks.iter().any(is_demote)
+    }
+
+    /// Queues the failed `on_demote` again once its delay is over.
+    fn retry_demote_if_due(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Some((run, at)) = self.demote_retry.take() {
+            if now < at {
+                self.demote_retry = Some((run, at));
+                return;
+            }
+            self.hooks.push_back(run);
+            self.start_next_hook(out);
+        }
     }
 
     fn queue(&mut self, kind: HookKind, role: LocalRole, epoch: Epoch, out: &mut Vec<Action>) {
@@ -329,6 +361,8 @@ impl ServiceMachine {
                     epoch,
                     stage: Stage::AwaitRelease,
                 };
+                let live_now = self.view.as_ref().map_or(0, |v| v.live_now);
+                self.elected_at = Some((epoch, live_now));
                 self.set_role(LocalRole::Promoting, out);
             }
         }
@@ -336,7 +370,10 @@ impl ServiceMachine {
             return;
         };
         match stage {
-            Stage::AwaitRelease if snap.others_may_serve.is_empty() => {
+            Stage::AwaitRelease
+                if (snap.others_may_serve.is_empty() || self.lease_bound_passed(snap))
+                    && !self.demote_pending() =>
+            {
                 self.holding = Holding::Promoting {
                     epoch,
                     stage: Stage::Hook,
@@ -352,6 +389,17 @@ impl ServiceMachine {
             }
             _ => {}
         }
+    }
+
+    /// Whether more than the heartbeat timeout of chain time passed since this node saw its
+    /// election: a deposed holder's lease has ended by then, whether or not its `on_demote`
+    /// succeeded (the bound is argued in docs/architecture.md, "Elections that do not wait for
+    /// staleness"). Counting from when this node *saw* the election only waits longer.
+    fn lease_bound_passed(&self, snap: &ServiceSnapshot) -> bool {
+        let live_now = self.view.as_ref().map_or(0, |v| v.live_now);
+        self.elected_at.is_some_and(|(epoch, at)| {
+            epoch == snap.epoch && live_now.saturating_sub(at) > snap.heartbeat_timeout_ms
+        })
     }
 
     fn active(&mut self, epoch: Epoch, now: Now, out: &mut Vec<Action>) {
@@ -442,6 +490,7 @@ impl ServiceMachine {
                 self.elected(&snap, now, &mut out);
             }
         }
+        self.retry_demote_if_due(now.mono, &mut out);
         self.try_serve(now, &mut out);
         out.extend(self.heartbeat_if_due(now));
         out.into()
@@ -521,8 +570,25 @@ impl ServiceMachine {
                     out.extend(self.heartbeat(now));
                 }
             }
-            (HookKind::OnDemote, _) if !self.demote_pending() => {
-                self.epoch_seen = self.chain_epoch;
+            (HookKind::OnDemote, _) if !ok => {
+                // The old service may still run: keep the epoch unacknowledged, so the
+                // successor waits for this node's lease bound, and try again.
+                self.demote_failures = self.demote_failures.saturating_add(1);
+                let delay = DEMOTE_RETRY
+                    .saturating_mul(1 << (self.demote_failures - 1).min(5))
+                    .min(DEMOTE_RETRY_MAX);
+                self.demote_retry = Some((run.clone(), now.mono + delay));
+                out.push(Action::DemoteFailed {
+                    epoch: run.epoch,
+                    failures: self.demote_failures,
+                    retry_in_ms: delay.as_millis() as u64,
+                });
+            }
+            (HookKind::OnDemote, _) => {
+                self.demote_failures = 0;
+                if !self.demote_pending() {
+                    self.epoch_seen = self.chain_epoch;
+                }
             }
             _ => {}
         }

@@ -33,6 +33,9 @@ pub struct ServiceReport {
     pub hook_running: Option<HookKind>,
     /// Hooks that failed or timed out since start.
     pub hook_failures: u64,
+    /// `on_demote` failed (this many times in a row) and will run again: the old service may
+    /// still run, so the node acknowledges no newer epoch. 0 when not failing.
+    pub demote_failures: u32,
     /// Finalized block the view is from.
     pub block: u64,
     #[serde(skip)]
@@ -100,6 +103,11 @@ impl ServiceMachine {
             }),
             hook_running: self.running.as_ref().map(|r| r.kind),
             hook_failures: self.hook_failures,
+            demote_failures: if self.demote_retry.is_some() {
+                self.demote_failures
+            } else {
+                0
+            },
             block: view.map_or(0, |v| v.block),
             lease_end,
         }

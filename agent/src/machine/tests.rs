@@ -209,11 +209,57 @@ fn losing_the_role_stops_serving_and_acknowledges_the_epoch_only_after_on_demote
     assert!(!h.m.report().serving);
     // on_demote, then on_role_change(standby); the epoch is acknowledged after on_demote.
     assert_eq!(heartbeat(&a), Some((Health::Healthy, 1)), "{a:?}");
-    let a = h.finish(330, HookKind::OnDemote, false);
+    let a = h.finish(330, HookKind::OnDemote, true);
     assert_eq!(hooks(&a), vec![HookKind::OnRoleChange]);
-    assert_eq!(h.m.report().hook_failures, 1);
     let a = h.tick(600);
     assert_eq!(heartbeat(&a), Some((Health::Healthy, 2)));
+}
+
+#[test]
+fn a_failed_on_demote_leaves_the_epoch_unacknowledged_and_is_retried_until_it_succeeds() {
+    let mut h = serving();
+    let promoting_other = Phase::Promoting {
+        node: OTHER,
+        deadline: 9000,
+    };
+    let _ = h.block(300, 2, promoting_other, 0, vec![]);
+    let a = h.finish(330, HookKind::OnDemote, false);
+    assert!(
+        a.contains(&Action::DemoteFailed {
+            epoch: 1,
+            failures: 1,
+            retry_in_ms: 1000
+        }),
+        "{a:?}"
+    );
+    h.finish(340, HookKind::OnRoleChange, true);
+    assert_eq!(h.m.report().demote_failures, 1);
+    // The old service may still run: the successor must not be told it let go.
+    let a = h.tick(600);
+    assert_eq!(heartbeat(&a), Some((Health::Healthy, 1)), "{a:?}");
+    let a = h.block(700, 2, promoting_other, 1, vec![]);
+    assert!(!h.m.report().serving);
+    assert_eq!(heartbeat(&a), None);
+    // Tried again a second after it failed; acknowledged once it succeeds.
+    assert!(hooks(&h.tick(1000)).is_empty());
+    let a = h.tick(1340);
+    assert_eq!(hooks(&a), vec![HookKind::OnDemote], "{a:?}");
+    // A second failure waits twice as long.
+    let a = h.finish(1350, HookKind::OnDemote, false);
+    assert!(a.iter().any(|a| matches!(
+        a,
+        Action::DemoteFailed {
+            failures: 2,
+            retry_in_ms: 2000,
+            ..
+        }
+    )));
+    assert!(hooks(&h.tick(3000)).is_empty());
+    assert_eq!(hooks(&h.tick(3350)), vec![HookKind::OnDemote]);
+    let _ = h.finish(3360, HookKind::OnDemote, true);
+    assert_eq!(h.m.report().demote_failures, 0);
+    let a = h.tick(3600);
+    assert_eq!(heartbeat(&a), Some((Health::Healthy, 2)), "{a:?}");
 }
 
 #[test]
@@ -230,6 +276,26 @@ fn an_elected_node_waits_for_a_deposed_holder_to_let_go() {
     assert!(h.m.running.is_none(), "on_promote must wait");
     let a = h.block(30, 3, promoting, 0, vec![]);
     assert_eq!(hooks(&a), vec![HookKind::OnPromote]);
+}
+
+#[test]
+fn an_elected_node_waits_for_a_deposed_holder_at_most_the_lease_bound() {
+    let mut h = Harness::new();
+    let _ = h.block(0, 0, Phase::Vacant, 0, vec![]);
+    h.finish(5, HookKind::OnRoleChange, true);
+    let promoting = Phase::Promoting {
+        node: ME,
+        deadline: 5000,
+    };
+    // The deposed holder keeps heartbeating with the old epoch (its on_demote keeps failing).
+    let _ = h.block(10, 3, promoting, 1, vec![OTHER]);
+    h.finish(20, HookKind::OnRoleChange, true);
+    let a = h.block(1000, 3, promoting, 0, vec![OTHER]);
+    assert!(hooks(&a).is_empty(), "{a:?}");
+    // More than the heartbeat timeout (1000 ms) of chain time since the election: whatever
+    // lease the deposed holder had has ended, hook or not.
+    let a = h.block(1011, 3, promoting, 0, vec![OTHER]);
+    assert_eq!(hooks(&a), vec![HookKind::OnPromote], "{a:?}");
 }
 
 #[test]

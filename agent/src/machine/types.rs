@@ -118,6 +118,17 @@ pub enum Action {
         /// The new lease end, Unix ms.
         lease_end_ms: u64,
     },
+    /// `on_demote` failed or timed out: the node stays out of service, does not acknowledge
+    /// the epoch, and runs it again in `retry_in_ms` (the machine does; on a tick). Alert:
+    /// the old service may still run beside the new active.
+    DemoteFailed {
+        /// The epoch it was demoting from.
+        epoch: Epoch,
+        /// Failures in a row.
+        failures: u32,
+        /// Until the next try, ms.
+        retry_in_ms: u64,
+    },
     /// The local role changed (log it).
     RoleChanged {
         from: LocalRole,

@@ -123,5 +123,42 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
-    panic!("no free TCP port on loopback between {FIRST} and {}", FIRST + SPAN)
+    panic!(
+        "no free TCP port on loopback between {FIRST} and {}",
+        FIRST + SPAN
+    )
+}
+
+/// A JSON-RPC call over HTTP to the node on `port`: its `result`, or why there is none (a
+/// node that is down or hung answers nothing within a few seconds).
+pub fn rpc_call(
+    port: u16,
+    method: &str,
+    params: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        .to_string();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let json = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .ok_or_else(|| format!("no body in {response:?}"))?;
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(value["result"].clone())
 }
