@@ -16,6 +16,9 @@ pub struct ChainView {
     pub max_drift_ms: u64,
     /// The service, if it exists and this node is one of its candidates.
     pub service: Option<ServiceSnapshot>,
+    /// Extrinsics that succeeded in the finalized blocks received since the previous view
+    /// (empty after a gap: heartbeats applied in blocks not seen give no lease, which is safe).
+    pub applied: Vec<H256>,
 }
 
 /// The service's state as it concerns this node.
@@ -77,6 +80,7 @@ pub fn read(state: &Overlay<'_>, block: u64, service: &ServiceName, me: &Account
         live_now,
         max_drift_ms,
         service: snapshot,
+        applied: vec![],
     }
 }
 

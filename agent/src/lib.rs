@@ -33,14 +33,14 @@ use std::time::Duration;
 
 use drchain_runtime::pallet_failover;
 use drchain_runtime::pallet_service_status;
-use drchain_runtime::RuntimeCall;
+use drchain_runtime::{RuntimeCall, RuntimeEvent, SystemEvent};
 use drchain_support::{AccountId, Overlay, StateRead, H256};
 use ed25519_dalek::SigningKey;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use drchain_consensus::clock::Clock;
 use drchain_consensus::store::ChainReader;
-use drchain_rpc::NodeApi;
+use drchain_rpc::{FinalizedBlock, NodeApi};
 
 pub use metrics::AgentMetrics;
 
@@ -140,6 +140,7 @@ pub fn start(config: AgentConfig, ctx: AgentContext) -> Agent {
         reports: reports_tx,
         alive: alive.clone(),
         endpoints: vec![],
+        applied: vec![],
     };
     let task = tokio::spawn(runner.run());
     Agent {
@@ -163,6 +164,8 @@ struct Runner {
     alive: Arc<AtomicU64>,
     /// Per service: this node's endpoint on chain, the default target of a TCP check.
     endpoints: Vec<watch::Sender<Option<String>>>,
+    /// Extrinsics that succeeded in the finalized blocks received since the last view.
+    applied: Vec<H256>,
 }
 
 type HookDone = (usize, HookRun, HookOutcome);
@@ -193,7 +196,12 @@ impl Runner {
         loop {
             tokio::select! {
                 block = finalized.recv() => match block {
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Ok(block) => {
+                        self.applied.extend(succeeded(&block));
+                        self.chain_changed(&hook_tx).await;
+                    }
+                    // Blocks missed: heartbeats they applied renew no lease (shorter: safe).
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
                         self.chain_changed(&hook_tx).await;
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
@@ -251,8 +259,10 @@ impl Runner {
                 .unzip()
         };
         self.checkpoints = checkpoints;
+        let applied = std::mem::take(&mut self.applied);
         let t = self.ctx.clock.now();
-        for (i, view) in views.into_iter().enumerate() {
+        for (i, mut view) in views.into_iter().enumerate() {
+            view.applied.clone_from(&applied);
             let endpoint = view.service.as_ref().and_then(|s| s.my_endpoint.clone());
             if let Some(tx) = self.endpoints.get(i) {
                 tx.send_if_modified(|e| {
@@ -347,7 +357,11 @@ impl Runner {
         while let Some(action) = queue.pop_front() {
             let service = self.services[i].name.clone();
             match action {
-                Action::Heartbeat { health, epoch_seen } => {
+                Action::Heartbeat {
+                    id,
+                    health,
+                    epoch_seen,
+                } => {
                     let applied_checkpoint = self.applied(i);
                     let call = RuntimeCall::ServiceStatus(pallet_service_status::Call::Heartbeat {
                         service,
@@ -355,7 +369,8 @@ impl Runner {
                         health,
                         applied_checkpoint,
                     });
-                    self.submitter.submit(call, "heartbeat").await;
+                    let hash = self.submitter.submit_for_hash(call, "heartbeat").await;
+                    self.machines[i].on_heartbeat_submitted(id, hash);
                 }
                 Action::CompletePromotion { epoch } => {
                     tracing::info!(
@@ -448,6 +463,16 @@ impl Runner {
             }
         }
     }
+}
+
+/// The extrinsics of `block` that succeeded.
+fn succeeded(block: &FinalizedBlock) -> impl Iterator<Item = H256> + '_ {
+    block.events.iter().filter_map(|record| match &record.event {
+        RuntimeEvent::System(SystemEvent::ExtrinsicSuccess { index }) => {
+            block.extrinsics.get(*index as usize).copied()
+        }
+        _ => None,
+    })
 }
 
 /// The applied-checkpoint file's number; absent, empty or unreadable: none.

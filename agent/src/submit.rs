@@ -41,24 +41,29 @@ impl Submitter {
     /// (the callers send again when it matters: heartbeats every period, the rest on their
     /// next turn).
     pub async fn submit(&self, call: RuntimeCall, what: &str) -> bool {
+        self.submit_for_hash(call, what).await.is_some()
+    }
+
+    /// [`Self::submit`], returning the extrinsic's hash when the pool took it.
+    pub async fn submit_for_hash(&self, call: RuntimeCall, what: &str) -> Option<H256> {
         let _turn = self.one_at_a_time.lock().await;
         let nonce = match self.node.next_nonce(self.me).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "agent cannot submit a {what}");
-                return false;
+                return None;
             }
         };
         let x = UncheckedExtrinsic::sign(&self.key, &self.genesis, nonce, call);
         match self.node.submit(x).await {
-            Ok(Ok(_)) => true,
+            Ok(Ok(hash)) => Some(hash),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "the pool refused the agent's {what}");
-                false
+                None
             }
             Err(e) => {
                 tracing::warn!(error = %e, "agent cannot submit a {what}");
-                false
+                None
             }
         }
     }

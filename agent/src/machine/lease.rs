@@ -3,7 +3,20 @@
 
 use std::time::{Duration, Instant};
 
-use super::{ChainView, ServiceMachine};
+use drchain_support::H256;
+
+use super::{ChainView, Now, ServiceMachine};
+
+/// A heartbeat sent and not yet seen applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct InFlight {
+    /// The machine's id for it.
+    pub(super) id: u64,
+    /// When it was signed.
+    pub(super) sent: Now,
+    /// Its extrinsic, once the host submitted it.
+    pub(super) hash: Option<H256>,
+}
 
 /// When the lease ends, in both clocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,27 +40,22 @@ impl ServiceMachine {
         self.lease.is_some_and(|l| now < l.end)
     }
 
-    /// Moves the lease forward if the chain applied heartbeats of ours since the last view.
+    /// Moves the lease forward if the chain applied heartbeats of ours since the last view:
+    /// recognized by their extrinsic hash, so only heartbeats this machine sent count.
     pub(super) fn renew_lease(&mut self, view: &ChainView) {
-        let count = view
-            .service
-            .as_ref()
-            .map(|s| s.my_heartbeat.as_ref().map_or(0, |h| h.heartbeats));
-        let previous = std::mem::replace(&mut self.applied_heartbeats, count);
-        let (Some(count), Some(previous)) = (count, previous) else {
+        let Some(applied) = self
+            .in_flight
+            .iter()
+            .rposition(|h| h.hash.is_some_and(|hash| view.applied.contains(&hash)))
+        else {
             return;
         };
-        // Heartbeats apply in the order they were sent; any that were dropped only make the
-        // send time we pick older, so the lease shorter: safe.
-        let mut newest = None;
-        for _ in 0..count.saturating_sub(previous) {
-            match self.in_flight.pop_front() {
-                Some(sent) => newest = Some(sent),
-                None => break,
-            }
-        }
-        if let (Some(sent), Some(lease_ms)) = (newest, lease_ms(view, self.cfg.clock_error_ms)) {
-            let end = sent.plus(Duration::from_millis(lease_ms));
+        // Nonces apply in order: the older ones in flight were applied before it or never
+        // will be. Counting from the newest applied send time is the longest safe lease.
+        let newest = self.in_flight[applied].sent;
+        self.in_flight.drain(..=applied);
+        if let Some(lease_ms) = lease_ms(view, self.cfg.clock_error_ms) {
+            let end = newest.plus(Duration::from_millis(lease_ms));
             if self.lease.is_none_or(|l| l.end < end.mono) {
                 self.lease = Some(Lease {
                     end: end.mono,

@@ -30,11 +30,11 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use drchain_runtime::pallet_failover::{Phase, Role};
-use drchain_support::{Epoch, Health, ServiceName};
+use drchain_support::{Epoch, Health, ServiceName, H256};
 
 use crate::chain::{ChainView, ServiceSnapshot};
 pub use lease::lease_ms;
-use lease::Lease;
+use lease::{InFlight, Lease};
 pub use report::{HeartbeatReport, ServiceReport};
 pub use types::{Action, Actions, HookKind, HookRun, LocalRole, MachineConfig, Now};
 
@@ -82,10 +82,10 @@ pub struct ServiceMachine {
     holding: Holding,
     serving: Option<Epoch>,
     lease: Option<Lease>,
-    /// Send times of heartbeats not yet seen applied, oldest first.
-    in_flight: VecDeque<Now>,
-    /// The chain's heartbeat count for this node at the last view.
-    applied_heartbeats: Option<u64>,
+    /// Heartbeats sent and not yet seen applied, oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// The id of the next heartbeat.
+    next_heartbeat_id: u64,
     health: Health,
     /// Latest chain epoch seen, and the epoch heartbeats report.
     chain_epoch: Epoch,
@@ -124,7 +124,7 @@ impl ServiceMachine {
             serving: None,
             lease: None,
             in_flight: VecDeque::new(),
-            applied_heartbeats: None,
+            next_heartbeat_id: 0,
             health: Health::Healthy,
             chain_epoch: 0,
             epoch_seen: 0,
@@ -480,7 +480,7 @@ impl ServiceMachine {
             while self
                 .in_flight
                 .front()
-                .is_some_and(|s| now.mono.duration_since(s.mono) > horizon)
+                .is_some_and(|h| now.mono.duration_since(h.sent.mono) > horizon)
             {
                 self.in_flight.pop_front();
             }
@@ -507,11 +507,33 @@ impl ServiceMachine {
     fn heartbeat(&mut self, now: Now) -> Option<Action> {
         self.snapshot()?;
         self.next_heartbeat = Some(now.mono + self.heartbeat_interval());
-        self.in_flight.push_back(now);
+        let id = self.next_heartbeat_id;
+        self.next_heartbeat_id += 1;
+        self.in_flight.push_back(InFlight {
+            id,
+            sent: now,
+            hash: None,
+        });
         Some(Action::Heartbeat {
+            id,
             health: self.reported_health(now.mono),
             epoch_seen: self.epoch_seen,
         })
+    }
+
+    /// Heartbeat `id` was submitted as the extrinsic `hash` (`None`: the pool refused it or
+    /// the node could not be reached; it will not be applied). Only an applied extrinsic of
+    /// ours renews the lease: another heartbeat signed with the same key (a manual `drchain
+    /// tx`, a second agent) tells nothing about when this agent was alive.
+    pub fn on_heartbeat_submitted(&mut self, id: u64, hash: Option<H256>) {
+        match hash {
+            Some(hash) => {
+                if let Some(h) = self.in_flight.iter_mut().find(|h| h.id == id) {
+                    h.hash = Some(hash);
+                }
+            }
+            None => self.in_flight.retain(|h| h.id != id),
+        }
     }
 
     /// A hook finished (`ok`: exited 0 in time).

@@ -1,6 +1,6 @@
 use super::*;
 use drchain_runtime::pallet_service_status::Status;
-use drchain_support::AccountId;
+use drchain_support::{AccountId, H256};
 
 const ME: AccountId = AccountId([1; 32]);
 const OTHER: AccountId = AccountId([2; 32]);
@@ -10,6 +10,15 @@ struct Harness {
     t0: Instant,
     block: u64,
     heartbeats: u64,
+    /// Our heartbeats submitted and not yet applied, oldest first.
+    submitted: VecDeque<H256>,
+}
+
+/// The extrinsic hash the harness gives heartbeat `id`.
+fn extrinsic(id: u64) -> H256 {
+    let mut bytes = [0; 32];
+    bytes[..8].copy_from_slice(&id.to_le_bytes());
+    H256(bytes)
 }
 
 fn at(t0: Instant, ms: u64) -> Now {
@@ -32,11 +41,23 @@ impl Harness {
             t0: Instant::now(),
             block: 0,
             heartbeats: 0,
+            submitted: VecDeque::new(),
         }
     }
 
-    /// A block at `ms` with the service in `phase` at `epoch`; `applied` of our
-    /// heartbeats were included in it.
+    /// Submits every heartbeat in `actions`, as the host does.
+    fn submit(&mut self, actions: Vec<Action>) -> Vec<Action> {
+        for a in &actions {
+            if let Action::Heartbeat { id, .. } = a {
+                self.m.on_heartbeat_submitted(*id, Some(extrinsic(*id)));
+                self.submitted.push_back(extrinsic(*id));
+            }
+        }
+        actions
+    }
+
+    /// A block at `ms` with the service in `phase` at `epoch`; the oldest `applied` of our
+    /// submitted heartbeats were included in it.
     fn block(
         &mut self,
         ms: u64,
@@ -45,8 +66,22 @@ impl Harness {
         applied: u64,
         others: Vec<AccountId>,
     ) -> Vec<Action> {
+        let included = (0..applied)
+            .filter_map(|_| self.submitted.pop_front())
+            .collect();
+        self.block_with(ms, epoch, phase, included, others)
+    }
+
+    fn block_with(
+        &mut self,
+        ms: u64,
+        epoch: Epoch,
+        phase: Phase,
+        included: Vec<H256>,
+        others: Vec<AccountId>,
+    ) -> Vec<Action> {
         self.block += 1;
-        self.heartbeats += applied;
+        self.heartbeats += included.len() as u64;
         let view = ChainView {
             block: self.block,
             live_now: ms,
@@ -69,20 +104,32 @@ impl Harness {
                 latest_checkpoint: Some(4),
                 others_may_serve: others,
             }),
+            applied: included,
         };
-        self.m.on_block(view, at(self.t0, ms)).into_vec()
+        let actions = self.m.on_block(view, at(self.t0, ms)).into_vec();
+        self.submit(actions)
+    }
+
+    /// A block at `ms` (service active on us at epoch 1) that applied a heartbeat signed with
+    /// our key that this machine did not send.
+    fn foreign_heartbeat(&mut self, ms: u64) -> Vec<Action> {
+        let theirs = H256([9; 32]);
+        self.block_with(ms, 1, Phase::Active { node: ME }, vec![theirs], vec![])
     }
 
     fn tick(&mut self, ms: u64) -> Vec<Action> {
-        self.m.on_tick(at(self.t0, ms)).into_vec()
+        let actions = self.m.on_tick(at(self.t0, ms)).into_vec();
+        self.submit(actions)
     }
 
     fn finish(&mut self, ms: u64, kind: HookKind, ok: bool) -> Vec<Action> {
         let run = self.m.running.clone().expect("a hook runs");
         assert_eq!(run.kind, kind, "running {run:?}");
-        self.m
+        let actions = self
+            .m
             .on_hook_finished(&run, ok, at(self.t0, ms))
-            .into_vec()
+            .into_vec();
+        self.submit(actions)
     }
 }
 
@@ -98,7 +145,9 @@ fn hooks(actions: &[Action]) -> Vec<HookKind> {
 
 fn heartbeat(actions: &[Action]) -> Option<(Health, Epoch)> {
     actions.iter().find_map(|a| match a {
-        Action::Heartbeat { health, epoch_seen } => Some((*health, *epoch_seen)),
+        Action::Heartbeat {
+            health, epoch_seen, ..
+        } => Some((*health, *epoch_seen)),
         _ => None,
     })
 }
@@ -174,6 +223,24 @@ fn the_lease_runs_out_unless_heartbeats_land_and_the_node_fences_itself() {
     let a = h.finish(1020, HookKind::OnRoleChange, true);
     assert_eq!(hooks(&a), vec![HookKind::OnDemote]);
     assert_eq!(h.m.running.as_ref().unwrap().role, LocalRole::Fenced);
+}
+
+#[test]
+fn another_heartbeat_signed_with_the_same_key_does_not_renew_the_lease() {
+    let mut h = serving();
+    // Our heartbeat sent at 250 is not applied; one signed elsewhere with our key (a manual
+    // `drchain tx`, a second agent) is.
+    assert!(heartbeat(&h.tick(250)).is_some());
+    h.foreign_heartbeat(260);
+    let a = h.tick(760);
+    assert!(
+        a.contains(&Action::StoppedServing {
+            epoch: 1,
+            until_ms: 1_000_750,
+            reason: "lease expired"
+        }),
+        "{a:?}"
+    );
 }
 
 #[test]
@@ -364,6 +431,7 @@ fn no_lease_when_the_chain_parameters_leave_no_margin() {
         live_now: 0,
         max_drift_ms: 500,
         service: None,
+        applied: vec![],
     };
     assert_eq!(lease_ms(&view, 25), None);
     view.max_drift_ms = 100;

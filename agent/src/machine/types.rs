@@ -80,9 +80,14 @@ pub struct HookRun {
 #[must_use]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Sign and submit a heartbeat. The machine recorded its send time already; the host need
-    /// not report back.
+    /// Sign and submit a heartbeat. The machine recorded its send time already; the host
+    /// reports the extrinsic's hash (or that it was refused) with
+    /// [`ServiceMachine::on_heartbeat_submitted`], which is how the lease knows it when a
+    /// block applies it.
     Heartbeat {
+        /// Its id: tell the machine the extrinsic's hash with
+        /// [`ServiceMachine::on_heartbeat_submitted`] once submitted.
+        id: u64,
         /// Reported health.
         health: Health,
         /// The epoch this node has acted on.
