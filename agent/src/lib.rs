@@ -467,12 +467,15 @@ impl Runner {
 
 /// The extrinsics of `block` that succeeded.
 fn succeeded(block: &FinalizedBlock) -> impl Iterator<Item = H256> + '_ {
-    block.events.iter().filter_map(|record| match &record.event {
-        RuntimeEvent::System(SystemEvent::ExtrinsicSuccess { index }) => {
-            block.extrinsics.get(*index as usize).copied()
-        }
-        _ => None,
-    })
+    block
+        .events
+        .iter()
+        .filter_map(|record| match &record.event {
+            RuntimeEvent::System(SystemEvent::ExtrinsicSuccess { index }) => {
+                block.extrinsics.get(*index as usize).copied()
+            }
+            _ => None,
+        })
 }
 
 /// The applied-checkpoint file's number; absent, empty or unreadable: none.

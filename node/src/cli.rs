@@ -82,6 +82,14 @@ pub struct ProxyArgs {
     /// How long to wait for the active node's endpoint to accept a connection.
     #[arg(long, default_value_t = 1000)]
     pub connect_timeout_ms: u64,
+    /// How long without a newer finalized head before the proxy stops routing and follows
+    /// the freshest of its RPC nodes [default: the service's heartbeat_timeout_ms].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_head_age_ms: Option<u64>,
+    /// Serve Prometheus metrics on 127.0.0.1:PORT at /metrics (0: any free port; absent: no
+    /// metrics).
+    #[arg(long)]
+    pub prometheus_port: Option<u16>,
 }
 
 /// `drchain tx`

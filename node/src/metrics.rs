@@ -350,18 +350,22 @@ pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    Ok(
-        drchain_agent::http::serve(addr, "metrics", move |request| respond(request, &metrics))
-            .await?,
-    )
+    Ok(drchain_agent::http::serve(addr, "metrics", move |request| {
+        respond(request, || metrics.render())
+    })
+    .await?)
 }
 
-fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
+/// Answers a request to a metrics endpoint: `render()` at `GET /metrics`, 404 or 405 else.
+pub(crate) fn respond<B>(
+    request: &Request<B>,
+    render: impl FnOnce() -> String,
+) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&hyper::Method::GET, "/metrics") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
+            render(),
         ),
         (&hyper::Method::GET, _) => (
             StatusCode::NOT_FOUND,

@@ -1,0 +1,245 @@
+//! Following the chain for one service: which node is active, from the freshest RPC node
+//! that keeps sending finalized heads.
+//!
+//! The proxy routes only on fresh information. When no head arrives from the followed node
+//! within the bound (about the service's heartbeat timeout: a stopped, partitioned or
+//! lagging node, or a stalled chain), it stops routing — by then the active it routes to may
+//! have lost its lease — and follows whichever of its RPC nodes has the highest finalized
+//! block.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use drchain_support::{AccountId, Epoch, ServiceName};
+use tokio::sync::watch;
+
+use super::metrics::ProxyMetrics;
+use crate::client::{Described, RpcClient};
+use drchain_rpc::views::ServiceView;
+use drchain_rpc::{DrchainApiClient, SubstrateApiClient};
+
+/// Where new connections go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The active node.
+    pub node: AccountId,
+    pub epoch: Epoch,
+    /// Its endpoint for the service.
+    pub address: String,
+}
+
+/// The target a service view implies: its active node's endpoint, if it has both.
+pub fn target_of(view: &ServiceView) -> Option<Target> {
+    let node = view.active?;
+    let address = view
+        .nodes
+        .iter()
+        .find(|n| n.node == node)?
+        .endpoint
+        .clone()?;
+    Some(Target {
+        node,
+        epoch: view.epoch,
+        address,
+    })
+}
+
+/// How the proxy follows the chain.
+#[derive(Debug, Clone)]
+pub struct FollowConfig {
+    /// WebSocket RPC URLs, the preferred one first.
+    pub urls: Vec<String>,
+    pub service: ServiceName,
+    /// The longest wait for a finalized head (and for any answer) before the information is
+    /// stale; `None`: the service's `heartbeat_timeout_ms`.
+    pub max_head_age: Option<Duration>,
+}
+
+/// Used until the service's own heartbeat timeout is known.
+const DEFAULT_MAX_HEAD_AGE: Duration = Duration::from_millis(1000);
+
+/// Why following one node ended.
+#[derive(Debug, thiserror::Error)]
+enum Lost {
+    /// Nothing arrived within the bound.
+    #[error("no finalized head for {} ms", .0.as_millis())]
+    Stale(Duration),
+    /// The connection or a call failed.
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
+
+/// Follows the service, publishing the target (`None` while it has no fresh chain). Never
+/// returns.
+pub async fn follow(
+    config: FollowConfig,
+    targets: watch::Sender<Option<Target>>,
+    metrics: &ProxyMetrics,
+) {
+    let mut bound = config.max_head_age.unwrap_or(DEFAULT_MAX_HEAD_AGE);
+    let mut following: Option<usize> = None;
+    let mut next = 0usize;
+    let mut failures_in_a_row = 0u64;
+    loop {
+        let chosen = freshest(&config.urls, next, bound).await.unwrap_or(next);
+        next = (chosen + 1) % config.urls.len();
+        if following.is_some_and(|f| f != chosen) {
+            metrics.rpc_switched();
+        }
+        following = Some(chosen);
+        let url = &config.urls[chosen];
+        let lost = follow_one(url, &config, &mut bound, &targets, metrics).await;
+        if matches!(lost, Lost::Stale(_)) {
+            metrics.stale_head();
+        }
+        // Every loss of a routed chain is logged; then, while no node is fresh, only now
+        // and then.
+        let was_routing = targets.send_replace(None).is_some();
+        failures_in_a_row = if was_routing {
+            1
+        } else {
+            failures_in_a_row + 1
+        };
+        if was_routing || failures_in_a_row % 30 == 1 {
+            tracing::warn!(%url, service = %config.service, "lost the chain: {lost}; refusing connections and following the freshest of the RPC nodes");
+        }
+        metrics.set_routing(false);
+        if let Lost::Failed(_) = lost {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The index of the URL whose node has the highest finalized block (ties: the first at or
+/// after `from`), among those that answer within `bound`; `None` if none does.
+async fn freshest(urls: &[String], from: usize, bound: Duration) -> Option<usize> {
+    let probes = urls.iter().map(|url| async move {
+        tokio::time::timeout(bound, finalized_number(url))
+            .await
+            .ok()
+            .and_then(Result::ok)
+    });
+    let numbers = futures::future::join_all(probes).await;
+    (0..urls.len())
+        .map(|k| (from + k) % urls.len())
+        .filter_map(|i| numbers[i].map(|n| (i, n)))
+        .fold(None, |best: Option<(usize, u64)>, (i, n)| match best {
+            Some((_, b)) if b >= n => best,
+            _ => Some((i, n)),
+        })
+        .map(|(i, _)| i)
+}
+
+async fn finalized_number(url: &str) -> Result<u64> {
+    let client = RpcClient::connect(url).await?;
+    let header = client
+        .chain_get_header(None)
+        .await
+        .doing("reading the finalized head")?
+        .context("no finalized head")?;
+    number(&header.number)
+}
+
+/// Follows the service through `url` until it fails or sends no newer finalized head for
+/// `bound` (which it updates from the service's heartbeat timeout unless configured). It
+/// routes only after a head newer than the one the node had when it connected: a node that
+/// answers but whose chain does not move (stalled, partitioned) gives nothing to route on.
+async fn follow_one(
+    url: &str,
+    config: &FollowConfig,
+    bound: &mut Duration,
+    targets: &watch::Sender<Option<Target>>,
+    metrics: &ProxyMetrics,
+) -> Lost {
+    let service = &config.service;
+    let connected = tokio::time::timeout(*bound, async {
+        let client = RpcClient::connect(url).await?;
+        let heads = client
+            .chain_subscribe_finalized_heads()
+            .await
+            .doing("following finalized heads")?;
+        let header = client
+            .chain_get_header(None)
+            .await
+            .doing("reading the finalized head")?
+            .context("no finalized head")?;
+        Ok::<_, anyhow::Error>((client, heads, number(&header.number)?))
+    })
+    .await;
+    let (client, mut heads, mut newest) = match connected {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Lost::Failed(e),
+        Err(_) => return Lost::Stale(*bound),
+    };
+    tracing::info!(%url, service = %service, "following the chain");
+    let mut deadline = tokio::time::Instant::now() + *bound;
+    loop {
+        let head = match tokio::time::timeout_at(deadline, heads.next()).await {
+            Ok(Some(Ok(head))) => head,
+            Ok(Some(Err(e))) => {
+                return Lost::Failed(anyhow::Error::new(e).context("finalized heads subscription"))
+            }
+            Ok(None) => return Lost::Failed(anyhow::anyhow!("the node closed the subscription")),
+            Err(_) => return Lost::Stale(*bound),
+        };
+        match number(&head.number) {
+            Ok(n) if n > newest => newest = n,
+            Ok(_) => continue,
+            Err(e) => return Lost::Failed(e),
+        }
+        let read = tokio::time::timeout_at(deadline, async {
+            client
+                .failover_service(service.clone())
+                .await
+                .doing("reading the service")
+        })
+        .await;
+        let view: ServiceView = match read {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Lost::Failed(e),
+            Err(_) => return Lost::Stale(*bound),
+        };
+        if config.max_head_age.is_none() {
+            *bound = Duration::from_millis(view.config.heartbeat_timeout_ms);
+        }
+        deadline = tokio::time::Instant::now() + *bound;
+        publish(service, &view, targets, metrics);
+    }
+}
+
+/// A block number as the RPC gives it (`0x` hex).
+fn number(hex: &str) -> Result<u64> {
+    u64::from_str_radix(hex.trim_start_matches("0x"), 16)
+        .with_context(|| format!("block number {hex:?}"))
+}
+
+/// Publishes the target `view` implies, logging a change.
+fn publish(
+    service: &ServiceName,
+    view: &ServiceView,
+    targets: &watch::Sender<Option<Target>>,
+    metrics: &ProxyMetrics,
+) {
+    let target = target_of(view);
+    let changed = targets.send_if_modified(|t| {
+        let changed = *t != target;
+        *t = target.clone();
+        changed
+    });
+    metrics.set_routing(target.is_some());
+    if changed {
+        match &target {
+            Some(t) => tracing::info!(
+                "routing service={service} to node={} epoch={} address={}",
+                t.node,
+                t.epoch,
+                t.address
+            ),
+            None => tracing::warn!(
+                "no active node service={service} epoch={} phase={}: refusing connections",
+                view.epoch,
+                view.phase
+            ),
+        }
+    }
+}
