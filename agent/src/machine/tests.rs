@@ -329,8 +329,8 @@ fn a_failed_on_demote_leaves_the_epoch_unacknowledged_and_is_retried_until_it_su
     assert_eq!(heartbeat(&a), Some((Health::Healthy, 2)), "{a:?}");
 }
 
-#[test]
-fn an_elected_node_waits_for_a_deposed_holder_to_let_go() {
+/// Elected at epoch 3 (chain time 10) while `OTHER`, deposed, may still serve.
+fn elected_while_other_may_serve() -> (Harness, Phase) {
     let mut h = Harness::new();
     let _ = h.block(0, 0, Phase::Vacant, 0, vec![]);
     h.finish(5, HookKind::OnRoleChange, true);
@@ -340,6 +340,12 @@ fn an_elected_node_waits_for_a_deposed_holder_to_let_go() {
     };
     let _ = h.block(10, 3, promoting, 1, vec![OTHER]);
     h.finish(20, HookKind::OnRoleChange, true);
+    (h, promoting)
+}
+
+#[test]
+fn an_elected_node_waits_for_a_deposed_holder_to_let_go() {
+    let (mut h, promoting) = elected_while_other_may_serve();
     assert!(h.m.running.is_none(), "on_promote must wait");
     let a = h.block(30, 3, promoting, 0, vec![]);
     assert_eq!(hooks(&a), vec![HookKind::OnPromote]);
@@ -347,16 +353,8 @@ fn an_elected_node_waits_for_a_deposed_holder_to_let_go() {
 
 #[test]
 fn an_elected_node_waits_for_a_deposed_holder_at_most_the_lease_bound() {
-    let mut h = Harness::new();
-    let _ = h.block(0, 0, Phase::Vacant, 0, vec![]);
-    h.finish(5, HookKind::OnRoleChange, true);
-    let promoting = Phase::Promoting {
-        node: ME,
-        deadline: 5000,
-    };
     // The deposed holder keeps heartbeating with the old epoch (its on_demote keeps failing).
-    let _ = h.block(10, 3, promoting, 1, vec![OTHER]);
-    h.finish(20, HookKind::OnRoleChange, true);
+    let (mut h, promoting) = elected_while_other_may_serve();
     let a = h.block(1000, 3, promoting, 0, vec![OTHER]);
     assert!(hooks(&a).is_empty(), "{a:?}");
     // More than the heartbeat timeout (1000 ms) of chain time since the election: whatever
