@@ -280,11 +280,6 @@ impl Runner {
     /// Tells the health endpoints and the replication tasks what the machines decided.
     fn publish(&self) {
         let reports: Vec<ServiceReport> = self.machines.iter().map(|m| m.report()).collect();
-        for report in &reports {
-            self.ctx
-                .metrics
-                .set_demote_failing(&report.service, report.demote_failures);
-        }
         for ((report, replica), chain) in reports.iter().zip(&self.replicas).zip(&self.checkpoints)
         {
             if let Some(replica) = replica {
@@ -328,6 +323,9 @@ impl Runner {
         self.ctx
             .metrics
             .hook_ran(service, run.kind.as_str(), outcome.label());
+        if run.kind == machine::HookKind::OnDemote && outcome.ok() {
+            self.ctx.metrics.set_demote_failing(service, 0);
+        }
         match outcome {
             HookOutcome::Succeeded => tracing::info!(
                 "hook {} succeeded service={service} role={} epoch={}",
@@ -449,12 +447,15 @@ impl Runner {
                     epoch,
                     failures,
                     retry_in_ms,
-                } => tracing::error!(
-                    "on_demote failed {failures} time(s) in a row service={service} epoch={epoch}: \
-                     the old service may still run; this node does not serve, does not \
-                     acknowledge the new epoch (the successor waits for the lease bound) and \
-                     tries again in {retry_in_ms} ms"
-                ),
+                } => {
+                    self.ctx.metrics.set_demote_failing(&service, failures);
+                    tracing::error!(
+                        "on_demote failed {failures} time(s) in a row service={service} epoch={epoch}: \
+                         the old service may still run; this node does not serve, does not \
+                         acknowledge the new epoch (the successor waits for the lease bound) and \
+                         tries again in {retry_in_ms} ms"
+                    )
+                }
                 Action::RoleChanged { from, to, epoch } => tracing::info!(
                     "role service={service} from={} to={} epoch={epoch}",
                     from.as_str(),

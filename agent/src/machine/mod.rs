@@ -187,11 +187,10 @@ impl ServiceMachine {
 
     /// Queues the failed `on_demote` again once its delay is over.
     fn retry_demote_if_due(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if let Some((run, at)) = self.demote_retry.take() {
-            if now < at {
-                self.demote_retry = Some((run, at));
-                return;
-            }
+        if self.demote_retry.as_ref().is_none_or(|(_, at)| now < *at) {
+            return;
+        }
+        if let Some((run, _)) = self.demote_retry.take() {
             self.hooks.push_back(run);
             self.start_next_hook(out);
         }

@@ -152,6 +152,15 @@ fn heartbeat(actions: &[Action]) -> Option<(Health, Epoch)> {
     })
 }
 
+/// What the machine says when the lease it served epoch 1 under ended at `until_ms`.
+fn lease_expired(until_ms: u64) -> Action {
+    Action::StoppedServing {
+        epoch: 1,
+        until_ms,
+        reason: "lease expired",
+    }
+}
+
 /// Elected at epoch 1, promoted, active and serving at about 60 ms.
 fn serving() -> Harness {
     let mut h = Harness::new();
@@ -210,14 +219,7 @@ fn the_lease_runs_out_unless_heartbeats_land_and_the_node_fences_itself() {
         .all(|a| !matches!(a, Action::StoppedServing { .. })));
     // Nothing lands after that (cut off): the lease ends at 1000.
     let a = h.tick(1010);
-    assert!(
-        a.contains(&Action::StoppedServing {
-            epoch: 1,
-            until_ms: 1_001_000,
-            reason: "lease expired"
-        }),
-        "{a:?}"
-    );
+    assert!(a.contains(&lease_expired(1_001_000)), "{a:?}");
     assert_eq!(hooks(&a), vec![HookKind::OnRoleChange]);
     assert_eq!(h.m.report().role, LocalRole::Fenced);
     let a = h.finish(1020, HookKind::OnRoleChange, true);
@@ -233,28 +235,14 @@ fn another_heartbeat_signed_with_the_same_key_does_not_renew_the_lease() {
     assert!(heartbeat(&h.tick(250)).is_some());
     h.foreign_heartbeat(260);
     let a = h.tick(760);
-    assert!(
-        a.contains(&Action::StoppedServing {
-            epoch: 1,
-            until_ms: 1_000_750,
-            reason: "lease expired"
-        }),
-        "{a:?}"
-    );
+    assert!(a.contains(&lease_expired(1_000_750)), "{a:?}");
 }
 
 #[test]
 fn a_hung_node_that_resumes_late_reports_its_lease_end_not_the_resume_time() {
     let mut h = serving();
     let a = h.tick(5000);
-    assert!(
-        a.contains(&Action::StoppedServing {
-            epoch: 1,
-            until_ms: 1_000_750,
-            reason: "lease expired"
-        }),
-        "{a:?}"
-    );
+    assert!(a.contains(&lease_expired(1_000_750)), "{a:?}");
 }
 
 #[test]

@@ -81,14 +81,17 @@ pub async fn follow(
     let mut next = 0usize;
     let mut failures_in_a_row = 0u64;
     loop {
-        let chosen = freshest(&config.urls, next, bound).await.unwrap_or(next);
+        let (chosen, probed) = match freshest(&config.urls, next, bound).await {
+            Some((i, client, number)) => (i, Some((client, number))),
+            None => (next, None),
+        };
         next = (chosen + 1) % config.urls.len();
         if following.is_some_and(|f| f != chosen) {
             metrics.rpc_switched();
         }
         following = Some(chosen);
         let url = &config.urls[chosen];
-        let lost = follow_one(url, &config, &mut bound, &targets, metrics).await;
+        let lost = follow_one(url, probed, &config, &mut bound, &targets, metrics).await;
         if matches!(lost, Lost::Stale(_)) {
             metrics.stale_head();
         }
@@ -110,28 +113,39 @@ pub async fn follow(
     }
 }
 
-/// The index of the URL whose node has the highest finalized block (ties: the first at or
-/// after `from`), among those that answer within `bound`; `None` if none does.
-async fn freshest(urls: &[String], from: usize, bound: Duration) -> Option<usize> {
+/// The URL whose node has the highest finalized block (ties: the first at or after
+/// `from`), among those that answer within `bound`: its index, the connection to it, and
+/// that block's number. `None` if none answers.
+async fn freshest(
+    urls: &[String],
+    from: usize,
+    bound: Duration,
+) -> Option<(usize, RpcClient, u64)> {
     let probes = urls.iter().map(|url| async move {
-        tokio::time::timeout(bound, finalized_number(url))
+        let probe = async {
+            let client = RpcClient::connect(url).await?;
+            let number = finalized_number(&client).await?;
+            Ok::<_, anyhow::Error>((client, number))
+        };
+        tokio::time::timeout(bound, probe)
             .await
             .ok()
             .and_then(Result::ok)
     });
-    let numbers = futures::future::join_all(probes).await;
-    (0..urls.len())
+    let mut answers = futures::future::join_all(probes).await;
+    let best = (0..urls.len())
         .map(|k| (from + k) % urls.len())
-        .filter_map(|i| numbers[i].map(|n| (i, n)))
+        .filter_map(|i| answers[i].as_ref().map(|(_, n)| (i, *n)))
         .fold(None, |best: Option<(usize, u64)>, (i, n)| match best {
             Some((_, b)) if b >= n => best,
             _ => Some((i, n)),
-        })
-        .map(|(i, _)| i)
+        })?;
+    let (client, number) = answers[best.0].take()?;
+    Some((best.0, client, number))
 }
 
-async fn finalized_number(url: &str) -> Result<u64> {
-    let client = RpcClient::connect(url).await?;
+/// The number of the finalized head of the node behind `client`.
+async fn finalized_number(client: &RpcClient) -> Result<u64> {
     let header = client
         .chain_get_header(None)
         .await
@@ -146,6 +160,7 @@ async fn finalized_number(url: &str) -> Result<u64> {
 /// answers but whose chain does not move (stalled, partitioned) gives nothing to route on.
 async fn follow_one(
     url: &str,
+    probed: Option<(RpcClient, u64)>,
     config: &FollowConfig,
     bound: &mut Duration,
     targets: &watch::Sender<Option<Target>>,
@@ -153,17 +168,19 @@ async fn follow_one(
 ) -> Lost {
     let service = &config.service;
     let connected = tokio::time::timeout(*bound, async {
-        let client = RpcClient::connect(url).await?;
+        let (client, newest) = match probed {
+            Some(probed) => probed,
+            None => {
+                let client = RpcClient::connect(url).await?;
+                let newest = finalized_number(&client).await?;
+                (client, newest)
+            }
+        };
         let heads = client
             .chain_subscribe_finalized_heads()
             .await
             .doing("following finalized heads")?;
-        let header = client
-            .chain_get_header(None)
-            .await
-            .doing("reading the finalized head")?
-            .context("no finalized head")?;
-        Ok::<_, anyhow::Error>((client, heads, number(&header.number)?))
+        Ok::<_, anyhow::Error>((client, heads, newest))
     })
     .await;
     let (client, mut heads, mut newest) = match connected {

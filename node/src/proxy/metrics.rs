@@ -48,38 +48,35 @@ impl ConnectionOutcome {
 impl ProxyMetrics {
     /// The metrics of a proxy for `service`.
     pub fn new(service: ServiceName) -> Self {
+        let (routing, stale_heads, rpc_switches, connections) = Default::default();
         let mut registry = Registry::with_prefix("drchain_proxy");
-        let metrics = Self {
-            registry: Registry::default(),
-            service,
-            routing: Family::default(),
-            stale_heads: Family::default(),
-            rpc_switches: Family::default(),
-            connections: Family::default(),
-        };
         registry.register(
             "routing",
             "1 while the proxy routes new connections (the chain is fresh and has an active node)",
-            metrics.routing.clone(),
+            Family::<Labels, Gauge>::clone(&routing),
         );
         registry.register(
             "stale_heads",
             "Times no finalized head arrived from the followed RPC node within the bound",
-            metrics.stale_heads.clone(),
+            Family::<Labels, Counter>::clone(&stale_heads),
         );
         registry.register(
             "rpc_switches",
             "Times the proxy started following a different RPC node",
-            metrics.rpc_switches.clone(),
+            Family::<Labels, Counter>::clone(&rpc_switches),
         );
         registry.register(
             "connections",
             "Client connections by outcome (forwarded, refused, upstream_failed)",
-            metrics.connections.clone(),
+            Family::<Labels, Counter>::clone(&connections),
         );
         Self {
             registry,
-            ..metrics
+            service,
+            routing,
+            stale_heads,
+            rpc_switches,
+            connections,
         }
     }
 
