@@ -285,17 +285,25 @@ impl TransactionPool {
         )
     }
 
-    /// After a block is finalized: drops its transactions, and re-checks the rest against the
-    /// new state (permission and nonce; signatures were checked on entry), dropping those that
-    /// can no longer be included. Returns the dropped ones
-    /// with the reason.
+    /// After block `block_number` is finalized: drops its transactions, and re-checks the rest
+    /// against the state (permission and nonce; signatures were checked on entry), dropping
+    /// those that can no longer be included. Returns the dropped ones with the reason.
+    ///
+    /// `state` is at `state_number`; when it is already past the block (a batch of synced
+    /// blocks is applied before their outcomes are handled), the re-check waits for the last
+    /// block of the batch: a later block may include a transaction the state already counts.
     pub fn finalized(
         &mut self,
         state: &dyn Backend,
+        state_number: u64,
+        block_number: u64,
         included: &[H256],
     ) -> Vec<(H256, TransactionError)> {
         for hash in included {
             self.remove(hash);
+        }
+        if state_number > block_number {
+            return vec![];
         }
         let mut dropped = vec![];
         let hashes: Vec<H256> = self.entries.keys().copied().collect();
@@ -518,7 +526,7 @@ mod tests {
         .unwrap();
         let mut state = g.state.clone();
         state.apply(built.executed.changes, built.executed.trie);
-        let dropped = pool.finalized(&state, &[rival.hash()]);
+        let dropped = pool.finalized(&state, 1, 1, &[rival.hash()]);
         assert_eq!(dropped.len(), 1);
         assert_eq!(dropped[0].0, included.hash());
         assert!(matches!(
@@ -529,5 +537,47 @@ mod tests {
             }
         ));
         assert_eq!(pool.len(), 1, "bob's nonce 1 is now ready and stays");
+    }
+
+    /// A sync batch finalizes several blocks before the node handles the first one's outcome:
+    /// the state is then ahead of that block. A transaction included by a later block of the
+    /// batch must not be reported invalid ("nonce already used") at the earlier block — a
+    /// client watching it would be told its finalized transaction failed.
+    #[test]
+    fn a_transaction_in_a_later_block_of_a_batch_is_not_dropped_at_an_earlier_one() {
+        let g = genesis();
+        let mut pool = TransactionPool::new(g.hash(), 16);
+        let first = ordinary(&g, "alice", 0);
+        let second = ordinary(&g, "bob", 0);
+        pool.submit(&g.state, first.clone()).unwrap();
+        pool.submit(&g.state, second.clone()).unwrap();
+        let mut state = g.state.clone();
+        let one = drchain_runtime::build_block(
+            &state,
+            &g.header,
+            g.header.timestamp + 100,
+            &g.hash(),
+            [first.clone()],
+            10,
+        )
+        .unwrap();
+        state.apply(one.executed.changes, one.executed.trie);
+        let two = drchain_runtime::build_block(
+            &state,
+            &one.block.header,
+            one.block.header.timestamp + 100,
+            &g.hash(),
+            [second.clone()],
+            10,
+        )
+        .unwrap();
+        state.apply(two.executed.changes, two.executed.trie);
+
+        // The state is at #2 when #1's outcome is handled.
+        let dropped = pool.finalized(&state, 2, 1, &[first.hash()]);
+        assert!(dropped.is_empty(), "dropped at #1: {dropped:?}");
+        let dropped = pool.finalized(&state, 2, 2, &[second.hash()]);
+        assert!(dropped.is_empty(), "dropped at #2: {dropped:?}");
+        assert!(pool.is_empty());
     }
 }

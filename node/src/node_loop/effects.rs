@@ -114,7 +114,12 @@ impl NodeLoop {
                 log_failover_events(&events);
                 let dropped = {
                     let store = self.driver.store();
-                    self.pool.finalized(&store.state(), &extrinsics)
+                    self.pool.finalized(
+                        &store.state(),
+                        store.head().number,
+                        header.number,
+                        &extrinsics,
+                    )
                 };
                 for (hash, reason) in &dropped {
                     tracing::info!(%hash, %reason, "transaction dropped from the pool");

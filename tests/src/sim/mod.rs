@@ -706,7 +706,13 @@ impl Simulation {
                     let now = self.local_time(node);
                     let n = &mut self.nodes[node];
                     if let Some(d) = n.driver.as_mut() {
-                        n.pool.finalized(&d.store().state(), &extrinsics);
+                        let store = d.store();
+                        n.pool.finalized(
+                            &store.state(),
+                            store.head().number,
+                            header.number,
+                            &extrinsics,
+                        );
                         if !n.pool.is_empty() {
                             let out = d.on_transactions_pending(now).unwrap_or_else(|e| {
                                 panic!("seed {}: node {node} driver failed: {e}", self.seed)
