@@ -35,7 +35,7 @@ impl NodeProcess {
     }
 
     /// Starts it on `spec`, dialing `bootnodes`, with `agent_config` (a TOML text) if given;
-    /// `RUST_LOG` is `log`.
+    /// `RUST_LOG` is `log`, or `DRCHAIN_TEST_RUST_LOG` when set (to debug a failing run).
     pub fn spawn(&mut self, spec: &Path, bootnodes: &str, agent_config: Option<String>, log: &str) {
         std::fs::create_dir_all(&self.base).unwrap();
         let key = self.base.join("node.key");
@@ -63,7 +63,10 @@ impl NodeProcess {
             ])
             .args(["--health-port", &self.health.to_string()])
             .args(["--worker-threads", "1"])
-            .env("RUST_LOG", log)
+            .env(
+                "RUST_LOG",
+                std::env::var("DRCHAIN_TEST_RUST_LOG").unwrap_or_else(|_| log.to_owned()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(config) = agent_config {
