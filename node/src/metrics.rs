@@ -59,6 +59,8 @@ pub struct Metrics {
     pub checkpoint_sequence: Family<Labels, Gauge>,
     /// Per reason: peers caught sending provably bad data (kept out for a while).
     pub peer_misbehaviour: Family<Labels, Counter>,
+    /// Connections dropped because gossip did not know the peer on every topic.
+    pub gossip_reconnects: Counter,
     /// Per topic: gossip messages that could not be published (not for want of peers).
     pub gossip_publish_failures: Family<Labels, Counter>,
     /// Per topic and verdict (accept, ignore, reject): gossip messages received.
@@ -171,6 +173,12 @@ impl Metrics {
             "Peers caught sending provably bad data, per reason; each is disconnected and kept out for a while",
             peer_misbehaviour.clone(),
         );
+        let gossip_reconnects = Counter::default();
+        registry.register(
+            "gossip_reconnects",
+            "Connections to a member dropped because gossip did not know it on every topic (a lost subscription announcement); the next connection repeats it",
+            gossip_reconnects.clone(),
+        );
         let gossip_publish_failures = Family::default();
         registry.register(
             "gossip_publish_failures",
@@ -220,6 +228,7 @@ impl Metrics {
             replication_lag,
             checkpoint_sequence,
             peer_misbehaviour,
+            gossip_reconnects,
             gossip_publish_failures,
             gossip_messages,
             sync_requests_refused,

@@ -269,6 +269,11 @@ async fn a_member_cannot_open_unbounded_connections_or_sync_requests() {
     net.wait_for_height(&[0, 1, 2, 3], 3, WAIT).await;
     let genesis = net.genesis.hash();
     let mut swarm = drchain_node::network::build_swarm(&dev_key("eve"), &genesis).unwrap();
+    // On every topic, as a node is (else alice would reconnect her: see the next test).
+    let topics = drchain_node::network::Topics::new(&genesis);
+    for topic in [&topics.consensus, &topics.transactions] {
+        swarm.behaviour_mut().gossipsub.subscribe(topic).unwrap();
+    }
     let alice = net.nodes[0].handle.as_ref().unwrap().peer_id;
     let address = net.nodes[0].address.clone().unwrap();
     for _ in 0..6 {
@@ -320,4 +325,109 @@ async fn a_member_cannot_open_unbounded_connections_or_sync_requests() {
     assert!(answered >= 1, "a peer's first requests are answered");
     let h = net.status(0).finalized;
     net.wait_for_height(&[0, 1, 2, 3], h + 3, WAIT).await;
+}
+
+/// Gossipsub announces a node's topics once per peer, when the first connection comes up;
+/// when that announcement is lost (it happened with two connections racing between two
+/// validators, and consensus between them then ran only through a third node, halting when
+/// that one stopped), nothing repeats it. A node that sees a connected member missing from
+/// one of the chain's topics for a while drops the connection, so that the next one carries
+/// the announcement again. Eve plays the peer whose announcement alice lost: she announces
+/// only the consensus topic, is disconnected, and once she announces both topics she is
+/// kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_missing_from_a_topic_is_reconnected_until_both_are_known() {
+    use drchain_node::network::BehaviourEvent;
+    use futures::StreamExt;
+    use libp2p::gossipsub;
+    use libp2p::swarm::SwarmEvent;
+
+    let net = TestNetwork::local_validators().await;
+    net.wait_for_height(&[0, 1, 2, 3], 2, WAIT).await;
+    let genesis = net.genesis.hash();
+    let mut swarm = drchain_node::network::build_swarm(&dev_key("eve"), &genesis).unwrap();
+    let topics = drchain_node::network::Topics::new(&genesis);
+    let alice = net.nodes[0].handle.as_ref().unwrap().peer_id;
+    let address = net.nodes[0].address.clone().unwrap();
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topics.consensus)
+        .unwrap();
+    swarm.dial(address.clone()).unwrap();
+    let dropped = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            }) = swarm.next().await
+            {
+                if peer_id == alice {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        dropped.is_ok(),
+        "alice kept a peer she does not know on the transactions topic"
+    );
+
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topics.transactions)
+        .unwrap();
+    swarm.dial(address).unwrap();
+    // Connected with both topics known to alice: eve receives what alice gossips on both
+    // (a consensus message of a new height, and a transaction submitted at alice), and
+    // alice keeps her past the time she dropped her before.
+    let connected_at = tokio::time::Instant::now();
+    let mut received = std::collections::BTreeSet::new();
+    let mut submitted = false;
+    let kept = tokio::time::timeout(WAIT, async {
+        loop {
+            match swarm.next().await {
+                Some(SwarmEvent::ConnectionClosed {
+                    peer_id,
+                    num_established: 0,
+                    ..
+                }) if peer_id == alice => return false,
+                Some(SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(
+                    gossipsub::Event::Message { message, .. },
+                ))) => {
+                    received.insert(message.topic.to_string());
+                }
+                _ => {}
+            }
+            // Past the grace alice knows eve on both topics: a transaction reaches her.
+            if !submitted && connected_at.elapsed() > Duration::from_secs(8) {
+                submitted = true;
+                let heartbeat = UncheckedExtrinsic::sign(
+                    &dev_key("bob"),
+                    &genesis,
+                    0,
+                    RuntimeCall::ServiceStatus(pallet_service_status::Call::Heartbeat {
+                        service: ServiceName::new("demo-db").unwrap(),
+                        epoch_seen: 0,
+                        health: Health::Healthy,
+                        applied_checkpoint: None,
+                    }),
+                );
+                let handle = net.nodes[0].handle.as_ref().unwrap();
+                handle.submit(heartbeat).await.unwrap().unwrap();
+            }
+            if received.len() == 2 && connected_at.elapsed() > Duration::from_secs(12) {
+                return true;
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        kept,
+        Ok(true),
+        "eve, on both topics, is kept and hears both (heard {received:?})"
+    );
 }

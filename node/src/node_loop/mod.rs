@@ -5,13 +5,14 @@
 //! Layout: this module starts the task and runs its `select!`; [`ingress`] is what clients
 //! (RPC, agent, tests) send it; [`swarm_events`] admits peers and takes in gossip;
 //! [`sync_server`] answers and applies block-sync messages; [`replication_link`] moves
-//! replication messages between the swarm and the replication task; [`effects`] executes the
-//! driver's outputs.
+//! replication messages between the swarm and the replication task; [`subscriptions`]
+//! reconnects peers whose gossip topics were lost; [`effects`] executes the driver's outputs.
 
 mod effects;
 mod expiry;
 mod ingress;
 mod replication_link;
+mod subscriptions;
 mod swarm_events;
 mod sync_server;
 
@@ -47,7 +48,8 @@ pub use ingress::{NodeClient, NodeHandle};
 pub const POOL_LIMIT: usize = 65_536;
 /// Extrinsics per block at most.
 pub const BLOCK_LIMIT: usize = 4096;
-/// How often bootnodes we are not connected to are dialled again.
+/// How often bootnodes we are not connected to are dialled again (and peers whose gossip
+/// topics were lost are disconnected).
 const REDIAL: Duration = Duration::from_secs(2);
 /// Transactions submitted here are gossiped at once when none were in the last
 /// `GOSSIP_BATCH_WINDOW`, else together at its end: light load keeps its latency, heavy load
@@ -145,6 +147,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         sync_peer: 0,
         admission: HashMap::new(),
         penalized: HashMap::new(),
+        connected_since: HashMap::new(),
         expiry_warned: HashMap::new(),
         db: shared_db.clone(),
         sync_rates: HashMap::new(),
@@ -192,6 +195,8 @@ struct NodeLoop {
     admission: HashMap<PeerId, bool>,
     /// Peers kept out until then for sending provably bad data.
     penalized: HashMap<PeerId, Instant>,
+    /// When the first of the connections to each admitted peer came up.
+    connected_since: HashMap<PeerId, Instant>,
     /// When each member's coming expiry was last warned about.
     expiry_warned: HashMap<drchain_support::AccountId, Instant>,
     /// The database, for reads off the consensus task (sync answers).
@@ -258,7 +263,10 @@ impl NodeLoop {
                 event = self.swarm.select_next_some() => self.swarm_event(event)?,
                 _ = sleep => self.fire_timers()?,
                 _ = flush => self.gossip_transactions(),
-                _ = redial.tick() => self.dial_bootnodes(),
+                _ = redial.tick() => {
+                    self.reconnect_peers_missing_topics();
+                    self.dial_bootnodes();
+                }
             }
         }
     }

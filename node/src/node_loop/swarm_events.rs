@@ -81,9 +81,16 @@ impl NodeLoop {
                 tracing::info!(%address, "listening");
                 self.listening.send_modify(|l| l.push(address));
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => {
                 if self.admitted(&peer_id) {
                     tracing::debug!(peer = %peer_id, "peer connected");
+                    if num_established.get() == 1 {
+                        self.connected_since.insert(peer_id, Instant::now());
+                    }
                 } else {
                     tracing::warn!(peer = %peer_id, "disconnecting a peer that is not an admitted member");
                     self.stats.rejected_peers += 1;
@@ -92,7 +99,14 @@ impl NodeLoop {
                 self.publish_status();
                 self.publish_replication_peers();
             }
-            SwarmEvent::ConnectionClosed { .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    self.connected_since.remove(&peer_id);
+                }
                 self.publish_status();
                 self.publish_replication_peers();
             }
