@@ -586,9 +586,6 @@ fn failover_survives_a_crash_a_hang_a_failed_promotion_and_a_failing_demotion() 
 /// on stale information and follow a live node, so a failover while that node is stopped
 /// still reaches clients.
 #[test]
-#[ignore = "opt-in until the halt it exposes is fixed: SIGSTOP of one of four validators at \
-            a height boundary sometimes leaves the other three stuck (one decided, two did not \
-            and never sync); cargo test -p drchain-node --test failover -- --ignored"]
 fn the_proxy_leaves_a_stopped_rpc_node_for_a_live_one() {
     let mut c = Cluster::start();
     let (first, e1) = c.served(None, 0, WAIT);
