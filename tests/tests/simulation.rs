@@ -118,6 +118,18 @@ fn byzantine_actors_never_fork_crash_or_halt_the_chain() {
     assert!(refused > 0, "no node ever refused a tampered sync answer");
 }
 
+/// Byzantine seeds that once failed, run by default. 109284: the equivocating proposer of
+/// round 2 sent a second block claiming the first one's proof-of-lock round; the consensus core
+/// took the polka for the first block as the second's, validators locked on the first
+/// prevoted and precommitted the second, and height 2 got commit certificates for both
+/// (`consensus/src/driver/lock_guard.rs` now drops such proposals).
+#[test]
+fn byzantine_seeds_that_once_failed() {
+    for seed in [109_284] {
+        Simulation::byzantine(seed).run(BYZANTINE_RUN_MS, MIN_PROGRESS);
+    }
+}
+
 /// Ten thousand Byzantine seeds, in two halves the test runner runs side by side:
 /// `DRCHAIN_SIM_SEEDS=10000 cargo nextest run -p drchain-tests --test simulation
 /// --run-ignored only byzantine_seeds` (docs/security.md says how long it takes).

@@ -6,8 +6,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use drchain_runtime::ExecutedBlock;
 use drchain_support::{AccountId, Signature, H256};
 
+use malachitebft_core_consensus::ProposedValue;
+use malachitebft_core_types::SignedProposal;
+
 use crate::codec::WalRecord;
-use crate::context::BlockValue;
+use crate::context::{BlockValue, Ctx};
 
 /// A vote slot: (vote type code, round, validator).
 pub(super) type VoteSlot = (u8, i64, AccountId);
@@ -30,6 +33,9 @@ pub(super) struct HeightState {
     pub(super) applied_certificates: BTreeSet<super::intake::CertificateKey>,
     /// Rounds whose proposal was accepted.
     pub(super) seen_proposals: BTreeSet<i64>,
+    /// Accepted proposals for rounds the core has not reached, by round (see
+    /// `driver/lock_guard.rs`); at most one per round, rounds bounded by `max_round_ahead`.
+    pub(super) parked_proposals: BTreeMap<i64, (ProposedValue<Ctx>, SignedProposal<Ctx>)>,
     /// Executions of the blocks validated, by hash (a decided one is imported without
     /// executing it again).
     pub(super) executed: HashMap<H256, ExecutedBlock>,

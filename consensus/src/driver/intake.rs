@@ -9,7 +9,6 @@ use drchain_support::{Signature, H256};
 use malachitebft_core_consensus::{Input, ProposedValue};
 use malachitebft_core_types::{
     self as mc, Round, RoundCertificateType, SignedProposal, SignedVote, ThresholdParams, Validity,
-    ValueOrigin,
 };
 use parity_scale_codec::Encode as _;
 
@@ -64,6 +63,7 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
             || after.duplicates > before.duplicates
             || after.future_dropped > before.future_dropped
             || after.invalid_proposals > before.invalid_proposals
+            || after.polka_contradictions > before.polka_contradictions
         {
             Verdict::Ignore
         } else {
@@ -345,8 +345,7 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
             value: p.value.clone(),
             validity,
         };
-        self.feed(Input::ProposedValue(value, ValueOrigin::Consensus))?;
-        self.feed(Input::Proposal(signed))
+        self.offer_proposal(value, signed)
     }
 
     /// Executes a proposed block on the finalized state; a new value's timestamp must also be

@@ -38,6 +38,7 @@ mod effects;
 mod future;
 mod height;
 mod intake;
+mod lock_guard;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -400,7 +401,7 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         if let Some(certificate) = self.host.decided.take() {
             self.decided(certificate)?;
         }
-        Ok(())
+        self.unpark_proposals()
     }
 
     /// After an input: a requested block is built (or our earlier one re-proposed).

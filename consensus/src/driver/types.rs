@@ -210,6 +210,10 @@ pub struct DriverStats {
     pub invalid_proposals: u64,
     /// Second votes or proposals for the same slot (duplicates or equivocations).
     pub duplicates: u64,
+    /// Proposals dropped because a polka for another block in their proof-of-lock round or
+    /// their own round is known: only an equivocating proposer signs those (see
+    /// `driver/lock_guard.rs`).
+    pub polka_contradictions: u64,
     /// Future-height messages dropped: their budget was spent, they were too far ahead, or
     /// they were certificates.
     pub future_dropped: u64,

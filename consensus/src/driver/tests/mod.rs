@@ -1,6 +1,10 @@
-//! Driver tests with hand-made inputs: each checks one decision a validator makes.
+//! Driver tests with hand-made inputs: each checks one decision a validator makes. Those
+//! about locks (what a validator that precommitted a value may vote for later) are in
+//! [`locks`].
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod locks;
 
 use drchain_runtime::dev::{dev_account, dev_key, specs};
 use drchain_runtime::{build_block, Block, Genesis};
