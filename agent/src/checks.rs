@@ -3,12 +3,12 @@
 //! failed only after `failures` consecutive failed checks, so one slow check does not cause a
 //! failover.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use drchain_support::Health;
 
 use super::config::{CheckKind, HealthCheckConfig};
+use crate::process::ProcessOutcome;
 
 /// One check, not counting consecutive failures.
 pub async fn check_once(config: &HealthCheckConfig, default_address: Option<&str>) -> Health {
@@ -32,30 +32,30 @@ pub async fn check_once(config: &HealthCheckConfig, default_address: Option<&str
                 },
                 None => Health::Failed,
             },
-            CheckKind::Command => {
-                let Some(command) = config.command.as_deref() else {
-                    return Health::Failed;
-                };
-                let status = tokio::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(command)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .kill_on_drop(true)
-                    .status()
-                    .await;
-                match status.map(|s| s.code()) {
-                    Ok(Some(0)) => Health::Healthy,
-                    Ok(Some(2)) => Health::Degraded,
-                    _ => Health::Failed,
-                }
-            }
+            // Bounded by its own timeout (below), which also kills what it started.
+            CheckKind::Command => Health::Failed,
         }
     };
+    if config.kind == CheckKind::Command {
+        return command_check(config.command.as_deref(), timeout).await;
+    }
     tokio::time::timeout(timeout, attempt)
         .await
         .unwrap_or(Health::Failed)
+}
+
+/// Runs a check command in a process group of its own, killed with all it started at the
+/// timeout: exit 0 is healthy, 2 degraded, anything else failed.
+async fn command_check(command: Option<&str>, timeout: Duration) -> Health {
+    let Some(command) = command else {
+        return Health::Failed;
+    };
+    let check = crate::process::shell(command, "drchain-check", &[]);
+    match crate::process::run(check, timeout).await {
+        ProcessOutcome::Succeeded => Health::Healthy,
+        ProcessOutcome::Failed { code: Some(2), .. } => Health::Degraded,
+        _ => Health::Failed,
+    }
 }
 
 /// Turns single results into the reported health: failed only after `failures` in a row.
@@ -138,6 +138,34 @@ mod tests {
         );
         assert_eq!(check_once(&cmd("exit 1", 1000), None).await, Health::Failed);
         assert_eq!(check_once(&cmd("sleep 5", 100), None).await, Health::Failed);
+    }
+
+    /// A check command that hangs is killed at its timeout with everything it started: a
+    /// hung check run every interval must not pile up processes on the node.
+    #[tokio::test]
+    async fn a_hung_check_command_is_killed_with_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let command = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let config = HealthCheckConfig {
+            kind: CheckKind::Command,
+            command: Some(command),
+            timeout_ms: 300,
+            ..HealthCheckConfig::default()
+        };
+        assert_eq!(check_once(&config, None).await, Health::Failed);
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let pid = pid.trim();
+        // Killed by the time the check returns, or a moment later (reaping is asynchronous).
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| !stat.contains(") Z "))
+        };
+        while alive() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(), "the check's child {pid} outlived the check");
     }
 
     #[test]

@@ -109,7 +109,7 @@ mod tests {
         );
         let failed = run_hook("echo nope >&2; exit 3", &service, &node, &run(), None, t).await;
         match failed {
-            HookOutcome::Failed { detail } => {
+            HookOutcome::Failed { detail, .. } => {
                 assert!(detail.contains("3") && detail.contains("nope"), "{detail}")
             }
             other => panic!("{other:?}"),

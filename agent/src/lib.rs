@@ -333,7 +333,7 @@ impl Runner {
                 run.role.as_str(),
                 run.epoch
             ),
-            HookOutcome::Failed { detail } | HookOutcome::NotStarted { detail } => {
+            HookOutcome::Failed { detail, .. } | HookOutcome::NotStarted { detail } => {
                 tracing::error!(
                     "hook {} failed service={service} role={} epoch={}: {detail}",
                     run.kind.as_str(),

@@ -12,6 +12,8 @@ pub enum ProcessOutcome {
     Succeeded,
     /// Exited otherwise (code, or the signal that ended it).
     Failed {
+        /// Its exit code, if it exited (not killed by a signal).
+        code: Option<i32>,
         /// What it said on stderr (last line), and how it exited.
         detail: String,
     },
@@ -45,7 +47,7 @@ impl std::fmt::Display for ProcessOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ProcessOutcome::Succeeded => write!(f, "succeeded"),
-            ProcessOutcome::Failed { detail } => write!(f, "failed: {detail}"),
+            ProcessOutcome::Failed { detail, .. } => write!(f, "failed: {detail}"),
             ProcessOutcome::TimedOut => write!(f, "timed out and was killed"),
             ProcessOutcome::NotStarted { detail } => write!(f, "could not start: {detail}"),
         }
@@ -84,10 +86,12 @@ pub async fn run(mut cmd: tokio::process::Command, timeout: Duration) -> Process
             let stderr = String::from_utf8_lossy(&out.stderr);
             let last = stderr.lines().last().unwrap_or("").trim();
             ProcessOutcome::Failed {
+                code: out.status.code(),
                 detail: format!("{} {last}", out.status).trim().to_owned(),
             }
         }
         Ok(Err(e)) => ProcessOutcome::Failed {
+            code: None,
             detail: e.to_string(),
         },
         Err(_) => {

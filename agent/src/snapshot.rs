@@ -268,7 +268,7 @@ mod tests {
             .await
         {
             Err(SnapshotError::Command {
-                outcome: ProcessOutcome::Failed { detail },
+                outcome: ProcessOutcome::Failed { detail, .. },
             }) => assert!(detail.contains("database is locked"), "{detail}"),
             other => panic!("{other:?}"),
         }
