@@ -25,6 +25,7 @@ pub mod process;
 pub mod replica;
 pub mod snapshot;
 pub mod submit;
+pub mod watchdog;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,8 +130,15 @@ pub fn start(config: AgentConfig, ctx: AgentContext) -> Agent {
                 .map(|r| replica::start(s.name.clone(), r, replica_ctx.clone()))
         })
         .collect();
+    // Outside the event loop: fences a service whose lease ran out while the loop stalled.
+    let watchdog = watchdog::LeaseWatchdog::spawn(me, ctx.metrics.clone())
+        .map_err(
+            |e| tracing::error!(error = %e, "no lease watchdog: a stalled agent is not fenced"),
+        )
+        .ok();
     let runner = Runner {
         me,
+        watchdog,
         services: config.services,
         machines,
         ctx,
@@ -152,6 +160,7 @@ pub fn start(config: AgentConfig, ctx: AgentContext) -> Agent {
 
 struct Runner {
     me: AccountId,
+    watchdog: Option<watchdog::LeaseWatchdog>,
     services: Vec<ServiceAgentConfig>,
     machines: Vec<ServiceMachine>,
     ctx: AgentContext,
@@ -209,6 +218,9 @@ impl Runner {
                 _ = ticker.tick() => {
                     let t = self.ctx.clock.now();
                     self.alive.store(t.wall_ms, Ordering::Relaxed);
+                    if let Some(w) = &self.watchdog {
+                        w.tick();
+                    }
                     for i in 0..self.machines.len() {
                         let actions = self.machines[i].on_tick(t);
                         self.execute(i, actions, &hook_tx).await;
@@ -301,6 +313,21 @@ impl Runner {
                     }
                     !same
                 });
+            }
+        }
+        if let Some(w) = &self.watchdog {
+            for (i, (report, config)) in reports.iter().zip(&self.services).enumerate() {
+                let guard = report
+                    .lease_end()
+                    .filter(|_| report.serving)
+                    .map(|lease_end| watchdog::Guard {
+                        service: config.name.clone(),
+                        lease_end,
+                        epoch: report.epoch,
+                        on_demote: config.on_demote.clone(),
+                        hook_timeout: Duration::from_millis(config.hook_timeout_ms),
+                    });
+                w.set(i, guard);
             }
         }
         self.reports.send_replace(reports);

@@ -43,6 +43,11 @@ pub struct ServiceReport {
 }
 
 impl ServiceReport {
+    /// When the lease ends (monotonic), if there is one.
+    pub fn lease_end(&self) -> Option<Instant> {
+        self.lease_end
+    }
+
     /// Serving, re-checked against the lease at `now` (the report may be a few ms old).
     pub fn serving_at(&self, now: Instant) -> bool {
         self.serving && self.lease_end.is_some_and(|end| now < end)
