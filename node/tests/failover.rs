@@ -97,6 +97,11 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts it with `prepare` applied to each node process first.
+    fn start_with(prepare: impl Fn(&mut NodeProcess)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut services = BTreeMap::new();
         for name in CANDIDATES {
@@ -108,7 +113,11 @@ impl Cluster {
         let spec = write_spec(dir.path(), &services);
         let nodes = NAMES
             .iter()
-            .map(|name| NodeProcess::new(dir.path(), name))
+            .map(|name| {
+                let mut node = NodeProcess::new(dir.path(), name);
+                prepare(&mut node);
+                node
+            })
             .collect();
         let mut cluster = Self {
             dir,
@@ -607,6 +616,125 @@ fn the_proxy_leaves_a_stopped_rpc_node_for_a_live_one() {
         Some(1.0)
     );
     c.signal(followed, "CONT");
+}
+
+/// libfaketime's multithreaded preload library, installed from apt when missing and root.
+fn libfaketime() -> Option<PathBuf> {
+    let find = || {
+        std::fs::read_dir("/usr/lib")
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|d| d.path().join("faketime/libfaketimeMT.so.1"))
+            .find(|p| p.exists())
+    };
+    if find().is_none() && common::is_root() {
+        let _ = Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "libfaketime",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    find()
+}
+
+/// Wall-clock steps on validators (a bad NTP step), judged from what clients see through the
+/// proxy. Each node runs under libfaketime with its own offset file; only `CLOCK_REALTIME`
+/// moves, as in a real step (monotonic time, which leases use, does not). A block's timestamp
+/// is its proposer's clock and voters refuse one further than `max_drift_ms` from theirs, so a
+/// validator 10 s ahead has its proposals refused and refuses everyone else's: with one
+/// stepped (f = 1) the chain goes on and the active keeps serving; with two, no quorum shares
+/// a clock, so the chain stops and the active fences itself when its lease runs out, but
+/// nobody is elected early and no two nodes serve. Once the clocks are right again one node
+/// serves.
+#[test]
+fn clock_steps_on_validators_bring_no_early_failover_and_no_overlap() {
+    let Some(lib) = libfaketime() else {
+        eprintln!("skipped: libfaketime is not installed (apt-get install libfaketime)");
+        return;
+    };
+    let offset = |node: &NodeProcess| node.base.with_extension("clock");
+    let c = Cluster::start_with(|node| {
+        std::fs::create_dir_all(node.base.parent().unwrap()).unwrap();
+        std::fs::write(offset(node), "+0\n").unwrap();
+        node.env = vec![
+            ("LD_PRELOAD".into(), lib.display().to_string()),
+            (
+                "FAKETIME_TIMESTAMP_FILE".into(),
+                offset(node).display().to_string(),
+            ),
+            ("FAKETIME_NO_CACHE".into(), "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ];
+    });
+    let step = |c: &Cluster, name: &str, to: &str| {
+        std::fs::write(offset(&c.nodes[c.index(name)]), format!("{to}\n")).unwrap();
+    };
+    let (first, e1) = c.served(None, 0, WAIT);
+    let second = CANDIDATES.into_iter().find(|n| *n != first).unwrap();
+    let mut history = vec![];
+    // Asks for `span`: what answered, in order.
+    let watch = |c: &Cluster, span: Duration, history: &mut Vec<(String, u64)>| {
+        let (mut asked, mut answered) = (0, 0);
+        let until = Instant::now() + span;
+        while Instant::now() < until {
+            asked += 1;
+            if let Some((node, epoch)) = c.ask() {
+                if let Ok(epoch) = epoch.parse::<u64>() {
+                    answered += 1;
+                    history.push((node, epoch));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (asked, answered)
+    };
+
+    step(&c, "dave", "+10s");
+    let (asked, answered) = watch(&c, Duration::from_secs(5), &mut history);
+    assert!(
+        history.iter().all(|(n, e)| *n == first && *e == e1),
+        "one validator 10 s ahead moved the service: {history:?}"
+    );
+    assert!(
+        answered * 10 >= asked * 9,
+        "one validator 10 s ahead: {answered} of {asked} requests served\n{}",
+        c.dump()
+    );
+
+    // The step took: dave refused the others' blocks as too far behind his clock.
+    let dave = c.nodes[c.index("dave")].dump(|l| l.contains("ms behind our clock"));
+    assert!(
+        dave.lines().count() > 1,
+        "dave's clock never stepped:\n{dave}"
+    );
+
+    step(&c, second, "+10s");
+    let (asked, answered) = watch(&c, Duration::from_secs(5), &mut history);
+    eprintln!("two validators 10 s ahead: {answered} of {asked} requests served");
+    assert!(
+        history.iter().all(|(n, e)| *n == first && *e == e1),
+        "two validators 10 s ahead: a failover while the chain cannot agree on time: {history:?}"
+    );
+
+    step(&c, "dave", "+0");
+    step(&c, second, "+0");
+    let (node, epoch) = c.served(None, 0, WAIT);
+    history.push((node, epoch));
+    // Clients saw epochs only go up, each served by one node.
+    for pair in history.windows(2) {
+        let ((n1, e1), (n2, e2)) = (&pair[0], &pair[1]);
+        assert!(
+            e2 > e1 || (e2 == e1 && n1 == n2),
+            "{n1}@{e1} then {n2}@{e2}"
+        );
+    }
 }
 
 /// Failover time: SIGKILL of the active machine → the first client request answered by the

@@ -162,3 +162,11 @@ pub fn rpc_call(
     let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
     Ok(value["result"].clone())
 }
+
+/// Whether the tests run as root (CI does: they may install what they need).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}

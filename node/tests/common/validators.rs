@@ -18,6 +18,8 @@ pub struct NodeProcess {
     pub health: u16,
     pub child: Option<Child>,
     pub lines: Arc<Mutex<Vec<String>>>,
+    /// More environment for its process (a fake clock, say).
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeProcess {
@@ -31,6 +33,7 @@ impl NodeProcess {
             health: super::free_port(),
             child: None,
             lines: Arc::default(),
+            env: vec![],
         }
     }
 
@@ -67,6 +70,7 @@ impl NodeProcess {
                 "RUST_LOG",
                 std::env::var("DRCHAIN_TEST_RUST_LOG").unwrap_or_else(|_| log.to_owned()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(config) = agent_config {
