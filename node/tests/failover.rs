@@ -177,17 +177,7 @@ impl Cluster {
 
     /// One request through the proxy: the answering node and its epoch.
     fn ask(&self) -> Option<(String, String)> {
-        let addr = ("127.0.0.1", self.proxy_port);
-        let mut stream =
-            TcpStream::connect_timeout(&addr.into_socket_addr(), Duration::from_millis(500))
-                .ok()?;
-        stream
-            .set_read_timeout(Some(Duration::from_millis(1000)))
-            .ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        let mut words = answer.split_whitespace();
-        Some((words.next()?.to_owned(), words.next()?.to_owned()))
+        ask_at(self.proxy_port)
     }
 
     /// Asks until an active node (not `except`) answers with a numeric epoch above `above`.
@@ -363,6 +353,20 @@ impl IntoSocketAddr for (&str, u16) {
     fn into_socket_addr(self) -> std::net::SocketAddr {
         format!("{}:{}", self.0, self.1).parse().unwrap()
     }
+}
+
+/// One request to the service behind loopback `port`: the answering node and its epoch.
+fn ask_at(port: u16) -> Option<(String, String)> {
+    let addr = ("127.0.0.1", port);
+    let mut stream =
+        TcpStream::connect_timeout(&addr.into_socket_addr(), Duration::from_millis(500)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1000)))
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let mut words = answer.split_whitespace();
+    Some((words.next()?.to_owned(), words.next()?.to_owned()))
 }
 
 /// When one node served one epoch (Unix ms).
@@ -737,9 +741,61 @@ fn clock_steps_on_validators_bring_no_early_failover_and_no_overlap() {
     }
 }
 
+/// HAProxy in front of the three services as docs/operations.md shows it (httpchk on each
+/// node's `/primary`, `inter 100ms fall 1 rise 1`), on a free port; `None` when `haproxy` is
+/// not installed.
+fn start_haproxy(c: &Cluster) -> Option<(Child, u16)> {
+    let port = common::free_port();
+    let servers: String = CANDIDATES
+        .iter()
+        .map(|name| {
+            format!(
+                "    server {name} 127.0.0.1:{} check port {}\n",
+                c.services[name].port,
+                c.nodes[c.index(name)].health
+            )
+        })
+        .collect();
+    let config = format!(
+        "global\n    maxconn 256\ndefaults\n    mode tcp\n    timeout connect 500ms\n    \
+         timeout client 5s\n    timeout server 5s\nfrontend svc\n    bind 127.0.0.1:{port}\n    \
+         default_backend svc\nbackend svc\n    option httpchk GET /primary?service=svc\n    \
+         http-check expect status 200\n    \
+         default-server inter 100ms fall 1 rise 1 on-marked-down shutdown-sessions\n{servers}"
+    );
+    let path = c.path("haproxy.cfg");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(c.path("haproxy.log")).unwrap())
+        .spawn()
+        .ok()?;
+    Some((child, port))
+}
+
+/// min, p50, mean, p99 and max of `times`, for the benchmark's summary.
+fn summary(times: &mut [Duration]) -> String {
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let pct = |p: f64| times[((p * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
+    let mean = times.iter().map(|d| ms(*d)).sum::<f64>() / times.len() as f64;
+    format!(
+        "{} trials: min {:.0} ms, p50 {:.0} ms, mean {mean:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        times.len(),
+        ms(times[0]),
+        ms(pct(0.50)),
+        ms(pct(0.99)),
+        ms(times[times.len() - 1]),
+    )
+}
+
 /// Failover time: SIGKILL of the active machine → the first client request answered by the
-/// new active through the proxy, at the default `heartbeat_timeout_ms` of 1000. Prints each
-/// trial and p50/p99; asserts only that the trials happened and never two nodes served at once.
+/// new active, at the default `heartbeat_timeout_ms` of 1000, through `drchain proxy` and (when
+/// installed) through HAProxy checking `/primary` every 100 ms. Prints each trial and
+/// p50/p99; asserts only that the trials happened and never two nodes served at once.
 #[test]
 #[ignore = "benchmark: cargo test --release -p drchain-node --test failover -- --ignored --nocapture"]
 fn failover_benchmark() {
@@ -748,36 +804,71 @@ fn failover_benchmark() {
         .and_then(|t| t.parse().ok())
         .unwrap_or(20);
     let mut c = Cluster::start();
+    let mut haproxy = start_haproxy(&c);
+    if haproxy.is_none() {
+        println!("haproxy is not installed: timing drchain proxy only");
+    }
     let (mut active, mut epoch) = c.served(None, 0, WAIT);
-    let mut times = vec![];
+    let (mut via_proxy, mut via_haproxy) = (vec![], vec![]);
     for trial in 1..=trials {
         let killed = active.clone();
         let started = Instant::now();
         let killed_at = wall_ms();
         c.crash(&killed);
-        let (next, e) = c.served(Some(&killed), epoch, WAIT);
-        let took = started.elapsed();
+        // Both paths asked in turn until each was answered by the new active.
+        let (mut proxy_took, mut haproxy_took) = (None, haproxy.as_ref().map(|_| None));
+        let mut next = None;
+        while proxy_took.is_none() || haproxy_took.is_some_and(|t: Option<Duration>| t.is_none()) {
+            assert!(started.elapsed() < WAIT, "no new active\n{}", c.dump());
+            let moved = |answer: Option<(String, String)>| {
+                answer.and_then(|(node, e)| {
+                    let e = e.parse::<u64>().ok()?;
+                    (node != killed && e > epoch).then_some((node, e))
+                })
+            };
+            if proxy_took.is_none() {
+                if let Some(served) = moved(c.ask()) {
+                    proxy_took = Some(started.elapsed());
+                    next = Some(served);
+                }
+            }
+            if let (Some(None), Some((_, port))) = (haproxy_took, &haproxy) {
+                if moved(ask_at(*port)).is_some() {
+                    haproxy_took = Some(Some(started.elapsed()));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (next, e) = next.unwrap();
+        let took = proxy_took.unwrap();
+        let haproxy_ms = haproxy_took
+            .flatten()
+            .map(|t| format!(", HAProxy {} ms", t.as_millis()))
+            .unwrap_or_default();
         println!(
-            "trial {trial:2}: {killed} -> {next} (epoch {epoch} -> {e}) in {} ms (killed at {killed_at})",
+            "trial {trial:2}: {killed} -> {next} (epoch {epoch} -> {e}) in {} ms{haproxy_ms} (killed at {killed_at})",
             took.as_millis()
         );
-        times.push(took);
+        via_proxy.push(took);
+        via_haproxy.extend(haproxy_took.flatten());
         c.restart(&killed);
         (active, epoch) = (next, e);
     }
     c.assert_never_two_active();
     // dump() writes every node's whole log when DRCHAIN_TEST_LOGS names a directory.
     let _ = c.dump();
-    times.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let pct = |p: f64| times[((p * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
-    let mean = times.iter().map(|d| ms(*d)).sum::<f64>() / times.len() as f64;
     println!(
-        "failover over {} trials: min {:.0} ms, p50 {:.0} ms, mean {mean:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        times.len(),
-        ms(times[0]),
-        ms(pct(0.50)),
-        ms(pct(0.99)),
-        ms(times[times.len() - 1]),
+        "failover through drchain proxy over {}",
+        summary(&mut via_proxy)
     );
+    if !via_haproxy.is_empty() {
+        println!(
+            "failover through HAProxy over {}",
+            summary(&mut via_haproxy)
+        );
+    }
+    if let Some((mut child, _)) = haproxy.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
