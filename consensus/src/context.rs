@@ -5,6 +5,7 @@
 //! replayed on another chain or mistaken for a transaction. A vote's sign-bytes cover only
 //! (type, height, round, value id, address), as certificate checks rebuild votes from those.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -270,6 +271,9 @@ impl mc::Validator<Ctx> for Validator {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidatorSet {
     validators: Vec<Validator>,
+    /// Validators that recently missed their proposer turn: last in the order (see
+    /// `pallet_membership::proposers`).
+    skipped: BTreeSet<AccountId>,
 }
 
 impl ValidatorSet {
@@ -283,7 +287,14 @@ impl ValidatorSet {
                 .into_iter()
                 .map(|address| Validator { address })
                 .collect(),
+            skipped: BTreeSet::new(),
         }
+    }
+
+    /// The set with `skipped` (validators that recently missed their turn) proposing last.
+    pub fn skipping(mut self, skipped: BTreeSet<AccountId>) -> Self {
+        self.skipped = skipped;
+        self
     }
 
     /// Whether `account` is in the set.
@@ -308,15 +319,21 @@ impl ValidatorSet {
         self.validators.is_empty()
     }
 
-    /// The proposer of (height, round): round-robin over the set, shifted by height.
+    /// The proposer of (height, round): round-robin over the set, shifted by height, with the
+    /// validators that recently missed their turn last (`pallet_membership::proposer_order`,
+    /// the order block execution records misses by).
     pub fn proposer(&self, height: Height, round: Round) -> Option<&Validator> {
-        let n = self.validators.len() as u64;
-        if n == 0 {
+        if self.validators.is_empty() {
             return None;
         }
-        let round = round.as_u32().unwrap_or(0) as u64;
-        let index = (height.0.wrapping_add(round)) % n;
-        self.validators.get(index as usize)
+        let accounts: Vec<AccountId> = self.accounts().collect();
+        let order = pallet_membership::proposer_order(&accounts, &self.skipped, height.0);
+        let round = round.as_u32().unwrap_or(0) as usize;
+        let account = order.get(round % order.len())?;
+        self.validators
+            .binary_search_by(|v| v.address.0.cmp(account))
+            .ok()
+            .and_then(|i| self.validators.get(i))
     }
 }
 

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use drchain_runtime::executive::PRIORITY_FAILOVER;
 use drchain_runtime::{
-    build_block, proposal_timestamp, revalidate_transaction, validate_transaction, BlockError,
-    BuiltBlock, Header, TransactionError, UncheckedExtrinsic,
+    build_block_in_round, proposal_timestamp, revalidate_transaction, validate_transaction,
+    BlockError, BuiltBlock, Header, TransactionError, UncheckedExtrinsic,
 };
 use drchain_support::{AccountId, Backend, H256};
 
@@ -265,20 +265,23 @@ impl TransactionPool {
             .collect()
     }
 
-    /// Builds a block on `head` (whose state is `state`) from the pending transactions, at
-    /// most `max_extrinsics`, stamped with the local clock (after the parent's time).
+    /// Builds a block for consensus round `round` on `head` (whose state is `state`) from the
+    /// pending transactions, at most `max_extrinsics`, stamped with the local clock (after
+    /// the parent's time).
     pub fn build_block(
         &self,
         state: &dyn Backend,
         head: &Header,
         now_ms: u64,
+        round: u32,
         max_extrinsics: usize,
     ) -> Result<BuiltBlock, BlockError> {
         let timestamp = proposal_timestamp(head, now_ms);
-        build_block(
+        build_block_in_round(
             state,
             head,
             timestamp,
+            round,
             &self.genesis,
             self.block_candidates(),
             max_extrinsics,
@@ -373,7 +376,7 @@ mod tests {
             }
         }
         let built = pool
-            .build_block(&g.state, &g.header, g.header.timestamp + 100, 4096)
+            .build_block(&g.state, &g.header, g.header.timestamp + 100, 0, 4096)
             .unwrap();
         assert!(!built.block.extrinsics.is_empty());
         let proposal = crate::codec::ConsensusMessage::Proposal(crate::codec::WireProposal {
@@ -456,7 +459,7 @@ mod tests {
         let nonces: Vec<u64> = pool.block_candidates().iter().map(|x| x.nonce).collect();
         assert_eq!(nonces, vec![0, 1, 2]);
         let built = pool
-            .build_block(&g.state, &g.header, g.header.timestamp + 100, 100)
+            .build_block(&g.state, &g.header, g.header.timestamp + 100, 0, 100)
             .unwrap();
         assert_eq!(built.block.extrinsics.len(), 3);
         assert!(built.rejected.is_empty());

@@ -18,6 +18,9 @@ pub struct Header {
     pub extrinsics_root: H256,
     /// State root after executing the block.
     pub state_root: H256,
+    /// The consensus round the block was proposed in (0 for genesis): the proposers of the
+    /// earlier rounds of its height missed their turn (see `pallet_membership::proposers`).
+    pub round: u32,
 }
 
 impl Header {

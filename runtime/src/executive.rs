@@ -294,6 +294,7 @@ impl<'a> Execution<'a> {
         backend: &'a dyn Backend,
         parent: &Header,
         timestamp: u64,
+        round: u32,
         genesis_hash: H256,
     ) -> Result<Self, BlockError> {
         if timestamp <= parent.timestamp {
@@ -317,6 +318,8 @@ impl<'a> Execution<'a> {
             live_now,
             parent_hash: parent.hash(),
         };
+        // On the parent's state, before this block's hooks: the order consensus used.
+        pallet_membership::record_missed_turns(&mut state, block.number, round);
         system::Number::put(&mut state, &block.number);
         system::ParentHash::put(&mut state, &block.parent_hash);
         system::Timestamp::put(&mut state, &timestamp);
@@ -386,6 +389,8 @@ impl<'a> Execution<'a> {
 pub struct BlockBuilder<'a> {
     backend: &'a dyn Backend,
     parent_hash: H256,
+    /// The consensus round it is proposed in.
+    round: u32,
     exec: Execution<'a>,
     included: Vec<UncheckedExtrinsic>,
     /// Sum of the encoded sizes of `included`.
@@ -410,10 +415,22 @@ impl<'a> BlockBuilder<'a> {
         timestamp: u64,
         genesis_hash: &H256,
     ) -> Result<Self, BlockError> {
-        let exec = Execution::start(backend, parent, timestamp, *genesis_hash)?;
+        Self::in_round(backend, parent, timestamp, 0, genesis_hash)
+    }
+
+    /// [`Self::new`] for a block proposed in consensus round `round`.
+    pub fn in_round(
+        backend: &'a dyn Backend,
+        parent: &Header,
+        timestamp: u64,
+        round: u32,
+        genesis_hash: &H256,
+    ) -> Result<Self, BlockError> {
+        let exec = Execution::start(backend, parent, timestamp, round, *genesis_hash)?;
         Ok(Self {
             backend,
             parent_hash: parent.hash(),
+            round,
             exec,
             included: vec![],
             included_bytes: 0,
@@ -464,6 +481,7 @@ impl<'a> BlockBuilder<'a> {
             timestamp,
             extrinsics_root: extrinsics_root(&self.included),
             state_root: trie.root,
+            round: self.round,
         };
         let executed = ExecutedBlock {
             header: header.clone(),
@@ -491,7 +509,28 @@ pub fn build_block(
     candidates: impl IntoIterator<Item = UncheckedExtrinsic>,
     max_extrinsics: usize,
 ) -> Result<BuiltBlock, BlockError> {
-    let mut builder = BlockBuilder::new(backend, parent, timestamp, genesis_hash)?;
+    build_block_in_round(
+        backend,
+        parent,
+        timestamp,
+        0,
+        genesis_hash,
+        candidates,
+        max_extrinsics,
+    )
+}
+
+/// [`build_block`] for a block proposed in consensus round `round`.
+pub fn build_block_in_round(
+    backend: &dyn Backend,
+    parent: &Header,
+    timestamp: u64,
+    round: u32,
+    genesis_hash: &H256,
+    candidates: impl IntoIterator<Item = UncheckedExtrinsic>,
+    max_extrinsics: usize,
+) -> Result<BuiltBlock, BlockError> {
+    let mut builder = BlockBuilder::in_round(backend, parent, timestamp, round, genesis_hash)?;
     let mut rejected = vec![];
     for x in candidates {
         if builder.len() >= max_extrinsics.min(MAX_BLOCK_EXTRINSICS) {
@@ -566,7 +605,7 @@ pub fn execute_block(
         });
     }
     check_body(block)?;
-    let mut exec = Execution::start(backend, parent, h.timestamp, *genesis_hash)?;
+    let mut exec = Execution::start(backend, parent, h.timestamp, h.round, *genesis_hash)?;
     for (index, x) in block.extrinsics.iter().enumerate() {
         exec.apply(index as u32, x)
             .map_err(|error| BlockError::InvalidExtrinsic { index, error })?;

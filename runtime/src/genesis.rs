@@ -256,6 +256,7 @@ impl ChainSpec {
             timestamp: self.genesis_time_ms,
             extrinsics_root: H256::default(),
             state_root,
+            round: 0,
         };
         Ok(Genesis { state, header })
     }

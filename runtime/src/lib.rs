@@ -21,9 +21,9 @@ pub use block::{Block, Header};
 pub use call::{AdminCall, DispatchError, RuntimeCall};
 pub use event::{AdminEvent, EventRecord, Phase, RuntimeEvent, SystemEvent};
 pub use executive::{
-    build_block, check_body, check_proposal_time, execute_block, proposal_timestamp,
-    revalidate_transaction, validate_transaction, BlockBuilder, BlockError, BuiltBlock,
-    ExecutedBlock, TimestampError, TransactionError, ValidTransaction,
+    build_block, build_block_in_round, check_body, check_proposal_time, execute_block,
+    proposal_timestamp, revalidate_transaction, validate_transaction, BlockBuilder, BlockError,
+    BuiltBlock, ExecutedBlock, TimestampError, TransactionError, ValidTransaction,
 };
 pub use extrinsic::UncheckedExtrinsic;
 pub use genesis::{ChainSpec, Genesis, SpecError};

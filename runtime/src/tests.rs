@@ -595,3 +595,61 @@ fn proposal_timestamps_must_be_near_the_validators_clock() {
         parent.timestamp + 1
     );
 }
+
+/// A block proposed in round 2 records the proposers of rounds 0 and 1 as having missed their
+/// turn; from two heights on they propose after the others, for `SKIP_HEIGHTS` heights.
+#[test]
+fn a_block_of_a_later_round_moves_the_proposers_that_missed_to_the_end() {
+    use pallet_membership::proposers::{MISS_DELAY, SKIP_HEIGHTS};
+    let mut chain = Chain::local();
+    let height = chain.head.number + 1;
+    let before = pallet_membership::proposer_order_at(&chain.view(), height);
+    let built = build_block_in_round(
+        &chain.state,
+        &chain.head,
+        chain.head.timestamp + 200,
+        2,
+        &chain.genesis_hash,
+        [],
+        10,
+    )
+    .unwrap();
+    assert_eq!(built.block.header.round, 2);
+    let executed =
+        execute_block(&chain.state, &chain.head, &built.block, &chain.genesis_hash).unwrap();
+    chain.head = executed.header.clone();
+    chain.state.apply(executed.changes, executed.trie);
+    let missed: std::collections::BTreeSet<AccountId> = before[..2].iter().copied().collect();
+    // Not yet at the next height (a node two heights back must compute the same order)...
+    assert!(pallet_membership::skipped_proposers(&chain.view(), height + 1).is_empty());
+    // ...from the one after, for SKIP_HEIGHTS heights.
+    for h in [height + MISS_DELAY, height + MISS_DELAY + SKIP_HEIGHTS - 1] {
+        assert_eq!(
+            pallet_membership::skipped_proposers(&chain.view(), h),
+            missed
+        );
+        let order = pallet_membership::proposer_order_at(&chain.view(), h);
+        assert!(
+            missed.contains(&order[2]) && missed.contains(&order[3]),
+            "{order:?}"
+        );
+    }
+    let later = height + MISS_DELAY + SKIP_HEIGHTS;
+    assert!(pallet_membership::skipped_proposers(&chain.view(), later).is_empty());
+    // The same block claiming another round has another state root: the round is executed.
+    let mut other = built.block.clone();
+    other.header.round = 1;
+    let parent_state = {
+        let chain = Chain::local();
+        (chain.state, chain.head)
+    };
+    assert!(matches!(
+        execute_block(
+            &parent_state.0,
+            &parent_state.1,
+            &other,
+            &chain.genesis_hash
+        ),
+        Err(BlockError::BadStateRoot { .. })
+    ));
+}

@@ -72,8 +72,10 @@ impl<D: KeyValueDb> Host<D> {
             return None;
         }
         let state = self.store.state();
-        let accounts = pallet_membership::validators_at(&Overlay::new(&state), height);
-        let set = ValidatorSet::new(accounts);
+        let state = Overlay::new(&state);
+        let accounts = pallet_membership::validators_at(&state, height);
+        let skipped = pallet_membership::skipped_proposers(&state, height);
+        let set = ValidatorSet::new(accounts).skipping(skipped);
         (!set.is_empty()).then_some(set)
     }
 

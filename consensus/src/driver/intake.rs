@@ -329,7 +329,9 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
             return Ok(());
         }
         self.host.current.seen_proposals.insert(p.round.as_i64());
-        let validity = match self.validate(&p.value, p.pol_round.is_nil()) {
+        let validity = match check_round(p)
+            .and_then(|()| self.validate(&p.value, p.pol_round.is_nil()))
+        {
             Ok(()) => Validity::Valid,
             Err(reason) => {
                 self.stats.invalid_proposals += 1;
@@ -473,5 +475,25 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
             self.last_sync_request = Some((height, self.now_ms));
             self.host.outputs.push(Output::RequestSync { from: height });
         }
+    }
+}
+
+/// The round a proposed block names must be the one it was built for: a new value's is the
+/// proposal's round, a re-proposed value's at most its proof-of-lock round. Block execution
+/// records the proposers of the rounds before it as having missed their turn.
+fn check_round(p: &crate::context::Proposal) -> Result<(), String> {
+    let named = i64::from(p.value.block().header.round);
+    let fits = if p.pol_round.is_nil() {
+        named == p.round.as_i64()
+    } else {
+        named <= p.pol_round.as_i64()
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "the block names round {named}, proposed in round {} (proof-of-lock round {})",
+            p.round, p.pol_round
+        ))
     }
 }

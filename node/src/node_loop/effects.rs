@@ -75,7 +75,7 @@ impl NodeLoop {
                 let built = {
                     let store = self.driver.store();
                     self.pool
-                        .build_block(&store.state(), store.head(), now, BLOCK_LIMIT)
+                        .build_block(&store.state(), store.head(), now, round, BLOCK_LIMIT)
                 };
                 match built {
                     Ok(built) => {

@@ -23,6 +23,7 @@ pub mod x509;
 mod admins;
 mod admission;
 mod dispatch;
+pub mod proposers;
 
 use admins::check_admins;
 pub use admins::{admin_threshold, approve, cancel, is_admin, propose, Approval};
@@ -33,6 +34,7 @@ pub use admission::{
 };
 pub use dispatch::dispatch;
 use dispatch::{implied_validators, insert_member, reschedule_validators};
+pub use proposers::{proposer_order, proposer_order_at, record_missed_turns, skipped_proposers};
 
 use drchain_support::{
     storage_map, storage_value, AccountId, BlockNumber, Env, Hooks, Moment, Overlay, H256,

@@ -203,6 +203,8 @@ pub struct Report {
     pub included_transactions: u64,
     /// Tampered sync answers of the Byzantine member that honest nodes refused.
     pub refused_sync_answers: u64,
+    /// Blocks proposed in a round after the first (the proposers before missed their turn).
+    pub late_blocks: u64,
 }
 
 /// The simulation.
@@ -223,6 +225,7 @@ pub struct Simulation {
     height_at_calm: u64,
     wal_records_replayed: u64,
     included_transactions: u64,
+    late_blocks: u64,
     /// Print every event (set `DRCHAIN_SIM_TRACE=1`), to read a failing seed's run.
     print_events: bool,
     /// The Byzantine member, when the faults have one.
@@ -328,6 +331,7 @@ impl Simulation {
             height_at_calm: 0,
             wal_records_replayed: 0,
             included_transactions: 0,
+            late_blocks: 0,
             print_events: std::env::var_os("DRCHAIN_SIM_TRACE").is_some(),
             eve: None,
         };
@@ -463,6 +467,7 @@ impl Simulation {
             wal_records_replayed: self.wal_records_replayed,
             included_transactions: self.included_transactions,
             refused_sync_answers: self.eve.as_ref().map_or(0, |e| e.refused_answers),
+            late_blocks: self.late_blocks,
         }
     }
 
@@ -548,7 +553,7 @@ impl Simulation {
                 let store = d.store();
                 let built = n
                     .pool
-                    .build_block(&store.state(), store.head(), now, 64)
+                    .build_block(&store.state(), store.head(), now, round, 64)
                     .unwrap_or_else(|e| panic!("seed {seed}: building a block: {e}"));
                 d.on_block_built(now, height, round, built.block, built.executed)
             }
@@ -750,6 +755,7 @@ impl Simulation {
                         None => {
                             self.finalized.insert(header.number, (hash, node));
                             self.included_transactions += extrinsics.len() as u64;
+                            self.late_blocks += u64::from(header.round > 0);
                         }
                     }
                 }
@@ -856,6 +862,7 @@ impl Simulation {
                         &store.state(),
                         store.head(),
                         p.block.header.timestamp + 1,
+                        p.block.header.round,
                         64,
                     )
                     .ok()?;

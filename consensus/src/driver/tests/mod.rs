@@ -179,6 +179,35 @@ fn a_block_with_a_wrong_state_root_gets_a_nil_prevote() {
     assert_eq!(d.stats().invalid_proposals, 1);
 }
 
+/// A block names the round it was proposed in, and block execution takes the proposers of
+/// the rounds before it as having missed their turn: a round-0 proposal of a block naming
+/// round 1 would wrongly mark the round-0 proposer, and gets a nil prevote.
+#[test]
+fn a_block_naming_another_round_gets_a_nil_prevote() {
+    let chain = Chain::local();
+    let proposer = chain.proposer(1, 0);
+    let voter = NAMES.into_iter().find(|n| *n != proposer).unwrap();
+    let mut d = chain.driver(voter, &MemoryDb::new());
+    let _ = d.start(chain.now()).unwrap();
+    let g = &chain.genesis;
+    let block = drchain_runtime::build_block_in_round(
+        &g.state,
+        &g.header,
+        chain.now(),
+        1,
+        &g.hash(),
+        [],
+        10,
+    )
+    .unwrap()
+    .block;
+    let out = d
+        .on_message(chain.now(), chain.proposal(proposer, 0, block))
+        .unwrap();
+    assert_eq!(votes_of(&out, voter), vec![(0, 0, None)]);
+    assert_eq!(d.stats().invalid_proposals, 1);
+}
+
 #[test]
 fn a_block_stamped_too_far_from_our_clock_gets_a_nil_prevote() {
     let chain = Chain::local();
