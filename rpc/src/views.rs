@@ -28,6 +28,10 @@ pub struct HeaderView {
     pub extrinsics_root: H256,
     /// Milliseconds since the Unix epoch.
     pub timestamp: u64,
+    /// The consensus round the block was proposed in: above 0, the proposers of the earlier
+    /// rounds missed their turn.
+    #[serde(default)]
+    pub round: u32,
     /// Digest logs (always empty: drchain has no digests).
     pub digest: Digest,
     /// The block's hash.
@@ -49,6 +53,7 @@ impl From<&Header> for HeaderView {
             state_root: h.state_root,
             extrinsics_root: h.extrinsics_root,
             timestamp: h.timestamp,
+            round: h.round,
             digest: Digest::default(),
             hash: h.hash(),
         }
