@@ -163,20 +163,26 @@ fn a_lone_validator_proposes_and_finalizes_at_once() {
     assert!(d.store().certificate(1).unwrap().is_some());
 }
 
-#[test]
-fn a_block_with_a_wrong_state_root_gets_a_nil_prevote() {
-    let chain = Chain::local();
+/// A voter's answer to the round-0 proposal of `block`: a nil prevote, the block counted
+/// invalid.
+fn assert_nil_prevote_on(chain: &Chain, block: Block) {
     let proposer = chain.proposer(1, 0);
     let voter = NAMES.into_iter().find(|n| *n != proposer).unwrap();
     let mut d = chain.driver(voter, &MemoryDb::new());
     let _ = d.start(chain.now()).unwrap();
-    let mut block = chain.block(chain.now());
-    block.header.state_root = H256([0xee; 32]);
     let out = d
         .on_message(chain.now(), chain.proposal(proposer, 0, block))
         .unwrap();
     assert_eq!(votes_of(&out, voter), vec![(0, 0, None)]);
     assert_eq!(d.stats().invalid_proposals, 1);
+}
+
+#[test]
+fn a_block_with_a_wrong_state_root_gets_a_nil_prevote() {
+    let chain = Chain::local();
+    let mut block = chain.block(chain.now());
+    block.header.state_root = H256([0xee; 32]);
+    assert_nil_prevote_on(&chain, block);
 }
 
 /// A block names the round it was proposed in, and block execution takes the proposers of
@@ -185,10 +191,6 @@ fn a_block_with_a_wrong_state_root_gets_a_nil_prevote() {
 #[test]
 fn a_block_naming_another_round_gets_a_nil_prevote() {
     let chain = Chain::local();
-    let proposer = chain.proposer(1, 0);
-    let voter = NAMES.into_iter().find(|n| *n != proposer).unwrap();
-    let mut d = chain.driver(voter, &MemoryDb::new());
-    let _ = d.start(chain.now()).unwrap();
     let g = &chain.genesis;
     let block = drchain_runtime::build_block_in_round(
         &g.state,
@@ -201,11 +203,7 @@ fn a_block_naming_another_round_gets_a_nil_prevote() {
     )
     .unwrap()
     .block;
-    let out = d
-        .on_message(chain.now(), chain.proposal(proposer, 0, block))
-        .unwrap();
-    assert_eq!(votes_of(&out, voter), vec![(0, 0, None)]);
-    assert_eq!(d.stats().invalid_proposals, 1);
+    assert_nil_prevote_on(&chain, block);
 }
 
 #[test]
