@@ -431,3 +431,35 @@ async fn a_peer_missing_from_a_topic_is_reconnected_until_both_are_known() {
         "eve, on both topics, is kept and hears both (heard {received:?})"
     );
 }
+
+/// A stopped validator costs a failed round once, not at each of its proposer turns: the
+/// block of the height it missed names a later round, and from two heights on it proposes
+/// after the others. With the plain rotation a quarter of the blocks would need a second
+/// round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_validator_misses_its_turn_once_then_proposes_last() {
+    let mut net = TestNetwork::local_validators().await;
+    net.wait_for_height(&[0, 1, 2, 3], 2, WAIT).await;
+    net.abort(3).await;
+    use drchain_rpc::NodeApi as _;
+    let mut finalized = net.nodes[0]
+        .handle
+        .as_ref()
+        .unwrap()
+        .client()
+        .subscribe_finalized();
+    let (mut blocks, mut late) = (0, vec![]);
+    let seen = tokio::time::timeout(WAIT, async {
+        while blocks < 40 {
+            if let Ok(block) = finalized.recv().await {
+                blocks += 1;
+                if block.header.round > 0 {
+                    late.push((block.header.number, block.header.round));
+                }
+            }
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "40 blocks without dave: only {blocks}");
+    assert!(late.len() <= 2, "blocks that needed more rounds: {late:?}");
+}
