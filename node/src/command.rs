@@ -24,7 +24,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => crate::run::run(args),
         Command::PurgeChain(args) => crate::run::purge_chain(args),
         Command::Tx(args) => crate::client::tx(args),
-        Command::Status(args) => crate::client::status(args),
+        Command::Status(args) => crate::status::status(args),
         Command::Bench(args) => crate::bench::bench(args),
         Command::Proxy(args) => crate::proxy::proxy(args),
         Command::Restore(args) => crate::restore::restore(args),

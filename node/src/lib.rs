@@ -20,3 +20,4 @@ pub mod replication;
 pub mod restore;
 pub mod rocks;
 pub mod run;
+pub mod status;
