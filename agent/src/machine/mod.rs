@@ -1,8 +1,8 @@
 //! The role state machine of one service on this node: pure, no I/O, no clock of its own.
 //!
 //! Inputs are the finalized chain ([`ServiceMachine::on_block`]), health-check results
-//! ([`ServiceMachine::on_health`]), time ([`ServiceMachine::on_tick`]) and finished hooks
-//! ([`ServiceMachine::on_hook_finished`]). Each returns the [`Action`]s the host must carry out.
+//! ([`ServiceMachine::on_health`]), time ([`ServiceMachine::on_tick`]), finished hooks
+//! ([`ServiceMachine::on_hook_finished`]) and the node stopping ([`ServiceMachine::on_shutdown`]). Each returns the [`Action`]s the host must carry out.
 //! The rules (design brief, failover semantics):
 //!
 //! - The node *serves* only while the chain says it is the active holder at the current epoch,
@@ -18,6 +18,9 @@
 //!   *succeeded*, which is what a newly elected node waits for (or for the lease bound). A
 //!   failed or timed-out `on_demote` is retried with a growing delay; the node neither serves
 //!   nor acknowledges the epoch meanwhile ([`Action::DemoteFailed`] alerts).
+//! - A machine starts assuming its service may still run from the agent's previous life: the
+//!   first time the node is not to serve, `on_demote` runs even though this life promoted
+//!   nothing.
 //! - One hook at a time: hooks queue.
 
 mod finished;
@@ -104,6 +107,10 @@ pub struct ServiceMachine {
     view: Option<ChainView>,
     /// Reports failed until then, after a failed `on_promote`.
     failed_until: Option<Instant>,
+    /// Until the first `on_demote` is queued: the agent's previous life (before a crash or
+    /// a stop on an error) may have left the service running as active, so the first time
+    /// this node is not to serve, it fences.
+    left_running: bool,
 }
 
 /// How long to wait for a `PromotionComplete` to land before sending it again.
@@ -133,6 +140,7 @@ impl ServiceMachine {
             demote_failures: 0,
             view: None,
             failed_until: None,
+            left_running: true,
         }
     }
 
@@ -197,6 +205,9 @@ impl ServiceMachine {
     }
 
     fn queue(&mut self, kind: HookKind, role: LocalRole, epoch: Epoch, out: &mut Vec<Action>) {
+        if kind == HookKind::OnDemote {
+            self.left_running = false;
+        }
         self.hooks.push_back(HookRun {
             kind,
             role,
@@ -232,11 +243,12 @@ impl ServiceMachine {
 
     /// Stops serving (if serving) and, when something was started, runs `on_demote`.
     fn let_go(&mut self, now: Now, reason: &'static str, role: LocalRole, out: &mut Vec<Action>) {
-        let started = match self.holding {
-            Holding::Nothing => false,
-            Holding::Promoting { stage, .. } => stage != Stage::AwaitRelease,
-            Holding::Active { promote, .. } => promote != Promote::Needed,
-        };
+        let started = self.left_running
+            || match self.holding {
+                Holding::Nothing => false,
+                Holding::Promoting { stage, .. } => stage != Stage::AwaitRelease,
+                Holding::Active { promote, .. } => promote != Promote::Needed,
+            };
         let epoch = match self.holding {
             Holding::Promoting { epoch, .. } | Holding::Active { epoch, .. } => epoch,
             Holding::Nothing => self.chain_epoch,
@@ -327,7 +339,8 @@ impl ServiceMachine {
                     Some(Role::Fenced) => LocalRole::Fenced,
                     _ => LocalRole::Standby,
                 };
-                if self.holding == Holding::Nothing && self.serving.is_none() {
+                if self.holding == Holding::Nothing && self.serving.is_none() && !self.left_running
+                {
                     self.set_role(role, &mut out);
                 } else {
                     self.let_go(now, "the chain moved on", role, &mut out);
@@ -441,9 +454,28 @@ impl ServiceMachine {
             promote: Promote::Needed,
         };
         self.set_role(role, out);
-        if promote != Promote::Needed {
+        if promote != Promote::Needed || self.left_running {
             self.queue(HookKind::OnDemote, role, epoch, out);
         }
+    }
+
+    /// The node is stopping (a signal or a fatal error): stop serving and fence whatever this
+    /// node started, since the chain elects another once heartbeats stop. Hooks queued for
+    /// anything else are dropped; a running one finishes first.
+    pub fn on_shutdown(&mut self, now: Now) -> Actions {
+        let mut out = vec![];
+        self.hooks.retain(|h| h.kind == HookKind::OnDemote);
+        if let Some((run, _)) = self.demote_retry.take() {
+            self.hooks.push_back(run);
+        }
+        self.let_go(now, "the node is stopping", LocalRole::None, &mut out);
+        self.start_next_hook(&mut out);
+        out.into()
+    }
+
+    /// Whether a hook runs or waits to run.
+    pub fn hooks_pending(&self) -> bool {
+        self.running.is_some() || !self.hooks.is_empty()
     }
 
     /// A health-check result.

@@ -167,8 +167,10 @@ fn serving() -> Harness {
     // First view: a heartbeat goes out at once (the chain has none of ours yet).
     let a = h.block(0, 0, Phase::Vacant, 0, vec![]);
     assert_eq!(heartbeat(&a), Some((Health::Healthy, 0)));
-    // The first role the agent learns is told to on_role_change too.
-    assert_eq!(hooks(&a), vec![HookKind::OnRoleChange]);
+    // A fresh agent first fences what its previous life may have left running; the first
+    // role it learns is told to on_role_change too.
+    assert_eq!(hooks(&a), vec![HookKind::OnDemote]);
+    h.finish(2, HookKind::OnDemote, true);
     h.finish(5, HookKind::OnRoleChange, true);
     let promoting = Phase::Promoting {
         node: ME,
@@ -321,6 +323,7 @@ fn a_failed_on_demote_leaves_the_epoch_unacknowledged_and_is_retried_until_it_su
 fn elected_while_other_may_serve() -> (Harness, Phase) {
     let mut h = Harness::new();
     let _ = h.block(0, 0, Phase::Vacant, 0, vec![]);
+    h.finish(2, HookKind::OnDemote, true);
     h.finish(5, HookKind::OnRoleChange, true);
     let promoting = Phase::Promoting {
         node: ME,
@@ -355,6 +358,7 @@ fn an_elected_node_waits_for_a_deposed_holder_at_most_the_lease_bound() {
 fn a_failed_on_promote_reports_the_node_failed_and_never_completes() {
     let mut h = Harness::new();
     let _ = h.block(0, 0, Phase::Vacant, 0, vec![]);
+    h.finish(2, HookKind::OnDemote, true);
     h.finish(5, HookKind::OnRoleChange, true);
     let promoting = Phase::Promoting {
         node: ME,
@@ -434,4 +438,58 @@ fn no_lease_when_the_chain_parameters_leave_no_margin() {
     assert_eq!(lease_ms(&view, 25), Some(750));
     view.max_drift_ms = 500;
     assert_eq!(lease_ms(&view, 25), None);
+}
+
+/// The agent restarted (its node crashed, or stopped on an error) while the service it had
+/// promoted may still run: with the chain naming another node, `on_demote` runs before
+/// anything else, and the new epoch is acknowledged only once it succeeded.
+#[test]
+fn a_restarted_agent_fences_a_service_left_running_by_its_previous_life() {
+    let mut h = Harness::new();
+    let a = h.block(0, 2, Phase::Active { node: OTHER }, 0, vec![]);
+    assert_eq!(hooks(&a), vec![HookKind::OnDemote], "{a:?}");
+    assert_eq!(heartbeat(&a), Some((Health::Healthy, 0)));
+    h.finish(10, HookKind::OnDemote, true);
+    h.finish(20, HookKind::OnRoleChange, true);
+    assert_eq!(heartbeat(&h.tick(300)), Some((Health::Healthy, 2)));
+    // Once fenced, later blocks run no more hooks.
+    assert_eq!(
+        hooks(&h.block(400, 2, Phase::Active { node: OTHER }, 1, vec![])),
+        vec![]
+    );
+}
+
+/// Restarted while the chain still names it active, then deposed before its `on_promote`
+/// ran: whatever its previous life started is fenced all the same.
+#[test]
+fn a_restarted_agent_deposed_before_promoting_again_still_fences() {
+    let mut h = Harness::new();
+    let a = h.block(0, 1, Phase::Active { node: ME }, 0, vec![]);
+    assert_eq!(h.m.report().role, LocalRole::Promoting, "{a:?}");
+    // No lease yet (no heartbeat of this life applied): nothing is promoted.
+    assert!(!hooks(&a).contains(&HookKind::OnPromote), "{a:?}");
+    h.finish(5, HookKind::OnRoleChange, true);
+    let promoting_other = Phase::Promoting {
+        node: OTHER,
+        deadline: 5000,
+    };
+    let a = h.block(100, 2, promoting_other, 0, vec![]);
+    assert_eq!(hooks(&a), vec![HookKind::OnDemote], "{a:?}");
+}
+
+/// The node stops while serving: the machine stops serving and runs `on_demote`, dropping the
+/// `on_role_change` it had queued.
+#[test]
+fn a_stopping_node_stops_serving_and_fences() {
+    let mut h = serving();
+    assert!(!h.m.hooks_pending());
+    let a = h.m.on_shutdown(at(h.t0, 100)).into_vec();
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::StoppedServing { epoch: 1, .. })),
+        "{a:?}"
+    );
+    assert_eq!(hooks(&a), vec![HookKind::OnDemote], "{a:?}");
+    h.finish(110, HookKind::OnDemote, true);
+    assert!(!h.m.hooks_pending());
 }
