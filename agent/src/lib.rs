@@ -63,12 +63,34 @@ pub struct Agent {
     pub reports: watch::Receiver<Vec<ServiceReport>>,
     /// Unix ms of the loop's latest turn (for `/liveness`).
     pub alive: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    /// How long [`Agent::stop`] waits for the `on_demote` hooks.
+    stop_bound: Duration,
+}
+
+impl Agent {
+    /// Stops the agent as its node stops: every service this node started is fenced
+    /// (`on_demote`) before this returns, or the wait for the hooks runs out (logged).
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            if tokio::time::timeout(self.stop_bound, task).await.is_err() {
+                tracing::error!(
+                    "the agent did not finish fencing its services within {:?}: a service may \
+                     still run as active",
+                    self.stop_bound
+                );
+            }
+        }
+    }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -136,6 +158,15 @@ pub fn start(config: AgentConfig, ctx: AgentContext) -> Agent {
             |e| tracing::error!(error = %e, "no lease watchdog: a stalled agent is not fenced"),
         )
         .ok();
+    // A running hook, then on_demote, each within its timeout.
+    let stop_bound = Duration::from_millis(
+        2 * config
+            .services
+            .iter()
+            .map(|s| s.hook_timeout_ms)
+            .max()
+            .unwrap_or(0),
+    ) + Duration::from_secs(1);
     let runner = Runner {
         me,
         watchdog,
@@ -150,11 +181,14 @@ pub fn start(config: AgentConfig, ctx: AgentContext) -> Agent {
         endpoints: vec![],
         applied: vec![],
     };
-    let task = tokio::spawn(runner.run());
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(runner.run(stop_rx));
     Agent {
         reports,
         alive,
-        task,
+        task: Some(task),
+        stop,
+        stop_bound,
     }
 }
 
@@ -180,7 +214,7 @@ struct Runner {
 type HookDone = (usize, HookRun, HookOutcome);
 
 impl Runner {
-    async fn run(mut self) {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let (health_tx, mut health_rx) = mpsc::channel(64);
         for (i, service) in self.services.iter().enumerate() {
             let (tx, rx) = watch::channel(None);
@@ -235,10 +269,48 @@ impl Runner {
                     let actions = self.machines[i].on_hook_finished(&run, outcome.ok(), self.ctx.clock.now());
                     self.execute(i, actions, &hook_tx).await;
                 }
+                _ = stop.changed() => break,
             }
             self.publish();
         }
+        self.fence_before_exit(&hook_tx, &mut hook_rx).await;
         tracing::info!("failover agent stopped: the node stopped");
+    }
+
+    /// The node stops: each machine lets go and runs `on_demote` for what it started; waits
+    /// for the hooks (each has its timeout). Nothing is sent to the chain any more.
+    async fn fence_before_exit(
+        &mut self,
+        hook_tx: &mpsc::Sender<HookDone>,
+        hook_rx: &mut mpsc::Receiver<HookDone>,
+    ) {
+        let for_exit = |actions: Actions| -> Actions {
+            actions
+                .into_vec()
+                .into_iter()
+                .filter(|a| {
+                    !matches!(
+                        a,
+                        Action::Heartbeat { .. } | Action::CompletePromotion { .. }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .into()
+        };
+        for i in 0..self.machines.len() {
+            let actions = for_exit(self.machines[i].on_shutdown(self.ctx.clock.now()));
+            self.execute(i, actions, hook_tx).await;
+        }
+        while self.machines.iter().any(ServiceMachine::hooks_pending) {
+            let Some((i, run, outcome)) = hook_rx.recv().await else {
+                break;
+            };
+            self.hook_finished(i, &run, &outcome);
+            let actions =
+                self.machines[i].on_hook_finished(&run, outcome.ok(), self.ctx.clock.now());
+            self.execute(i, for_exit(actions), hook_tx).await;
+        }
+        self.publish();
     }
 
     /// Reads the finalized state and feeds it to every machine.

@@ -176,7 +176,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
             None => None,
         };
-        let _agent = match agent {
+        let agent_and_health = match agent {
             Some(agent_config) => {
                 let agent = drchain_agent::start(
                     agent_config,
@@ -207,7 +207,13 @@ pub fn run(args: RunArgs) -> Result<()> {
                 _ = term.recv() => {}
             }
         };
-        node.run_until(signal).await
+        let stopped = node.run_until(signal).await;
+        // Stopped by a signal or an error alike: the chain elects another node once the
+        // heartbeats stop, so no service this node promoted may outlive it.
+        if let Some((agent, _health)) = agent_and_health {
+            agent.stop().await;
+        }
+        stopped
     })?;
     drop(tmp);
     Ok(())

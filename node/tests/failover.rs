@@ -598,6 +598,30 @@ fn failover_survives_a_crash_a_hang_a_failed_promotion_and_a_failing_demotion() 
 /// heads (SIGSTOP: its connections stay open, nothing arrives); it must then refuse to route
 /// on stale information and follow a live node, so a failover while that node is stopped
 /// still reaches clients.
+/// `systemctl stop` on the active node: the node stops heartbeating, so the chain elects
+/// another within the heartbeat timeout; the service it promoted must not outlive it. The
+/// agent runs `on_demote` before the process exits.
+#[test]
+fn a_node_stopped_while_active_fences_its_service_before_it_exits() {
+    let mut c = Cluster::start();
+    let (first, e1) = c.served(None, 0, WAIT);
+    let epoch_file = c.path(&format!("{first}.epoch"));
+    assert!(epoch_file.exists());
+    c.signal(&first, "TERM");
+    let i = c.index(&first);
+    let mut child = c.nodes[i].child.take().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !epoch_file.exists(),
+        "{first} exited ({status}) with its service still promoted\n{}",
+        c.dump()
+    );
+    let (second, e2) = c.served(Some(&first), e1, WAIT);
+    assert!(e2 > e1);
+    c.assert_never_two_active();
+    eprintln!("{first} stopped and fenced; {second} serves epoch {e2}");
+}
+
 #[test]
 fn the_proxy_leaves_a_stopped_rpc_node_for_a_live_one() {
     let mut c = Cluster::start();
