@@ -14,6 +14,7 @@
 //! on_role_change = "logger drchain role=$DRCHAIN_ROLE epoch=$DRCHAIN_EPOCH"
 //! applied_checkpoint_file = "/var/lib/demo-db/applied-checkpoint"
 //! failed_promotion_holdoff_ms = 10000  # after on_promote fails, report failed this long
+//! lease_file = "/run/drchain/demo-db.lease"  # the lease, for a service that checks it
 //!
 //! [service.health_check]
 //! kind = "tcp"                       # tcp | http | command | none
@@ -104,6 +105,10 @@ pub struct ServiceAgentConfig {
     /// elects others instead of retrying it at once.
     #[serde(default = "default_holdoff")]
     pub failed_promotion_holdoff_ms: u64,
+    /// Where to keep the lease for a service that checks it before acknowledging a write
+    /// (`EPOCH DEADLINE_NS BOOT_ID`, see [`crate::lease_file`]); it expires by itself, so it
+    /// fences a service even when the agent is frozen with it.
+    pub lease_file: Option<PathBuf>,
     /// How to tell whether the service on this node is healthy.
     #[serde(default)]
     pub health_check: HealthCheckConfig,

@@ -10,15 +10,18 @@
 //! while this node serves it and applies the chain's latest one while it is a standby.
 //!
 //! Layout: [`config`] (the file), [`chain`] (what it reads of the chain), [`machine`] (the pure
-//! state machine), [`checks`] and [`hooks`] (the I/O it needs), [`replica`] and [`snapshot`]
-//! (replication), [`submit`] (its transactions), this module (the loop).
+//! state machine), [`checks`] and [`hooks`] (the I/O it needs), [`lease_file`] (the lease for
+//! services that check it), [`replica`] and [`snapshot`] (replication), [`submit`] (its
+//! transactions), this module (the loop) and `execute` (carrying out the machines' actions).
 
 pub mod chain;
 pub mod checks;
 pub mod config;
+mod execute;
 pub mod health;
 pub mod hooks;
 pub mod http;
+pub mod lease_file;
 pub mod machine;
 pub mod metrics;
 pub mod process;
@@ -27,14 +30,11 @@ pub mod snapshot;
 pub mod submit;
 pub mod watchdog;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use drchain_runtime::pallet_failover;
-use drchain_runtime::pallet_service_status;
-use drchain_runtime::{RuntimeCall, RuntimeEvent, SystemEvent};
+use drchain_runtime::{RuntimeEvent, SystemEvent};
 use drchain_support::{AccountId, Overlay, StateRead, H256};
 use ed25519_dalek::SigningKey;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -167,6 +167,21 @@ pub fn start(config: AgentConfig, ctx: AgentContext) -> Agent {
             .max()
             .unwrap_or(0),
     ) + Duration::from_secs(1);
+    let lease_files = config
+        .services
+        .iter()
+        .map(|s| {
+            let path = s.lease_file.clone()?;
+            lease_file::LeaseFile::open(path.clone())
+                .map_err(|e| {
+                    tracing::error!(
+                        service = %s.name, path = %path.display(), error = %e,
+                        "cannot write the lease file: a service that checks it will not serve"
+                    )
+                })
+                .ok()
+        })
+        .collect();
     let runner = Runner {
         me,
         watchdog,
@@ -180,6 +195,7 @@ pub fn start(config: AgentConfig, ctx: AgentContext) -> Agent {
         alive: alive.clone(),
         endpoints: vec![],
         applied: vec![],
+        lease_files,
     };
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(runner.run(stop_rx));
@@ -209,6 +225,8 @@ struct Runner {
     endpoints: Vec<watch::Sender<Option<String>>>,
     /// Extrinsics that succeeded in the finalized blocks received since the last view.
     applied: Vec<H256>,
+    /// Per service: its lease file, if configured (and writable).
+    lease_files: Vec<Option<lease_file::LeaseFile>>,
 }
 
 type HookDone = (usize, HookRun, HookOutcome);
@@ -446,121 +464,6 @@ impl Runner {
                 self.services[i].hook_timeout_ms,
                 run.epoch
             ),
-        }
-    }
-
-    async fn execute(&mut self, i: usize, actions: Actions, hooks: &mpsc::Sender<HookDone>) {
-        let mut queue: VecDeque<Action> = actions.into_vec().into();
-        while let Some(action) = queue.pop_front() {
-            let service = self.services[i].name.clone();
-            match action {
-                Action::Heartbeat {
-                    id,
-                    health,
-                    epoch_seen,
-                } => {
-                    let applied_checkpoint = self.applied(i);
-                    let call = RuntimeCall::ServiceStatus(pallet_service_status::Call::Heartbeat {
-                        service,
-                        epoch_seen,
-                        health,
-                        applied_checkpoint,
-                    });
-                    let hash = self.submitter.submit_for_hash(call, "heartbeat").await;
-                    self.machines[i].on_heartbeat_submitted(id, hash);
-                }
-                Action::CompletePromotion { epoch } => {
-                    tracing::info!(
-                        "promotion complete service={service} epoch={epoch}: telling the chain"
-                    );
-                    let call = RuntimeCall::Failover(pallet_failover::Call::PromotionComplete {
-                        service,
-                        epoch,
-                    });
-                    self.submitter.submit(call, "promotion completion").await;
-                }
-                Action::RunHook(run) => {
-                    let config = &self.services[i];
-                    let command = match run.kind {
-                        machine::HookKind::OnPromote => config.on_promote.clone(),
-                        machine::HookKind::OnDemote => config.on_demote.clone(),
-                        machine::HookKind::OnRoleChange => config.on_role_change.clone(),
-                    };
-                    match command {
-                        Some(command) => {
-                            let timeout = Duration::from_millis(config.hook_timeout_ms);
-                            let hooks = hooks.clone();
-                            let me = self.me;
-                            // A replicated service starts from the checkpoint its target shows.
-                            let applied = self.replicas[i]
-                                .as_ref()
-                                .and_then(|r| r.applied.borrow().clone());
-                            tokio::spawn(async move {
-                                let outcome = hooks::run_hook(
-                                    &command,
-                                    &service,
-                                    &me,
-                                    &run,
-                                    applied.as_ref(),
-                                    timeout,
-                                )
-                                .await;
-                                let _ = hooks.send((i, run, outcome)).await;
-                            });
-                        }
-                        // No hook configured: it trivially succeeded.
-                        None => queue.extend(self.machines[i].on_hook_finished(
-                            &run,
-                            true,
-                            self.ctx.clock.now(),
-                        )),
-                    }
-                }
-                Action::StartedServing {
-                    epoch,
-                    lease_end_ms,
-                } => {
-                    tracing::info!(
-                        "serving service={service} epoch={epoch} since_ms={} lease_end_ms={lease_end_ms}",
-                        self.ctx.clock.now().wall_ms
-                    );
-                    self.ctx.metrics.set_serving(&service, true);
-                }
-                Action::StoppedServing {
-                    epoch,
-                    until_ms,
-                    reason,
-                } => {
-                    tracing::warn!(
-                        "stopped serving service={service} epoch={epoch} until_ms={until_ms} reason={reason:?}"
-                    );
-                    self.ctx.metrics.set_serving(&service, false);
-                }
-                Action::LeaseRenewed {
-                    epoch,
-                    lease_end_ms,
-                } => tracing::debug!(
-                    "lease service={service} epoch={epoch} lease_end_ms={lease_end_ms}"
-                ),
-                Action::DemoteFailed {
-                    epoch,
-                    failures,
-                    retry_in_ms,
-                } => {
-                    self.ctx.metrics.set_demote_failing(&service, failures);
-                    tracing::error!(
-                        "on_demote failed {failures} time(s) in a row service={service} epoch={epoch}: \
-                         the old service may still run; this node does not serve, does not \
-                         acknowledge the new epoch (the successor waits for the lease bound) and \
-                         tries again in {retry_in_ms} ms"
-                    )
-                }
-                Action::RoleChanged { from, to, epoch } => tracing::info!(
-                    "role service={service} from={} to={} epoch={epoch}",
-                    from.as_str(),
-                    to.as_str()
-                ),
-            }
         }
     }
 }

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::validators::{bootnodes, NodeProcess};
+use drchain_agent::lease_file::LeaseRecord;
 
 const NAMES: [&str; 4] = ["alice", "bob", "charlie", "dave"];
 const CANDIDATES: [&str; 3] = ["alice", "bob", "charlie"];
@@ -420,6 +421,7 @@ fn agent_config(dir: &Path, name: &str) -> String {
     let fail_marker = dir.join(format!("{name}.fail-promote"));
     let fail_demote = dir.join(format!("{name}.fail-demote"));
     let roles = dir.join(format!("{name}.roles"));
+    let lease = dir.join(format!("{name}.lease"));
     format!(
         r#"
 [[service]]
@@ -428,6 +430,7 @@ on_promote = "test ! -e {fail} && echo $DRCHAIN_EPOCH > {epoch}"
 on_demote = "test ! -e {fail_demote} && rm -f {epoch}"
 on_role_change = "echo \"$DRCHAIN_ROLE $DRCHAIN_EPOCH\" >> {roles}"
 failed_promotion_holdoff_ms = 30000
+lease_file = "{lease}"
 [service.health_check]
 kind = "tcp"
 interval_ms = 200
@@ -436,6 +439,7 @@ interval_ms = 200
         fail_demote = fail_demote.display(),
         epoch = epoch_file.display(),
         roles = roles.display(),
+        lease = lease.display(),
     )
 }
 
@@ -512,6 +516,14 @@ fn failover_survives_a_crash_a_hang_a_failed_promotion_and_a_failing_demotion() 
     c.signal(&second, "STOP");
     let (third, e3) = c.served(Some(&second), e2, WAIT);
     assert!(e3 > e2);
+    // Frozen, its agent cannot run on_demote: the epoch file is still there. The lease file
+    // a lease-aware service checks has expired by itself.
+    assert!(c.path(&format!("{second}.epoch")).exists());
+    let lease = LeaseRecord::read(&c.path(&format!("{second}.lease"))).unwrap();
+    assert_eq!(lease.epoch, e2);
+    assert!(!lease.allows(e2), "{lease:?} still allows serving");
+    let lease = LeaseRecord::read(&c.path(&format!("{third}.lease"))).unwrap();
+    assert!(lease.allows(e3), "the new active's {lease:?}");
     c.signal(&second, "CONT");
     c.wait_for_line(&second, "stopped serving service=svc");
     let deadline = Instant::now() + WAIT;
