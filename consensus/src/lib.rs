@@ -13,6 +13,7 @@ pub mod clock;
 pub mod codec;
 pub mod context;
 pub mod driver;
+pub mod host;
 pub mod pool;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]

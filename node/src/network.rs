@@ -17,8 +17,7 @@ use parity_scale_codec::{Decode, Encode};
 use drchain_consensus::codec::{decode_bounded, WireCertificate, MAX_MESSAGE_BYTES};
 use drchain_replication::transfer::{self, TransferRequest, TransferResponse};
 
-/// Most blocks sent in one sync response.
-pub const SYNC_BATCH: u64 = 32;
+pub use drchain_consensus::host::SYNC_BATCH;
 /// Largest sync request accepted.
 const MAX_SYNC_REQUEST: usize = 64;
 /// Largest sync response accepted.

@@ -8,10 +8,11 @@ use libp2p::{gossipsub, PeerId};
 use parity_scale_codec::Encode;
 
 use crate::network::{self, SyncRequest};
+use drchain_consensus::host::{self, ProposeError};
 use drchain_consensus::{Output, TimerKey};
 use drchain_rpc::FinalizedBlock;
 
-use super::{NodeLoop, BLOCK_LIMIT};
+use super::NodeLoop;
 
 impl NodeLoop {
     /// A driver call that finalized a block validated, executed and stored it: its duration
@@ -71,29 +72,19 @@ impl NodeLoop {
             }
             Output::CancelAllTimers => self.timers.retain(|k, _| *k == TimerKey::Idle),
             Output::BuildBlock { height, round } => {
-                let now = self.now_ms();
-                let built = {
-                    let store = self.driver.store();
-                    self.pool
-                        .build_block(&store.state(), store.head(), now, round, BLOCK_LIMIT)
-                };
-                match built {
-                    Ok(built) => {
-                        for (hash, reason) in &built.rejected {
+                let (started, now) = (Instant::now(), self.now_ms());
+                match host::propose(&mut self.driver, &self.pool, now, height, round) {
+                    Ok(proposed) => {
+                        for (hash, reason) in &proposed.left_out {
                             tracing::debug!(%hash, %reason, "transaction left out of the block");
                         }
-                        let started = Instant::now();
-                        let outputs = self.driver.on_block_built(
-                            now,
-                            height,
-                            round,
-                            built.block,
-                            built.executed,
-                        )?;
-                        self.observe_import(started, &outputs);
-                        self.work.extend(outputs);
+                        self.observe_import(started, &proposed.outputs);
+                        self.work.extend(proposed.outputs);
                     }
-                    Err(e) => tracing::error!(error = %e, "could not build a block"),
+                    Err(ProposeError::Build(e)) => {
+                        tracing::error!(error = %e, "could not build a block")
+                    }
+                    Err(ProposeError::Driver(e)) => return Err(e.into()),
                 }
             }
             Output::Finalized {
@@ -112,15 +103,14 @@ impl NodeLoop {
                 );
                 tracing::info!("Finalized #{} ({hash})", header.number);
                 log_failover_events(&events);
-                let dropped = {
-                    let store = self.driver.store();
-                    self.pool.finalized(
-                        &store.state(),
-                        store.head().number,
-                        header.number,
-                        &extrinsics,
-                    )
-                };
+                let now = self.now_ms();
+                let (dropped, outputs) = host::finalized_into_pool(
+                    &mut self.driver,
+                    &mut self.pool,
+                    now,
+                    header.number,
+                    &extrinsics,
+                )?;
                 for (hash, reason) in &dropped {
                     tracing::info!(%hash, %reason, "transaction dropped from the pool");
                 }
@@ -148,10 +138,7 @@ impl NodeLoop {
                         .collect(),
                 }));
                 self.publish_status();
-                if !self.pool.is_empty() {
-                    let outputs = self.driver.on_transactions_pending(self.now_ms())?;
-                    self.work.extend(outputs);
-                }
+                self.work.extend(outputs);
             }
             Output::RequestSync { from } => {
                 self.stats.syncing = true;

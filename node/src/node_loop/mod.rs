@@ -44,10 +44,7 @@ use replication_link::ReplicationLink;
 use ingress::Command;
 pub use ingress::{NodeClient, NodeHandle};
 
-/// Pending transactions at most.
-pub const POOL_LIMIT: usize = 65_536;
-/// Extrinsics per block at most.
-pub const BLOCK_LIMIT: usize = 4096;
+pub use drchain_consensus::host::{BLOCK_LIMIT, POOL_LIMIT};
 /// How often bootnodes we are not connected to are dialled again (and peers whose gossip
 /// topics were lost are disconnected).
 const REDIAL: Duration = Duration::from_secs(2);

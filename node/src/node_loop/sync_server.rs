@@ -6,13 +6,12 @@
 use std::time::Instant;
 
 use drchain_consensus::codec::WireCertificate;
-use drchain_consensus::store::kv::KeyValueDb;
+use drchain_consensus::host::sync_batch;
 use drchain_consensus::store::{ChainReader, StoreError};
 use drchain_runtime::Block;
 use libp2p::{request_response, PeerId};
-use parity_scale_codec::Encode;
 
-use crate::network::{self, SyncRequest, SyncResponse};
+use crate::network::{SyncRequest, SyncResponse};
 
 use super::NodeLoop;
 
@@ -80,7 +79,11 @@ impl NodeLoop {
         let answers = self.sync_answers.clone();
         tokio::task::spawn_blocking(move || {
             let snapshot = db.snapshot();
-            let blocks = sync_batch(&ChainReader::new(&snapshot), &request);
+            let blocks = sync_batch(
+                &ChainReader::new(&snapshot),
+                request.from,
+                u64::from(request.max),
+            );
             let _ = answers.send((channel, blocks));
         });
     }
@@ -145,52 +148,18 @@ impl RateLimit {
     }
 }
 
-/// Bytes of blocks a sync response holds at most (it always holds one if we have it): well
-/// within the asker's `MAX_SYNC_RESPONSE`, whatever the blocks' sizes.
-pub(crate) const SYNC_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-
-/// The finalized blocks with certificates that answer `request`: from its first height, at
-/// most [`network::SYNC_BATCH`], what it asks for and [`SYNC_RESPONSE_BYTES`], stopping at the
-/// first one we lack. The asker asks again from where the answer ends.
-pub(crate) fn sync_batch<D: KeyValueDb + ?Sized>(
-    store: &ChainReader<'_, D>,
-    request: &SyncRequest,
-) -> Result<Vec<(Block, WireCertificate)>, StoreError> {
-    let head = store.finalized_number()?;
-    let last = head.min(
-        request
-            .from
-            .saturating_add(u64::from(request.max).min(network::SYNC_BATCH))
-            .saturating_sub(1),
-    );
-    let mut blocks = vec![];
-    let mut bytes = 0;
-    for n in request.from.max(1)..=last {
-        match (store.block(n)?, store.certificate(n)?) {
-            (Some(b), Some(c)) => {
-                let size = b.encoded_size() + c.encoded_size();
-                if !blocks.is_empty() && bytes + size > SYNC_RESPONSE_BYTES {
-                    break;
-                }
-                bytes += size;
-                blocks.push((b, c));
-            }
-            _ => break,
-        }
-    }
-    Ok(blocks)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::network;
     use drchain_consensus::store::kv::MemoryDb;
     use drchain_consensus::store::ChainStore;
     use drchain_consensus::testing::certificate;
     use drchain_runtime::dev::{dev_key, specs};
     use drchain_runtime::{build_block, pallet_network_config, RuntimeCall, UncheckedExtrinsic};
+    use parity_scale_codec::Encode;
 
     /// A lagging node asks for up to `SYNC_BATCH` blocks at once; however large the blocks, the
     /// answer must stay within what the asker reads (`MAX_SYNC_RESPONSE`), or it never catches
@@ -235,18 +204,11 @@ mod tests {
                 .import(&built.block, built.executed, &certificate(number, hash))
                 .unwrap();
         }
-        let blocks = sync_batch(
-            &store.reader(),
-            &SyncRequest {
-                from: 1,
-                max: network::SYNC_BATCH as u32,
-            },
-        )
-        .unwrap();
+        let blocks = sync_batch(&store.reader(), 1, network::SYNC_BATCH).unwrap();
         assert!(!blocks.is_empty());
         let size = SyncResponse { blocks }.encoded_size();
         assert!(
-            size <= SYNC_RESPONSE_BYTES,
+            size <= network::MAX_SYNC_RESPONSE,
             "a response of {size} bytes (the asker reads at most {})",
             network::MAX_SYNC_RESPONSE
         );

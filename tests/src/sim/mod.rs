@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use drchain_consensus::codec::{ConsensusMessage, WireCertificate};
 use drchain_consensus::context::SigningProvider;
+use drchain_consensus::host::{self, ProposeError};
 use drchain_consensus::pool::TransactionPool;
 use drchain_consensus::store::kv::MemoryDb;
 use drchain_consensus::store::ChainStore;
@@ -306,7 +307,7 @@ impl Simulation {
             .iter()
             .map(|name| Node {
                 key: dev_key(name),
-                pool: TransactionPool::new(genesis.hash(), 256),
+                pool: TransactionPool::new(genesis.hash(), host::POOL_LIMIT),
                 db: MemoryDb::new(),
                 driver: None,
                 timers: BTreeMap::new(),
@@ -500,7 +501,7 @@ impl Simulation {
                 self.nodes[node].db.crash();
                 self.nodes[node].driver = None;
                 self.nodes[node].timers.clear();
-                self.nodes[node].pool = TransactionPool::new(self.genesis.hash(), 256);
+                self.nodes[node].pool = TransactionPool::new(self.genesis.hash(), host::POOL_LIMIT);
                 self.trace.update(b"crash");
                 return;
             }
@@ -550,12 +551,11 @@ impl Simulation {
                 if d.height() != height {
                     return;
                 }
-                let store = d.store();
-                let built = n
-                    .pool
-                    .build_block(&store.state(), store.head(), now, round, 64)
-                    .unwrap_or_else(|e| panic!("seed {seed}: building a block: {e}"));
-                d.on_block_built(now, height, round, built.block, built.executed)
+                match host::propose(d, &n.pool, now, height, round) {
+                    Ok(proposed) => Ok(proposed.outputs),
+                    Err(ProposeError::Driver(e)) => Err(e),
+                    Err(ProposeError::Build(e)) => panic!("seed {seed}: building a block: {e}"),
+                }
             }
             Event::Submit { node } => {
                 // The next submission, to a random node, in 50 to 400 ms.
@@ -588,16 +588,10 @@ impl Simulation {
                 let Some(d) = self.nodes[to].driver.as_ref() else {
                     return;
                 };
-                let store = d.store();
-                let head = store.head().number;
-                let mut blocks = vec![];
-                for n in height..=head.min(height + 16) {
-                    let block = store.block(n).ok().flatten();
-                    let cert = store.certificate(n).ok().flatten();
-                    if let (Some(b), Some(c)) = (block, cert) {
-                        blocks.push((b, c));
-                    }
-                }
+                let blocks = host::sync_batch(&d.store().reader(), height, host::SYNC_BATCH)
+                    .unwrap_or_else(|e| {
+                        panic!("seed {}: node {to} reading blocks: {e}", self.seed)
+                    });
                 if !blocks.is_empty() {
                     let byzantine = false;
                     let to_asker = Event::SyncResponse {
@@ -720,19 +714,17 @@ impl Simulation {
                     let now = self.local_time(node);
                     let n = &mut self.nodes[node];
                     if let Some(d) = n.driver.as_mut() {
-                        let store = d.store();
-                        n.pool.finalized(
-                            &store.state(),
-                            store.head().number,
+                        let (_, out) = host::finalized_into_pool(
+                            d,
+                            &mut n.pool,
+                            now,
                             header.number,
                             &extrinsics,
-                        );
-                        if !n.pool.is_empty() {
-                            let out = d.on_transactions_pending(now).unwrap_or_else(|e| {
-                                panic!("seed {}: node {node} driver failed: {e}", self.seed)
-                            });
-                            more.extend(out);
-                        }
+                        )
+                        .unwrap_or_else(|e| {
+                            panic!("seed {}: node {node} driver failed: {e}", self.seed)
+                        });
+                        more.extend(out);
                     }
                     let n = &mut self.nodes[node];
                     assert_eq!(
