@@ -4,6 +4,7 @@
 use drchain_runtime::pallet_failover::{self, Phase, Role};
 use drchain_runtime::pallet_service_status::Status;
 use drchain_runtime::{pallet_checkpoints, pallet_network_config, pallet_service_status, system};
+use drchain_runtime::{EventRecord, RuntimeEvent, SystemEvent};
 use drchain_support::{AccountId, Epoch, Overlay, ServiceName, H256};
 
 /// The chain at one finalized block, for one service and this node.
@@ -82,6 +83,20 @@ pub fn read(state: &Overlay<'_>, block: u64, service: &ServiceName, me: &Account
         service: snapshot,
         applied: vec![],
     }
+}
+
+/// The extrinsics of a finalized block that succeeded (the ones its `ExtrinsicSuccess` events
+/// name): only those renew a lease.
+pub fn succeeded(extrinsics: &[H256], events: &[EventRecord]) -> Vec<H256> {
+    events
+        .iter()
+        .filter_map(|record| match &record.event {
+            RuntimeEvent::System(SystemEvent::ExtrinsicSuccess { index }) => {
+                extrinsics.get(*index as usize).copied()
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// What replication reads of the chain for one service.

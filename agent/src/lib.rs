@@ -34,14 +34,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use drchain_runtime::{RuntimeEvent, SystemEvent};
 use drchain_support::{AccountId, Overlay, StateRead, H256};
 use ed25519_dalek::SigningKey;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use drchain_consensus::clock::Clock;
 use drchain_consensus::store::ChainReader;
-use drchain_rpc::{FinalizedBlock, NodeApi};
+use drchain_rpc::NodeApi;
 
 pub use metrics::AgentMetrics;
 
@@ -258,7 +257,7 @@ impl Runner {
             tokio::select! {
                 block = finalized.recv() => match block {
                     Ok(block) => {
-                        self.applied.extend(succeeded(&block));
+                        self.applied.extend(chain::succeeded(&block.extrinsics, &block.events));
                         self.chain_changed(&hook_tx).await;
                     }
                     // Blocks missed: heartbeats they applied renew no lease (shorter: safe).
@@ -466,19 +465,6 @@ impl Runner {
             ),
         }
     }
-}
-
-/// The extrinsics of `block` that succeeded.
-fn succeeded(block: &FinalizedBlock) -> impl Iterator<Item = H256> + '_ {
-    block
-        .events
-        .iter()
-        .filter_map(|record| match &record.event {
-            RuntimeEvent::System(SystemEvent::ExtrinsicSuccess { index }) => {
-                block.extrinsics.get(*index as usize).copied()
-            }
-            _ => None,
-        })
 }
 
 /// The applied-checkpoint file's number; absent, empty or unreadable: none.

@@ -56,14 +56,50 @@ fn the_same_seed_replays_the_same_run() {
 }
 
 fn run_seeds(range: std::ops::Range<u64>) {
-    let mut replayed = 0;
+    let (mut replayed, mut handovers) = (0, 0);
     for seed in range {
-        replayed += Simulation::random(seed)
-            .run(RUN_MS, MIN_PROGRESS)
-            .wal_records_replayed;
+        let report = Simulation::random(seed).run(RUN_MS, MIN_PROGRESS);
+        replayed += report.wal_records_replayed;
+        handovers += report
+            .servings
+            .windows(2)
+            .filter(|w| w[0].node != w[1].node)
+            .count();
     }
-    // Crashes mid-height must have happened, or restart-from-WAL went untested.
+    // Crashes mid-height must have happened, or restart-from-WAL went untested; and the
+    // agents must have handed the service over, or their check went untested.
     assert!(replayed > 0, "no run restarted a node from its WAL");
+    assert!(handovers > 0, "no run moved the service to another node");
+}
+
+/// The failover agents' state machines on alice, bob and charlie, over the simulated chain:
+/// the active's node crashes, another agent takes the service over with a newer epoch, the
+/// crashed one comes back as a standby, and at no instant do two serve (checked at every start
+/// of serving, panicking otherwise).
+#[test]
+fn the_agents_hand_the_service_over_when_the_actives_node_crashes() {
+    let mut faults = Faults::none();
+    faults.agents = true;
+    faults.chaos_ms = 8_000;
+    // With this seed bob's heartbeat lands first, so bob is elected; his node is down from
+    // 3 s to 6 s.
+    faults.crashes = vec![(3_000, 1, 3_000)];
+    let report = Simulation::new(5, faults).run(15_000, MIN_PROGRESS);
+    let first = report.servings.first().expect("someone served");
+    assert_eq!(first.node, 1, "{:?}", report.servings);
+    assert!(first.at < 3_000, "{:?}", report.servings);
+    let next = report
+        .servings
+        .iter()
+        .find(|s| s.node != 1)
+        .unwrap_or_else(|| panic!("nobody took over: {:?}", report.servings));
+    assert!(next.epoch > first.epoch);
+    assert!(
+        (3_000..6_000).contains(&next.at),
+        "took over at {} ms: {:?}",
+        next.at,
+        report.servings
+    );
 }
 
 // 200 seeds by default, in four tests so the test runner spreads them over the cores.
@@ -87,6 +123,32 @@ fn random_faults_never_fork_and_recover_seeds_c() {
 #[test]
 fn random_faults_never_fork_and_recover_seeds_d() {
     run_seeds(3_000..3_000 + seeds(50));
+}
+
+/// The active's node is cut off from the other validators for 3.5 s (its agent keeps running):
+/// the others elect and promote another candidate, and the cut-off one must have stopped
+/// serving by then — its lease, counted from its last heartbeat the chain applied, ends before
+/// the chain can elect anyone else. Checked at every start of serving.
+#[test]
+fn a_cut_off_active_stops_serving_before_another_starts() {
+    let mut faults = Faults::none();
+    faults.agents = true;
+    faults.chaos_ms = 8_000;
+    // bob is elected first with this seed (see the crash test above).
+    faults.partitions = vec![(3_000, 6_500, [1].into())];
+    let report = Simulation::new(5, faults).run(15_000, MIN_PROGRESS);
+    assert_eq!(report.servings[0].node, 1, "{:?}", report.servings);
+    let next = report
+        .servings
+        .iter()
+        .find(|s| s.node != 1)
+        .unwrap_or_else(|| panic!("nobody took over: {:?}", report.servings));
+    assert!(
+        (3_000..6_500).contains(&next.at),
+        "took over at {} ms: {:?}",
+        next.at,
+        report.servings
+    );
 }
 
 /// Many more seeds: `cargo nextest run -p drchain-tests --run-ignored only` with

@@ -10,11 +10,15 @@
 //! Byzantine actors (an equivocating validator, and in [`Faults::byzantine`] a member that
 //! tampers, floods and replays) are in [`byzantine`].
 
+mod agents;
 mod byzantine;
+
+pub use agents::Serving;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
+use drchain_agent::machine::HookRun;
 use drchain_consensus::codec::{ConsensusMessage, WireCertificate};
 use drchain_consensus::context::SigningProvider;
 use drchain_consensus::host::{self, ProposeError};
@@ -58,6 +62,9 @@ pub struct Faults {
     /// Whether eve, a Byzantine member that is not a validator, attacks (see [`byzantine`]);
     /// with her, the equivocator also floods the next height.
     pub byzantine_member: bool,
+    /// Whether alice, bob and charlie run the failover agent for demo-db (see [`agents`]);
+    /// without, a client submits their heartbeats at random.
+    pub agents: bool,
 }
 
 impl Faults {
@@ -79,7 +86,9 @@ impl Faults {
         let mut partitions = vec![];
         for _ in 0..rng.gen_range(0..=2) {
             let start = rng.gen_range(0..chaos_ms - 1_000);
-            let end = start + rng.gen_range(200..2_000);
+            // Up to 4 s: long enough that a cut-off active loses its service to another
+            // (heartbeat timeout 1 s, then up to the lease bound of 1 s more).
+            let end = start + rng.gen_range(200..4_000);
             let size = rng.gen_range(1..=2);
             let mut cut = BTreeSet::new();
             while cut.len() < size {
@@ -99,6 +108,7 @@ impl Faults {
             // Within the clock assumption of the lease argument (2(ε) plus delay < max_drift_ms).
             skew_ms: (0..4).map(|_| rng.gen_range(-30..=30)).collect(),
             byzantine_member: false,
+            agents: true,
         }
     }
 
@@ -111,6 +121,9 @@ impl Faults {
         // Crashes are of honest nodes only: with the Byzantine one, f would be exceeded.
         faults.crashes.retain(|(_, node, _)| *node != byzantine);
         faults.byzantine_member = true;
+        // The agents are checked in the random profile; here the client's heartbeats are the
+        // traffic eve attacks around.
+        faults.agents = false;
         faults
     }
 
@@ -127,6 +140,7 @@ impl Faults {
             equivocator: None,
             skew_ms: vec![0; 4],
             byzantine_member: false,
+            agents: false,
         }
     }
 }
@@ -175,6 +189,23 @@ enum Event {
         to: usize,
         tx: Box<UncheckedExtrinsic>,
     },
+    /// An agent's clock tick.
+    AgentTick {
+        node: usize,
+    },
+    /// An agent learns of a block its node finalized (after the node has handled it, as the
+    /// real agent does from its own task), with the extrinsics that succeeded in it.
+    AgentBlock {
+        node: usize,
+        number: u64,
+        applied: Vec<H256>,
+    },
+    /// An agent's hook finished.
+    HookDone {
+        node: usize,
+        run: HookRun,
+        ok: bool,
+    },
 }
 
 struct Node {
@@ -185,6 +216,8 @@ struct Node {
     timers: BTreeMap<TimerKey, u64>,
     generation: u64,
     finalized: Vec<H256>,
+    /// Its failover agent, if it runs one and is up.
+    agent: Option<agents::SimAgent>,
 }
 
 /// What a run produced.
@@ -206,6 +239,8 @@ pub struct Report {
     pub refused_sync_answers: u64,
     /// Blocks proposed in a round after the first (the proposers before missed their turn).
     pub late_blocks: u64,
+    /// Every start of serving by an agent, in order.
+    pub servings: Vec<Serving>,
 }
 
 /// The simulation.
@@ -231,6 +266,10 @@ pub struct Simulation {
     print_events: bool,
     /// The Byzantine member, when the faults have one.
     eve: Option<byzantine::Eve>,
+    /// The agents' monotonic clock at virtual time 0.
+    origin: std::time::Instant,
+    /// Every start of serving by an agent.
+    servings: Vec<Serving>,
 }
 
 fn describe(event: &Event) -> String {
@@ -286,6 +325,11 @@ fn describe(event: &Event) -> String {
         Event::Build { height, round, .. } => format!("build h{height} r{round}"),
         Event::Submit { .. } => "client submits a heartbeat".into(),
         Event::DeliverTx { tx, .. } => format!("transaction {}", tx.hash()),
+        Event::AgentTick { .. } => "agent tick".into(),
+        Event::AgentBlock { number, .. } => format!("agent reads #{number}"),
+        Event::HookDone { run, ok, .. } => {
+            format!("hook {:?} epoch {} ok={ok}", run.kind, run.epoch)
+        }
     }
 }
 
@@ -313,6 +357,7 @@ impl Simulation {
                 timers: BTreeMap::new(),
                 generation: 0,
                 finalized: vec![],
+                agent: None,
             })
             .collect();
         let mut sim = Self {
@@ -335,6 +380,8 @@ impl Simulation {
             late_blocks: 0,
             print_events: std::env::var_os("DRCHAIN_SIM_TRACE").is_some(),
             eve: None,
+            origin: std::time::Instant::now(),
+            servings: vec![],
         };
         if sim.print_events {
             eprintln!("seed {seed}: {:?}", sim.faults);
@@ -350,7 +397,9 @@ impl Simulation {
         for node in 0..sim.nodes.len() {
             sim.schedule(0, Event::Restart { node });
         }
-        sim.schedule(100, Event::Submit { node: 0 });
+        if !sim.faults.agents {
+            sim.schedule(100, Event::Submit { node: 0 });
+        }
         sim
     }
 
@@ -460,6 +509,21 @@ impl Simulation {
                 node.finalized.len()
             );
         }
+        // Once the faults end, the service has an active: one serves now, or one started
+        // serving since (an equivocator left in the calm phase can make rounds fail for longer
+        // than a lease, so a holder may lapse and promote again).
+        if self.faults.agents {
+            let calm = self.faults.chaos_ms;
+            assert!(
+                self.someone_serves() || self.servings.iter().any(|s| s.at >= calm),
+                "seed {}: no agent served demo-db in the {} ms after the faults \
+                 ({} starts of serving: {:?}); nodes: {states:#?}",
+                self.seed,
+                self.now.saturating_sub(self.faults.chaos_ms),
+                self.servings.len(),
+                self.servings
+            );
+        }
         Report {
             trace: H256(*self.trace.finalize().as_bytes()),
             chains,
@@ -469,6 +533,7 @@ impl Simulation {
             included_transactions: self.included_transactions,
             refused_sync_answers: self.eve.as_ref().map_or(0, |e| e.refused_answers),
             late_blocks: self.late_blocks,
+            servings: self.servings,
         }
     }
 
@@ -481,7 +546,10 @@ impl Simulation {
             Event::Crash { node }
             | Event::Restart { node }
             | Event::Build { node, .. }
-            | Event::Submit { node } => *node,
+            | Event::Submit { node }
+            | Event::AgentTick { node }
+            | Event::AgentBlock { node, .. }
+            | Event::HookDone { node, .. } => *node,
             Event::DeliverTx { to, .. } => *to,
             Event::ByzantineTick => self.eve_id(),
         };
@@ -496,10 +564,27 @@ impl Simulation {
                 self.byzantine_tick();
                 return;
             }
+            Event::AgentTick { node } => {
+                self.agent_tick(node);
+                return;
+            }
+            Event::HookDone { node, run, ok } => {
+                self.hook_done(node, &run, ok);
+                return;
+            }
+            Event::AgentBlock {
+                node,
+                number,
+                applied,
+            } => {
+                self.agent_block(node, number, applied);
+                return;
+            }
             Event::Crash { node } => {
                 // Power lost: what was not written durably is gone.
                 self.nodes[node].db.crash();
                 self.nodes[node].driver = None;
+                self.nodes[node].agent = None;
                 self.nodes[node].timers.clear();
                 self.nodes[node].pool = TransactionPool::new(self.genesis.hash(), host::POOL_LIMIT);
                 self.trace.update(b"crash");
@@ -518,6 +603,7 @@ impl Simulation {
                 let out = driver.start(now);
                 self.wal_records_replayed += driver.stats().wal_records_replayed;
                 self.nodes[node].driver = Some(driver);
+                self.start_agent(node);
                 out
             }
             Event::Deliver { to, message } => match self.nodes[to].driver.as_mut() {
@@ -702,6 +788,7 @@ impl Simulation {
                     header,
                     hash,
                     extrinsics,
+                    events,
                     ..
                 } => {
                     self.trace.update(&hash.0);
@@ -749,6 +836,18 @@ impl Simulation {
                             self.included_transactions += extrinsics.len() as u64;
                             self.late_blocks += u64::from(header.round > 0);
                         }
+                    }
+                    if self.nodes[node].agent.is_some() {
+                        let applied = drchain_agent::chain::succeeded(&extrinsics, &events);
+                        let number = header.number;
+                        self.schedule(
+                            self.now,
+                            Event::AgentBlock {
+                                node,
+                                number,
+                                applied,
+                            },
+                        );
                     }
                 }
                 Output::RequestSync { from } => {
