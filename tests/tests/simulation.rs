@@ -151,13 +151,22 @@ fn a_cut_off_active_stops_serving_before_another_starts() {
     );
 }
 
-/// Many more seeds: `cargo nextest run -p drchain-tests --run-ignored only` with
-/// `DRCHAIN_SIM_SEEDS` (default 3000).
+/// Many more seeds: `cargo nextest run -p drchain-tests --run-ignored only thousands_of_seeds`
+/// with `DRCHAIN_SIM_SEEDS` (default 10,000), in two halves so they run side by side.
 #[test]
 #[ignore = "slow: thousands of seeds; run in the opt-in profile"]
-fn thousands_of_seeds() {
-    let n = seeds(3_000);
-    for seed in 10_000..10_000 + n {
+fn thousands_of_seeds_a() {
+    let n = seeds(10_000);
+    for seed in 10_000..10_000 + n / 2 {
+        Simulation::random(seed).run(RUN_MS, MIN_PROGRESS);
+    }
+}
+
+#[test]
+#[ignore = "slow: thousands of seeds; run in the opt-in profile"]
+fn thousands_of_seeds_b() {
+    let n = seeds(10_000);
+    for seed in 10_000 + n / 2..10_000 + n {
         Simulation::random(seed).run(RUN_MS, MIN_PROGRESS);
     }
 }
