@@ -4,11 +4,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use drchain_runtime::{pallet_failover, pallet_service_status, RuntimeCall};
 use drchain_support::Epoch;
 use tokio::sync::mpsc;
 
 use crate::machine::{self, Action, Actions};
+use crate::submit::{completion_call, heartbeat_call};
 use crate::{hooks, HookDone, Runner};
 
 impl Runner {
@@ -40,13 +40,7 @@ impl Runner {
                     health,
                     epoch_seen,
                 } => {
-                    let applied_checkpoint = self.applied(i);
-                    let call = RuntimeCall::ServiceStatus(pallet_service_status::Call::Heartbeat {
-                        service,
-                        epoch_seen,
-                        health,
-                        applied_checkpoint,
-                    });
+                    let call = heartbeat_call(service, epoch_seen, health, self.applied(i));
                     let hash = self.submitter.submit_for_hash(call, "heartbeat").await;
                     self.machines[i].on_heartbeat_submitted(id, hash);
                 }
@@ -54,10 +48,7 @@ impl Runner {
                     tracing::info!(
                         "promotion complete service={service} epoch={epoch}: telling the chain"
                     );
-                    let call = RuntimeCall::Failover(pallet_failover::Call::PromotionComplete {
-                        service,
-                        epoch,
-                    });
+                    let call = completion_call(service, epoch);
                     self.submitter.submit(call, "promotion completion").await;
                 }
                 Action::RunHook(run) => {

@@ -4,11 +4,31 @@
 
 use std::sync::Arc;
 
-use drchain_runtime::{RuntimeCall, UncheckedExtrinsic};
-use drchain_support::{AccountId, H256};
+use drchain_runtime::{pallet_failover, pallet_service_status, RuntimeCall, UncheckedExtrinsic};
+use drchain_support::{AccountId, Epoch, Health, ServiceName, H256};
 use ed25519_dalek::SigningKey;
 
 use drchain_rpc::NodeApi;
+
+/// The heartbeat the machine's [`crate::machine::Action::Heartbeat`] asks for.
+pub fn heartbeat_call(
+    service: ServiceName,
+    epoch_seen: Epoch,
+    health: Health,
+    applied_checkpoint: Option<u64>,
+) -> RuntimeCall {
+    RuntimeCall::ServiceStatus(pallet_service_status::Call::Heartbeat {
+        service,
+        epoch_seen,
+        health,
+        applied_checkpoint,
+    })
+}
+
+/// The completion the machine's [`crate::machine::Action::CompletePromotion`] asks for.
+pub fn completion_call(service: ServiceName, epoch: Epoch) -> RuntimeCall {
+    RuntimeCall::Failover(pallet_failover::Call::PromotionComplete { service, epoch })
+}
 
 /// Submits transactions signed with the node's member key.
 pub struct Submitter {

@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 
 use drchain_agent::chain;
 use drchain_agent::machine::{Action, HookKind, HookRun, MachineConfig, Now, ServiceMachine};
+use drchain_agent::submit::{completion_call, heartbeat_call};
 use drchain_runtime::dev::{dev_account, dev_key};
 use drchain_runtime::support::{Overlay, ServiceName, H256};
-use drchain_runtime::{
-    pallet_failover, pallet_service_status, system, RuntimeCall, UncheckedExtrinsic,
-};
+use drchain_runtime::{system, RuntimeCall, UncheckedExtrinsic};
 use rand::Rng;
 
 use super::{Event, Simulation, VALIDATORS};
@@ -124,23 +123,14 @@ impl Simulation {
                     health,
                     epoch_seen,
                 } => {
-                    let call = RuntimeCall::ServiceStatus(pallet_service_status::Call::Heartbeat {
-                        service: service(),
-                        epoch_seen,
-                        health,
-                        applied_checkpoint: None,
-                    });
+                    let call = heartbeat_call(service(), epoch_seen, health, None);
                     let hash = self.agent_submit(node, call);
                     if let Some(agent) = self.nodes[node].agent.as_mut() {
                         agent.machine.on_heartbeat_submitted(id, hash);
                     }
                 }
                 Action::CompletePromotion { epoch } => {
-                    let call = RuntimeCall::Failover(pallet_failover::Call::PromotionComplete {
-                        service: service(),
-                        epoch,
-                    });
-                    self.agent_submit(node, call);
+                    self.agent_submit(node, completion_call(service(), epoch));
                 }
                 Action::RunHook(run) => {
                     let after = self.rng.gen_range(1..=30);
