@@ -151,6 +151,25 @@ fn a_cut_off_active_stops_serving_before_another_starts() {
     );
 }
 
+/// Every validator's wall clock runs fast for two seconds (one bad NTP source stepping them
+/// all forward 2 s every 50 ms, 80 s in all). Voters accept the blocks (their clocks agree),
+/// but the chain's time moves at most 400 ms a block, and the active's heartbeats land every
+/// few blocks, so they never look older than the heartbeat timeout: the healthy active keeps
+/// the service, nobody else is elected, and (checked at every start of serving) no two serve.
+#[test]
+fn clocks_running_fast_on_every_validator_depose_no_healthy_active() {
+    let mut faults = Faults::none();
+    faults.agents = true;
+    faults.chaos_ms = 8_000;
+    faults.clock_steps = (0..40)
+        .flat_map(|i| (0..4).map(move |node| (4_000 + 50 * i, node, 2_000)))
+        .collect();
+    let report = Simulation::new(5, faults).run(15_000, MIN_PROGRESS);
+    let holders: std::collections::BTreeSet<usize> =
+        report.servings.iter().map(|s| s.node).collect();
+    assert_eq!(holders.len(), 1, "the service moved: {:?}", report.servings);
+}
+
 /// Many more seeds: `cargo nextest run -p drchain-tests --run-ignored only thousands_of_seeds`
 /// with `DRCHAIN_SIM_SEEDS` (default 10,000), in two halves so they run side by side.
 #[test]

@@ -59,6 +59,9 @@ pub struct Faults {
     pub equivocator: Option<usize>,
     /// Clock skew per node, ms (positive: ahead).
     pub skew_ms: Vec<i64>,
+    /// Wall-clock steps: (at, node, ms added to its clock from then on), as a bad NTP step.
+    /// Monotonic time (what the agents' leases count) does not step.
+    pub clock_steps: Vec<(u64, usize, i64)>,
     /// Whether eve, a Byzantine member that is not a validator, attacks (see [`byzantine`]);
     /// with her, the equivocator also floods the next height.
     pub byzantine_member: bool,
@@ -107,6 +110,7 @@ impl Faults {
             equivocator,
             // Within the clock assumption of the lease argument (2(ε) plus delay < max_drift_ms).
             skew_ms: (0..4).map(|_| rng.gen_range(-30..=30)).collect(),
+            clock_steps: vec![],
             byzantine_member: false,
             agents: true,
         }
@@ -139,6 +143,7 @@ impl Faults {
             crashes: vec![],
             equivocator: None,
             skew_ms: vec![0; 4],
+            clock_steps: vec![],
             byzantine_member: false,
             agents: false,
         }
@@ -426,7 +431,14 @@ impl Simulation {
     }
 
     fn local_time(&self, node: usize) -> u64 {
-        let skew = self.faults.skew_ms.get(node).copied().unwrap_or(0);
+        let stepped: i64 = self
+            .faults
+            .clock_steps
+            .iter()
+            .filter(|(at, n, _)| *n == node && *at <= self.now)
+            .map(|(_, _, by)| by)
+            .sum();
+        let skew = self.faults.skew_ms.get(node).copied().unwrap_or(0) + stepped;
         // Virtual time starts at the genesis time, so timestamps look like real ones.
         let base = self.genesis.header.timestamp as i64 + 1_000 + self.now as i64;
         (base + skew).max(0) as u64
