@@ -43,6 +43,12 @@ pub struct ServiceSnapshot {
     /// epoch, and with a heartbeat fresh enough that their lease may hold. An elected node
     /// waits for this to be empty before it starts the service.
     pub others_may_serve: Vec<AccountId>,
+    /// The nodes other than this one that hold the service (active or elected) or held it and
+    /// have not yet reported a newer epoch, whatever the chain's clock says, each with the
+    /// block of its latest applied heartbeat (0: none).
+    pub may_hold: Vec<(AccountId, u64)>,
+    /// The block of the service's last phase change (for an elected node: its election).
+    pub since_block: u64,
 }
 
 /// Reads the view of `service` for `me` from the state at `block`.
@@ -65,7 +71,24 @@ pub fn read(state: &Overlay<'_>, block: u64, service: &ServiceName, me: &Account
                 (fresh && hb.epoch_seen <= fenced).then_some(*node)
             })
             .collect();
+        let holder = match st.phase {
+            Phase::Active { node } | Phase::Promoting { node, .. } => Some(node),
+            Phase::Vacant => None,
+        };
+        let may_hold = records
+            .iter()
+            .filter(|(node, _)| node != me)
+            .filter_map(|(node, record)| {
+                let hb = pallet_service_status::status(state, service, node);
+                let deposed = record
+                    .fenced_epoch
+                    .is_some_and(|fenced| hb.as_ref().is_none_or(|hb| hb.epoch_seen <= fenced));
+                (holder == Some(*node) || deposed).then(|| (*node, hb.map_or(0, |hb| hb.block)))
+            })
+            .collect();
         Some(ServiceSnapshot {
+            may_hold,
+            since_block: st.since_block,
             epoch: st.epoch,
             phase: st.phase,
             heartbeat_timeout_ms: timeout,

@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use drchain_runtime::pallet_failover::{Phase, Role};
-use drchain_support::{Epoch, Health, ServiceName, H256};
+use drchain_support::{AccountId, Epoch, Health, ServiceName, H256};
 
 use crate::chain::{ChainView, ServiceSnapshot};
 pub use lease::lease_ms;
@@ -107,11 +107,19 @@ pub struct ServiceMachine {
     view: Option<ChainView>,
     /// Reports failed until then, after a failed `on_promote`.
     failed_until: Option<Instant>,
+    /// When this machine saw each recent heartbeat of the nodes that hold or held the
+    /// service: (node, heartbeat's block, seen at), newest last, a few per node.
+    holder_beats: VecDeque<(AccountId, u64, Instant)>,
+    /// When this machine first saw the chain.
+    started: Option<Instant>,
     /// Until the first `on_demote` is queued: the agent's previous life (before a crash or
     /// a stop on an error) may have left the service running as active, so the first time
     /// this node is not to serve, it fences.
     left_running: bool,
 }
+
+/// Heartbeats of holders remembered (a few seconds' worth for three candidates).
+const HOLDER_BEATS_KEPT: usize = 64;
 
 /// How long to wait for a `PromotionComplete` to land before sending it again.
 const RESEND_COMPLETION: Duration = Duration::from_millis(1000);
@@ -140,6 +148,8 @@ impl ServiceMachine {
             demote_failures: 0,
             view: None,
             failed_until: None,
+            holder_beats: VecDeque::new(),
+            started: None,
             left_running: true,
         }
     }
@@ -322,6 +332,8 @@ impl ServiceMachine {
             }
         }
         self.view = Some(view);
+        self.started.get_or_insert(now.mono);
+        self.note_holder_beats(now.mono);
         let Some(snap) = self.snapshot().cloned() else {
             self.let_go(now, "not a candidate", LocalRole::None, &mut out);
             self.epoch_seen = self.chain_epoch;
@@ -380,6 +392,7 @@ impl ServiceMachine {
         match stage {
             Stage::AwaitRelease
                 if (snap.others_may_serve.is_empty() || self.lease_bound_passed(snap))
+                    && self.holders_leases_over(snap, now.mono)
                     && !self.demote_pending() =>
             {
                 self.holding = Holding::Promoting {
@@ -397,6 +410,57 @@ impl ServiceMachine {
             }
             _ => {}
         }
+    }
+
+    /// Records when this machine first saw each new heartbeat of the nodes that hold or held
+    /// the service.
+    fn note_holder_beats(&mut self, now: Instant) {
+        let Some(snap) = self.snapshot() else {
+            return;
+        };
+        let fresh: Vec<(AccountId, u64)> = snap
+            .may_hold
+            .iter()
+            .filter(|(node, block)| {
+                !self
+                    .holder_beats
+                    .iter()
+                    .any(|(n, b, _)| n == node && b == block)
+            })
+            .copied()
+            .collect();
+        for (node, block) in fresh {
+            self.holder_beats.push_back((node, block, now));
+        }
+        while self.holder_beats.len() > HOLDER_BEATS_KEPT {
+            self.holder_beats.pop_front();
+        }
+    }
+
+    /// Whether every node that held the service before this node's election has surely lost
+    /// its lease by this machine's own monotonic clock: the lease length has passed since this
+    /// machine saw that node's last heartbeat from before the election (or since it started,
+    /// if it saw none). The chain's clock is not trusted here: if every validator's clock
+    /// stepped forward together, the chain may call a heartbeat stale that real time does not.
+    fn holders_leases_over(&self, snap: &ServiceSnapshot, now: Instant) -> bool {
+        let Some(lease) = self
+            .view
+            .as_ref()
+            .and_then(|v| lease_ms(v, self.cfg.clock_error_ms))
+        else {
+            return true;
+        };
+        let lease = Duration::from_millis(lease);
+        snap.may_hold.iter().all(|(node, _)| {
+            let seen = self
+                .holder_beats
+                .iter()
+                .rev()
+                .find(|(n, block, _)| n == node && *block <= snap.since_block)
+                .map(|(_, _, at)| *at)
+                .or(self.started);
+            seen.is_none_or(|at| now.saturating_duration_since(at) >= lease)
+        })
     }
 
     /// Whether more than the heartbeat timeout of chain time passed since this node saw its

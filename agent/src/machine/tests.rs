@@ -12,6 +12,11 @@ struct Harness {
     heartbeats: u64,
     /// Our heartbeats submitted and not yet applied, oldest first.
     submitted: VecDeque<H256>,
+    /// What the next blocks say of the nodes that hold or held the service (other than us),
+    /// each with its latest heartbeat's block.
+    may_hold: Vec<(AccountId, u64)>,
+    /// The block of the service's last phase change, as the next blocks say.
+    since_block: u64,
 }
 
 /// The extrinsic hash the harness gives heartbeat `id`.
@@ -42,6 +47,8 @@ impl Harness {
             block: 0,
             heartbeats: 0,
             submitted: VecDeque::new(),
+            may_hold: vec![],
+            since_block: 0,
         }
     }
 
@@ -103,6 +110,8 @@ impl Harness {
                 my_endpoint: None,
                 latest_checkpoint: Some(4),
                 others_may_serve: others,
+                may_hold: self.may_hold.clone(),
+                since_block: self.since_block,
             }),
             applied: included,
         };
@@ -434,6 +443,8 @@ fn no_lease_when_the_chain_parameters_leave_no_margin() {
         my_endpoint: None,
         latest_checkpoint: None,
         others_may_serve: vec![],
+        may_hold: vec![],
+        since_block: 0,
     });
     assert_eq!(lease_ms(&view, 25), Some(750));
     view.max_drift_ms = 500;
@@ -492,4 +503,37 @@ fn a_stopping_node_stops_serving_and_fences() {
     assert_eq!(hooks(&a), vec![HookKind::OnDemote], "{a:?}");
     h.finish(110, HookKind::OnDemote, true);
     assert!(!h.m.hooks_pending());
+}
+
+/// The chain's time can outrun real time (every validator's clock stepping forward at once),
+/// so the chain may call the old holder's heartbeat stale, and elect this node, while the old
+/// holder's lease, on its monotonic clock, still holds. An elected node therefore also waits
+/// out that lease on its own clock: the lease length from when it saw the deposed holder's
+/// last heartbeat from before the election applied. Later heartbeats of the deposed holder
+/// (it lives on, its on_demote failing) give it no lease and do not prolong the wait.
+#[test]
+fn an_elected_node_waits_out_the_deposed_holders_lease_on_its_own_clock() {
+    let mut h = Harness::new();
+    // OTHER holds the service; its heartbeat of block 1 is applied when we see block 1 at 0 ms.
+    h.may_hold = vec![(OTHER, 1)];
+    let _ = h.block(0, 1, Phase::Active { node: OTHER }, 0, vec![]);
+    h.finish(2, HookKind::OnDemote, true);
+    h.finish(5, HookKind::OnRoleChange, true);
+    // At 100 ms the chain, its clock ahead, deposes OTHER as stale and elects us in block 2;
+    // nothing says OTHER may still serve.
+    h.since_block = 2;
+    let promoting = Phase::Promoting {
+        node: ME,
+        deadline: 5000,
+    };
+    let _ = h.block(100, 2, promoting, 1, vec![]);
+    let a = h.finish(110, HookKind::OnRoleChange, true);
+    assert!(!hooks(&a).contains(&HookKind::OnPromote), "{a:?}");
+    // OTHER, alive, heartbeats again (block 3, after the election): that gives it no lease.
+    h.may_hold = vec![(OTHER, 3)];
+    let a = h.block(400, 2, promoting, 0, vec![]);
+    assert!(!hooks(&a).contains(&HookKind::OnPromote), "{a:?}");
+    assert!(!hooks(&h.tick(740)).contains(&HookKind::OnPromote));
+    // 750 ms (the lease) after we saw its last heartbeat from before the election.
+    assert_eq!(hooks(&h.tick(760)), vec![HookKind::OnPromote]);
 }
