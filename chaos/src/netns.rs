@@ -84,7 +84,7 @@ impl Network {
         run("ip", &["link", "set", &bridge, "up"])?;
         for i in 0..nodes {
             let ns = net.namespace(i);
-            let veth = format!("{}v{i}", net.tag);
+            let veth = net.veth(i);
             run("ip", &["netns", "add", &ns])?;
             run(
                 "ip",
@@ -150,11 +150,19 @@ impl Network {
         nft(&self.namespace(i), "flush ruleset\n")
     }
 
+    /// Removes what a run with this tag made. The host's end of each veth pair is deleted
+    /// first, which removes the pair at once: deleting a namespace frees its devices later,
+    /// in the kernel's own time, and the next run would find the old pair still there.
     fn remove(&self) {
         for i in 0..self.nodes {
+            let _ = run("ip", &["link", "del", &self.veth(i)]);
             let _ = run("ip", &["netns", "del", &self.namespace(i)]);
         }
         let _ = run("ip", &["link", "del", &self.bridge()]);
+    }
+
+    fn veth(&self, i: usize) -> String {
+        format!("{}v{i}", self.tag)
     }
 }
 
