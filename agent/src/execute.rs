@@ -20,7 +20,8 @@ impl Runner {
             .flatten();
         if let Some(file) = self.lease_files[i].as_mut() {
             if let Err(e) = file.set(epoch, end) {
-                tracing::error!(service = %self.services[i].name, error = %e, "cannot write the lease file");
+                let service = &self.services[i].name;
+                tracing::error!(%service, error = %e, "cannot write the lease file");
             }
         }
     }

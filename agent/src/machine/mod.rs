@@ -2,7 +2,8 @@
 //!
 //! Inputs are the finalized chain ([`ServiceMachine::on_block`]), health-check results
 //! ([`ServiceMachine::on_health`]), time ([`ServiceMachine::on_tick`]), finished hooks
-//! ([`ServiceMachine::on_hook_finished`]) and the node stopping ([`ServiceMachine::on_shutdown`]). Each returns the [`Action`]s the host must carry out.
+//! ([`ServiceMachine::on_hook_finished`]) and the node stopping
+//! ([`ServiceMachine::on_shutdown`]). Each returns the [`Action`]s the host must carry out.
 //! The rules (design brief, failover semantics):
 //!
 //! - The node *serves* only while the chain says it is the active holder at the current epoch,
