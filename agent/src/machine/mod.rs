@@ -119,9 +119,6 @@ pub struct ServiceMachine {
     left_running: bool,
 }
 
-/// Heartbeats of holders remembered (a few seconds' worth for three candidates).
-const HOLDER_BEATS_KEPT: usize = 64;
-
 /// How long to wait for a `PromotionComplete` to land before sending it again.
 const RESEND_COMPLETION: Duration = Duration::from_millis(1000);
 
@@ -411,57 +408,6 @@ impl ServiceMachine {
             }
             _ => {}
         }
-    }
-
-    /// Records when this machine first saw each new heartbeat of the nodes that hold or held
-    /// the service.
-    fn note_holder_beats(&mut self, now: Instant) {
-        let Some(snap) = self.snapshot() else {
-            return;
-        };
-        let fresh: Vec<(AccountId, u64)> = snap
-            .may_hold
-            .iter()
-            .filter(|(node, block)| {
-                !self
-                    .holder_beats
-                    .iter()
-                    .any(|(n, b, _)| n == node && b == block)
-            })
-            .copied()
-            .collect();
-        for (node, block) in fresh {
-            self.holder_beats.push_back((node, block, now));
-        }
-        while self.holder_beats.len() > HOLDER_BEATS_KEPT {
-            self.holder_beats.pop_front();
-        }
-    }
-
-    /// Whether every node that held the service before this node's election has surely lost
-    /// its lease by this machine's own monotonic clock: the lease length has passed since this
-    /// machine saw that node's last heartbeat from before the election (or since it started,
-    /// if it saw none). The chain's clock is not trusted here: if every validator's clock
-    /// stepped forward together, the chain may call a heartbeat stale that real time does not.
-    fn holders_leases_over(&self, snap: &ServiceSnapshot, now: Instant) -> bool {
-        let Some(lease) = self
-            .view
-            .as_ref()
-            .and_then(|v| lease_ms(v, self.cfg.clock_error_ms))
-        else {
-            return true;
-        };
-        let lease = Duration::from_millis(lease);
-        snap.may_hold.iter().all(|(node, _)| {
-            let seen = self
-                .holder_beats
-                .iter()
-                .rev()
-                .find(|(n, block, _)| n == node && *block <= snap.since_block)
-                .map(|(_, _, at)| *at)
-                .or(self.started);
-            seen.is_none_or(|at| now.saturating_duration_since(at) >= lease)
-        })
     }
 
     /// Whether more than the heartbeat timeout of chain time passed since this node saw its
