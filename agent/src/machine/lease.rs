@@ -1,5 +1,7 @@
 //! The lease: how long this node may serve after a heartbeat the chain applied. The chain
-//! cannot elect anyone else before it ends (the argument is in docs/architecture.md).
+//! cannot elect anyone else before it ends (the argument is in docs/architecture.md). And,
+//! for an elected node, when the lease of the holder it replaces has surely ended by its own
+//! clock.
 
 use std::time::{Duration, Instant};
 
