@@ -47,7 +47,8 @@ pub struct Outcome {
     pub acks: usize,
     /// What must not have happened; empty on success.
     pub violations: Vec<String>,
-    /// From the last heal to finality on every node and one active served on both paths.
+    /// From the end of the last step (its heal, then 2–5 s without faults) to finality on
+    /// every node and one active served on every path.
     pub recovery: Option<Duration>,
     /// Blocks whose hashes every node agreed on.
     pub blocks_checked: u64,
@@ -129,8 +130,8 @@ pub fn run(setup: Setup, seed: u64, fault_time: Duration, say: &dyn Fn(&str)) ->
         .collect();
     if recovery.is_none() {
         violations.push(format!(
-            "no recovery within {RECOVERY_BOUND:?} of the last heal (finality on every node and \
-             one active served on both paths)"
+            "no recovery within {RECOVERY_BOUND:?} of the last step's end (finality on every \
+             node and one active served on every path)"
         ));
     }
     let blocks_checked = match agreement(&cluster) {
@@ -236,8 +237,8 @@ fn apply(
     })
 }
 
-/// Waits until every node finalizes past where the chain was at the last heal and one active
-/// candidate is served on both paths; returns how long that took.
+/// Waits until every node finalizes past where the chain was when the last step ended and one
+/// active candidate is served on every path; returns how long that took.
 fn recover(c: &Cluster, w: &Workload, healed: Duration, origin: Instant) -> Option<Duration> {
     let deadline = Instant::now() + RECOVERY_BOUND;
     let target = (0..NAMES.len())
