@@ -408,6 +408,11 @@ impl Simulation {
         sim
     }
 
+    /// The faults this run injects.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
     /// A network with seeded random faults.
     pub fn random(seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_fa17);
