@@ -8,11 +8,20 @@
 //!   per epoch: instants at which it certainly served) must not intersect, and no epoch is
 //!   served by two nodes.
 //!
-//! Both are sound: neither reports a violation that did not happen.
+//! - **Lost write**: after recovery, the serving node's data must hold every value the
+//!   clients saw acknowledged that the RPO promises: all of its own epoch's, and of an older
+//!   epoch every value acknowledged at least [`LossBound`] before that epoch's last certain
+//!   serving instant. Writes closer to an epoch's end may be lost: replication is
+//!   asynchronous, and the chain elects a standby whose checkpoint is at most `max_lag_ms`
+//!   older than the active's latest recorded one.
+//!
+//! All are sound: none reports a violation that did not happen.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
+
+use crate::workload::Holding;
 
 /// One acknowledged request: which client path, which node answered with which epoch, and
 /// when the client sent it and read the reply (since the run started, one clock).
@@ -21,6 +30,8 @@ pub struct Ack {
     pub path: &'static str,
     pub node: String,
     pub epoch: u64,
+    /// The value it wrote (unique in a run).
+    pub value: String,
     pub sent: Duration,
     pub received: Duration,
 }
@@ -37,6 +48,58 @@ pub enum Violation {
     },
     /// Two nodes answered with the same epoch.
     SharedEpoch { epoch: u64, nodes: [String; 2] },
+    /// An acknowledged write the RPO promised is missing from the data served after
+    /// recovery; its epoch certainly served until `epoch_end`.
+    LostWrite {
+        ack: Ack,
+        epoch_end: Duration,
+        held_by: (String, u64),
+    },
+}
+
+/// How long before its epoch's end an acknowledged write may still be lost:
+/// `interval_ms` (the write waits for the next checkpoint) + `max_lag_ms` (how much older the
+/// promoted standby's checkpoint may be) + the heartbeat timeout (how long a cut-off active
+/// serves on its lease while its checkpoints can no longer be recorded) + the time to record a
+/// checkpoint on a faulty network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LossBound(pub Duration);
+
+/// Writes missing from the data served after recovery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Losses {
+    /// Acknowledged writes missing (within the bound or not).
+    pub lost: usize,
+    /// The largest time from a lost write's acknowledgement to its epoch's end.
+    pub widest: Option<Duration>,
+    /// The lost writes the RPO promised.
+    pub violations: Vec<Violation>,
+}
+
+/// Compares what clients saw acknowledged with what `held` (read from the serving node after
+/// recovery) holds.
+pub fn lost_writes(acks: &[Ack], held: &Holding, bound: LossBound) -> Losses {
+    // Per epoch: the last instant it certainly served (its latest request sent).
+    let mut ends: BTreeMap<u64, Duration> = BTreeMap::new();
+    for a in acks {
+        let end = ends.entry(a.epoch).or_insert(a.sent);
+        *end = (*end).max(a.sent);
+    }
+    let mut out = Losses::default();
+    for a in acks.iter().filter(|a| !held.values.contains(&a.value)) {
+        out.lost += 1;
+        let end = ends.get(&a.epoch).copied().unwrap_or(a.sent);
+        let before_end = end.saturating_sub(a.received);
+        out.widest = out.widest.max(Some(before_end));
+        if a.epoch >= held.epoch || before_end >= bound.0 {
+            out.violations.push(Violation::LostWrite {
+                ack: a.clone(),
+                epoch_end: end,
+                held_by: (held.node.clone(), held.epoch),
+            });
+        }
+    }
+    out
 }
 
 /// Every violation in `acks`.
@@ -138,6 +201,19 @@ impl fmt::Display for Violation {
             Self::SharedEpoch { epoch, nodes } => {
                 write!(f, "epoch {epoch} served by both {} and {}", nodes[0], nodes[1])
             }
+            Self::LostWrite {
+                ack,
+                epoch_end,
+                held_by,
+            } => write!(
+                f,
+                "lost write: {} ({ack}) is missing from {} at epoch {}; epoch {} served until {:.3} s",
+                ack.value,
+                held_by.0,
+                held_by.1,
+                ack.epoch,
+                epoch_end.as_secs_f64()
+            ),
         }
     }
 }
@@ -151,6 +227,7 @@ mod tests {
             path: "test",
             node: node.to_owned(),
             epoch,
+            value: format!("{node}-{epoch}-{sent_ms}"),
             sent: Duration::from_millis(sent_ms),
             received: Duration::from_millis(received_ms),
         }
@@ -207,5 +284,46 @@ mod tests {
             &check(&acks)[..],
             [Violation::SharedEpoch { epoch: 4, .. }]
         ));
+    }
+
+    fn holding(node: &str, epoch: u64, acks: &[Ack]) -> Holding {
+        Holding {
+            node: node.to_owned(),
+            epoch,
+            values: acks.iter().map(|a| a.value.clone()).collect(),
+        }
+    }
+
+    const BOUND: LossBound = LossBound(Duration::from_secs(5));
+
+    #[test]
+    fn writes_near_an_epochs_end_may_be_lost_older_ones_not() {
+        let kept = [ack("alice", 1, 0, 5), ack("bob", 2, 20_000, 20_005)];
+        // alice served until 10 s; a write 2 s before that is within the RPO's reach.
+        let recent = ack("alice", 1, 8_000, 8_005);
+        let last = ack("alice", 1, 10_000, 10_005);
+        let mut acks = kept.to_vec();
+        acks.extend([recent.clone(), last.clone()]);
+        let losses = lost_writes(&acks, &holding("bob", 2, &kept), BOUND);
+        assert_eq!(losses.lost, 2);
+        assert_eq!(losses.widest, Some(Duration::from_millis(1_995)));
+        assert_eq!(losses.violations, vec![]);
+
+        // A write 9.995 s before alice's last is one the RPO promised.
+        let losses = lost_writes(&acks, &holding("bob", 2, &[]), BOUND);
+        assert!(
+            matches!(&losses.violations[..], [Violation::LostWrite { ack, .. }, Violation::LostWrite { .. }] if ack.sent.is_zero()),
+            "{losses:?}"
+        );
+    }
+
+    #[test]
+    fn the_serving_epoch_must_hold_all_its_own_writes() {
+        let acks = [ack("bob", 2, 0, 5), ack("bob", 2, 100, 105)];
+        let losses = lost_writes(&acks, &holding("bob", 2, &acks[..1]), BOUND);
+        assert!(
+            matches!(&losses.violations[..], [Violation::LostWrite { ack, .. }] if ack.sent.as_millis() == 100),
+            "{losses:?}"
+        );
     }
 }

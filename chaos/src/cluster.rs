@@ -25,6 +25,13 @@ const HEALTH_PORT: u16 = 8008;
 const SERVICE_PORT: u16 = 7000;
 /// The size of each node's base-path file system: small, so that filling it is quick.
 const DISK_MB: u32 = 128;
+/// The service's heartbeat timeout, in the chain spec.
+pub const HEARTBEAT_TIMEOUT_MS: u64 = 1000;
+/// The service's RPO, in the chain spec: how much older than the latest checkpoint a
+/// standby's may be for it to be elected.
+pub const MAX_LAG_MS: u64 = 1000;
+/// The longest time between checkpoints while the service's data changes.
+pub const CHECKPOINT_INTERVAL_MS: u64 = 1000;
 
 /// Where the binaries are and where the run keeps its files.
 #[derive(Debug, Clone)]
@@ -103,6 +110,7 @@ impl Cluster {
             let home = setup.dir.join(name);
             let base = home.join("base");
             std::fs::create_dir_all(&base)?;
+            std::fs::create_dir_all(home.join("data"))?;
             run(
                 "mount",
                 &[
@@ -179,7 +187,7 @@ impl Cluster {
                 .arg("--lease-file")
                 .arg(home.join("lease"))
                 .arg("--data")
-                .arg(home.join("writes"))
+                .arg(home.join("data").join("values"))
                 .args(self.setup.unfenced.then_some("--ignore-lease"))
                 .stdout(Stdio::null())
                 .stderr(self.log(&format!("{name}.service.log"))?)
@@ -459,26 +467,38 @@ impl Drop for Cluster {
     }
 }
 
+/// The agent's config: `on_promote` restores the service's data from the checkpoint the node
+/// holds (empty on the first promotion) before it writes the epoch that lets the service
+/// answer; the data directory is replicated by snapshots.
 fn agent_config(home: &Path, unfenced: bool) -> String {
     let epoch = home.join("epoch");
+    let data = home.join("data");
     let on_demote = if unfenced {
         "true".to_owned()
     } else {
         format!("rm -f {}", epoch.display())
     };
+    // TOML literal strings: the commands hold double quotes.
     format!(
         r#"
 [[service]]
 name = "svc"
-on_promote = "echo $DRCHAIN_EPOCH > {epoch}.tmp && mv {epoch}.tmp {epoch}"
+on_promote = 'mkdir -p {data} && if [ -n "$DRCHAIN_CHECKPOINT_PATH" ] && [ -f "$DRCHAIN_CHECKPOINT_PATH/values" ]; then cp "$DRCHAIN_CHECKPOINT_PATH/values" {data}/values.tmp; else : > {data}/values.tmp; fi && mv {data}/values.tmp {data}/values && echo $DRCHAIN_EPOCH > {epoch}.tmp && mv {epoch}.tmp {epoch}'
 on_demote = "{on_demote}"
 lease_file = "{lease}"
 [service.health_check]
 kind = "tcp"
 interval_ms = 200
+[service.replication]
+source = "{data}"
+snapshot_command = 'if [ -f "$DRCHAIN_SOURCE/values" ]; then cp "$DRCHAIN_SOURCE/values" "$1/values"; else : > "$1/values"; fi'
+target = "{replica}"
+interval_ms = {CHECKPOINT_INTERVAL_MS}
 "#,
         epoch = epoch.display(),
-        lease = home.join("lease").display()
+        data = data.display(),
+        lease = home.join("lease").display(),
+        replica = home.join("replica").display(),
     )
 }
 
@@ -499,9 +519,9 @@ fn write_spec(setup: &Setup, net: &Network) -> Result<PathBuf> {
     spec["services"] = json!([{
         "name": "svc",
         "candidates": &NAMES[..CANDIDATES],
-        "heartbeat_timeout_ms": 1000,
+        "heartbeat_timeout_ms": HEARTBEAT_TIMEOUT_MS,
         "promotion_timeout_ms": 5000,
-        "max_lag_ms": 1000,
+        "max_lag_ms": MAX_LAG_MS,
         "endpoints": endpoints,
     }]);
     let path = setup.dir.join("spec.json");

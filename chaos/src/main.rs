@@ -135,7 +135,8 @@ fn main_result() -> Result<bool> {
             let started = Instant::now();
             let budget = minutes.map(|m| Duration::from_secs(m * 60));
             let (mut all_steps, mut failed) = (Vec::<StepReport>::new(), vec![]);
-            let mut ran = 0;
+            let (mut ran, mut acked, mut lost) = (0, 0, 0);
+            let mut widest_loss = Duration::ZERO;
             for seed in seed..seed.saturating_add(schedules) {
                 if budget.is_some_and(|b| started.elapsed() >= b) {
                     break;
@@ -157,9 +158,18 @@ fn main_result() -> Result<bool> {
                     &|line| println!("{line}"),
                 )?;
                 ran += 1;
+                acked += outcome.acks;
+                lost += outcome.losses.lost;
+                widest_loss = widest_loss.max(outcome.losses.widest.unwrap_or_default());
                 println!(
-                    "seed {seed}: {} acknowledged writes, {} blocks agreed, recovery {}, {}",
+                    "seed {seed}: {} acknowledged writes ({} lost{}), {} blocks agreed, \
+                     recovery {}, {}",
                     outcome.acks,
+                    outcome.losses.lost,
+                    outcome.losses.widest.map_or(String::new(), |w| format!(
+                        ", the oldest {} ms before its epoch's end",
+                        w.as_millis()
+                    )),
                     outcome.blocks_checked,
                     outcome
                         .recovery
@@ -190,6 +200,12 @@ fn main_result() -> Result<bool> {
                 } else {
                     format!(" (seeds {failed:?})")
                 }
+            );
+            println!(
+                "{acked} acknowledged writes, {lost} lost (allowed: those acknowledged less than \
+                 {} ms before their epoch's end); the oldest lost {} ms before its epoch's end\n",
+                drchain_chaos::run::loss_bound().0.as_millis(),
+                widest_loss.as_millis()
             );
             println!("{}", failure_modes(&all_steps));
             Ok(failed.is_empty())

@@ -7,15 +7,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::checker::{self, Ack};
-use crate::cluster::{Cluster, Setup, CANDIDATES, NAMES};
+use crate::checker::{self, Ack, LossBound, Losses};
+use crate::cluster::{
+    Cluster, Setup, CANDIDATES, CHECKPOINT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_LAG_MS, NAMES,
+};
 use crate::schedule::{schedule, Fault, Target};
-use crate::workload::{write_once, Workload};
+use crate::workload::{read_all, write_once, Holding, Workload};
 
 /// How long the system may take to settle after the last fault heals.
 pub const RECOVERY_BOUND: Duration = Duration::from_secs(60);
 /// How long a fresh cluster may take to serve its first request.
 const START_BOUND: Duration = Duration::from_secs(120);
+/// Beyond the checkpoint interval, the RPO and the heartbeat timeout: time to record a
+/// checkpoint on a faulty network (see [`LossBound`]).
+const RECORDING_SLACK: Duration = Duration::from_secs(2);
+/// How long the final read of the service's data may take to find the active.
+const READ_BOUND: Duration = Duration::from_secs(10);
 /// Clients per path.
 const CLIENTS_PER_PATH: usize = 2;
 /// How clients reach the service: through HAProxy, through `drchain proxy`, and straight to
@@ -52,6 +59,16 @@ pub struct Outcome {
     pub recovery: Option<Duration>,
     /// Blocks whose hashes every node agreed on.
     pub blocks_checked: u64,
+    /// Acknowledged writes missing from the data served after recovery.
+    pub losses: Losses,
+}
+
+/// The write-loss bound of this harness's configuration.
+pub fn loss_bound() -> LossBound {
+    LossBound(
+        Duration::from_millis(CHECKPOINT_INTERVAL_MS + MAX_LAG_MS + HEARTBEAT_TIMEOUT_MS)
+            + RECORDING_SLACK,
+    )
 }
 
 fn kind(fault: &Fault) -> &'static str {
@@ -134,6 +151,16 @@ pub fn run(setup: Setup, seed: u64, fault_time: Duration, say: &dyn Fn(&str)) ->
              node and one active served on every path)"
         ));
     }
+    let losses = match final_read(&cluster) {
+        Some(held) => checker::lost_writes(&acks, &held, loss_bound()),
+        None => {
+            violations.push(format!(
+                "no node served a read of the data within {READ_BOUND:?} after recovery"
+            ));
+            Losses::default()
+        }
+    };
+    violations.extend(losses.violations.iter().map(ToString::to_string));
     let blocks_checked = match agreement(&cluster) {
         Ok(n) => n,
         Err(e) => {
@@ -166,7 +193,23 @@ pub fn run(setup: Setup, seed: u64, fault_time: Duration, say: &dyn Fn(&str)) ->
         violations,
         recovery,
         blocks_checked,
+        losses,
     })
+}
+
+/// Everything the serving node holds, read straight from it once the clients have stopped.
+fn final_read(c: &Cluster) -> Option<Holding> {
+    let deadline = Instant::now() + READ_BOUND;
+    let addrs = c.service_addrs();
+    loop {
+        if let Some(held) = addrs.iter().find_map(|a| read_all(*a)) {
+            return Some(held);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Applies `fault`; returns its description, the nodes to heal, and the node it hit.

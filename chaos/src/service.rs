@@ -2,7 +2,9 @@
 //! A client sends `WRITE <value>`; while the epoch file (written by the agent's `on_promote`,
 //! removed by `on_demote`) exists and the agent's lease file allows that epoch now, the
 //! service appends the value to its data and answers `NAME EPOCH`, otherwise `NAME standby`:
-//! a lease-aware service, as docs/operations.md describes.
+//! a lease-aware service, as docs/operations.md describes. `READ` answers `NAME EPOCH` and then
+//! every value its data holds, one per line (the checker's final read). The data is what the
+//! agent replicates; `on_promote` restores it from the checkpoint the node holds.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -62,18 +64,27 @@ fn answer(stream: TcpStream, name: &str, files: &Files) -> Result<()> {
     BufReader::new(stream.try_clone()?)
         .take(256)
         .read_line(&mut line)?;
-    let value = line.trim().strip_prefix("WRITE ").unwrap_or_default();
+    let line = line.trim();
     // Check the epoch and lease as late as possible: they are what fences this answer.
     let reply = match serving_epoch(files) {
-        Some(epoch) if !value.is_empty() => {
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&files.data)?;
-            writeln!(file, "{value}")?;
-            format!("{name} {epoch}\n")
+        Some(epoch) if line == "READ" => {
+            let data = std::fs::read_to_string(&files.data).unwrap_or_default();
+            format!("{name} {epoch}\n{data}")
         }
-        _ => format!("{name} standby\n"),
+        Some(epoch) => match line.strip_prefix("WRITE ") {
+            Some(value) if !value.is_empty() && !value.contains(char::is_whitespace) => {
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&files.data)?;
+                // One write per value: a snapshot copying the file concurrently sees whole
+                // lines only.
+                file.write_all(format!("{value}\n").as_bytes())?;
+                format!("{name} {epoch}\n")
+            }
+            _ => format!("{name} refused\n"),
+        },
+        None => format!("{name} standby\n"),
     };
     (&stream).write_all(reply.as_bytes())?;
     Ok(())

@@ -1,7 +1,8 @@
 //! Clients: each writes a unique value through one path (HAProxy or `drchain proxy`) in a loop
 //! and records, on one clock, when it sent and when the reply came and what answered.
 
-use std::io::{BufRead, BufReader, Write};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,6 +34,39 @@ pub fn write_once(addr: SocketAddr, value: &str) -> Option<(String, u64)> {
     Some((node, epoch))
 }
 
+/// What a node serving the service holds: its name, its epoch and every value in its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    pub node: String,
+    pub epoch: u64,
+    pub values: BTreeSet<String>,
+}
+
+/// Reads everything the service at `addr` holds, if it serves.
+pub fn read_all(addr: SocketAddr) -> Option<Holding> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    (&stream).write_all(b"READ\n").ok()?;
+    let mut text = String::new();
+    // About 20 bytes a value and a few thousand values a minute: far below this.
+    (&stream).take(256 << 20).read_to_string(&mut text).ok()?;
+    let (header, data) = text.split_once('\n')?;
+    let mut words = header.split_whitespace();
+    let node = words.next()?.to_owned();
+    let epoch = words.next()?.parse().ok()?;
+    // A value is whole only with its newline.
+    let values = data
+        .split_inclusive('\n')
+        .filter_map(|line| line.strip_suffix('\n'))
+        .map(str::to_owned)
+        .collect();
+    Some(Holding {
+        node,
+        epoch,
+        values,
+    })
+}
+
 impl Workload {
     /// Starts `per_path` clients on each of `paths` (a label and the addresses a client takes
     /// in turn); times are measured from `origin`.
@@ -54,7 +88,8 @@ impl Workload {
                         seq += 1;
                         let addr = addrs[(seq as usize + client) % addrs.len()];
                         let sent = origin.elapsed();
-                        let answer = write_once(addr, &format!("{path}-{client}-{seq}"));
+                        let value = format!("{path}-{client}-{seq}");
+                        let answer = write_once(addr, &value);
                         let received = origin.elapsed();
                         if let Some((node, epoch)) = answer {
                             acks.lock()
@@ -63,6 +98,7 @@ impl Workload {
                                     path,
                                     node,
                                     epoch,
+                                    value,
                                     sent,
                                     received,
                                 });

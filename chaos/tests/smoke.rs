@@ -84,9 +84,11 @@ fn chaos(args: &[&str]) -> Output {
 
 /// Schedule 50 crashes the active and then pauses the new active (node and service frozen
 /// together); clients through HAProxy, `drchain proxy` and straight to each candidate see one
-/// node serve at a time, and the chain agrees on every block. Then the harness checks itself:
-/// with fencing broken on purpose (no `on_demote`, services that ignore their lease), the
-/// active isolated by schedule 27 keeps serving beside its successor, and the run says so.
+/// node serve at a time, the chain agrees on every block, and the service's data (replicated
+/// by checkpoints, restored by `on_promote`) holds every write the RPO promises. Then the
+/// harness checks itself: with fencing broken on purpose (no `on_demote`, services that ignore
+/// their lease), the active isolated by schedule 27 keeps serving beside its successor, and the
+/// run says so: clients saw two nodes serve, and the deposed one's writes are lost.
 #[test]
 fn a_short_chaos_run_shows_clients_one_active_and_catches_a_node_that_does_not_fence() {
     if !ready() {
@@ -123,5 +125,6 @@ fn a_short_chaos_run_shows_clients_one_active_and_catches_a_node_that_does_not_f
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "the unfenced run passed");
-    assert!(stdout.contains("VIOLATION"), "{stdout}");
+    assert!(stdout.contains("VIOLATION stale epoch"), "{stdout}");
+    assert!(stdout.contains("VIOLATION lost write"), "{stdout}");
 }
