@@ -58,8 +58,9 @@ for i in 0 1 2; do
 # written by scripts/demo-failover.sh
 [[service]]
 name = "demo-db"
-# Start from the checkpoint this node's replica shows (none at the very first election).
-on_promote = "if [ -n \"\$DRCHAIN_CHECKPOINT_PATH\" ]; then cp \$DRCHAIN_CHECKPOINT_PATH/db.sqlite $data/db.tmp && mv $data/db.tmp $data/db.sqlite; fi; echo \"$name epoch \$DRCHAIN_EPOCH checkpoint \$DRCHAIN_CHECKPOINT\" > $PWD/$www/role"
+# Start from the checkpoint this node's replica shows (none at the very first election),
+# unless this node's own data is newer than any checkpoint (it produced the latest one).
+on_promote = "if [ \"\$DRCHAIN_KEEP_DATA\" != 1 ] && [ -n \"\$DRCHAIN_CHECKPOINT_PATH\" ]; then cp \$DRCHAIN_CHECKPOINT_PATH/db.sqlite $data/db.tmp && mv $data/db.tmp $data/db.sqlite; fi; echo \"$name epoch \$DRCHAIN_EPOCH checkpoint \$DRCHAIN_CHECKPOINT\" > $PWD/$www/role"
 on_demote = "rm -f $PWD/$www/role"
 on_role_change = "echo \"\$(date +%T.%N | cut -c1-12) \$DRCHAIN_ROLE epoch \$DRCHAIN_EPOCH\" >> $PWD/$DIR/demo/$name.roles"
 [service.health_check]

@@ -129,6 +129,9 @@ pub struct CheckpointView {
     pub latest: Option<(u64, H256)>,
     /// The newest checkpoint the chain says this node holds (acknowledged, or produced).
     pub held: Option<u64>,
+    /// This node produced the latest recorded checkpoint: its service's own data holds that
+    /// checkpoint and everything it acknowledged since, so it is newer than any checkpoint.
+    pub latest_is_own: bool,
     /// The service's active node: the only one whose announcements a standby follows.
     pub active: Option<AccountId>,
     /// Manifest roots whose data the chunk store keeps: the newest `keep` checkpoints and the
@@ -145,6 +148,7 @@ pub fn read_checkpoints(
 ) -> CheckpointView {
     let retained = pallet_checkpoints::checkpoints(state, service);
     let latest = retained.last().map(|(seq, c)| (*seq, c.manifest_root));
+    let latest_is_own = retained.last().is_some_and(|(_, c)| c.producer == *me);
     let acks = pallet_checkpoints::acks(state, service);
     let held = acks.iter().find(|(n, _)| n == me).map(|(_, s)| *s);
     let mut keep_roots: Vec<H256> = retained
@@ -167,6 +171,7 @@ pub fn read_checkpoints(
     CheckpointView {
         latest,
         held,
+        latest_is_own,
         active,
         keep_roots,
     }

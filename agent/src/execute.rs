@@ -64,10 +64,13 @@ impl Runner {
                             let timeout = Duration::from_millis(config.hook_timeout_ms);
                             let hooks = hooks.clone();
                             let me = self.me;
-                            // A replicated service starts from the checkpoint its target shows.
+                            // A replicated service starts from the checkpoint its target shows,
+                            // or keeps its own data where that is newer than any checkpoint.
                             let applied = self.replicas[i]
                                 .as_ref()
                                 .and_then(|r| r.applied.borrow().clone());
+                            let keep_data = self.replicas[i].is_some()
+                                && self.checkpoints.get(i).is_some_and(|c| c.latest_is_own);
                             tokio::spawn(async move {
                                 let outcome = hooks::run_hook(
                                     &command,
@@ -75,6 +78,7 @@ impl Runner {
                                     &me,
                                     &run,
                                     applied.as_ref(),
+                                    keep_data,
                                     timeout,
                                 )
                                 .await;

@@ -6,7 +6,10 @@
 //!
 //! For a replicated service the checkpoint is the one this node's target shows (the data the
 //! service must start from), with `DRCHAIN_CHECKPOINT_ROOT` and `DRCHAIN_CHECKPOINT_PATH` (the
-//! directory of its files); otherwise it is the chain's latest.
+//! directory of its files); otherwise it is the chain's latest. `DRCHAIN_KEEP_DATA` is `1` when
+//! the service's own data is newer than any checkpoint — this node produced the latest one on
+//! chain, e.g. it serves again after its lease lapsed while nobody else was elected — and the
+//! hook must keep that data rather than restore the (older) checkpoint; `0` otherwise.
 
 use std::time::Duration;
 
@@ -26,6 +29,7 @@ pub async fn run_hook(
     node: &AccountId,
     run: &HookRun,
     applied: Option<&Applied>,
+    keep_data: bool,
     timeout: Duration,
 ) -> HookOutcome {
     let action = run.kind.as_str();
@@ -50,7 +54,8 @@ pub async fn run_hook(
         .env("DRCHAIN_ROLE", run.role.as_str())
         .env("DRCHAIN_EPOCH", &epoch)
         .env("DRCHAIN_CHECKPOINT", &checkpoint)
-        .env("DRCHAIN_NODE", node.to_string());
+        .env("DRCHAIN_NODE", node.to_string())
+        .env("DRCHAIN_KEEP_DATA", if keep_data { "1" } else { "0" });
     if let Some(a) = applied {
         cmd.env("DRCHAIN_CHECKPOINT_ROOT", a.root.to_string())
             .env("DRCHAIN_CHECKPOINT_PATH", &a.path);
@@ -85,7 +90,7 @@ mod tests {
         );
         let t = Duration::from_secs(5);
         assert_eq!(
-            run_hook(&cmd, &service, &node, &run(), None, t).await,
+            run_hook(&cmd, &service, &node, &run(), None, false, t).await,
             HookOutcome::Succeeded
         );
         assert_eq!(
@@ -99,15 +104,31 @@ mod tests {
             path: dir.path().join("replica"),
         };
         let cmd = format!(
-            "echo \"$5 $DRCHAIN_CHECKPOINT $DRCHAIN_CHECKPOINT_ROOT $DRCHAIN_CHECKPOINT_PATH\" > {}",
+            "echo \"$5 $DRCHAIN_CHECKPOINT $DRCHAIN_CHECKPOINT_ROOT $DRCHAIN_CHECKPOINT_PATH $DRCHAIN_KEEP_DATA\" > {}",
             out.display()
         );
-        run_hook(&cmd, &service, &node, &run(), Some(&applied), t).await;
-        assert_eq!(
-            std::fs::read_to_string(&out).unwrap().trim(),
-            format!("2 2 {} {}", applied.root, applied.path.display())
-        );
-        let failed = run_hook("echo nope >&2; exit 3", &service, &node, &run(), None, t).await;
+        for keep in [false, true] {
+            run_hook(&cmd, &service, &node, &run(), Some(&applied), keep, t).await;
+            assert_eq!(
+                std::fs::read_to_string(&out).unwrap().trim(),
+                format!(
+                    "2 2 {} {} {}",
+                    applied.root,
+                    applied.path.display(),
+                    u8::from(keep)
+                )
+            );
+        }
+        let failed = run_hook(
+            "echo nope >&2; exit 3",
+            &service,
+            &node,
+            &run(),
+            None,
+            false,
+            t,
+        )
+        .await;
         match failed {
             HookOutcome::Failed { detail, .. } => {
                 assert!(detail.contains("3") && detail.contains("nope"), "{detail}")
@@ -129,6 +150,7 @@ mod tests {
             &AccountId([7; 32]),
             &run(),
             None,
+            false,
             Duration::from_millis(200),
         )
         .await;

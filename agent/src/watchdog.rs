@@ -152,6 +152,7 @@ fn fence(
         node,
         &run,
         None,
+        false,
         guard.hook_timeout,
     ));
     metrics.hook_ran(service, "watchdog_on_demote", outcome.label());

@@ -468,8 +468,9 @@ impl Drop for Cluster {
 }
 
 /// The agent's config: `on_promote` restores the service's data from the checkpoint the node
-/// holds (empty on the first promotion) before it writes the epoch that lets the service
-/// answer; the data directory is replicated by snapshots.
+/// holds (empty on the first promotion; kept when it is newer than any checkpoint) before it
+/// writes the epoch that lets the service answer; the data directory is replicated by
+/// snapshots.
 fn agent_config(home: &Path, unfenced: bool) -> String {
     let epoch = home.join("epoch");
     let data = home.join("data");
@@ -483,7 +484,7 @@ fn agent_config(home: &Path, unfenced: bool) -> String {
         r#"
 [[service]]
 name = "svc"
-on_promote = 'mkdir -p {data} && if [ -n "$DRCHAIN_CHECKPOINT_PATH" ] && [ -f "$DRCHAIN_CHECKPOINT_PATH/values" ]; then cp "$DRCHAIN_CHECKPOINT_PATH/values" {data}/values.tmp; else : > {data}/values.tmp; fi && mv {data}/values.tmp {data}/values && echo $DRCHAIN_EPOCH > {epoch}.tmp && mv {epoch}.tmp {epoch}'
+on_promote = 'mkdir -p {data} && if [ "$DRCHAIN_KEEP_DATA" = 1 ]; then touch {data}/values; elif [ -n "$DRCHAIN_CHECKPOINT_PATH" ] && [ -f "$DRCHAIN_CHECKPOINT_PATH/values" ]; then cp "$DRCHAIN_CHECKPOINT_PATH/values" {data}/values.tmp && mv {data}/values.tmp {data}/values; else : > {data}/values; fi && echo $DRCHAIN_EPOCH > {epoch}.tmp && mv {epoch}.tmp {epoch}'
 on_demote = "{on_demote}"
 lease_file = "{lease}"
 [service.health_check]

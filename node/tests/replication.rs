@@ -67,15 +67,16 @@ impl Mode {
     }
 
     /// Shell lines of `on_promote` that restore `data` from the checkpoint the target shows
-    /// (none on the very first promotion: the service starts empty).
+    /// (none on the very first promotion: the service starts empty), unless the node's own
+    /// data is newer than any checkpoint (`DRCHAIN_KEEP_DATA=1`).
     fn restore(self, data: &Path) -> String {
         let data = data.display();
         match self {
             Mode::Sqlite => format!(
-                r#"mkdir -p {data} && if [ -n "$DRCHAIN_CHECKPOINT_PATH" ]; then cp "$DRCHAIN_CHECKPOINT_PATH/db.sqlite" {data}/db.tmp && mv {data}/db.tmp {data}/db.sqlite; else rm -f {data}/db.sqlite; fi"#
+                r#"mkdir -p {data} && if [ "$DRCHAIN_KEEP_DATA" = 1 ]; then :; elif [ -n "$DRCHAIN_CHECKPOINT_PATH" ]; then cp "$DRCHAIN_CHECKPOINT_PATH/db.sqlite" {data}/db.tmp && mv {data}/db.tmp {data}/db.sqlite; else rm -f {data}/db.sqlite; fi"#
             ),
             Mode::Watch => format!(
-                r#"rm -rf {data} && mkdir -p {data} && if [ -n "$DRCHAIN_CHECKPOINT_PATH" ]; then cp -a "$DRCHAIN_CHECKPOINT_PATH/." {data}/; fi"#
+                r#"if [ "$DRCHAIN_KEEP_DATA" = 1 ]; then mkdir -p {data}; else rm -rf {data} && mkdir -p {data} && if [ -n "$DRCHAIN_CHECKPOINT_PATH" ]; then cp -a "$DRCHAIN_CHECKPOINT_PATH/." {data}/; fi; fi"#
             ),
         }
     }
@@ -210,6 +211,16 @@ impl Cluster {
             config,
             "info,libp2p=warn,informalsystems_malachitebft_core_consensus=error",
         );
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to `name`'s node process.
+    fn signal(&self, name: &str, signal: &str) {
+        let pid = self.node(name).child.as_ref().unwrap().id();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {name}");
     }
 
     fn kill(&mut self, name: &str) {
@@ -622,6 +633,77 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
         "{first} follows the new active's data"
     );
     drop(writer);
+}
+
+/// The chain stalls (two of four validators frozen) while the active serves: its lease runs
+/// out and it fences its service with writes acknowledged since the last checkpoint the chain
+/// recorded. The validators resume, nobody else was elected, and it serves again — and must
+/// still hold every write it acknowledged: the newest checkpoint on chain is its own, so its
+/// data is newer than any checkpoint (`DRCHAIN_KEEP_DATA=1`; restoring from the target would
+/// drop the writes since). Found by the chaos harness (schedules 2 and 3).
+#[test]
+fn an_active_that_lost_its_lease_and_serves_again_keeps_every_acknowledged_write() {
+    let mode = Mode::Watch;
+    let c = Cluster::start(mode);
+    let (first, e1, _) = c.wait_for("no node was promoted", || c.active());
+    let node = c.node(first);
+    let (data, promoted) = (node.data(), node.promoted());
+    // A client of a service fenced by its hooks: it writes only while `promoted` exists.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, data, promoted) = (stop.clone(), data.clone(), promoted.clone());
+        std::thread::spawn(move || {
+            let mut acked = vec![];
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+                let next = acked.len() as u64 + 1;
+                if promoted.exists() && mode.write(&data, next) {
+                    acked.push(next);
+                }
+            }
+            acked
+        })
+    };
+    c.wait_for("no checkpoints recorded", || {
+        (*c.checkpoints().keys().last()? >= 3).then_some(())
+    });
+
+    let frozen: Vec<&str> = [
+        "dave",
+        CANDIDATES.into_iter().find(|n| *n != first).unwrap(),
+    ]
+    .into();
+    for name in &frozen {
+        c.signal(name, "STOP");
+    }
+    c.wait_for("the active never fenced itself", || {
+        (!promoted.exists()).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    for name in &frozen {
+        c.signal(name, "CONT");
+    }
+    let (again, e2, _) = c.wait_for("nobody serves again", || c.active());
+    stop.store(true, Ordering::SeqCst);
+    let acked = writer.join().unwrap();
+    assert!(
+        again == first && e2 == e1,
+        "the service moved ({first} epoch {e1} -> {again} epoch {e2}): this test needs the \
+         same active to serve again\n{}",
+        c.dump()
+    );
+    let held = mode.rows(&data);
+    let lost: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|r| !held.contains(r))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost without a failover: {lost:?}",
+        lost.len(),
+        acked.len()
+    );
 }
 
 /// `name`'s target shows a checkpoint recorded on chain, byte for byte: rebuilt from the
