@@ -20,6 +20,55 @@ use super::NodeLoop;
 /// Inbound requests waiting for the task's answer at most; more are dropped (the asker's
 /// request fails and it asks another member).
 const MAX_PENDING_INBOUND: usize = 256;
+/// Of those, from one member at most: one that asks without end cannot crowd out the others.
+const MAX_PENDING_PER_PEER: usize = 32;
+
+/// Inbound requests waiting for the task's answer, each with its response channel, counted
+/// per member and bounded ([`MAX_PENDING_INBOUND`], [`MAX_PENDING_PER_PEER`]).
+#[derive(Debug)]
+pub(crate) struct InboundSlots<C> {
+    waiting: HashMap<u64, (PeerId, C)>,
+    per_peer: HashMap<PeerId, usize>,
+    next_token: u64,
+}
+
+impl<C> Default for InboundSlots<C> {
+    fn default() -> Self {
+        Self {
+            waiting: HashMap::new(),
+            per_peer: HashMap::new(),
+            next_token: 0,
+        }
+    }
+}
+
+impl<C> InboundSlots<C> {
+    /// Keeps `channel` for `peer`'s request and returns its token; `None` when the member or
+    /// everyone is at the bound (the channel is dropped: the asker sees a failure).
+    pub(crate) fn admit(&mut self, peer: PeerId, channel: C) -> Option<u64> {
+        let from_peer = self.per_peer.get(&peer).copied().unwrap_or(0);
+        if self.waiting.len() >= MAX_PENDING_INBOUND || from_peer >= MAX_PENDING_PER_PEER {
+            return None;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.waiting.insert(token, (peer, channel));
+        self.per_peer.insert(peer, from_peer + 1);
+        Some(token)
+    }
+
+    /// The channel to answer `token` on, freeing its slot.
+    pub(crate) fn release(&mut self, token: u64) -> Option<C> {
+        let (peer, channel) = self.waiting.remove(&token)?;
+        if let Some(n) = self.per_peer.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_peer.remove(&peer);
+            }
+        }
+        Some(channel)
+    }
+}
 
 /// The node loop's end of the link.
 pub(crate) struct ReplicationLink {
@@ -28,9 +77,8 @@ pub(crate) struct ReplicationLink {
     pub(crate) peers: watch::Sender<Vec<PeerId>>,
     /// Checkpoints members announced, for the agent.
     announcements: broadcast::Sender<Announcement>,
-    inbound: HashMap<u64, ResponseChannel<TransferResponse>>,
+    inbound: InboundSlots<ResponseChannel<TransferResponse>>,
     outbound: HashMap<OutboundRequestId, u64>,
-    next_token: u64,
 }
 
 impl ReplicationLink {
@@ -43,9 +91,8 @@ impl ReplicationLink {
             to_task,
             peers,
             announcements,
-            inbound: HashMap::new(),
+            inbound: InboundSlots::default(),
             outbound: HashMap::new(),
-            next_token: 0,
         }
     }
 }
@@ -60,7 +107,7 @@ impl NodeLoop {
             request_response::Message::Request {
                 request, channel, ..
             } => {
-                if !self.admitted(&peer) || self.replication.inbound.len() >= MAX_PENDING_INBOUND {
+                if !self.admitted(&peer) {
                     return; // the channel drops: the asker sees a failure
                 }
                 if let TransferRequest::Announce {
@@ -85,9 +132,9 @@ impl NodeLoop {
                         .send_response(channel, TransferResponse::Announced);
                     return;
                 }
-                let token = self.replication.next_token;
-                self.replication.next_token += 1;
-                self.replication.inbound.insert(token, channel);
+                let Some(token) = self.replication.inbound.admit(peer, channel) else {
+                    return; // at the bound: the channel drops, the asker sees a failure
+                };
                 let _ = self
                     .replication
                     .to_task
@@ -136,7 +183,7 @@ impl NodeLoop {
     pub(super) fn replication_out(&mut self, out: NetOut) {
         match out {
             NetOut::Respond { token, response } => {
-                if let Some(channel) = self.replication.inbound.remove(&token) {
+                if let Some(channel) = self.replication.inbound.release(token) {
                     let _ = self
                         .swarm
                         .behaviour_mut()
@@ -173,5 +220,40 @@ impl NodeLoop {
             *peers = admitted;
             changed
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_member_asking_without_end_leaves_room_for_the_others() {
+        let mut slots = InboundSlots::default();
+        let (greedy, other) = (PeerId::random(), PeerId::random());
+        let held: Vec<u64> = (0..1000).filter_map(|_| slots.admit(greedy, ())).collect();
+        assert_eq!(held.len(), MAX_PENDING_PER_PEER);
+        assert!(
+            slots.admit(other, ()).is_some(),
+            "another member is refused"
+        );
+        // An answered request frees its member's slot.
+        assert_eq!(slots.release(held[0]), Some(()));
+        assert_eq!(slots.release(held[0]), None);
+        assert!(slots.admit(greedy, ()).is_some());
+        assert!(slots.admit(greedy, ()).is_none());
+    }
+
+    #[test]
+    fn all_members_together_stay_within_the_total_bound() {
+        let mut slots = InboundSlots::default();
+        let admitted = (0..MAX_PENDING_INBOUND)
+            .filter_map(|_| {
+                let peer = PeerId::random();
+                slots.admit(peer, ())
+            })
+            .count();
+        assert_eq!(admitted, MAX_PENDING_INBOUND);
+        assert!(slots.admit(PeerId::random(), ()).is_none());
     }
 }
