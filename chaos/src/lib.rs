@@ -15,4 +15,5 @@ pub mod report;
 pub mod run;
 pub mod schedule;
 pub mod service;
+pub mod stop;
 pub mod workload;

@@ -131,6 +131,7 @@ fn main_result() -> Result<bool> {
                     drchain.display()
                 );
             }
+            drchain_chaos::stop::install()?;
             let root = tempfile_dir(dir)?;
             let started = Instant::now();
             let budget = minutes.map(|m| Duration::from_secs(m * 60));
@@ -141,6 +142,7 @@ fn main_result() -> Result<bool> {
                 if budget.is_some_and(|b| started.elapsed() >= b) {
                     break;
                 }
+                drchain_chaos::stop::check()?;
                 let setup = Setup {
                     drchain: drchain.clone(),
                     chaos: chaos.clone(),

@@ -12,6 +12,7 @@ use crate::cluster::{
     Cluster, Setup, CANDIDATES, CHECKPOINT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_LAG_MS, NAMES,
 };
 use crate::schedule::{schedule, Fault, Target};
+use crate::stop;
 use crate::workload::{read_all, write_once, Holding, Workload};
 
 /// How long the system may take to settle after the last fault heals.
@@ -94,6 +95,7 @@ pub fn run(setup: Setup, seed: u64, fault_time: Duration, say: &dyn Fn(&str)) ->
         write_once(SocketAddr::from(([127, 0, 0, 1], *p)), "ready")
             .is_some_and(|(_, epoch)| epoch > 0)
     }) {
+        stop::check()?;
         if Instant::now() > ready {
             anyhow::bail!(
                 "seed {seed}: nothing served within {START_BOUND:?}; alice's log:\n{}",
@@ -123,12 +125,12 @@ pub fn run(setup: Setup, seed: u64, fault_time: Duration, say: &dyn Fn(&str)) ->
         let started = origin.elapsed();
         let (what, touched, hit) = apply(&mut cluster, &step.fault, resolve)?;
         say(&format!("  {:>7.2} s  {what}", started.as_secs_f64()));
-        std::thread::sleep(step.hold);
+        stop::pause(step.hold)?;
         for i in &touched {
             cluster.net.heal(*i)?;
             cluster.heal_node(*i)?;
         }
-        std::thread::sleep(step.quiet);
+        stop::pause(step.quiet)?;
         windows.push((
             what,
             kind(&step.fault),
@@ -140,6 +142,7 @@ pub fn run(setup: Setup, seed: u64, fault_time: Duration, say: &dyn Fn(&str)) ->
     }
     let healed = origin.elapsed();
     let recovery = recover(&cluster, &workload, healed, origin);
+    stop::check()?;
     let acks = workload.stop();
     let mut violations: Vec<String> = checker::check(&acks)
         .iter()
@@ -309,7 +312,7 @@ fn recover(c: &Cluster, w: &Workload, healed: Duration, origin: Instant) -> Opti
         if finalized && served {
             return Some(origin.elapsed() - healed);
         }
-        if Instant::now() > deadline {
+        if Instant::now() > deadline || stop::requested() {
             return None;
         }
         std::thread::sleep(Duration::from_millis(100));
