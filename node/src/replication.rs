@@ -184,7 +184,7 @@ impl ReplicationTask {
                 Err(e) => Err(e.to_string()),
             };
             if let Some(done) = self.fetches.remove(&root) {
-                tracing::info!(%root, secs = done.started.elapsed().as_secs_f64(), "checkpoint fetched");
+                tracing::debug!(%root, secs = done.started.elapsed().as_secs_f64(), "checkpoint fetched");
                 for waiter in done.waiters {
                     let _ = waiter.send(result.clone());
                 }

@@ -145,6 +145,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let key = config.key.clone();
         let clock = config.clock.clone();
         let node = node_loop::start(config).await?;
+        let _informant = AbortOnDrop(tokio::spawn(crate::informant::run(node.status.clone())));
         // Kept alive until the node stops.
         let _rpc = match &rpc {
             Some(rpc) => {

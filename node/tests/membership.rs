@@ -89,7 +89,13 @@ fn two_of_four_validators_expire_and_the_chain_goes_on() {
         .collect();
     let boot = bootnodes(&nodes);
     for node in &mut nodes {
-        node.spawn(&spec, &boot, None, "info,libp2p=warn");
+        // Per-block lines (debug) say what each node finalized.
+        node.spawn(
+            &spec,
+            &boot,
+            None,
+            "info,libp2p=warn,drchain_node::node_loop::effects=debug",
+        );
     }
     let (alice, bob) = (&nodes[0], &nodes[1]);
     wait_for_height(&[alice, bob], 5, Duration::from_secs(30), "before expiry");

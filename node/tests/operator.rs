@@ -27,7 +27,8 @@ impl DevNode {
             .args(["run", "--dev", "--tmp", "--port", "0"])
             .args(["--rpc-port", &rpc.to_string()])
             .args(["--prometheus-port", &metrics.to_string()])
-            .env("RUST_LOG", "info")
+            // Waits for a per-block line (debug).
+            .env("RUST_LOG", "info,drchain_node::node_loop::effects=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -43,7 +43,11 @@ fn spawn(node: &mut Node, bootnodes: &str, extra: &[&str]) {
         .args(["--port", &node.port.to_string(), "--bootnodes", bootnodes])
         .args(["--rpc-port", "0", "--prometheus-port", "0"])
         .args(extra)
-        .env("RUST_LOG", "info,libp2p=warn")
+        // The per-block lines (debug) are what this harness follows the chain by.
+        .env(
+            "RUST_LOG",
+            "info,libp2p=warn,drchain_node::node_loop::effects=debug",
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("drchain runs");
@@ -297,7 +301,8 @@ fn dev_mode_finalizes_within_seconds() {
     });
     node.child = Some(child);
     let started = Instant::now();
-    let finalized = wait_for_line(&node.log, "Finalized #3 ");
+    // At info, the informant's line every few seconds says it; no line per block.
+    let finalized = wait_for_line(&node.log, " blocks/s, ");
     let took = started.elapsed();
     let mut child = node.child.take().unwrap();
     // SIGTERM stops it cleanly (and removes the temporary base path).
@@ -313,6 +318,17 @@ fn dev_mode_finalizes_within_seconds() {
     );
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert!(status.success(), "exit status {status:?}");
+    let lines = node.log.lock().unwrap().lines.clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("INFO") && l.contains("finalized #")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("Imported #")),
+        "a line per block at info: {lines:?}"
+    );
 }
 
 #[test]
@@ -339,6 +355,8 @@ fn purge_chain_deletes_the_database_only_when_confirmed() {
         .args(["run", "--dev", "--port", "0", "--no-rpc", "--no-prometheus"])
         .arg("--base-path")
         .arg(&base)
+        // Waits for a per-block line (debug).
+        .env("RUST_LOG", "info,drchain_node::node_loop::effects=debug")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

@@ -209,7 +209,7 @@ impl Cluster {
             &self.spec,
             &boot,
             config,
-            "info,libp2p=warn,informalsystems_malachitebft_core_consensus=error",
+            "info,libp2p=warn,informalsystems_malachitebft_core_consensus=error,drchain_agent::replica=debug",
         );
     }
 

@@ -93,7 +93,9 @@ impl Task {
             match self.materialize(manifest, sequence, root).await {
                 Ok(applied) => {
                     drop(hold);
-                    tracing::info!(
+                    // One a second or so per service: debug (the metrics and `drchain status` show
+                    // replication at a glance).
+                    tracing::debug!(
                         "checkpoint applied service={} sequence={sequence} root={root} ms={}",
                         self.service,
                         started.elapsed().as_millis()

@@ -69,7 +69,8 @@ impl Task {
             &taken.stats,
             started.elapsed(),
         );
-        tracing::info!(
+        // One per interval: debug, like the per-block lines.
+        tracing::debug!(
             "checkpoint taken service={} sequence={sequence} epoch={} root={root} files={} unchanged_files={} bytes={} new_bytes={} ms={}",
             self.service,
             input.epoch,

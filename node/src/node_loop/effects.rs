@@ -95,13 +95,14 @@ impl NodeLoop {
                 events,
                 synced,
             } => {
-                tracing::info!(
+                // Per block: debug; at info the informant sums up every few seconds.
+                tracing::debug!(
                     "Imported #{} ({hash}) txs={} round={round} via={}",
                     header.number,
                     extrinsics.len(),
                     if synced { "sync" } else { "consensus" }
                 );
-                tracing::info!("Finalized #{} ({hash})", header.number);
+                tracing::debug!("Finalized #{} ({hash})", header.number);
                 log_failover_events(&events);
                 let now = self.now_ms();
                 let (dropped, outputs) = host::finalized_into_pool(
@@ -112,7 +113,7 @@ impl NodeLoop {
                     &extrinsics,
                 )?;
                 for (hash, reason) in &dropped {
-                    tracing::info!(%hash, %reason, "transaction dropped from the pool");
+                    tracing::debug!(%hash, %reason, "transaction dropped from the pool");
                 }
                 self.stats.finalized = header.number;
                 self.stats.hash = hash;
