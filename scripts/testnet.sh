@@ -55,7 +55,8 @@ start() {
   fi
   build
   mkdir -p "$DIR"
-  # Every node dials every other one (no peer discovery yet).
+  # Each node is given one bootnode (alice's; bob's for alice) and finds the other members
+  # through it (peer exchange).
   local bootnodes=() i
   for ((i = 0; i < count; i++)); do
     local name=${NAMES[$i]}
@@ -63,7 +64,6 @@ start() {
     [ -f "$DIR/$name/node.key" ] || "$BIN" key generate --dev "$name" --out "$DIR/$name/node.key" 2>/dev/null
     bootnodes+=("/ip4/127.0.0.1/tcp/$((30333 + i))/p2p/$("$BIN" key inspect --peer-id "$DIR/$name/node.key")")
   done
-  local joined; joined=$(IFS=,; echo "${bootnodes[*]}")
   # The nodes share this machine: give each its share of the cores (at least one thread).
   local cores threads
   cores=$(nproc 2>/dev/null || echo 2)
@@ -74,6 +74,12 @@ start() {
       echo "$name already runs (pid $pid)"
       continue
     fi
+    local boot=()
+    if [ "$i" -gt 0 ]; then
+      boot=(--bootnodes "${bootnodes[0]}")
+    elif [ "$count" -gt 1 ]; then
+      boot=(--bootnodes "${bootnodes[1]}")
+    fi
     local validator=(--validator)
     [ "$name" = eve ] && validator=()
     # A node with .testnet/<name>/agent.toml runs the failover agent (scripts/demo-failover.sh
@@ -83,8 +89,8 @@ start() {
     nohup "$BIN" run --chain local --name "$name" "${validator[@]}" \
       --base-path "$DIR/$name" --node-key-file "$DIR/$name/node.key" \
       --port $((30333 + i)) --rpc-port $((9944 + i)) --prometheus-port $((9615 + i)) \
-      --worker-threads "$threads" "${agent[@]}" \
-      --bootnodes "$joined" >> "$DIR/$name/node.log" 2>&1 &
+      --worker-threads "$threads" "${agent[@]}" "${boot[@]}" \
+      >> "$DIR/$name/node.log" 2>&1 &
     echo $! > "$DIR/$name/pid"
   done
   # Wait until node 1 answers and has finalized a block, or a node died.

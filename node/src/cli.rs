@@ -208,6 +208,10 @@ pub struct RunArgs {
     /// chain spec's bootnodes.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub bootnodes: Vec<String>,
+    /// Addresses other members can reach this node at, told to them besides the ones it
+    /// listens on (a node behind NAT or a port forward: `/ip4/203.0.113.7/tcp/30333`).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub public_addr: Vec<String>,
     /// The member key (PKCS#8 PEM); also the node's network identity. Without it (and without
     /// a dev name), the key at `<base-path>/node-key.pem` is used, created on first run.
     #[arg(long)]

@@ -11,6 +11,7 @@ pub mod chain_spec;
 pub mod cli;
 pub mod client;
 pub mod command;
+pub mod discovery;
 pub mod informant;
 pub mod keys;
 pub mod metrics;

@@ -1,5 +1,6 @@
 //! The libp2p network: TCP + noise + yamux; connection limits; gossipsub for consensus
-//! messages and transactions; request-response for block sync; identify and ping. The node key is the member's Ed25519
+//! messages and transactions; request-response for block sync, replication and peer exchange
+//! (`crate::discovery`); identify and ping. The node key is the member's Ed25519
 //! key, so a peer's libp2p identity *is* its member account, authenticated by noise.
 
 use std::io;
@@ -16,6 +17,8 @@ use parity_scale_codec::{Decode, Encode};
 
 use drchain_consensus::codec::{decode_bounded, WireCertificate, MAX_MESSAGE_BYTES};
 use drchain_replication::transfer::{self, TransferRequest, TransferResponse};
+
+use crate::discovery::{PeersAnswer, PeersRequest, MAX_ANSWER_BYTES};
 
 pub use drchain_consensus::host::SYNC_BATCH;
 /// Largest sync request accepted.
@@ -145,6 +148,9 @@ where
     }
 }
 
+/// Peer exchange among members (`crate::discovery`).
+pub type PeersCodec = FramedCodec<PeersRequest, PeersAnswer, 16, MAX_ANSWER_BYTES>;
+
 /// The node's network behaviours. (libp2p's behaviours do not implement `Debug`.)
 #[allow(missing_debug_implementations)]
 #[derive(NetworkBehaviour)]
@@ -157,6 +163,8 @@ pub struct Behaviour {
     pub sync: request_response::Behaviour<SyncCodec>,
     /// Replication: checkpoints' manifests and chunks between members.
     pub replication: request_response::Behaviour<ReplicationCodec>,
+    /// Members' addresses, from the members they are connected to.
+    pub peers: request_response::Behaviour<PeersCodec>,
     /// Peer information (listen addresses, agent).
     pub identify: identify::Behaviour,
     /// Liveness.
@@ -372,6 +380,13 @@ pub fn build_swarm(
                 )],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
             );
+            let peers = request_response::Behaviour::new(
+                [(
+                    StreamProtocol::new("/drchain/peers/1"),
+                    request_response::ProtocolSupport::Full,
+                )],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+            );
             let identify = identify::Behaviour::new(identify::Config::new(
                 format!("/drchain/{}", hex::encode(&genesis.0[..8])),
                 key.public(),
@@ -382,6 +397,7 @@ pub fn build_swarm(
                 gossipsub,
                 sync,
                 replication,
+                peers,
                 identify,
                 ping,
             })

@@ -99,6 +99,14 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .with_context(|| format!("bootnode {b:?} is not a multiaddr"))?,
         );
     }
+    let public_addrs = args
+        .public_addr
+        .iter()
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .with_context(|| format!("--public-addr {a:?} is not a multiaddr"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let account = AccountId::from(&key);
     tracing::info!(
         chain = %spec.name,
@@ -131,6 +139,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         validator,
         listen,
         bootnodes,
+        public_addrs,
         driver: DriverConfig::default(),
         clock: Arc::new(SystemClock),
     };

@@ -206,6 +206,20 @@ fn run_refuses_bad_configuration_with_a_clear_error() {
         err.contains("bootnode \"not-an-address\" is not a multiaddr"),
         "{err}"
     );
+    let err = fails(
+        d,
+        &[
+            "run",
+            "--dev",
+            "--tmp",
+            "--public-addr",
+            "203.0.113.7:30333",
+        ],
+    );
+    assert!(
+        err.contains("--public-addr \"203.0.113.7:30333\" is not a multiaddr"),
+        "{err}"
+    );
     std::fs::write(d.join("junk.pem"), "junk").unwrap();
     let err = fails(d, &["run", "--dev", "--tmp", "--node-key-file", "junk.pem"]);
     assert!(err.contains("junk.pem"), "{err}");

@@ -79,6 +79,14 @@ struct Testnet {
 
 impl Testnet {
     fn new() -> Self {
+        let mut net = Self::unstarted();
+        for i in 0..4 {
+            net.start(i);
+        }
+        net
+    }
+
+    fn unstarted() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let nodes = NAMES
             .iter()
@@ -90,11 +98,7 @@ impl Testnet {
                 log: Arc::default(),
             })
             .collect();
-        let mut net = Self { nodes, _dir: dir };
-        for i in 0..4 {
-            net.start(i);
-        }
-        net
+        Self { nodes, _dir: dir }
     }
 
     fn bootnodes(&self) -> String {
@@ -111,6 +115,14 @@ impl Testnet {
     fn start(&mut self, i: usize) {
         let boot = self.bootnodes();
         spawn(&mut self.nodes[i], &boot, &["--validator"]);
+    }
+
+    /// Starts node `i` knowing only node `boot`'s address.
+    fn start_with_one_bootnode(&mut self, i: usize, boot: usize) {
+        let n = &self.nodes[boot];
+        let peer = peer_id_of(&dev_account(&n.name)).unwrap();
+        let address = format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", n.port);
+        spawn(&mut self.nodes[i], &address, &["--validator"]);
     }
 
     fn kill(&mut self, i: usize) {
@@ -178,6 +190,26 @@ impl Drop for Testnet {
             self.kill(i);
         }
     }
+}
+
+/// Every node is given alice's address only. They learn the other members' addresses from
+/// her (and from each other) and connect to all of them: with alice SIGKILLed, the other
+/// three still form a quorum and finalize.
+#[test]
+fn nodes_given_one_bootnode_find_every_member() {
+    let mut net = Testnet::unstarted();
+    for i in 0..4 {
+        net.start_with_one_bootnode(i, 0);
+    }
+    let all = [0, 1, 2, 3];
+    net.wait_for(&all, 3);
+    // Discovery takes a moment after the first connection; give it a few blocks.
+    let h = net.height(0);
+    net.wait_for(&all, h + 10);
+    net.kill(0);
+    let h = net.height(1);
+    net.wait_for(&[1, 2, 3], h + 5);
+    net.assert_no_fork(&all);
 }
 
 #[test]

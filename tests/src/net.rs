@@ -114,6 +114,7 @@ impl TestNetwork {
                 .parse()
                 .expect("multiaddr"),
             bootnodes: self.bootnodes(i),
+            public_addrs: vec![],
             driver: DriverConfig::default(),
             clock: std::sync::Arc::new(drchain_consensus::clock::SystemClock),
         };

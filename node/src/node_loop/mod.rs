@@ -11,6 +11,7 @@
 mod effects;
 mod expiry;
 mod ingress;
+mod peer_exchange;
 mod replication_link;
 mod subscriptions;
 mod swarm_events;
@@ -75,6 +76,8 @@ pub struct NodeConfig {
     pub listen: Multiaddr,
     /// Peers to dial (and redial).
     pub bootnodes: Vec<Multiaddr>,
+    /// Addresses members are told to reach this node at, besides those it listens on.
+    pub public_addrs: Vec<Multiaddr>,
     /// Consensus timers and limits.
     pub driver: DriverConfig,
     /// Where the node reads wall-clock time (block timestamps, the driver's `now_ms`).
@@ -108,6 +111,10 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         .behaviour_mut()
         .gossipsub
         .subscribe(&topics.transactions)?;
+    for address in &config.public_addrs {
+        // Identify tells members these along with the listen addresses.
+        swarm.add_external_address(address.clone());
+    }
     swarm
         .listen_on(config.listen.clone())
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -156,6 +163,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         last_gossip: Instant::now(),
         flush_at: None,
         replication: ReplicationLink::new(to_task, peers_tx, announcements.clone()),
+        discovery: crate::discovery::Discovery::default(),
     };
     let task =
         tokio::spawn(node_loop.run(commands_rx, shutdown_rx, replication_out, sync_answers_rx));
@@ -211,6 +219,8 @@ struct NodeLoop {
     last_gossip: Instant,
     flush_at: Option<Instant>,
     replication: ReplicationLink,
+    /// Members' addresses learned from identify and peer exchange.
+    discovery: crate::discovery::Discovery,
 }
 
 impl NodeLoop {
@@ -263,6 +273,7 @@ impl NodeLoop {
                 _ = redial.tick() => {
                     self.reconnect_peers_missing_topics();
                     self.dial_bootnodes();
+                    self.dial_members();
                 }
             }
         }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use drchain_support::Overlay;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{gossipsub, request_response, PeerId};
+use libp2p::{gossipsub, identify, request_response, PeerId};
 
 use crate::network::{self, BehaviourEvent};
 use drchain_consensus::codec::ConsensusMessage;
@@ -34,7 +34,15 @@ impl NodeLoop {
         if let Some(known) = self.admission.get(peer) {
             return *known;
         }
-        let admitted = network::account_of(peer).is_some_and(|account| {
+        let admitted = self.is_member(peer);
+        self.admission.insert(*peer, admitted);
+        admitted
+    }
+
+    /// Whether `peer` is an admitted member by the finalized state, uncached (for peers that
+    /// are not connected: the cache is for those that are).
+    pub(super) fn is_member(&self, peer: &PeerId) -> bool {
+        network::account_of(peer).is_some_and(|account| {
             let store = self.driver.store();
             let head = store.head();
             pallet_membership::is_admitted_peer(
@@ -43,9 +51,7 @@ impl NodeLoop {
                 head.timestamp,
                 head.number,
             )
-        });
-        self.admission.insert(*peer, admitted);
-        admitted
+        })
     }
 
     /// `peer` sent provably bad data (`reason`, a metric label): it is disconnected and
@@ -73,6 +79,9 @@ impl NodeLoop {
             }
         }
         self.publish_replication_peers();
+        let mut discovery = std::mem::take(&mut self.discovery);
+        discovery.retain_members(|p| self.is_member(p));
+        self.discovery = discovery;
     }
 
     pub(super) fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> anyhow::Result<()> {
@@ -88,6 +97,7 @@ impl NodeLoop {
             } => {
                 if self.admitted(&peer_id) {
                     tracing::debug!(peer = %peer_id, "peer connected");
+                    self.discovery.connected(&peer_id);
                     if num_established.get() == 1 {
                         self.connected_since.insert(peer_id, Instant::now());
                     }
@@ -130,6 +140,16 @@ impl NodeLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Replication(
                 request_response::Event::Message { peer, message, .. },
             )) => self.replication_message(peer, message),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => self.identified(peer_id, info),
+            SwarmEvent::Behaviour(BehaviourEvent::Peers(request_response::Event::Message {
+                peer,
+                message,
+                ..
+            })) => self.peers_message(peer, message),
             SwarmEvent::Behaviour(BehaviourEvent::Replication(
                 request_response::Event::OutboundFailure {
                     request_id, error, ..
