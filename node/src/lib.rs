@@ -12,6 +12,7 @@ pub mod cli;
 pub mod client;
 pub mod command;
 pub mod discovery;
+pub mod disk;
 pub mod informant;
 pub mod keys;
 pub mod metrics;

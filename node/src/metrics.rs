@@ -76,6 +76,8 @@ pub struct Metrics {
     pub resident_memory: Gauge,
     /// The failover agent's.
     pub agent: AgentMetrics,
+    /// The database's size and its disk's free space.
+    pub disk: crate::disk::DiskMetrics,
 }
 
 impl Default for Metrics {
@@ -205,6 +207,7 @@ impl Metrics {
         );
         let rpc = RpcMetrics::register(&mut registry);
         let agent = AgentMetrics::register(&mut registry);
+        let disk = crate::disk::DiskMetrics::register(&mut registry);
         registry.register(
             "process_resident_memory_bytes",
             "Resident memory of the node process",
@@ -236,6 +239,7 @@ impl Metrics {
             rpc,
             resident_memory,
             agent,
+            disk,
         }
     }
 

@@ -31,6 +31,34 @@ impl RocksDb {
         Ok(Self { db: Arc::new(db) })
     }
 
+    /// How much each kind of data takes, as RocksDB estimates it from its files (compressed;
+    /// data still in memtables is counted apart).
+    pub fn usage(&self) -> DbUsage {
+        let kinds = drchain_consensus::store::KEY_SPACES
+            .iter()
+            .map(|(kind, prefixes)| {
+                let bytes = prefixes
+                    .iter()
+                    .map(|prefix| {
+                        let end = prefix_end(prefix);
+                        self.db
+                            .get_approximate_sizes(&[rocksdb::Range::new(prefix, &end)])
+                            .first()
+                            .copied()
+                            .unwrap_or(0)
+                    })
+                    .sum();
+                (*kind, bytes)
+            })
+            .collect();
+        let property = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        DbUsage {
+            kinds,
+            memtables: property("rocksdb.cur-size-all-mem-tables"),
+            sst_files: property("rocksdb.total-sst-files-size"),
+        }
+    }
+
     /// A consistent read-only view: every read sees the database as it was now, so a query of
     /// several keys never mixes two blocks' states.
     pub fn snapshot(&self) -> RocksSnapshot<'_> {
@@ -38,6 +66,27 @@ impl RocksDb {
             snapshot: self.db.snapshot(),
         }
     }
+}
+
+/// The first key after every key starting with `prefix` (prefixes here end in `/`).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last = last.saturating_add(1);
+    }
+    end
+}
+
+/// The database's size by kind of data ([`RocksDb::usage`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DbUsage {
+    /// Bytes in files per kind (`blocks`, `certificates`, `height_index`, `state`, `events`,
+    /// `consensus_wal`).
+    pub kinds: Vec<(&'static str, u64)>,
+    /// Bytes in memtables, not yet in files.
+    pub memtables: u64,
+    /// Bytes of all sorted-table files.
+    pub sst_files: u64,
 }
 
 /// A point-in-time view of a [`RocksDb`]; writing to it is an error.

@@ -131,8 +131,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     let health_addr = SocketAddr::new(ip(args.health_external), args.health_port);
     let prometheus = (!args.no_prometheus)
         .then(|| SocketAddr::new(ip(args.prometheus_external), args.prometheus_port));
+    let db_path = database_path(&base, &spec);
     let config = NodeConfig {
-        database: database_path(&base, &spec),
+        database: db_path.clone(),
         genesis,
         key,
         name,
@@ -155,6 +156,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         let clock = config.clock.clone();
         let node = node_loop::start(config).await?;
         let _informant = AbortOnDrop(tokio::spawn(crate::informant::run(node.status.clone())));
+        let _disk = AbortOnDrop(tokio::spawn(crate::disk::watch(
+            node.db.clone(),
+            db_path,
+            node.metrics.disk.clone(),
+        )));
         // Kept alive until the node stops.
         let _rpc = match &rpc {
             Some(rpc) => {

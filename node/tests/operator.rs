@@ -217,9 +217,28 @@ fn tx_status_metrics_and_plain_http_rpc_work_against_a_running_node() {
         "drchain_member_expiry_seconds{",
         "# TYPE drchain_peer_misbehaviour counter",
         "# TYPE drchain_gossip_publish_failures counter",
+        // Disk, named in docs/operations.md ("Disk").
+        "drchain_database_bytes{kind=\"blocks\"}",
+        "drchain_database_bytes{kind=\"state\"}",
+        "drchain_database_bytes{kind=\"consensus_wal\"}",
+        "drchain_database_memtable_bytes ",
+        "drchain_database_sst_bytes ",
     ] {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }
+    // The database takes space on a disk that has some left.
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
+    };
+    assert!(value("drchain_database_disk_bytes ") > 0);
+    let (free, total) = (
+        value("drchain_disk_free_bytes "),
+        value("drchain_disk_total_bytes "),
+    );
+    assert!(free > 0 && free <= total, "free {free} of {total}");
     let missing = http(
         node.metrics,
         "GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",

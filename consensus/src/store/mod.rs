@@ -35,6 +35,17 @@ const EVENTS: &[u8] = b"e/";
 const FAILOVER_LOG: &[u8] = b"f/";
 const FAILOVER_COUNT: &[u8] = b"m/failover/";
 
+/// The kinds of data the store keeps and their key prefixes: what a node measures to report
+/// its database's size per kind.
+pub const KEY_SPACES: &[(&str, &[&[u8]])] = &[
+    ("blocks", &[BLOCK_BY_HASH]),
+    ("certificates", &[CERTIFICATE]),
+    ("height_index", &[HASH_BY_NUMBER]),
+    ("state", &[STATE, LEAF, NODE]),
+    ("events", &[EVENTS, FAILOVER_LOG]),
+    ("consensus_wal", &[WAL]),
+];
+
 /// A chain store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
