@@ -20,6 +20,10 @@ pub struct ChainView {
     /// Extrinsics that succeeded in the finalized blocks received since the previous view
     /// (empty after a gap: heartbeats applied in blocks not seen give no lease, which is safe).
     pub applied: Vec<H256>,
+    /// Whether the node has finalized a block through consensus since it started. Until then
+    /// the view is history the node replays while it catches up, and the machine takes nothing
+    /// from it (see `ServiceMachine::on_block`). [`read`] leaves it false; the host sets it.
+    pub caught_up: bool,
 }
 
 /// The service's state as it concerns this node.
@@ -105,6 +109,7 @@ pub fn read(state: &Overlay<'_>, block: u64, service: &ServiceName, me: &Account
         max_drift_ms,
         service: snapshot,
         applied: vec![],
+        caught_up: false,
     }
 }
 

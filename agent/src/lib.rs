@@ -361,9 +361,11 @@ impl Runner {
         };
         self.checkpoints = checkpoints;
         let applied = std::mem::take(&mut self.applied);
+        let caught_up = self.ctx.node.status().caught_up;
         let t = self.ctx.clock.now();
         for (i, mut view) in views.into_iter().enumerate() {
             view.applied.clone_from(&applied);
+            view.caught_up = caught_up;
             let endpoint = view.service.as_ref().and_then(|s| s.my_endpoint.clone());
             if let Some(tx) = self.endpoints.get(i) {
                 tx.send_if_modified(|e| {

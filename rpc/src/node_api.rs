@@ -31,6 +31,9 @@ pub struct ChainStatus {
     pub synced_blocks: u64,
     /// Whether the node is catching up with peers by sync.
     pub syncing: bool,
+    /// Whether the node has finalized a block through consensus since it started: its state
+    /// is the network's present, not history it is replaying while it catches up.
+    pub caught_up: bool,
 }
 
 /// A block as it is finalized, for subscribers (RPC subscriptions, the agent, metrics).

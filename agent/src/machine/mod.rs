@@ -317,8 +317,18 @@ impl ServiceMachine {
     }
 
     /// A finalized block: the service as the chain now has it.
-    pub fn on_block(&mut self, view: ChainView, now: Now) -> Actions {
+    pub fn on_block(&mut self, mut view: ChainView, now: Now) -> Actions {
         let mut out = vec![];
+        if !view.caught_up {
+            // Its node is replaying the chain's past to catch up: the service's state then is
+            // not now, and a heartbeat of this node applied back then may have been sent by an
+            // earlier run of this agent (same key, nonce and content sign to the same
+            // extrinsic) — taken for one just sent, it would give a lease nobody holds. Nothing
+            // is taken from such a view: whatever this node started is fenced meanwhile.
+            view.service = None;
+            view.applied.clear();
+        }
+        let caught_up = view.caught_up;
         let before = self.lease;
         self.renew_lease(&view);
         if let (Some(epoch), Some(lease)) = (self.serving, self.lease) {
@@ -333,7 +343,12 @@ impl ServiceMachine {
         self.started.get_or_insert(now.mono);
         self.note_holder_beats(now.mono);
         let Some(snap) = self.snapshot().cloned() else {
-            self.let_go(now, "not a candidate", LocalRole::None, &mut out);
+            let reason = if caught_up {
+                "not a candidate"
+            } else {
+                "its node is catching up with the chain"
+            };
+            self.let_go(now, reason, LocalRole::None, &mut out);
             self.epoch_seen = self.chain_epoch;
             return out.into();
         };

@@ -17,6 +17,8 @@ struct Harness {
     may_hold: Vec<(AccountId, u64)>,
     /// The block of the service's last phase change, as the next blocks say.
     since_block: u64,
+    /// Whether the node has caught up with the chain, as the next blocks say.
+    caught_up: bool,
 }
 
 /// The extrinsic hash the harness gives heartbeat `id`.
@@ -49,6 +51,7 @@ impl Harness {
             submitted: VecDeque::new(),
             may_hold: vec![],
             since_block: 0,
+            caught_up: true,
         }
     }
 
@@ -114,6 +117,7 @@ impl Harness {
                 since_block: self.since_block,
             }),
             applied: included,
+            caught_up: self.caught_up,
         };
         let actions = self.m.on_block(view, at(self.t0, ms)).into_vec();
         self.submit(actions)
@@ -431,6 +435,7 @@ fn no_lease_when_the_chain_parameters_leave_no_margin() {
         max_drift_ms: 500,
         service: None,
         applied: vec![],
+        caught_up: true,
     };
     assert_eq!(lease_ms(&view, 25), None);
     view.max_drift_ms = 100;
@@ -486,6 +491,48 @@ fn a_restarted_agent_deposed_before_promoting_again_still_fences() {
     };
     let a = h.block(100, 2, promoting_other, 0, vec![]);
     assert_eq!(hooks(&a), vec![HookKind::OnDemote], "{a:?}");
+}
+
+/// The node restarted behind the chain and replays old blocks: they name this node elected,
+/// and one applied a heartbeat whose extrinsic equals the first one this new run sends (same
+/// key, the stale nonce, the same content: ed25519 signs deterministically) — sent by the
+/// previous run before it died. Found by the chaos harness: taken for its own, it gave the new
+/// run a lease and it served an epoch the chain had already replaced. Until its node has
+/// caught up, the machine takes nothing from a view: it fences, sends no heartbeat and serves
+/// nothing; once caught up it acts on the present.
+#[test]
+fn a_restarted_agent_takes_nothing_from_blocks_its_node_replays_while_catching_up() {
+    let mut h = Harness::new();
+    h.caught_up = false;
+    let elected = Phase::Promoting {
+        node: ME,
+        deadline: 5000,
+    };
+    let a = h.block(0, 1, elected, 0, vec![]);
+    assert_eq!(hooks(&a), vec![HookKind::OnDemote], "{a:?}");
+    assert_eq!(heartbeat(&a), None, "{a:?}");
+    h.finish(10, HookKind::OnDemote, true);
+    assert_eq!(heartbeat(&h.tick(300)), None);
+    // Replayed: a block applying "our" heartbeat (the previous run's, same extrinsic).
+    let replayed = h.block_with(
+        400,
+        1,
+        Phase::Active { node: ME },
+        vec![extrinsic(0)],
+        vec![],
+    );
+    let a: Vec<Action> = replayed.into_iter().chain(h.tick(500)).collect();
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::StartedServing { .. }))
+            && !hooks(&a).contains(&HookKind::OnPromote),
+        "{a:?}"
+    );
+    assert_eq!(h.m.report().role, LocalRole::None);
+    // Caught up: the chain's present names another node; this one heartbeats as a standby.
+    h.caught_up = true;
+    let a = h.block(600, 2, Phase::Active { node: OTHER }, 0, vec![]);
+    assert_eq!(heartbeat(&a), Some((Health::Healthy, 2)), "{a:?}");
+    assert!(!hooks(&a).contains(&HookKind::OnPromote), "{a:?}");
 }
 
 /// The node stops while serving: the machine stops serving and runs `on_demote`, dropping the

@@ -122,6 +122,7 @@ impl NodeLoop {
                     self.stats.synced_blocks += 1;
                 } else {
                     self.stats.syncing = false;
+                    self.stats.caught_up = true;
                 }
                 self.enforce_membership();
                 self.metrics

@@ -98,6 +98,8 @@ impl Simulation {
             &dev_account(VALIDATORS[node]),
         );
         view.applied = applied;
+        // As the real node reports it: a block decided through consensus since the restart.
+        view.caught_up = d.stats().decided > 0;
         let actions = agent.machine.on_block(view, now).into_vec();
         self.agent_actions(node, actions);
     }
