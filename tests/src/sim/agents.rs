@@ -80,6 +80,9 @@ impl Simulation {
         let actions = agent.machine.on_tick(now).into_vec();
         self.schedule(self.now + TICK_MS, Event::AgentTick { node });
         self.agent_actions(node, actions);
+        if self.someone_serves() {
+            self.last_served_at = Some(self.now);
+        }
     }
 
     /// `node` finalized block `number`, in which `applied` succeeded: its agent reads the
