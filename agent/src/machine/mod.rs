@@ -340,7 +340,10 @@ impl ServiceMachine {
             }
         }
         self.view = Some(view);
-        self.started.get_or_insert(now.mono);
+        if caught_up {
+            // What a holder did before this is known only from views of the present.
+            self.started.get_or_insert(now.mono);
+        }
         self.note_holder_beats(now.mono);
         let Some(snap) = self.snapshot().cloned() else {
             let reason = if caught_up {
