@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use drchain_rpc::views::{HeaderView, MemberView, ServiceView, SystemHealth};
+use drchain_rpc::views::{DiskView, HeaderView, MemberView, ServiceView, SystemHealth};
 use drchain_rpc::{DrchainApiClient, SubstrateApiClient};
 use drchain_support::AccountId;
 
@@ -43,10 +43,14 @@ pub fn status(args: StatusArgs) -> Result<()> {
             .membership_members()
             .await
             .doing("reading the members")?;
+        let disk = client
+            .system_disk()
+            .await
+            .doing("reading the node's disk usage")?;
         if args.json {
             let out = serde_json::json!({
                 "chain": chain, "node": name, "health": health, "head": head,
-                "services": services,
+                "services": services, "disk": disk,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
             return Ok(());
@@ -55,6 +59,9 @@ pub fn status(args: StatusArgs) -> Result<()> {
             "{}",
             render_status(&chain, &name, &health, &head, &services, &members)
         );
+        if let Some(disk) = &disk {
+            print!("\n{}", render_disk(disk));
+        }
         Ok(())
     })
 }
@@ -77,6 +84,39 @@ fn short(account: &AccountId, names: &BTreeMap<String, String>) -> String {
         Some(name) => format!("{name} ({abbreviated})"),
         None => abbreviated,
     }
+}
+
+/// The `disk:` line of `drchain status`: the database on disk, per kind of data, and the free
+/// space left (`!` when nearly full, as the node warns).
+pub fn render_disk(disk: &DiskView) -> String {
+    let mb = |b: u64| b as f64 / 1e6;
+    let kinds: Vec<String> = disk
+        .database_bytes
+        .iter()
+        .filter(|(_, bytes)| **bytes > 0)
+        .map(|(kind, bytes)| format!("{kind} {:.1} MB", mb(*bytes)))
+        .collect();
+    let kinds = if kinds.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", kinds.join(", "))
+    };
+    let free = match (disk.free_bytes, disk.total_bytes) {
+        (Some(free), Some(total)) if total > 0 => {
+            let low = crate::disk::Space { free, total }.is_low();
+            format!(
+                "; {:.1} GB free of {:.1} GB{}",
+                free as f64 / 1e9,
+                total as f64 / 1e9,
+                if low { " !" } else { "" }
+            )
+        }
+        _ => String::new(),
+    };
+    format!(
+        "disk: database {:.1} MB on disk{kinds}{free}\n",
+        mb(disk.database_disk_bytes)
+    )
 }
 
 /// The status tables.
@@ -248,4 +288,34 @@ fn withheld(s: &ServiceView) -> Option<String> {
             s.config.max_lag_ms
         )
     })
+}
+
+#[cfg(test)]
+mod disk_line_tests {
+    use super::*;
+
+    #[test]
+    fn the_disk_line_names_each_kind_and_flags_a_nearly_full_disk() {
+        let mut disk = DiskView {
+            database_bytes: [
+                ("blocks".to_owned(), 2_500_000),
+                ("events".to_owned(), 0),
+                ("state".to_owned(), 1_200_000),
+            ]
+            .into(),
+            database_disk_bytes: 9_000_000,
+            free_bytes: Some(40_000_000_000),
+            total_bytes: Some(100_000_000_000),
+        };
+        assert_eq!(
+            render_disk(&disk),
+            "disk: database 9.0 MB on disk (blocks 2.5 MB, state 1.2 MB); 40.0 GB free of 100.0 GB\n"
+        );
+        disk.free_bytes = Some(500_000_000);
+        assert!(
+            render_disk(&disk).ends_with(" !\n"),
+            "{}",
+            render_disk(&disk)
+        );
+    }
 }

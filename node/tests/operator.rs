@@ -174,6 +174,9 @@ fn tx_status_metrics_and_plain_http_rpc_work_against_a_running_node() {
         "the members table: {stdout}"
     );
     assert!(stdout.contains("validator yes"), "alice votes: {stdout}");
+    // …and the database on disk with the free space left.
+    assert!(stdout.contains("disk: database "), "{stdout}");
+    assert!(stdout.contains(" GB free of "), "{stdout}");
     let unreachable = common::fails(Path::new("."), &["status", "--rpc", "http://127.0.0.1:1"]);
     assert!(unreachable.contains("system_chain"), "{unreachable}");
     assert!(

@@ -16,10 +16,10 @@ use jsonrpsee::core::SubscriptionResult;
 use jsonrpsee::proc_macros::rpc;
 
 use crate::views::{
-    AckView, AdminsView, BlockEvents, CheckpointView, EndpointView, HeaderView, HistoryOptions,
-    HistoryView, LiveFailoverEvent, ManifestSummary, MemberView, MethodsView, NodeHeartbeatView,
-    NodeServiceView, NumberParam, PeerView, ServiceView, SignedBlockView, SystemHealth,
-    TransactionStatus, TrustAnchorView, ValidatorsView,
+    AckView, AdminsView, BlockEvents, CheckpointView, DiskView, EndpointView, HeaderView,
+    HistoryOptions, HistoryView, LiveFailoverEvent, ManifestSummary, MemberView, MethodsView,
+    NodeHeartbeatView, NodeServiceView, NumberParam, PeerView, ServiceView, SignedBlockView,
+    SystemHealth, TransactionStatus, TrustAnchorView, ValidatorsView,
 };
 use crate::RpcError;
 use drchain_runtime::pallet_network_config::ChainParams;
@@ -86,6 +86,9 @@ rpc_api! {
         #[method(name = "system_health")]
         /// Peers and whether the node is catching up.
         async fn system_health(&self) -> Result<SystemHealth, RpcError>;
+        #[method(name = "system_disk")]
+        /// The database's size per kind of data and its disk's free space.
+        async fn system_disk(&self) -> Result<Option<DiskView>, RpcError>;
         #[method(name = "system_peers")]
         /// Connected peers (unsafe).
         async fn system_peers(&self) -> Result<Vec<PeerView>, RpcError>;

@@ -122,4 +122,9 @@ pub trait NodeApi: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<(), NodeStopped>;
     /// Checkpoints announced by members, from now on.
     fn subscribe_announcements(&self) -> broadcast::Receiver<Announcement>;
+    /// The database's size and its disk's free space, measured now; `None` where the node
+    /// has no database on disk.
+    async fn disk(&self) -> Option<crate::views::DiskView> {
+        None
+    }
 }

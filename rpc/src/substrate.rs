@@ -15,7 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::SubstrateApiServer;
 use crate::views::{
-    hex0x, BlockEvents, HeaderView, MethodsView, NumberParam, PeerView, SignedBlockView,
+    hex0x, BlockEvents, DiskView, HeaderView, MethodsView, NumberParam, PeerView, SignedBlockView,
     SystemHealth, TransactionStatus,
 };
 use crate::{notify, RpcContext, RpcError};
@@ -72,6 +72,10 @@ impl SubstrateApiServer for RpcContext {
             is_syncing: status.syncing,
             should_have_peers: true,
         })
+    }
+
+    async fn system_disk(&self) -> Result<Option<DiskView>, RpcError> {
+        Ok(self.node.disk().await)
     }
 
     async fn system_peers(&self) -> Result<Vec<PeerView>, RpcError> {

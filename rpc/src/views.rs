@@ -114,6 +114,21 @@ pub struct SystemHealth {
     pub should_have_peers: bool,
 }
 
+/// `system_disk`: the node's database and the file system it lives on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskView {
+    /// Per kind of data (blocks, certificates, height_index, state, events, consensus_wal):
+    /// bytes in the database's files, as RocksDB estimates them.
+    pub database_bytes: std::collections::BTreeMap<String, u64>,
+    /// Every file in the database's directory (RocksDB's logs included).
+    pub database_disk_bytes: u64,
+    /// Free bytes on the file system holding the database, if it could be read.
+    pub free_bytes: Option<u64>,
+    /// That file system's size.
+    pub total_bytes: Option<u64>,
+}
+
 /// One entry of `system_peers`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

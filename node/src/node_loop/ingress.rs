@@ -55,6 +55,7 @@ pub struct NodeHandle {
     pub chunk_store: Arc<ChunkStore>,
     pub(super) fetches: mpsc::Sender<FetchCommand>,
     pub(super) announcements: broadcast::Sender<Announcement>,
+    pub(super) db_path: std::path::PathBuf,
 }
 
 /// What the RPC server and the metrics need from a running node: cheap to clone.
@@ -67,6 +68,8 @@ pub struct NodeClient {
     pub(super) chunk_store: Arc<ChunkStore>,
     pub(super) fetches: mpsc::Sender<FetchCommand>,
     pub(super) announcements: broadcast::Sender<Announcement>,
+    /// Where the database lives (its size and free space, `disk`).
+    pub(super) db_path: std::path::PathBuf,
 }
 
 impl NodeClient {
@@ -141,6 +144,26 @@ impl NodeApi for NodeClient {
         self.announcements.subscribe()
     }
 
+    async fn disk(&self) -> Option<drchain_rpc::views::DiskView> {
+        let (db, path) = (self.db.clone(), self.db_path.clone());
+        tokio::task::spawn_blocking(move || {
+            let usage = db.usage();
+            let space = crate::disk::space(&path).ok();
+            drchain_rpc::views::DiskView {
+                database_bytes: usage
+                    .kinds
+                    .into_iter()
+                    .map(|(kind, bytes)| (kind.to_owned(), bytes))
+                    .collect(),
+                database_disk_bytes: crate::disk::bytes_under(&path),
+                free_bytes: space.map(|s| s.free),
+                total_bytes: space.map(|s| s.total),
+            }
+        })
+        .await
+        .ok()
+    }
+
     async fn fetch_checkpoint(
         &self,
         root: H256,
@@ -170,6 +193,7 @@ impl NodeHandle {
             chunk_store: self.chunk_store.clone(),
             fetches: self.fetches.clone(),
             announcements: self.announcements.clone(),
+            db_path: self.db_path.clone(),
         }
     }
 

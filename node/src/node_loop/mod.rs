@@ -94,6 +94,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let store = ChainStore::open(db, &config.genesis)?;
     // Beside the database, one per node: `<database>.chunks`.
     let chunk_dir = PathBuf::from(format!("{}.chunks", config.database.display()));
+    let database_path = config.database.clone();
     let chunk_store = Arc::new(
         ChunkStore::open(&chunk_dir)
             .with_context(|| format!("opening the chunk store {}", chunk_dir.display()))?,
@@ -180,6 +181,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         chunk_store,
         fetches,
         announcements,
+        db_path: database_path,
     })
 }
 
