@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use drchain_support::Health;
-
 use super::{
     Action, Actions, Holding, HookKind, HookRun, LocalRole, Now, Promote, ServiceMachine, Stage,
 };
@@ -61,8 +59,10 @@ impl ServiceMachine {
                         promote: Promote::Done,
                     };
                 } else {
-                    // Cannot serve: let the chain replace this node.
-                    self.health = Health::Failed;
+                    // Cannot serve now: reported failed for the hold-off so the chain may
+                    // replace this node, then tried again (a lasting `Failed` health would
+                    // keep it out for good when every candidate failed once).
+                    self.failed_until = Some(now.mono + self.cfg.failed_promotion_holdoff);
                     self.holding = Holding::Active {
                         epoch,
                         promote: Promote::Needed,

@@ -290,6 +290,7 @@ impl ServiceMachine {
         };
         if self.serving.is_some()
             || self.health == Health::Failed
+            || self.failed_until.is_some_and(|t| now.mono < t)
             || !self.lease_valid(now.mono)
             || self.demote_pending()
         {

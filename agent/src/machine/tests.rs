@@ -242,6 +242,65 @@ fn the_lease_runs_out_unless_heartbeats_land_and_the_node_fences_itself() {
     assert_eq!(h.m.running.as_ref().unwrap().role, LocalRole::Fenced);
 }
 
+/// The lease lapsed (a stalled chain), the node fenced, then its heartbeats land again and it
+/// runs `on_promote` to serve again — which fails once. It reports itself failed for the
+/// hold-off, so the chain may pick another, and then tries again: with nobody else to take
+/// over it serves again. Found by the simulation (seed 12641): the failure marked the node's
+/// health failed for good, and with every candidate hit once nobody served again.
+#[test]
+fn a_failed_on_promote_after_a_lapse_holds_off_then_tries_again() {
+    let mut h = serving();
+    let a = h.tick(1010);
+    assert!(a.contains(&lease_expired(1_000_750)), "{a:?}");
+    h.finish(1020, HookKind::OnRoleChange, true);
+    h.finish(1030, HookKind::OnDemote, true);
+    // Heartbeats land again: the lease is back and on_promote runs.
+    let sent: Vec<Action> = [1100, 1260].into_iter().flat_map(|ms| h.tick(ms)).collect();
+    assert!(heartbeat(&sent).is_some(), "{sent:?}");
+    let a = h.block(1270, 1, Phase::Active { node: ME }, 99, vec![]);
+    let a: Vec<Action> = a.into_iter().chain(h.tick(1280)).collect();
+    assert_eq!(
+        h.m.running.as_ref().map(|r| r.kind),
+        Some(HookKind::OnPromote),
+        "{a:?}"
+    );
+    let a = h.finish(1130, HookKind::OnPromote, false);
+    assert_eq!(
+        heartbeat(&a).map(|(health, _)| health),
+        Some(Health::Failed),
+        "{a:?}"
+    );
+    h.finish(1140, HookKind::OnRoleChange, true);
+    // During the hold-off: no new attempt, and heartbeats say failed.
+    let a = h.tick(1600);
+    assert!(!hooks(&a).contains(&HookKind::OnPromote), "{a:?}");
+    h.block(1610, 1, Phase::Active { node: ME }, 99, vec![]);
+    // After it, still the chain's active with a lease: it tries again and serves.
+    let mut tried = vec![];
+    for ms in (2300..2700).step_by(50) {
+        let a = h.tick(ms);
+        h.block(ms + 5, 1, Phase::Active { node: ME }, 99, vec![]);
+        tried.extend(a);
+        if h.m
+            .running
+            .as_ref()
+            .is_some_and(|r| r.kind == HookKind::OnPromote)
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        h.m.running.as_ref().map(|r| r.kind),
+        Some(HookKind::OnPromote),
+        "{tried:?}"
+    );
+    let a = h.finish(2700, HookKind::OnPromote, true);
+    assert!(
+        a.iter().any(|x| matches!(x, Action::StartedServing { .. })),
+        "{a:?}"
+    );
+}
+
 #[test]
 fn another_heartbeat_signed_with_the_same_key_does_not_renew_the_lease() {
     let mut h = serving();
