@@ -204,16 +204,6 @@ impl Discovery {
         }
         out
     }
-
-    /// How many members' addresses are known.
-    pub fn len(&self) -> usize {
-        self.known.len()
-    }
-
-    /// Whether no member's address is known.
-    pub fn is_empty(&self) -> bool {
-        self.known.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -302,7 +292,7 @@ mod tests {
         d.learn(bob, [addr(1)]);
         d.learn(carol, [addr(2)]);
         d.retain_members(|p| *p == bob);
-        assert_eq!(d.len(), 1);
+        assert_eq!(d.known.len(), 1);
         assert!(d.known.contains_key(&bob));
     }
 }
