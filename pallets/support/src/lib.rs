@@ -11,6 +11,7 @@ pub mod primitives;
 pub mod service;
 pub mod storage;
 pub mod trie;
+pub mod trie_proof;
 
 pub use dispatch::{BlockInfo, Env, Hooks, Origin};
 pub use primitives::{

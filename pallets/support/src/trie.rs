@@ -35,7 +35,7 @@ pub trait TrieStore {
     fn node(&self, key: &NodeKey) -> Option<H256>;
 }
 
-const EMPTY: H256 = H256([0; 32]);
+pub(crate) const EMPTY: H256 = H256([0; 32]);
 
 /// The committed trie: every leaf and the cached inner nodes.
 #[derive(Debug, Clone, Default)]
@@ -70,7 +70,7 @@ pub fn leaf_hash(path: &Path, value: &[u8]) -> H256 {
     blake3_hash(&buf)
 }
 
-fn node_hash(left: &H256, right: &H256) -> H256 {
+pub(crate) fn node_hash(left: &H256, right: &H256) -> H256 {
     let mut buf = [0u8; 65];
     buf[0] = 1;
     buf[1..33].copy_from_slice(&left.0);
@@ -78,17 +78,17 @@ fn node_hash(left: &H256, right: &H256) -> H256 {
     blake3_hash(&buf)
 }
 
-fn bit(path: &Path, depth: usize) -> bool {
+pub(crate) fn bit(path: &Path, depth: usize) -> bool {
     path[depth / 8] & (0x80 >> (depth % 8)) != 0
 }
 
-fn with_bit(mut path: Path, depth: usize) -> Path {
+pub(crate) fn with_bit(mut path: Path, depth: usize) -> Path {
     path[depth / 8] |= 0x80 >> (depth % 8);
     path
 }
 
 /// The paths covered by the subtree at `depth` whose path starts with `prefix`.
-fn span(depth: usize, prefix: &Path) -> RangeInclusive<Path> {
+pub(crate) fn span(depth: usize, prefix: &Path) -> RangeInclusive<Path> {
     let mut hi = *prefix;
     for d in depth..256 {
         hi = with_bit(hi, d);
