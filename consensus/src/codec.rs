@@ -72,7 +72,7 @@ pub fn decode_bounded<T: Decode>(
     Ok(value)
 }
 
-fn round_from_wire(round: i64, what: &'static str) -> Result<Round, DecodeError> {
+pub(crate) fn round_from_wire(round: i64, what: &'static str) -> Result<Round, DecodeError> {
     match u32::try_from(round) {
         Ok(r) => Ok(Round::new(r)),
         Err(_) => Err(DecodeError::NilRound { what }),

@@ -15,6 +15,7 @@ pub mod context;
 pub mod driver;
 pub mod host;
 pub mod pool;
+pub mod state_sync;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -46,3 +46,67 @@ pub fn vote_record(round: i64) -> WalRecord {
         signature: drchain_support::Signature([1; 64]),
     }))
 }
+
+/// A commit certificate for block `number` signed by the dev validators `signers`.
+pub fn signed_certificate(
+    g: &Genesis,
+    number: u64,
+    hash: H256,
+    signers: &[&str],
+) -> WireCertificate {
+    use crate::context::{Address, Height, Vote};
+    use ed25519_dalek::Signer;
+    use malachitebft_core_types::{NilOrVal, Round, VoteType};
+    let signatures = signers
+        .iter()
+        .map(|name| {
+            let key = drchain_runtime::dev::dev_key(name);
+            let account = drchain_runtime::dev::dev_account(name);
+            let vote = Vote {
+                vote_type: VoteType::Precommit,
+                height: Height(number),
+                round: Round::new(0),
+                value: NilOrVal::Val(hash),
+                validator: Address(account),
+            };
+            let signature =
+                drchain_support::Signature(key.sign(&vote.sign_bytes(&g.hash())).to_bytes());
+            (account, signature)
+        })
+        .collect();
+    WireCertificate {
+        height: number,
+        round: 0,
+        block_hash: hash,
+        signatures,
+    }
+}
+
+/// Builds the next block with `extrinsics`, certifies it by `signers` and imports it.
+pub fn import_signed<D: KeyValueDb>(
+    store: &mut ChainStore<D>,
+    g: &Genesis,
+    extrinsics: Vec<drchain_runtime::UncheckedExtrinsic>,
+    signers: &[&str],
+) -> H256 {
+    let head = store.head().clone();
+    let built = {
+        let state = store.state();
+        build_block(
+            &state,
+            &head,
+            head.timestamp + 200,
+            &g.hash(),
+            extrinsics,
+            100,
+        )
+        .unwrap()
+    };
+    let hash = built.block.hash();
+    let number = built.block.header.number;
+    let certificate = signed_certificate(g, number, hash, signers);
+    store
+        .import(&built.block, built.executed, &certificate)
+        .unwrap();
+    hash
+}

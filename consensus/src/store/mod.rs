@@ -16,10 +16,12 @@ use drchain_runtime::{
     pallet_failover, Block, EventRecord, ExecutedBlock, Genesis, Header, RuntimeEvent,
 };
 use drchain_support::trie::{self, NodeKey, Path};
+use drchain_support::trie_proof;
 use drchain_support::{Backend, ChangeSet, ServiceName, StateRead, TrieDelta, TrieStore, H256};
 use parity_scale_codec::{Decode, Encode};
 
 use crate::codec::{WalRecord, WireCertificate};
+use crate::state_sync::{SetChange, SyncTarget};
 use kv::{DbError, KeyValueDb, Write};
 
 const META_GENESIS: &[u8] = b"m/genesis";
@@ -34,6 +36,8 @@ const WAL: &[u8] = b"w/";
 const EVENTS: &[u8] = b"e/";
 const FAILOVER_LOG: &[u8] = b"f/";
 const FAILOVER_COUNT: &[u8] = b"m/failover/";
+const SET_CHANGES: &[u8] = b"v/";
+const META_BASE: &[u8] = b"m/base";
 
 /// The kinds of data the store keeps and their key prefixes: what a node measures to report
 /// its database's size per kind.
@@ -42,7 +46,7 @@ pub const KEY_SPACES: &[(&str, &[&[u8]])] = &[
     ("certificates", &[CERTIFICATE]),
     ("height_index", &[HASH_BY_NUMBER]),
     ("state", &[STATE, LEAF, NODE]),
-    ("events", &[EVENTS, FAILOVER_LOG]),
+    ("events", &[EVENTS, FAILOVER_LOG, SET_CHANGES]),
     ("consensus_wal", &[WAL]),
 ];
 
@@ -137,6 +141,10 @@ impl<D: KeyValueDb> ChainStore<D> {
         })?;
         store.head = head.header;
         store.wal_next = store.wal(finalized + 1)?.len() as u64;
+        // A crash between a block's import and its set-change record (see `import`).
+        if let Some(events) = store.reader().events(finalized)? {
+            store.record_set_change(&events)?;
+        }
         Ok(store)
     }
 
@@ -222,6 +230,99 @@ impl<D: KeyValueDb> ChainStore<D> {
         batch.extend(failover_writes);
         batch.push((META_FINALIZED.to_vec(), Some(number.encode())));
         batch.extend(self.wal_deletes(number)?);
+        self.db.write(batch, true)?;
+        self.head = block.header.clone();
+        self.wal_next = 0;
+        self.record_set_change(&executed.events)
+    }
+
+    /// When the head block changed the validator set, records the proof a joining node needs
+    /// to follow the change ([`SetChange`]): the new set is read-proven against the head's
+    /// state, which is only at hand now. Written after the block (the proof needs its trie);
+    /// `open` writes it again after a crash in between.
+    fn record_set_change(&self, events: &[EventRecord]) -> Result<(), StoreError> {
+        let Some(validators) = events.iter().find_map(|record| match &record.event {
+            RuntimeEvent::Membership(pallet_membership::Event::ValidatorSetChanged {
+                validators,
+            }) => Some(validators.clone()),
+            _ => None,
+        }) else {
+            return Ok(());
+        };
+        let number = self.head.number;
+        let k = key(SET_CHANGES, &number.to_be_bytes());
+        if self.db.get(&k)?.is_some() {
+            return Ok(());
+        }
+        let parent = self.block(number - 1)?.ok_or_else(|| StoreError::Corrupt {
+            key: format!("block #{}", number - 1),
+            reason: "the parent of the head is missing".into(),
+        })?;
+        let Some(proof) = trie_proof::prove(&self.state(), &pallet_membership::Validators::key())
+        else {
+            return Err(StoreError::Corrupt {
+                key: "validator set".into(),
+                reason: "the head's state has no validator set".into(),
+            });
+        };
+        let change = SetChange {
+            parent: parent.header,
+            parent_certificate: self.certificate(number - 1)?,
+            header: self.head.clone(),
+            validators,
+            proof,
+        };
+        self.db.write(vec![(k, Some(change.encode()))], false)?;
+        Ok(())
+    }
+
+    /// Replaces the state and head with the state of a block checked by state sync (the
+    /// caller checked `target` and that `entries` give its state root; this checks the root
+    /// again). Blocks below it are not kept: the target is the lowest block this node has.
+    pub fn install_state(
+        &mut self,
+        target: &SyncTarget,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let block = &target.block;
+        let number = block.header.number;
+        if number <= self.head.number {
+            return Err(StoreError::NotNext {
+                head: self.head.number,
+                got: number,
+            });
+        }
+        let changes: ChangeSet = entries.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        let delta = drchain_support::StateTrie::default().prepare(&changes);
+        if delta.root != block.header.state_root {
+            return Err(StoreError::Corrupt {
+                key: format!("state of block #{number}"),
+                reason: format!(
+                    "the entries give root {}, the header {}",
+                    delta.root, block.header.state_root
+                ),
+            });
+        }
+        let mut batch: Vec<Write> = vec![];
+        for prefix in [STATE, LEAF, NODE, WAL] {
+            for item in self.db.iter_from(prefix) {
+                let (k, _) = item?;
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                batch.push((k, None));
+            }
+        }
+        batch.extend(state_writes(changes, delta));
+        batch.extend(block_writes(block, Some(&target.certificate)));
+        for change in &target.set_changes {
+            batch.push((
+                key(SET_CHANGES, &change.header.number.to_be_bytes()),
+                Some(change.encode()),
+            ));
+        }
+        batch.push((META_FINALIZED.to_vec(), Some(number.encode())));
+        batch.push((META_BASE.to_vec(), Some(number.encode())));
         self.db.write(batch, true)?;
         self.head = block.header.clone();
         self.wal_next = 0;
@@ -352,6 +453,31 @@ impl<'a, D: KeyValueDb + ?Sized> ChainReader<'a, D> {
             Some(bytes) => decode::<u64>(META_FINALIZED, &bytes)?,
             None => 0,
         })
+    }
+
+    /// The lowest block kept with its certificate: 0, or the block a state sync started at.
+    pub fn base_number(&self) -> Result<u64, StoreError> {
+        Ok(match self.db.get(META_BASE)? {
+            Some(bytes) => decode::<u64>(META_BASE, &bytes)?,
+            None => 0,
+        })
+    }
+
+    /// The validator-set changes recorded at heights up to `number`, oldest first.
+    pub fn set_changes(&self, number: u64) -> Result<Vec<SetChange>, StoreError> {
+        let mut out = vec![];
+        for item in self.db.iter_from(SET_CHANGES) {
+            let (k, v) = item?;
+            if !k.starts_with(SET_CHANGES) {
+                break;
+            }
+            let change: SetChange = decode(&k, &v)?;
+            if change.header.number > number {
+                break;
+            }
+            out.push(change);
+        }
+        Ok(out)
     }
 
     /// The hash of finalized block `number`.

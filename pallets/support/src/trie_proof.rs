@@ -43,6 +43,11 @@ impl SubtreeSummary {
         leaves: LeafCount::Empty,
     };
 
+    /// Whether the hash fits the class: zero exactly when empty.
+    pub fn is_well_formed(&self) -> bool {
+        (self.leaves == LeafCount::Empty) == (self.hash == EMPTY)
+    }
+
     /// The summary of the parent of two sibling subtrees.
     pub fn combine(left: &Self, right: &Self) -> Self {
         match (left.leaves, right.leaves) {
@@ -92,13 +97,17 @@ impl SubtreeId {
 
     /// Whether this names a subtree: depth at most [`MAX_DEPTH`], no prefix bit beyond it.
     pub fn is_valid(&self) -> bool {
-        self.depth <= MAX_DEPTH
-            && (usize::from(self.depth)..256).all(|d| !bit(&self.prefix, d))
+        self.depth <= MAX_DEPTH && (usize::from(self.depth)..256).all(|d| !bit(&self.prefix, d))
+    }
+
+    /// The paths of this subtree.
+    pub fn span(&self) -> std::ops::RangeInclusive<Path> {
+        span(usize::from(self.depth.min(MAX_DEPTH)), &self.prefix)
     }
 
     /// Whether `path` lies in this subtree.
     pub fn contains(&self, path: &Path) -> bool {
-        span(usize::from(self.depth), &self.prefix).contains(path)
+        self.span().contains(path)
     }
 
     /// The two halves, unless this is a single path.
@@ -139,12 +148,11 @@ pub enum SubtreeError {
     Mismatch { expected: H256, found: H256 },
 }
 
-/// Checks that `entries` are exactly the subtree `id` whose trusted summary is `expected`.
-pub fn check_entries(
+/// The summary of subtree `id` if it holds exactly `entries` (each key inside it, once).
+pub fn summarize_entries(
     id: &SubtreeId,
     entries: &[(Vec<u8>, Vec<u8>)],
-    expected: &SubtreeSummary,
-) -> Result<(), SubtreeError> {
+) -> Result<SubtreeSummary, SubtreeError> {
     let mut leaves = Vec::with_capacity(entries.len());
     for (key, value) in entries {
         let path = key_path(key);
@@ -155,7 +163,7 @@ pub fn check_entries(
         }
         leaves.push((path, leaf_hash(&path, value)));
     }
-    leaves.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    leaves.sort_unstable_by_key(|l| l.0);
     if let Some(w) = leaves.windows(2).find(|w| w[0].0 == w[1].0) {
         let key = entries
             .iter()
@@ -163,7 +171,16 @@ pub fn check_entries(
             .map_or_else(String::new, |(k, _)| hex::encode(k));
         return Err(SubtreeError::Duplicate { key });
     }
-    let found = SubtreeSummary::of_leaves(usize::from(id.depth), &leaves);
+    Ok(SubtreeSummary::of_leaves(usize::from(id.depth), &leaves))
+}
+
+/// Checks that `entries` are exactly the subtree `id` whose trusted summary is `expected`.
+pub fn check_entries(
+    id: &SubtreeId,
+    entries: &[(Vec<u8>, Vec<u8>)],
+    expected: &SubtreeSummary,
+) -> Result<(), SubtreeError> {
+    let found = summarize_entries(id, entries)?;
     if found != *expected {
         return Err(SubtreeError::Mismatch {
             expected: expected.hash,
@@ -217,7 +234,9 @@ pub fn prove(store: &dyn TrieStore, key: &[u8]) -> Option<ReadProof> {
         match here.leaves {
             LeafCount::Empty => return None,
             LeafCount::One => {
-                let only = store.leaves(span(usize::from(id.depth), &id.prefix)).next()?;
+                let only = store
+                    .leaves(span(usize::from(id.depth), &id.prefix))
+                    .next()?;
                 return (only.0 == path).then_some(ReadProof { siblings });
             }
             LeafCount::Many => {

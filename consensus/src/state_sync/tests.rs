@@ -1,0 +1,307 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use drchain_runtime::dev::{dev_account, dev_key, specs};
+use drchain_runtime::{pallet_membership, AdminCall, Genesis, RuntimeCall, UncheckedExtrinsic};
+use drchain_support::{Backend, Overlay, StateRead};
+
+use super::client::Outcome;
+use super::*;
+use crate::store::kv::MemoryDb;
+use crate::store::ChainStore;
+use crate::testing::{import_signed, signed_certificate};
+
+const FOUR: &[&str] = &["alice", "bob", "charlie", "dave"];
+const THREE: &[&str] = &["alice", "bob", "charlie"];
+
+fn trust_root(g: &Genesis) -> TrustRoot {
+    TrustRoot {
+        genesis_hash: g.hash(),
+        genesis: g.header.clone(),
+        validators: pallet_membership::validators(&Overlay::new(&g.state)),
+    }
+}
+
+/// A chain of `blocks` blocks whose validator set loses dave at block 3 (revoked in block 1).
+fn chain(blocks: u64) -> (Genesis, ChainStore<MemoryDb>) {
+    let g = specs::local().unwrap().build_genesis().unwrap();
+    let mut store = ChainStore::open(MemoryDb::new(), &g).unwrap();
+    let revoke = RuntimeCall::Membership(pallet_membership::Call::Revoke {
+        account: dev_account("dave"),
+        reason: "decommissioned".into(),
+    });
+    let propose = RuntimeCall::Admin(AdminCall::Propose {
+        call: Box::new(revoke),
+    });
+    let x = UncheckedExtrinsic::sign(&dev_key("alice"), &g.hash(), 0, propose);
+    import_signed(&mut store, &g, vec![x], FOUR);
+    for n in 2..=blocks {
+        let signers = if n < 3 { FOUR } else { THREE };
+        import_signed(&mut store, &g, vec![], signers);
+    }
+    (g, store)
+}
+
+fn snapshot(store: &ChainStore<MemoryDb>) -> StateSnapshot {
+    let number = store.head().number;
+    let target = SyncTarget {
+        block: store.block(number).unwrap().unwrap(),
+        certificate: store.certificate(number).unwrap().unwrap(),
+        set_changes: store.reader().set_changes(number).unwrap(),
+    };
+    StateSnapshot::new(target, store.state().scan_prefix(b"")).unwrap()
+}
+
+/// A serving peer: honest, or one that changes a byte of every value it sends.
+struct Server {
+    snapshot: StateSnapshot,
+    corrupt: bool,
+}
+
+impl Server {
+    fn answer(&self, request: &StateSyncRequest) -> StateSyncResponse {
+        match request {
+            StateSyncRequest::Target => {
+                StateSyncResponse::Target(Some(Box::new(self.snapshot.target().clone())))
+            }
+            StateSyncRequest::Subtree { height, id } => {
+                if *height != self.snapshot.number() {
+                    return StateSyncResponse::Unavailable;
+                }
+                match self.snapshot.answer(id) {
+                    StateSyncResponse::Entries(mut entries) if self.corrupt => {
+                        if let Some((_, v)) = entries.first_mut() {
+                            v.push(0xff);
+                        }
+                        StateSyncResponse::Entries(entries)
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+}
+
+/// Runs the client against `servers` until it finishes; returns the outcome and the peers it
+/// found faulty.
+fn run(
+    client: &mut StateSyncClient<&'static str>,
+    servers: &BTreeMap<&'static str, Server>,
+) -> (Outcome, Vec<&'static str>) {
+    for name in servers.keys() {
+        client.peer_connected(*name);
+    }
+    let mut faulty = vec![];
+    for step in 0..10_000u64 {
+        let now = step * 10;
+        for (peer, request) in client.requests(now) {
+            let response = servers[peer].answer(&request);
+            if client.response(&peer, now, &request, response).is_err() && !faulty.contains(&peer) {
+                faulty.push(peer);
+            }
+        }
+        if let Some(outcome) = client.take_outcome() {
+            return (outcome, faulty);
+        }
+    }
+    panic!("the sync never finished");
+}
+
+#[test]
+fn a_joining_node_takes_the_state_of_a_checked_block_and_follows_the_chain_from_it() {
+    let (g, mut store) = chain(40);
+    let servers = BTreeMap::from([
+        (
+            "bob",
+            Server {
+                snapshot: snapshot(&store),
+                corrupt: false,
+            },
+        ),
+        (
+            "charlie",
+            Server {
+                snapshot: snapshot(&store),
+                corrupt: false,
+            },
+        ),
+    ]);
+    let mut client = StateSyncClient::new(trust_root(&g), 0);
+    let (outcome, faulty) = run(&mut client, &servers);
+    assert!(faulty.is_empty());
+    let Outcome::Synced(finished) = outcome else {
+        panic!("no state synced");
+    };
+    assert_eq!(finished.target.block.header.number, 40);
+
+    let mut joined = ChainStore::open(MemoryDb::new(), &g).unwrap();
+    joined
+        .install_state(&finished.target, finished.entries)
+        .unwrap();
+    assert_eq!(joined.head().number, 40);
+    assert_eq!(joined.state().root(), store.head().state_root);
+    assert_eq!(joined.reader().base_number().unwrap(), 40);
+    assert!(joined.block(39).unwrap().is_none());
+    // It serves the set change it followed, and imports the chain's next block.
+    assert_eq!(joined.reader().set_changes(40).unwrap().len(), 1);
+    let next = import_signed(&mut store, &g, vec![], THREE);
+    let block = store.block(41).unwrap().unwrap();
+    let executed =
+        drchain_runtime::execute_block(&joined.state(), joined.head(), &block, &g.hash()).unwrap();
+    joined
+        .import(&block, executed, &store.certificate(41).unwrap().unwrap())
+        .unwrap();
+    assert_eq!(joined.head().hash(), next);
+}
+
+#[test]
+fn a_large_state_comes_in_many_checked_pieces() {
+    let (g, store) = chain(3);
+    // About 3 MiB of state: more than one answer can carry.
+    let big: BTreeMap<Vec<u8>, Option<Vec<u8>>> = (0..3000u32)
+        .map(|i| {
+            (
+                format!("filler/{i}").into_bytes(),
+                Some(vec![i as u8; 1024]),
+            )
+        })
+        .collect();
+    let target_block = store.block(3).unwrap().unwrap();
+    let mut entries = store.state().scan_prefix(b"");
+    entries.extend(big.into_iter().map(|(k, v)| (k, v.unwrap_or_default())));
+    // A snapshot whose root is that of the filled state (as if a block had written it).
+    let mut header = target_block.header.clone();
+    let changes = entries
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    header.state_root = drchain_support::StateTrie::default().prepare(&changes).root;
+    let block = drchain_runtime::Block {
+        header,
+        extrinsics: target_block.extrinsics.clone(),
+    };
+    let target = SyncTarget {
+        certificate: signed_certificate(&g, 3, block.hash(), THREE),
+        block,
+        set_changes: store.reader().set_changes(3).unwrap(),
+    };
+    let snapshot = StateSnapshot::new(target, entries.clone()).unwrap();
+    assert!(matches!(
+        snapshot.answer(&drchain_support::trie_proof::SubtreeId::ROOT),
+        StateSyncResponse::Split { .. }
+    ));
+    let servers = BTreeMap::from([(
+        "bob",
+        Server {
+            snapshot,
+            corrupt: false,
+        },
+    )]);
+    let mut client = StateSyncClient::new(trust_root(&g), 0);
+    let (outcome, _) = run(&mut client, &servers);
+    let Outcome::Synced(finished) = outcome else {
+        panic!("no state synced");
+    };
+    let mut got = finished.entries;
+    got.sort();
+    entries.sort();
+    assert_eq!(got, entries);
+}
+
+#[test]
+fn a_peer_serving_a_corrupted_state_chunk_is_refused_and_the_chunk_fetched_elsewhere() {
+    let (g, store) = chain(10);
+    let servers = BTreeMap::from([
+        // Asked first: its name sorts first.
+        (
+            "mallory",
+            Server {
+                snapshot: snapshot(&store),
+                corrupt: true,
+            },
+        ),
+        (
+            "trent",
+            Server {
+                snapshot: snapshot(&store),
+                corrupt: false,
+            },
+        ),
+    ]);
+    let mut client = StateSyncClient::new(trust_root(&g), 0);
+    let (outcome, faulty) = run(&mut client, &servers);
+    assert_eq!(faulty, vec!["mallory"]);
+    let Outcome::Synced(finished) = outcome else {
+        panic!("no state synced");
+    };
+    let mut joined = ChainStore::open(MemoryDb::new(), &g).unwrap();
+    joined
+        .install_state(&finished.target, finished.entries)
+        .unwrap();
+    assert_eq!(joined.state().root(), store.head().state_root);
+}
+
+#[test]
+fn targets_with_forged_certificates_or_set_changes_are_refused() {
+    let (g, store) = chain(10);
+    let root = trust_root(&g);
+    let good = snapshot(&store).target().clone();
+    target::verify_target(&root, &good).unwrap();
+
+    // Signed by a member that is no validator.
+    let mut forged = good.clone();
+    forged.certificate = signed_certificate(&g, 10, good.block.hash(), &["alice", "bob", "eve"]);
+    assert!(matches!(
+        target::verify_target(&root, &forged),
+        Err(TargetError::BadCertificate { .. })
+    ));
+    // Too few signers.
+    let mut thin = good.clone();
+    thin.certificate = signed_certificate(&g, 10, good.block.hash(), &["alice", "bob"]);
+    assert!(target::verify_target(&root, &thin).is_err());
+    // A set change claiming another set than its state holds.
+    let mut swapped = good.clone();
+    swapped.set_changes[0].validators = vec![dev_account("eve")];
+    assert!(matches!(
+        target::verify_target(&root, &swapped),
+        Err(TargetError::ChangeBadProof { .. })
+    ));
+    // A body its header does not commit to.
+    let mut body = good.clone();
+    body.block.extrinsics.push(UncheckedExtrinsic::sign(
+        &dev_key("bob"),
+        &g.hash(),
+        0,
+        RuntimeCall::Admin(AdminCall::Approve {
+            proposal: drchain_support::H256::default(),
+        }),
+    ));
+    assert!(target::verify_target(&root, &body).is_err());
+
+    // The client refuses such a peer and syncs from the honest one.
+    let mut client = StateSyncClient::new(root, 0);
+    client.peer_connected("mallory");
+    let requests = client.requests(0);
+    assert_eq!(requests, vec![("mallory", StateSyncRequest::Target)]);
+    let lie = StateSyncResponse::Target(Some(Box::new(forged)));
+    assert!(matches!(
+        client.response(&"mallory", 0, &StateSyncRequest::Target, lie),
+        Err(Misbehaviour::BadTarget(_))
+    ));
+}
+
+#[test]
+fn with_no_sync_point_above_its_head_a_node_follows_block_by_block() {
+    let (g, _store) = chain(5);
+    let mut client: StateSyncClient<&str> = StateSyncClient::new(trust_root(&g), 0);
+    client.peer_connected("bob");
+    for (peer, request) in client.requests(0) {
+        client
+            .response(&peer, 0, &request, StateSyncResponse::Target(None))
+            .unwrap();
+    }
+    assert!(client.take_outcome().is_none());
+    client.requests(client::GIVE_UP_MS);
+    assert!(matches!(client.take_outcome(), Some(Outcome::FullSync)));
+}
