@@ -212,6 +212,11 @@ pub struct RunArgs {
     /// listens on (a node behind NAT or a port forward: `/ip4/203.0.113.7/tcp/30333`).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub public_addr: Vec<String>,
+    /// How a node with an empty database gets the chain: `full` replays every block from
+    /// genesis; `fast` downloads the state of a recent sync point from its peers (checked
+    /// against the validator set followed from genesis), then follows blocks from there.
+    #[arg(long, value_enum, default_value = "full")]
+    pub sync: crate::node_loop::SyncMode,
     /// The member key (PKCS#8 PEM); also the node's network identity. Without it (and without
     /// a dev name), the key at `<base-path>/node-key.pem` is used, created on first run.
     #[arg(long)]

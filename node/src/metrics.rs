@@ -67,6 +67,8 @@ pub struct Metrics {
     pub gossip_messages: Family<Labels, Counter>,
     /// Sync requests refused: over the peer's rate, or too many being answered.
     pub sync_requests_refused: Counter,
+    /// How long this node's state sync took (0: it did not join by state sync).
+    pub state_sync_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Per unrevoked member: seconds from the head's time until its admission ends (its
     /// certificate's or its CA's end; negative once past).
     pub member_expiry: Family<Labels, Gauge>,
@@ -199,6 +201,12 @@ impl Metrics {
             "Block-sync requests refused: over the asking peer's rate, or too many being answered at once",
             sync_requests_refused.clone(),
         );
+        let state_sync_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "state_sync_duration_seconds",
+            "How long this node's state sync took when it joined (--sync fast); 0 if it did not",
+            state_sync_seconds.clone(),
+        );
         let member_expiry = Family::default();
         registry.register(
             "member_expiry_seconds",
@@ -235,6 +243,7 @@ impl Metrics {
             gossip_publish_failures,
             gossip_messages,
             sync_requests_refused,
+            state_sync_seconds,
             member_expiry,
             rpc,
             resident_memory,

@@ -16,6 +16,7 @@ use libp2p::{
 use parity_scale_codec::{Decode, Encode};
 
 use drchain_consensus::codec::{decode_bounded, WireCertificate, MAX_MESSAGE_BYTES};
+use drchain_consensus::state_sync::{StateSyncRequest, StateSyncResponse};
 use drchain_replication::transfer::{self, TransferRequest, TransferResponse};
 
 use crate::discovery::{PeersAnswer, PeersRequest, MAX_ANSWER_BYTES};
@@ -148,6 +149,13 @@ where
     }
 }
 
+/// State sync (`drchain_consensus::state_sync`): sync points and state subtrees. An answer
+/// carries at most `MAX_SUBTREE_BYTES` of entries, or a target: a block and its set changes.
+pub type StateSyncCodec =
+    FramedCodec<StateSyncRequest, StateSyncResponse, 64, MAX_STATE_SYNC_RESPONSE>;
+/// The largest state sync answer read.
+pub const MAX_STATE_SYNC_RESPONSE: usize = 32 * 1024 * 1024;
+
 /// Peer exchange among members (`crate::discovery`).
 pub type PeersCodec = FramedCodec<PeersRequest, PeersAnswer, 16, MAX_ANSWER_BYTES>;
 
@@ -165,6 +173,8 @@ pub struct Behaviour {
     pub replication: request_response::Behaviour<ReplicationCodec>,
     /// Members' addresses, from the members they are connected to.
     pub peers: request_response::Behaviour<PeersCodec>,
+    /// State sync for joining nodes.
+    pub state_sync: request_response::Behaviour<StateSyncCodec>,
     /// Peer information (listen addresses, agent).
     pub identify: identify::Behaviour,
     /// Liveness.
@@ -387,6 +397,13 @@ pub fn build_swarm(
                 )],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
             );
+            let state_sync = request_response::Behaviour::new(
+                [(
+                    StreamProtocol::new("/drchain/state-sync/1"),
+                    request_response::ProtocolSupport::Full,
+                )],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
+            );
             let identify = identify::Behaviour::new(identify::Config::new(
                 format!("/drchain/{}", hex::encode(&genesis.0[..8])),
                 key.public(),
@@ -398,6 +415,7 @@ pub fn build_swarm(
                 sync,
                 replication,
                 peers,
+                state_sync,
                 identify,
                 ping,
             })

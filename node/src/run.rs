@@ -143,6 +143,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         public_addrs,
         driver: DriverConfig::default(),
         clock: Arc::new(SystemClock),
+        sync: args.sync,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.worker_threads {

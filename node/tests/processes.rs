@@ -1,7 +1,8 @@
 //! Four `drchain run` processes of the local chain on loopback, killed for real: they finalize
 //! the same blocks; one SIGKILLed, the other three go on; restarted, it catches up by sync;
 //! two of four killed, finalization halts without a fork and resumes when one returns; a node
-//! whose key is not a member is disconnected.
+//! whose key is not a member is disconnected; a member that joins with `--sync fast` takes
+//! the state of a recent block instead of replaying the chain.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -29,6 +30,8 @@ struct Log {
 
 struct Node {
     name: String,
+    /// `local`, or a chain spec file (then the node's key is passed as a file).
+    chain: String,
     base: PathBuf,
     port: u16,
     child: Option<Child>,
@@ -37,7 +40,7 @@ struct Node {
 
 fn spawn(node: &mut Node, bootnodes: &str, extra: &[&str]) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_drchain"));
-    cmd.args(["run", "--chain", "local", "--name", &node.name])
+    cmd.args(["run", "--chain", &node.chain, "--name", &node.name])
         .arg("--base-path")
         .arg(&node.base)
         .args(["--port", &node.port.to_string(), "--bootnodes", bootnodes])
@@ -92,6 +95,7 @@ impl Testnet {
             .iter()
             .map(|name| Node {
                 name: (*name).into(),
+                chain: "local".into(),
                 base: dir.path().join(name),
                 port: common::free_port(),
                 child: None,
@@ -274,6 +278,79 @@ fn write_key(dir: &Path, seed: u8) -> PathBuf {
     path
 }
 
+/// A member that joins late with `--sync fast` takes the state of a recent sync point from its
+/// peers instead of replaying the chain, then follows blocks with the others. The chain makes
+/// blocks as fast as it can (a 10 ms idle interval) to pass the first sync point, #256, soon.
+#[test]
+fn a_member_joining_with_fast_sync_follows_the_chain_without_replaying_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = drchain_runtime::dev::specs::local().unwrap();
+    spec.params.max_block_interval_ms = 10;
+    let spec_path = dir.path().join("fast.json");
+    std::fs::write(&spec_path, spec.to_json()).unwrap();
+    let mut net = Testnet::unstarted();
+    // Eve: a member, not a validator (the local chain's fifth).
+    net.nodes.push(Node {
+        name: "eve".into(),
+        chain: String::new(),
+        base: dir.path().join("eve"),
+        port: common::free_port(),
+        child: None,
+        log: Arc::default(),
+    });
+    let eve = 4;
+    let boot = net.bootnodes();
+    let key_file = |name: &str| {
+        let path = dir.path().join(format!("{name}.pem"));
+        std::fs::write(&path, dev_pem(name)).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    for i in 0..=eve {
+        net.nodes[i].chain = spec_path.to_str().unwrap().into();
+    }
+    for i in 0..eve {
+        let key = key_file(&net.nodes[i].name);
+        spawn(
+            &mut net.nodes[i],
+            &boot,
+            &["--node-key-file", &key, "--validator"],
+        );
+    }
+    net.wait_for(&[0, 1, 2, 3], 300);
+
+    let key = key_file("eve");
+    spawn(
+        &mut net.nodes[eve],
+        &boot,
+        &["--node-key-file", &key, "--sync", "fast"],
+    );
+    assert!(
+        wait_for_line(&net.nodes[eve].log, "State sync done: #"),
+        "eve did not sync the state"
+    );
+    let h = net.height(0);
+    net.wait_for(&[eve], h + 20);
+    let first = *net.nodes[eve]
+        .log
+        .lock()
+        .unwrap()
+        .finalized
+        .keys()
+        .next()
+        .unwrap();
+    assert!(
+        first >= 256 && first.is_multiple_of(256),
+        "eve's first block is #{first}, not a sync point: she replayed the chain"
+    );
+    net.assert_no_fork(&[0, 1, 2, 3, eve]);
+}
+
+fn dev_pem(name: &str) -> String {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let key = drchain_runtime::dev::dev_key(name);
+    key.to_pkcs8_pem(Default::default()).unwrap().to_string()
+}
+
 #[test]
 fn a_non_member_node_is_disconnected() {
     let net = Testnet::new();
@@ -282,6 +359,7 @@ fn a_non_member_node_is_disconnected() {
     let key = write_key(dir.path(), 9);
     let mut stranger = Node {
         name: "stranger".into(),
+        chain: "local".into(),
         base: dir.path().join("base"),
         port: common::free_port(),
         child: None,
@@ -312,6 +390,7 @@ fn a_non_member_node_is_disconnected() {
 fn dev_mode_finalizes_within_seconds() {
     let mut node = Node {
         name: "alice".into(),
+        chain: "dev".into(),
         base: PathBuf::new(),
         port: 0,
         child: None,

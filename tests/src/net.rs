@@ -117,6 +117,7 @@ impl TestNetwork {
             public_addrs: vec![],
             driver: DriverConfig::default(),
             clock: std::sync::Arc::new(drchain_consensus::clock::SystemClock),
+            sync: drchain_node::node_loop::SyncMode::Full,
         };
         let handle = node_loop::start(config).await.expect("node starts");
         let mut listening = handle.listening.clone();

@@ -28,6 +28,7 @@ use crate::codec::{self, ConsensusMessage, Replayed, WalRecord, WireCertificate}
 use crate::context::{
     vote_type_code, Address, BlockValue, Ctx, Height, SigningProvider, ValidatorSet,
 };
+use crate::state_sync::Finished;
 use crate::store::kv::KeyValueDb;
 use crate::store::ChainStore;
 use effects::Host;
@@ -348,6 +349,33 @@ impl<D: KeyValueDb> ConsensusDriver<D> {
         self.import(block, executed, certificate, true)?;
         self.after_input()?;
         Ok(Ok(self.finish()?))
+    }
+
+    /// The state of a block checked by state sync ([`crate::state_sync`]) becomes the
+    /// finalized head; consensus then starts at the height after it: call [`Self::start`]
+    /// next. The caller checked the target; the store checks the state against its root.
+    pub fn on_synced_state(&mut self, now_ms: u64, finished: Finished) -> Outputs {
+        self.now_ms = now_ms;
+        let Finished { target, entries } = finished;
+        self.host.store.install_state(&target, entries)?;
+        self.stats.synced += 1;
+        let block = target.block;
+        self.host.outputs.push(Output::Finalized {
+            hash: block.hash(),
+            round: target.certificate.round,
+            extrinsics: block.extrinsics.iter().map(|x| x.hash()).collect(),
+            header: block.header,
+            // Not part of the target: a node that joined by state sync has no event before it.
+            events: vec![],
+            synced: true,
+        });
+        let height = self.host.store.head().number + 1;
+        self.host.height = height;
+        self.host.current = HeightState::default();
+        self.future.prune_below(height);
+        self.phase = Phase::Idle;
+        self.last_sync_request = None;
+        self.finish()
     }
 
     /// Executes a block the network finalized. It must execute: if it does not, this node's

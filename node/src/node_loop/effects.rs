@@ -104,6 +104,7 @@ impl NodeLoop {
                 );
                 tracing::debug!("Finalized #{} ({hash})", header.number);
                 log_failover_events(&events);
+                let number = header.number;
                 let now = self.now_ms();
                 let (dropped, outputs) = host::finalized_into_pool(
                     &mut self.driver,
@@ -141,6 +142,7 @@ impl NodeLoop {
                 }));
                 self.publish_status();
                 self.work.extend(outputs);
+                self.take_sync_point(number);
             }
             Output::RequestSync { from } => {
                 self.stats.syncing = true;

@@ -315,7 +315,7 @@ impl NodeLoop {
             let store = self.driver.store();
             self.pool.submit(&store.state(), x)
         };
-        if result.is_ok() {
+        if result.is_ok() && !self.state_sync.is_joining() {
             let outputs = self.driver.on_transactions_pending(self.now_ms())?;
             self.work.extend(outputs);
         }

@@ -13,6 +13,7 @@ mod expiry;
 mod ingress;
 mod peer_exchange;
 mod replication_link;
+mod state_sync;
 mod subscriptions;
 mod swarm_events;
 mod sync_server;
@@ -44,11 +45,16 @@ use replication_link::ReplicationLink;
 
 use ingress::Command;
 pub use ingress::{NodeClient, NodeHandle};
+use state_sync::StateSyncLink;
+pub use state_sync::SyncMode;
 
 pub use drchain_consensus::host::{BLOCK_LIMIT, POOL_LIMIT};
 /// How often bootnodes we are not connected to are dialled again (and peers whose gossip
 /// topics were lost are disconnected).
 const REDIAL: Duration = Duration::from_secs(2);
+/// How often a joining node's state sync looks at its timers (offers collected, requests
+/// to send).
+const STATE_SYNC_TICK: Duration = Duration::from_millis(250);
 /// Transactions submitted here are gossiped at once when none were in the last
 /// `GOSSIP_BATCH_WINDOW`, else together at its end: light load keeps its latency, heavy load
 /// sends few large messages instead of many small ones.
@@ -82,6 +88,8 @@ pub struct NodeConfig {
     pub driver: DriverConfig,
     /// Where the node reads wall-clock time (block timestamps, the driver's `now_ms`).
     pub clock: Arc<dyn Clock>,
+    /// How a node with an empty database gets the state: by replay, or by state sync.
+    pub sync: SyncMode,
 }
 
 /// Opens the store, starts listening, and spawns the node's task.
@@ -92,6 +100,12 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         .with_context(|| format!("opening the database {}", config.database.display()))?;
     let shared_db = db.clone();
     let store = ChainStore::open(db, &config.genesis)?;
+    // State sync only fills an empty database; one with blocks follows from its head.
+    let state_sync = if config.sync == SyncMode::Fast && store.head().number == 0 {
+        StateSyncLink::joining(&config.genesis, 0)
+    } else {
+        StateSyncLink::default()
+    };
     // Beside the database, one per node: `<database>.chunks`.
     let chunk_dir = PathBuf::from(format!("{}.chunks", config.database.display()));
     let database_path = config.database.clone();
@@ -165,6 +179,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         flush_at: None,
         replication: ReplicationLink::new(to_task, peers_tx, announcements.clone()),
         discovery: crate::discovery::Discovery::default(),
+        state_sync,
     };
     let task =
         tokio::spawn(node_loop.run(commands_rx, shutdown_rx, replication_out, sync_answers_rx));
@@ -223,6 +238,8 @@ struct NodeLoop {
     replication: ReplicationLink,
     /// Members' addresses learned from identify and peer exchange.
     discovery: crate::discovery::Discovery,
+    /// Sync points served and, while joining, the state being fetched.
+    state_sync: StateSyncLink,
 }
 
 impl NodeLoop {
@@ -242,10 +259,16 @@ impl NodeLoop {
         self.stats.finalized = head.number;
         self.stats.hash = head.hash();
         self.publish_status();
-        let outputs = self.driver.start(self.now_ms())?;
-        self.execute(outputs)?;
+        if self.state_sync.is_joining() {
+            tracing::info!("State sync: asking peers for a recent sync point");
+            self.stats.syncing = true;
+        } else {
+            let outputs = self.driver.start(self.now_ms())?;
+            self.execute(outputs)?;
+        }
         self.dial_bootnodes();
         let mut redial = tokio::time::interval(REDIAL);
+        let mut state_sync_tick = tokio::time::interval(STATE_SYNC_TICK);
         loop {
             let next_timer = self.timers.values().min().copied();
             let sleep = async {
@@ -272,6 +295,9 @@ impl NodeLoop {
                 event = self.swarm.select_next_some() => self.swarm_event(event)?,
                 _ = sleep => self.fire_timers()?,
                 _ = flush => self.gossip_transactions(),
+                _ = state_sync_tick.tick(), if self.state_sync.is_joining() => {
+                    self.drive_state_sync()?;
+                }
                 _ = redial.tick() => {
                     self.reconnect_peers_missing_topics();
                     self.dial_bootnodes();

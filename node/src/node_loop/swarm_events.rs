@@ -98,6 +98,7 @@ impl NodeLoop {
                 if self.admitted(&peer_id) {
                     tracing::debug!(peer = %peer_id, "peer connected");
                     self.discovery.connected(&peer_id);
+                    self.state_sync.peer_connected(peer_id);
                     if num_established.get() == 1 {
                         self.connected_since.insert(peer_id, Instant::now());
                     }
@@ -116,6 +117,7 @@ impl NodeLoop {
             } => {
                 if num_established == 0 {
                     self.connected_since.remove(&peer_id);
+                    self.state_sync.peer_disconnected(&peer_id);
                 }
                 self.publish_status();
                 self.publish_replication_peers();
@@ -140,6 +142,17 @@ impl NodeLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Replication(
                 request_response::Event::Message { peer, message, .. },
             )) => self.replication_message(peer, message),
+            SwarmEvent::Behaviour(BehaviourEvent::StateSync(
+                request_response::Event::Message { peer, message, .. },
+            )) => self.state_sync_message(peer, message)?,
+            SwarmEvent::Behaviour(BehaviourEvent::StateSync(
+                request_response::Event::OutboundFailure {
+                    request_id, error, ..
+                },
+            )) => {
+                tracing::debug!(%error, "state sync request failed");
+                self.state_sync_failed(request_id);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -169,6 +182,10 @@ impl NodeLoop {
     ) -> anyhow::Result<Verdict> {
         if !self.admitted(&from) {
             self.stats.dropped_messages += 1;
+            return Ok(Verdict::Ignore);
+        }
+        if self.state_sync.is_joining() {
+            // Nothing to judge it against before the state is here.
             return Ok(Verdict::Ignore);
         }
         if message.topic == self.topics.consensus.hash() {

@@ -127,7 +127,7 @@ pub(super) struct RateLimit {
 }
 
 impl RateLimit {
-    fn full(now: Instant, burst: f64) -> Self {
+    pub(super) fn full(now: Instant, burst: f64) -> Self {
         Self {
             tokens: burst,
             at: now,
@@ -135,7 +135,7 @@ impl RateLimit {
     }
 
     /// Whether a request at `now` is within the rate (and takes its token if so).
-    fn allow(&mut self, now: Instant, per_second: f64, burst: f64) -> bool {
+    pub(super) fn allow(&mut self, now: Instant, per_second: f64, burst: f64) -> bool {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * per_second).min(burst);
         self.at = now;
