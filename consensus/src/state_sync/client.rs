@@ -48,7 +48,7 @@ pub enum Outcome {
 }
 
 /// A subtree's entries: keys and values.
-type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 #[derive(Debug, Default)]
 struct Peer {
@@ -80,6 +80,8 @@ pub struct StateSyncClient<P> {
     collected: BTreeMap<SubtreeId, Entries>,
     /// Checked subtrees of earlier targets, by hash: reused when a later target has them.
     earlier: BTreeMap<(SubtreeId, H256), Entries>,
+    /// Subtrees checked since [`Self::take_checked`] was last called.
+    fresh: Vec<SubtreeId>,
     outcome: Option<Outcome>,
 }
 
@@ -98,8 +100,33 @@ impl<P: Ord + Clone> StateSyncClient<P> {
             in_flight: BTreeMap::new(),
             collected: BTreeMap::new(),
             earlier: BTreeMap::new(),
+            fresh: vec![],
             outcome: None,
         }
+    }
+
+    /// Takes in subtrees an interrupted run checked (kept by the host through
+    /// [`Self::take_checked`]): those the new target still has are not fetched again.
+    pub fn resume(&mut self, checked: Vec<(SubtreeId, Entries)>) {
+        for (id, entries) in checked {
+            if let Ok(summary) = summarize_entries(&id, &entries) {
+                self.earlier.insert((id, summary.hash), entries);
+            }
+        }
+    }
+
+    /// The non-empty subtrees checked since the last call, for the host to keep so that a
+    /// restart can [`Self::resume`].
+    pub fn take_checked(&mut self) -> Vec<(SubtreeId, Entries)> {
+        std::mem::take(&mut self.fresh)
+            .into_iter()
+            .filter_map(|id| {
+                self.collected
+                    .get(&id)
+                    .filter(|e| !e.is_empty())
+                    .map(|e| (id, e.clone()))
+            })
+            .collect()
     }
 
     /// The target being downloaded, if chosen.
@@ -375,6 +402,7 @@ impl<P: Ord + Clone> StateSyncClient<P> {
                 match found {
                     Ok(found) if matches(&expected, &found, is_root) => {
                         self.collected.insert(*id, entries);
+                        self.fresh.push(*id);
                         Ok(())
                     }
                     Ok(found) => {

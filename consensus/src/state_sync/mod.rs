@@ -22,7 +22,7 @@ pub mod target;
 use drchain_support::trie_proof::{SubtreeId, SubtreeSummary};
 use parity_scale_codec::{Decode, Encode};
 
-pub use client::{Finished, Misbehaviour, Outcome, StateSyncClient};
+pub use client::{Entries, Finished, Misbehaviour, Outcome, StateSyncClient};
 pub use snapshot::{SnapshotError, StateSnapshot};
 pub use target::{SetChange, SyncTarget, TargetError, TrustRoot};
 

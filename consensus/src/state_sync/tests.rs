@@ -155,10 +155,9 @@ fn a_joining_node_takes_the_state_of_a_checked_block_and_follows_the_chain_from_
     assert_eq!(joined.head().hash(), next);
 }
 
-#[test]
-fn a_large_state_comes_in_many_checked_pieces() {
-    let (g, store) = chain(3);
-    // About 3 MiB of state: more than one answer can carry.
+/// The chain's state at block 3 plus about 3 MiB more (as if a block had written it): more
+/// than one answer can carry. Returns the snapshot and every entry.
+fn large_snapshot(g: &Genesis, store: &ChainStore<MemoryDb>) -> (StateSnapshot, Entries) {
     let big: BTreeMap<Vec<u8>, Option<Vec<u8>>> = (0..3000u32)
         .map(|i| {
             (
@@ -182,11 +181,20 @@ fn a_large_state_comes_in_many_checked_pieces() {
         extrinsics: target_block.extrinsics.clone(),
     };
     let target = SyncTarget {
-        certificate: signed_certificate(&g, 3, block.hash(), THREE),
+        certificate: signed_certificate(g, 3, block.hash(), THREE),
         block,
         set_changes: store.reader().set_changes(3).unwrap(),
     };
-    let snapshot = StateSnapshot::new(target, entries.clone()).unwrap();
+    (
+        StateSnapshot::new(target, entries.clone()).unwrap(),
+        entries,
+    )
+}
+
+#[test]
+fn a_large_state_comes_in_many_checked_pieces() {
+    let (g, store) = chain(3);
+    let (snapshot, mut entries) = large_snapshot(&g, &store);
     assert!(matches!(
         snapshot.answer(&drchain_support::trie_proof::SubtreeId::ROOT),
         StateSyncResponse::Split { .. }
@@ -207,6 +215,74 @@ fn a_large_state_comes_in_many_checked_pieces() {
     got.sort();
     entries.sort();
     assert_eq!(got, entries);
+}
+
+/// Subtree requests a client sends before it finishes, or `limit` if it gets there first
+/// (an interruption). The checked subtrees are kept in `store` as a node keeps them.
+fn fetch(
+    client: &mut StateSyncClient<&'static str>,
+    server: &Server,
+    store: &ChainStore<MemoryDb>,
+    limit: usize,
+) -> usize {
+    client.peer_connected("bob");
+    let mut subtrees = 0;
+    for step in 0..10_000u64 {
+        for (peer, request) in client.requests(step * 10) {
+            if matches!(request, StateSyncRequest::Subtree { .. }) {
+                if subtrees == limit {
+                    store.keep_sync_progress(client.take_checked()).unwrap();
+                    return subtrees;
+                }
+                subtrees += 1;
+            }
+            let response = server.answer(&request);
+            client
+                .response(&peer, step * 10, &request, response)
+                .unwrap();
+        }
+        store.keep_sync_progress(client.take_checked()).unwrap();
+        if client.take_outcome().is_some() {
+            return subtrees;
+        }
+    }
+    panic!("the sync never finished");
+}
+
+#[test]
+fn an_interrupted_state_sync_resumes_without_fetching_again_what_it_had() {
+    let (g, store) = chain(3);
+    let (snapshot, _) = large_snapshot(&g, &store);
+    let server = Server {
+        snapshot,
+        corrupt: false,
+    };
+    let whole = fetch(
+        &mut StateSyncClient::new(trust_root(&g), 0),
+        &server,
+        &ChainStore::open(MemoryDb::new(), &g).unwrap(),
+        usize::MAX,
+    );
+
+    let joining = ChainStore::open(MemoryDb::new(), &g).unwrap();
+    // Interrupted once the splits are done and some leaves of the trie are in.
+    fetch(
+        &mut StateSyncClient::new(trust_root(&g), 0),
+        &server,
+        &joining,
+        whole * 3 / 4,
+    );
+    let kept = joining.sync_progress().unwrap();
+    assert!(!kept.is_empty());
+    // Restarted: the subtrees kept are not asked again.
+    let mut client = StateSyncClient::new(trust_root(&g), 0);
+    let reused = kept.len();
+    client.resume(kept);
+    let second = fetch(&mut client, &server, &joining, usize::MAX);
+    assert!(
+        second == whole - reused,
+        "{second} subtrees fetched after the restart, {whole} for the whole state, {reused} kept"
+    );
 }
 
 #[test]

@@ -21,7 +21,8 @@ use drchain_support::{Backend, ChangeSet, ServiceName, StateRead, TrieDelta, Tri
 use parity_scale_codec::{Decode, Encode};
 
 use crate::codec::{WalRecord, WireCertificate};
-use crate::state_sync::{SetChange, SyncTarget};
+use crate::state_sync::{Entries, SetChange, SyncTarget};
+use drchain_support::trie_proof::SubtreeId;
 use kv::{DbError, KeyValueDb, Write};
 
 const META_GENESIS: &[u8] = b"m/genesis";
@@ -38,6 +39,7 @@ const FAILOVER_LOG: &[u8] = b"f/";
 const FAILOVER_COUNT: &[u8] = b"m/failover/";
 const SET_CHANGES: &[u8] = b"v/";
 const META_BASE: &[u8] = b"m/base";
+const SYNC_PROGRESS: &[u8] = b"y/";
 
 /// The kinds of data the store keeps and their key prefixes: what a node measures to report
 /// its database's size per kind.
@@ -47,6 +49,7 @@ pub const KEY_SPACES: &[(&str, &[&[u8]])] = &[
     ("height_index", &[HASH_BY_NUMBER]),
     ("state", &[STATE, LEAF, NODE]),
     ("events", &[EVENTS, FAILOVER_LOG, SET_CHANGES]),
+    ("state_sync_progress", &[SYNC_PROGRESS]),
     ("consensus_wal", &[WAL]),
 ];
 
@@ -276,6 +279,33 @@ impl<D: KeyValueDb> ChainStore<D> {
         Ok(())
     }
 
+    /// Keeps subtrees a state sync checked, so that it resumes after a restart (dropped when
+    /// the state is installed). Not synced to disk: losing some only costs fetching them again.
+    pub fn keep_sync_progress(&self, checked: Vec<(SubtreeId, Entries)>) -> Result<(), StoreError> {
+        if checked.is_empty() {
+            return Ok(());
+        }
+        let batch = checked
+            .into_iter()
+            .map(|(id, entries)| (key(SYNC_PROGRESS, &id.encode()), Some(entries.encode())))
+            .collect();
+        self.db.write(batch, false)?;
+        Ok(())
+    }
+
+    /// The subtrees kept by [`Self::keep_sync_progress`].
+    pub fn sync_progress(&self) -> Result<Vec<(SubtreeId, Entries)>, StoreError> {
+        let mut out = vec![];
+        for item in self.db.iter_from(SYNC_PROGRESS) {
+            let (k, v) = item?;
+            let Some(id) = k.strip_prefix(SYNC_PROGRESS) else {
+                break;
+            };
+            out.push((decode(&k, id)?, decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
     /// Replaces the state and head with the state of a block checked by state sync (the
     /// caller checked `target` and that `entries` give its state root; this checks the root
     /// again). Blocks below it are not kept: the target is the lowest block this node has.
@@ -304,7 +334,7 @@ impl<D: KeyValueDb> ChainStore<D> {
             });
         }
         let mut batch: Vec<Write> = vec![];
-        for prefix in [STATE, LEAF, NODE, WAL] {
+        for prefix in [STATE, LEAF, NODE, WAL, SYNC_PROGRESS] {
             for item in self.db.iter_from(prefix) {
                 let (k, _) = item?;
                 if !k.starts_with(prefix) {

@@ -102,7 +102,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let store = ChainStore::open(db, &config.genesis)?;
     // State sync only fills an empty database; one with blocks follows from its head.
     let state_sync = if config.sync == SyncMode::Fast && store.head().number == 0 {
-        StateSyncLink::joining(&config.genesis, 0)
+        StateSyncLink::joining(&config.genesis, 0, store.sync_progress()?)
     } else {
         StateSyncLink::default()
     };

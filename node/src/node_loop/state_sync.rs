@@ -6,10 +6,11 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use drchain_consensus::state_sync::{
-    Outcome, StateSnapshot, StateSyncClient, StateSyncRequest, StateSyncResponse, SyncTarget,
-    TrustRoot, SNAPSHOTS_KEPT, SYNC_POINT_INTERVAL,
+    Entries, Outcome, StateSnapshot, StateSyncClient, StateSyncRequest, StateSyncResponse,
+    SyncTarget, TrustRoot, SNAPSHOTS_KEPT, SYNC_POINT_INTERVAL,
 };
 use drchain_runtime::{pallet_membership, Genesis};
+use drchain_support::trie_proof::SubtreeId;
 use drchain_support::{Overlay, StateRead};
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::PeerId;
@@ -44,7 +45,12 @@ pub(super) struct StateSyncLink {
 
 impl StateSyncLink {
     /// A link that first syncs the state (a fresh node with `--sync fast`).
-    pub(super) fn joining(genesis: &Genesis, own_head: u64) -> Self {
+    /// `checked`: what an interrupted run kept (`ChainStore::sync_progress`).
+    pub(super) fn joining(
+        genesis: &Genesis,
+        own_head: u64,
+        checked: Vec<(SubtreeId, Entries)>,
+    ) -> Self {
         let root = TrustRoot {
             genesis_hash: genesis.hash(),
             genesis: genesis.header.clone(),
@@ -52,8 +58,16 @@ impl StateSyncLink {
                 &genesis.state as &dyn StateRead,
             )),
         };
+        let mut client = StateSyncClient::new(root, own_head);
+        if !checked.is_empty() {
+            tracing::info!(
+                subtrees = checked.len(),
+                "State sync: resuming with the state pieces an earlier run checked"
+            );
+        }
+        client.resume(checked);
         Self {
-            client: Some(StateSyncClient::new(root, own_head)),
+            client: Some(client),
             started: Some(Instant::now()),
             ..Self::default()
         }
@@ -173,6 +187,13 @@ impl NodeLoop {
                 .send_request(&peer, request.clone());
             self.state_sync.asked.insert(id, (peer, request));
         }
+        let checked = client.take_checked();
+        if let Err(e) = self.driver.store().keep_sync_progress(checked) {
+            tracing::warn!(error = %e, "state sync progress not kept (a restart fetches it again)");
+        }
+        let Some(client) = &mut self.state_sync.client else {
+            return Ok(());
+        };
         let Some(outcome) = client.take_outcome() else {
             return Ok(());
         };
