@@ -126,6 +126,40 @@ pub struct WireCertificate {
     pub signatures: Vec<(AccountId, Signature)>,
 }
 
+impl WireCertificate {
+    /// A round-0 commit certificate for block `hash` at `height`, signed by `keys`: how a tool
+    /// that builds a chain outside consensus (a benchmark's long chain, tests) certifies it.
+    pub fn signed_by(
+        genesis: &H256,
+        height: u64,
+        hash: H256,
+        keys: &[ed25519_dalek::SigningKey],
+    ) -> Self {
+        use ed25519_dalek::Signer;
+        let signatures = keys
+            .iter()
+            .map(|key| {
+                let account = AccountId::from(key);
+                let vote = Vote {
+                    vote_type: VoteType::Precommit,
+                    height: Height(height),
+                    round: Round::new(0),
+                    value: NilOrVal::Val(hash),
+                    validator: Address(account),
+                };
+                let signature = Signature(key.sign(&vote.sign_bytes(genesis)).to_bytes());
+                (account, signature)
+            })
+            .collect();
+        Self {
+            height,
+            round: 0,
+            block_hash: hash,
+            signatures,
+        }
+    }
+}
+
 /// 2/3+ prevotes for one value in one round (a "polka"): sent with a re-proposal so peers
 /// that missed those prevotes can still accept the value.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]

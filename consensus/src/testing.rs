@@ -54,32 +54,11 @@ pub fn signed_certificate(
     hash: H256,
     signers: &[&str],
 ) -> WireCertificate {
-    use crate::context::{Address, Height, Vote};
-    use ed25519_dalek::Signer;
-    use malachitebft_core_types::{NilOrVal, Round, VoteType};
-    let signatures = signers
+    let keys: Vec<_> = signers
         .iter()
-        .map(|name| {
-            let key = drchain_runtime::dev::dev_key(name);
-            let account = drchain_runtime::dev::dev_account(name);
-            let vote = Vote {
-                vote_type: VoteType::Precommit,
-                height: Height(number),
-                round: Round::new(0),
-                value: NilOrVal::Val(hash),
-                validator: Address(account),
-            };
-            let signature =
-                drchain_support::Signature(key.sign(&vote.sign_bytes(&g.hash())).to_bytes());
-            (account, signature)
-        })
+        .map(|n| drchain_runtime::dev::dev_key(n))
         .collect();
-    WireCertificate {
-        height: number,
-        round: 0,
-        block_hash: hash,
-        signatures,
-    }
+    WireCertificate::signed_by(&g.hash(), number, hash, &keys)
 }
 
 /// Builds the next block with `extrinsics`, certifies it by `signers` and imports it.

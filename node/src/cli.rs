@@ -34,6 +34,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Measure a running testnet: latency, throughput, RPC rate, memory.
     Bench(BenchArgs),
+    /// Measure how long a new member takes to follow the chain, by chain length, with
+    /// `--sync fast` and `--sync full` (builds the chains itself; takes a while).
+    BenchJoin(BenchJoinArgs),
     /// An L4 TCP proxy to a service's active node, following the chain.
     Proxy(ProxyArgs),
     /// Rebuild a recorded checkpoint of a service's data into a new directory, from the
@@ -136,6 +139,14 @@ pub struct StatusArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `drchain bench-join`
+#[derive(Debug, Args)]
+pub struct BenchJoinArgs {
+    /// Chain lengths to measure at (each rounded up to just before a sync point).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    pub blocks: Vec<u64>,
 }
 
 /// `drchain bench`

@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tx(args) => crate::client::tx(args),
         Command::Status(args) => crate::status::status(args),
         Command::Bench(args) => crate::bench::bench(args),
+        Command::BenchJoin(args) => crate::bench_join::bench_join(args),
         Command::Proxy(args) => crate::proxy::proxy(args),
         Command::Restore(args) => crate::restore::restore(args),
     }
