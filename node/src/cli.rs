@@ -228,6 +228,12 @@ pub struct RunArgs {
     /// against the validator set followed from genesis), then follows blocks from there.
     #[arg(long, value_enum, default_value = "full")]
     pub sync: crate::node_loop::SyncMode,
+    /// Which finalized blocks to keep: `archive` (or `archive-canonical`, the same here: every
+    /// stored block is final) keeps all; a number N (at least 256) keeps the last N with their
+    /// certificates and events. Genesis, the failover log and validator-set change proofs are
+    /// always kept.
+    #[arg(long, default_value = "16384")]
+    pub blocks_pruning: drchain_consensus::store::BlocksPruning,
     /// The member key (PKCS#8 PEM); also the node's network identity. Without it (and without
     /// a dev name), the key at `<base-path>/node-key.pem` is used, created on first run.
     #[arg(long)]

@@ -144,6 +144,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         driver: DriverConfig::default(),
         clock: Arc::new(SystemClock),
         sync: args.sync,
+        blocks_pruning: args.blocks_pruning,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.worker_threads {

@@ -278,71 +278,118 @@ fn write_key(dir: &Path, seed: u8) -> PathBuf {
     path
 }
 
+/// The local testnet's members on a chain that makes blocks as fast as it can (a 10 ms idle
+/// interval), to pass sync points (#256, #512, ...) soon. Node 4 is eve, a member that is not
+/// a validator. Keys are passed as files (dev names pick dev keys on built-in chains only).
+struct FastChain {
+    net: Testnet,
+    boot: String,
+    dir: tempfile::TempDir,
+}
+
+impl FastChain {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = drchain_runtime::dev::specs::local().unwrap();
+        spec.params.max_block_interval_ms = 10;
+        let spec_path = dir.path().join("fast.json");
+        std::fs::write(&spec_path, spec.to_json()).unwrap();
+        let mut net = Testnet::unstarted();
+        net.nodes.push(Node {
+            name: "eve".into(),
+            chain: String::new(),
+            base: dir.path().join("eve"),
+            port: common::free_port(),
+            child: None,
+            log: Arc::default(),
+        });
+        for node in &mut net.nodes {
+            node.chain = spec_path.to_str().unwrap().into();
+        }
+        let boot = net.bootnodes();
+        Self { net, boot, dir }
+    }
+
+    fn start(&mut self, i: usize, extra: &[&str]) {
+        let name = self.net.nodes[i].name.clone();
+        let key = self.dir.path().join(format!("{name}.pem"));
+        std::fs::write(&key, dev_pem(&name)).unwrap();
+        let mut args = vec!["--node-key-file", key.to_str().unwrap()];
+        args.extend(extra);
+        let log = Arc::default();
+        self.net.nodes[i].log = log;
+        spawn(&mut self.net.nodes[i], &self.boot, &args);
+    }
+
+    /// The lowest block a node's log shows finalized in its current run.
+    fn first_block(&self, i: usize) -> u64 {
+        let log = self.net.nodes[i].log.lock().unwrap();
+        *log.finalized.keys().next().unwrap()
+    }
+}
+
 /// A member that joins late with `--sync fast` takes the state of a recent sync point from its
-/// peers instead of replaying the chain, then follows blocks with the others. The chain makes
-/// blocks as fast as it can (a 10 ms idle interval) to pass the first sync point, #256, soon.
+/// peers instead of replaying the chain, then follows blocks with the others.
 #[test]
 fn a_member_joining_with_fast_sync_follows_the_chain_without_replaying_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = drchain_runtime::dev::specs::local().unwrap();
-    spec.params.max_block_interval_ms = 10;
-    let spec_path = dir.path().join("fast.json");
-    std::fs::write(&spec_path, spec.to_json()).unwrap();
-    let mut net = Testnet::unstarted();
-    // Eve: a member, not a validator (the local chain's fifth).
-    net.nodes.push(Node {
-        name: "eve".into(),
-        chain: String::new(),
-        base: dir.path().join("eve"),
-        port: common::free_port(),
-        child: None,
-        log: Arc::default(),
-    });
+    let mut chain = FastChain::new();
+    for i in 0..4 {
+        chain.start(i, &["--validator"]);
+    }
+    // Past #512: a sync point more than one interval ahead of an empty node.
+    chain.net.wait_for(&[0, 1, 2, 3], 600);
     let eve = 4;
-    let boot = net.bootnodes();
-    let key_file = |name: &str| {
-        let path = dir.path().join(format!("{name}.pem"));
-        std::fs::write(&path, dev_pem(name)).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
-    for i in 0..=eve {
-        net.nodes[i].chain = spec_path.to_str().unwrap().into();
-    }
-    for i in 0..eve {
-        let key = key_file(&net.nodes[i].name);
-        spawn(
-            &mut net.nodes[i],
-            &boot,
-            &["--node-key-file", &key, "--validator"],
-        );
-    }
-    net.wait_for(&[0, 1, 2, 3], 300);
-
-    let key = key_file("eve");
-    spawn(
-        &mut net.nodes[eve],
-        &boot,
-        &["--node-key-file", &key, "--sync", "fast"],
-    );
+    chain.start(eve, &["--sync", "fast"]);
     assert!(
-        wait_for_line(&net.nodes[eve].log, "State sync done: #"),
+        wait_for_line(&chain.net.nodes[eve].log, "State sync done: #"),
         "eve did not sync the state"
     );
-    let h = net.height(0);
-    net.wait_for(&[eve], h + 20);
-    let first = *net.nodes[eve]
-        .log
-        .lock()
-        .unwrap()
-        .finalized
-        .keys()
-        .next()
-        .unwrap();
+    let h = chain.net.height(0);
+    chain.net.wait_for(&[eve], h + 20);
+    let first = chain.first_block(eve);
     assert!(
-        first >= 256 && first.is_multiple_of(256),
+        first >= 512 && first.is_multiple_of(256),
         "eve's first block is #{first}, not a sync point: she replayed the chain"
     );
-    net.assert_no_fork(&[0, 1, 2, 3, eve]);
+    chain.net.assert_no_fork(&[0, 1, 2, 3, eve]);
+}
+
+/// A validator down for longer than its peers keep blocks (`--blocks-pruning 256`) cannot
+/// catch up block by block and says so; restarted with `--sync fast` it takes a recent state
+/// and finalizes with the others again.
+#[test]
+fn a_validator_behind_the_pruned_history_rejoins_with_fast_sync() {
+    let mut chain = FastChain::new();
+    let pruning = ["--validator", "--blocks-pruning", "256"];
+    for i in 0..4 {
+        chain.start(i, &pruning);
+    }
+    chain.net.wait_for(&[0, 1, 2, 3], 20);
+    let dave = 3;
+    chain.net.kill(dave);
+    let h = chain.net.height(0);
+    chain.net.wait_for(&[0, 1, 2], h + 900);
+
+    chain.start(dave, &pruning);
+    assert!(
+        wait_for_line(&chain.net.nodes[dave].log, "may have pruned them"),
+        "dave did not say why he cannot catch up"
+    );
+    chain.net.kill(dave);
+    let mut fast = pruning.to_vec();
+    fast.extend(["--sync", "fast"]);
+    chain.start(dave, &fast);
+    assert!(
+        wait_for_line(&chain.net.nodes[dave].log, "State sync done: #"),
+        "dave did not sync the state"
+    );
+    let h = chain.net.height(0);
+    chain.net.wait_for(&[dave], h + 20);
+    assert!(
+        chain.first_block(dave) > h - 600,
+        "dave replayed pruned blocks"
+    );
+    chain.net.assert_no_fork(&[0, 1, 2, dave]);
 }
 
 fn dev_pem(name: &str) -> String {

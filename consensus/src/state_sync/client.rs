@@ -13,6 +13,12 @@ use super::{StateSyncRequest, StateSyncResponse};
 pub const OFFER_WAIT_MS: u64 = 1_500;
 /// How long to wait for any offer above our head before following the chain block by block.
 pub const GIVE_UP_MS: u64 = 15_000;
+/// A target is worth taking only this far ahead of our head (one sync point): closer, the
+/// node replays the blocks instead.
+pub const MIN_GAIN: u64 = super::SYNC_POINT_INTERVAL;
+/// Peers that must have answered before the client gives up on state sync without waiting
+/// for [`GIVE_UP_MS`] (a peer that just restarted has no sync point yet).
+const ANSWERS_TO_GIVE_UP: usize = 2;
 /// Subtree requests in flight to one peer at once.
 pub const IN_FLIGHT_PER_PEER: usize = 4;
 
@@ -221,7 +227,7 @@ impl<P: Ord + Clone> StateSyncClient<P> {
             .all(|s| s.faulty || s.offer.is_some() || !s.asked_target);
         let best = self.offers.keys().next_back().copied();
         match best {
-            Some(height) if height > self.own_head => {
+            Some(height) if height > self.own_head + MIN_GAIN => {
                 let waited = self
                     .first_offer_ms
                     .is_some_and(|t| now_ms.saturating_sub(t) >= OFFER_WAIT_MS);
@@ -232,7 +238,10 @@ impl<P: Ord + Clone> StateSyncClient<P> {
                 }
             }
             _ => {
-                if now_ms.saturating_sub(started) >= GIVE_UP_MS {
+                let answered = self.peers.values().filter(|s| s.offer.is_some()).count();
+                if (all_answered && answered >= ANSWERS_TO_GIVE_UP)
+                    || now_ms.saturating_sub(started) >= GIVE_UP_MS
+                {
                     self.outcome = Some(Outcome::FullSync);
                 }
             }
@@ -359,7 +368,7 @@ impl<P: Ord + Clone> StateSyncClient<P> {
             Some(target) => {
                 verify_target(&self.root, &target)?;
                 let height = target.block.header.number;
-                if height > self.own_head {
+                if height > self.own_head + MIN_GAIN {
                     self.first_offer_ms.get_or_insert(now_ms);
                     self.offers.entry(height).or_insert(*target);
                 }

@@ -110,7 +110,7 @@ fn run(
 
 #[test]
 fn a_joining_node_takes_the_state_of_a_checked_block_and_follows_the_chain_from_it() {
-    let (g, mut store) = chain(40);
+    let (g, mut store) = chain(300);
     let servers = BTreeMap::from([
         (
             "bob",
@@ -133,29 +133,29 @@ fn a_joining_node_takes_the_state_of_a_checked_block_and_follows_the_chain_from_
     let Outcome::Synced(finished) = outcome else {
         panic!("no state synced");
     };
-    assert_eq!(finished.target.block.header.number, 40);
+    assert_eq!(finished.target.block.header.number, 300);
 
     let mut joined = ChainStore::open(MemoryDb::new(), &g).unwrap();
     joined
         .install_state(&finished.target, finished.entries)
         .unwrap();
-    assert_eq!(joined.head().number, 40);
+    assert_eq!(joined.head().number, 300);
     assert_eq!(joined.state().root(), store.head().state_root);
-    assert_eq!(joined.reader().base_number().unwrap(), 40);
-    assert!(joined.block(39).unwrap().is_none());
+    assert_eq!(joined.reader().base_number().unwrap(), 300);
+    assert!(joined.block(299).unwrap().is_none());
     // It serves the set change it followed, and imports the chain's next block.
-    assert_eq!(joined.reader().set_changes(40).unwrap().len(), 1);
+    assert_eq!(joined.reader().set_changes(300).unwrap().len(), 1);
     let next = import_signed(&mut store, &g, vec![], THREE);
-    let block = store.block(41).unwrap().unwrap();
+    let block = store.block(301).unwrap().unwrap();
     let executed =
         drchain_runtime::execute_block(&joined.state(), joined.head(), &block, &g.hash()).unwrap();
     joined
-        .import(&block, executed, &store.certificate(41).unwrap().unwrap())
+        .import(&block, executed, &store.certificate(301).unwrap().unwrap())
         .unwrap();
     assert_eq!(joined.head().hash(), next);
 }
 
-/// The chain's state at block 3 plus about 3 MiB more (as if a block had written it): more
+/// The chain's state at block 300 plus about 3 MiB more (as if a block had written it): more
 /// than one answer can carry. Returns the snapshot and every entry.
 fn large_snapshot(g: &Genesis, store: &ChainStore<MemoryDb>) -> (StateSnapshot, Entries) {
     let big: BTreeMap<Vec<u8>, Option<Vec<u8>>> = (0..3000u32)
@@ -166,7 +166,7 @@ fn large_snapshot(g: &Genesis, store: &ChainStore<MemoryDb>) -> (StateSnapshot, 
             )
         })
         .collect();
-    let target_block = store.block(3).unwrap().unwrap();
+    let target_block = store.block(300).unwrap().unwrap();
     let mut entries = store.state().scan_prefix(b"");
     entries.extend(big.into_iter().map(|(k, v)| (k, v.unwrap_or_default())));
     // A snapshot whose root is that of the filled state (as if a block had written it).
@@ -181,9 +181,9 @@ fn large_snapshot(g: &Genesis, store: &ChainStore<MemoryDb>) -> (StateSnapshot, 
         extrinsics: target_block.extrinsics.clone(),
     };
     let target = SyncTarget {
-        certificate: signed_certificate(g, 3, block.hash(), THREE),
+        certificate: signed_certificate(g, 300, block.hash(), THREE),
         block,
-        set_changes: store.reader().set_changes(3).unwrap(),
+        set_changes: store.reader().set_changes(300).unwrap(),
     };
     (
         StateSnapshot::new(target, entries.clone()).unwrap(),
@@ -193,7 +193,7 @@ fn large_snapshot(g: &Genesis, store: &ChainStore<MemoryDb>) -> (StateSnapshot, 
 
 #[test]
 fn a_large_state_comes_in_many_checked_pieces() {
-    let (g, store) = chain(3);
+    let (g, store) = chain(300);
     let (snapshot, mut entries) = large_snapshot(&g, &store);
     assert!(matches!(
         snapshot.answer(&drchain_support::trie_proof::SubtreeId::ROOT),
@@ -251,7 +251,7 @@ fn fetch(
 
 #[test]
 fn an_interrupted_state_sync_resumes_without_fetching_again_what_it_had() {
-    let (g, store) = chain(3);
+    let (g, store) = chain(300);
     let (snapshot, _) = large_snapshot(&g, &store);
     let server = Server {
         snapshot,
@@ -287,7 +287,7 @@ fn an_interrupted_state_sync_resumes_without_fetching_again_what_it_had() {
 
 #[test]
 fn a_peer_serving_a_corrupted_state_chunk_is_refused_and_the_chunk_fetched_elsewhere() {
-    let (g, store) = chain(10);
+    let (g, store) = chain(300);
     let servers = BTreeMap::from([
         // Asked first: its name sorts first.
         (
@@ -320,21 +320,21 @@ fn a_peer_serving_a_corrupted_state_chunk_is_refused_and_the_chunk_fetched_elsew
 
 #[test]
 fn targets_with_forged_certificates_or_set_changes_are_refused() {
-    let (g, store) = chain(10);
+    let (g, store) = chain(300);
     let root = trust_root(&g);
     let good = snapshot(&store).target().clone();
     target::verify_target(&root, &good).unwrap();
 
     // Signed by a member that is no validator.
     let mut forged = good.clone();
-    forged.certificate = signed_certificate(&g, 10, good.block.hash(), &["alice", "bob", "eve"]);
+    forged.certificate = signed_certificate(&g, 300, good.block.hash(), &["alice", "bob", "eve"]);
     assert!(matches!(
         target::verify_target(&root, &forged),
         Err(TargetError::BadCertificate { .. })
     ));
     // Too few signers.
     let mut thin = good.clone();
-    thin.certificate = signed_certificate(&g, 10, good.block.hash(), &["alice", "bob"]);
+    thin.certificate = signed_certificate(&g, 300, good.block.hash(), &["alice", "bob"]);
     assert!(target::verify_target(&root, &thin).is_err());
     // A set change claiming another set than its state holds.
     let mut swapped = good.clone();
@@ -365,6 +365,37 @@ fn targets_with_forged_certificates_or_set_changes_are_refused() {
         client.response(&"mallory", 0, &StateSyncRequest::Target, lie),
         Err(Misbehaviour::BadTarget(_))
     ));
+}
+
+#[test]
+fn a_node_close_behind_follows_block_by_block_and_one_far_behind_takes_the_state() {
+    let (g, store) = chain(700);
+    let servers = BTreeMap::from([
+        (
+            "bob",
+            Server {
+                snapshot: snapshot(&store),
+                corrupt: false,
+            },
+        ),
+        (
+            "charlie",
+            Server {
+                snapshot: snapshot(&store),
+                corrupt: false,
+            },
+        ),
+    ]);
+    // 700 is not a sync point, but the servers here take any head as one.
+    let mut close = StateSyncClient::new(trust_root(&g), 500);
+    let (outcome, _) = run(&mut close, &servers);
+    assert!(
+        matches!(outcome, Outcome::FullSync),
+        "500 is one sync point behind 700"
+    );
+    let mut far = StateSyncClient::new(trust_root(&g), 400);
+    let (outcome, _) = run(&mut far, &servers);
+    assert!(matches!(outcome, Outcome::Synced(_)));
 }
 
 #[test]

@@ -105,6 +105,45 @@ fn wal_key(height: u64, seq: u64) -> Vec<u8> {
     k
 }
 
+/// Which finalized blocks a node keeps (`--blocks-pruning`, Substrate's name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlocksPruning {
+    /// Every block. With BFT finality every stored block is canonical, so Substrate's
+    /// `archive` and `archive-canonical` are the same here.
+    Archive,
+    /// The last N finalized blocks with their certificates, events and height index
+    /// (genesis, the failover log and validator-set change proofs are always kept).
+    Last(u64),
+}
+
+impl BlocksPruning {
+    /// The fewest blocks a pruning node keeps: lagging peers sync from them.
+    pub const MIN_KEPT: u64 = 256;
+    /// The default: about an hour at the idle block rate.
+    pub const DEFAULT: Self = Self::Last(16_384);
+}
+
+impl std::str::FromStr for BlocksPruning {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "archive" | "archive-canonical" => Ok(Self::Archive),
+            n => match n.parse::<u64>() {
+                Ok(n) if n >= Self::MIN_KEPT => Ok(Self::Last(n)),
+                _ => Err(format!(
+                    "expected archive, archive-canonical or a number of blocks of at least {}",
+                    Self::MIN_KEPT
+                )),
+            },
+        }
+    }
+}
+
+/// Blocks pruned at most per import: a node restarted with a smaller `--blocks-pruning` works
+/// off its backlog a little at each block instead of stalling on it.
+const PRUNED_PER_IMPORT: u64 = 64;
+
 /// The chain store over a key-value database.
 #[derive(Debug)]
 pub struct ChainStore<D> {
@@ -112,6 +151,9 @@ pub struct ChainStore<D> {
     genesis: H256,
     head: Header,
     wal_next: u64,
+    pruning: BlocksPruning,
+    /// The lowest block kept besides genesis (0: every block).
+    base: u64,
 }
 
 impl<D: KeyValueDb> ChainStore<D> {
@@ -137,7 +179,10 @@ impl<D: KeyValueDb> ChainStore<D> {
             genesis: expected,
             head: genesis.header.clone(),
             wal_next: 0,
+            pruning: BlocksPruning::Archive,
+            base: 0,
         };
+        store.base = store.reader().base_number()?;
         let head = store.block(finalized)?.ok_or_else(|| StoreError::Corrupt {
             key: format!("block #{finalized}"),
             reason: "the finalized block is missing".into(),
@@ -171,6 +216,37 @@ impl<D: KeyValueDb> ChainStore<D> {
         batch.push((META_GENESIS.to_vec(), Some(genesis.hash().encode())));
         db.write(batch, true)?;
         Ok(())
+    }
+
+    /// Keeps only the blocks `pruning` says from the next import on.
+    pub fn set_blocks_pruning(&mut self, pruning: BlocksPruning) {
+        self.pruning = pruning;
+    }
+
+    /// The deletes that prune blocks below the retention after importing block `number`, and
+    /// the new base (at most [`PRUNED_PER_IMPORT`] blocks at a time).
+    fn prune_writes(&self, number: u64) -> Result<(Vec<Write>, u64), StoreError> {
+        let BlocksPruning::Last(keep) = self.pruning else {
+            return Ok((vec![], self.base));
+        };
+        let lowest_kept = (number + 1).saturating_sub(keep).max(1);
+        let from = self.base.max(1);
+        let to = lowest_kept.min(from + PRUNED_PER_IMPORT);
+        let mut batch = vec![];
+        for n in from..to {
+            let index = key(HASH_BY_NUMBER, &n.to_be_bytes());
+            if let Some(hash) = self.hash(n)? {
+                batch.push((key(BLOCK_BY_HASH, &hash.0), None));
+            }
+            batch.push((index, None));
+            batch.push((key(CERTIFICATE, &n.to_be_bytes()), None));
+            batch.push((key(EVENTS, &n.to_be_bytes()), None));
+        }
+        if to > from {
+            batch.push((META_BASE.to_vec(), Some(to.encode())));
+            return Ok((batch, to));
+        }
+        Ok((batch, self.base))
     }
 
     /// The chain's genesis hash.
@@ -233,9 +309,12 @@ impl<D: KeyValueDb> ChainStore<D> {
         batch.extend(failover_writes);
         batch.push((META_FINALIZED.to_vec(), Some(number.encode())));
         batch.extend(self.wal_deletes(number)?);
+        let (pruned, base) = self.prune_writes(number)?;
+        batch.extend(pruned);
         self.db.write(batch, true)?;
         self.head = block.header.clone();
         self.wal_next = 0;
+        self.base = base;
         self.record_set_change(&executed.events)
     }
 
@@ -308,7 +387,8 @@ impl<D: KeyValueDb> ChainStore<D> {
 
     /// Replaces the state and head with the state of a block checked by state sync (the
     /// caller checked `target` and that `entries` give its state root; this checks the root
-    /// again). Blocks below it are not kept: the target is the lowest block this node has.
+    /// again). Blocks below it are dropped (but genesis): the target is the lowest block this
+    /// node has.
     pub fn install_state(
         &mut self,
         target: &SyncTarget,
@@ -334,6 +414,25 @@ impl<D: KeyValueDb> ChainStore<D> {
             });
         }
         let mut batch: Vec<Write> = vec![];
+        // A node that fell behind keeps no block before the gap: its history would have a hole.
+        for item in self.db.iter_from(HASH_BY_NUMBER) {
+            let (k, v) = item?;
+            let Some(n) = k.strip_prefix(HASH_BY_NUMBER) else {
+                break;
+            };
+            let n: [u8; 8] = n.try_into().map_err(|_| StoreError::Corrupt {
+                key: hex::encode(&k),
+                reason: "not a height".into(),
+            })?;
+            if u64::from_be_bytes(n) == 0 {
+                continue;
+            }
+            let hash: H256 = decode(&k, &v)?;
+            batch.push((key(BLOCK_BY_HASH, &hash.0), None));
+            batch.push((key(CERTIFICATE, &n), None));
+            batch.push((key(EVENTS, &n), None));
+            batch.push((k, None));
+        }
         for prefix in [STATE, LEAF, NODE, WAL, SYNC_PROGRESS] {
             for item in self.db.iter_from(prefix) {
                 let (k, _) = item?;
@@ -356,6 +455,7 @@ impl<D: KeyValueDb> ChainStore<D> {
         self.db.write(batch, true)?;
         self.head = block.header.clone();
         self.wal_next = 0;
+        self.base = number;
         Ok(())
     }
 
@@ -485,7 +585,8 @@ impl<'a, D: KeyValueDb + ?Sized> ChainReader<'a, D> {
         })
     }
 
-    /// The lowest block kept with its certificate: 0, or the block a state sync started at.
+    /// The lowest block kept besides genesis: 0 when every block is, else the block a state
+    /// sync started at or the lowest one pruning left.
     pub fn base_number(&self) -> Result<u64, StoreError> {
         Ok(match self.db.get(META_BASE)? {
             Some(bytes) => decode::<u64>(META_BASE, &bytes)?,

@@ -4,7 +4,7 @@ use drchain_runtime::dev::specs;
 use drchain_runtime::{build_block, Genesis};
 use drchain_support::{Backend, StateRead};
 
-use super::kv::MemoryDb;
+use super::kv::{KeyValueDb, MemoryDb};
 use super::{ChainStore, StoreError};
 use crate::testing::{certificate, import_next, vote_record};
 
@@ -197,4 +197,62 @@ fn events_and_the_failover_log_are_kept_per_block_and_per_service() {
     let prefix = ServiceName::new("demo").unwrap();
     assert!(reader.failover_log(&prefix, 0, 100).unwrap().is_empty());
     assert_eq!(reader.failover_count(&prefix).unwrap(), 0);
+}
+
+#[test]
+fn a_pruning_store_keeps_the_last_blocks_and_genesis() {
+    use super::BlocksPruning;
+    let g = local();
+    let db = MemoryDb::new();
+    let mut store = ChainStore::open(db.clone(), &g).unwrap();
+    // Archive first: 600 blocks.
+    for _ in 0..600 {
+        import_next(&mut store, &g);
+    }
+    assert!(store.block(1).unwrap().is_some());
+    drop(store);
+    // Restarted keeping 256: the backlog goes a little at each block, never all at once.
+    let mut store = ChainStore::open(db.clone(), &g).unwrap();
+    store.set_blocks_pruning(BlocksPruning::Last(256));
+    import_next(&mut store, &g);
+    assert_eq!(store.reader().base_number().unwrap(), 65);
+    assert!(store.block(64).unwrap().is_none());
+    assert!(store.block(65).unwrap().is_some());
+    for _ in 0..400 {
+        import_next(&mut store, &g);
+    }
+    let head = store.head().number;
+    assert_eq!(head, 1001);
+    let lowest = head - 255;
+    assert_eq!(store.reader().base_number().unwrap(), lowest);
+    for n in [1, 500, lowest - 1] {
+        assert!(store.hash(n).unwrap().is_none(), "#{n} is kept");
+        assert!(store.block(n).unwrap().is_none());
+        assert!(store.certificate(n).unwrap().is_none());
+        assert!(store.reader().events(n).unwrap().is_none());
+    }
+    for n in [lowest, head] {
+        assert!(store.block(n).unwrap().is_some(), "#{n} is gone");
+        assert!(store.certificate(n).unwrap().is_some());
+    }
+    assert_eq!(store.hash(0).unwrap(), Some(g.hash()), "genesis is kept");
+    // Nothing of a pruned block is left behind: only the retained blocks' keys remain.
+    let blocks = db
+        .iter_from(b"b/")
+        .take_while(|e| e.as_ref().unwrap().0.starts_with(b"b/"))
+        .count();
+    assert_eq!(blocks as u64, 256 + 1);
+    drop(store);
+    let store = ChainStore::open(db, &g).unwrap();
+    assert_eq!(store.reader().base_number().unwrap(), lowest);
+}
+
+#[test]
+fn blocks_pruning_takes_substrates_values() {
+    use super::BlocksPruning;
+    assert_eq!("archive".parse(), Ok(BlocksPruning::Archive));
+    assert_eq!("archive-canonical".parse(), Ok(BlocksPruning::Archive));
+    assert_eq!("4096".parse(), Ok(BlocksPruning::Last(4096)));
+    assert!("10".parse::<BlocksPruning>().is_err(), "below the minimum");
+    assert!("all".parse::<BlocksPruning>().is_err());
 }

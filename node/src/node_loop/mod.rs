@@ -90,6 +90,8 @@ pub struct NodeConfig {
     pub clock: Arc<dyn Clock>,
     /// How a node with an empty database gets the state: by replay, or by state sync.
     pub sync: SyncMode,
+    /// Which finalized blocks to keep.
+    pub blocks_pruning: drchain_consensus::store::BlocksPruning,
 }
 
 /// Opens the store, starts listening, and spawns the node's task.
@@ -99,10 +101,12 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let db = RocksDb::open(&config.database)
         .with_context(|| format!("opening the database {}", config.database.display()))?;
     let shared_db = db.clone();
-    let store = ChainStore::open(db, &config.genesis)?;
-    // State sync only fills an empty database; one with blocks follows from its head.
-    let state_sync = if config.sync == SyncMode::Fast && store.head().number == 0 {
-        StateSyncLink::joining(&config.genesis, 0, store.sync_progress()?)
+    let mut store = ChainStore::open(db, &config.genesis)?;
+    store.set_blocks_pruning(config.blocks_pruning);
+    // A node with blocks takes a state only when it is more than a sync point behind.
+    let state_sync = if config.sync == SyncMode::Fast {
+        let head = store.head().number;
+        StateSyncLink::joining(&config.genesis, head, store.sync_progress()?)
     } else {
         StateSyncLink::default()
     };
@@ -164,6 +168,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         status: status_tx,
         stats: ChainStatus::default(),
         sync_peer: 0,
+        empty_sync_answers: 0,
+        empty_sync_warned: None,
         admission: HashMap::new(),
         penalized: HashMap::new(),
         connected_since: HashMap::new(),
@@ -213,6 +219,10 @@ struct NodeLoop {
     status: watch::Sender<ChainStatus>,
     stats: ChainStatus,
     sync_peer: usize,
+    /// Block-sync answers in a row that carried no block.
+    empty_sync_answers: u32,
+    /// When the node last warned that peers send it no blocks.
+    empty_sync_warned: Option<Instant>,
     /// Admission answers for the current head (see [`NodeLoop::admitted`]).
     admission: HashMap<PeerId, bool>,
     /// Peers kept out until then for sending provably bad data.

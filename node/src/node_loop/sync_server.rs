@@ -26,6 +26,7 @@ impl NodeLoop {
                 request, channel, ..
             } => self.serve_sync(peer, request, channel),
             request_response::Message::Response { response, .. } => {
+                self.note_empty_sync_answers(response.blocks.is_empty());
                 for (block, certificate) in response.blocks {
                     let started = Instant::now();
                     match self
@@ -51,6 +52,29 @@ impl NodeLoop {
 }
 
 impl NodeLoop {
+    /// Peers answer a node that is behind with nothing when they no longer keep the blocks it
+    /// lacks (pruned): it cannot catch up block by block, and says so.
+    fn note_empty_sync_answers(&mut self, empty: bool) {
+        if !empty {
+            self.empty_sync_answers = 0;
+            return;
+        }
+        self.empty_sync_answers += 1;
+        let now = Instant::now();
+        let quiet = self
+            .empty_sync_warned
+            .is_some_and(|at| now.duration_since(at) < EMPTY_SYNC_WARNING_INTERVAL);
+        if self.empty_sync_answers >= EMPTY_SYNC_ANSWERS && !quiet {
+            self.empty_sync_warned = Some(now);
+            tracing::warn!(
+                from = self.driver.height(),
+                "peers are ahead but send no block from #{}: they may have pruned them \
+                 (--blocks-pruning); restart this node with --sync fast to take a recent state",
+                self.driver.height()
+            );
+        }
+    }
+
     /// Answers a member's sync request off the consensus task (a blocking task reads a
     /// database snapshot), within the peer's rate and [`MAX_SYNC_SERVING`] at once; a request
     /// beyond either is refused (its channel dropped: the asker tries another peer).
@@ -111,6 +135,10 @@ pub(super) type SyncAnswer = (
     Result<Vec<(Block, WireCertificate)>, StoreError>,
 );
 
+/// Empty answers in a row (from any peers) before a node behind warns that it is stuck...
+const EMPTY_SYNC_ANSWERS: u32 = 4;
+/// ...and how often it says so again.
+const EMPTY_SYNC_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Sync requests a peer may make per second on average...
 const SYNC_REQUESTS_PER_SECOND: f64 = 10.0;
 /// ...and at once. A node catching up asks again as soon as an answer is imported, each
