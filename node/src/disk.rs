@@ -70,6 +70,28 @@ pub fn bytes_under(dir: &Path) -> u64 {
         .sum()
 }
 
+/// The finalized blocks a database keeps (besides genesis).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetainedBlocks {
+    /// The oldest (0 when there is none but genesis).
+    pub oldest: u64,
+    pub count: u64,
+}
+
+/// What `db` keeps of the chain: pruning and state sync leave a suffix of it.
+pub fn retained_blocks(db: &RocksDb) -> Option<RetainedBlocks> {
+    let reader = drchain_consensus::store::ChainReader::new(db);
+    let head = reader.finalized_number().ok()?;
+    if head == 0 {
+        return Some(RetainedBlocks::default());
+    }
+    let oldest = reader.base_number().ok()?.clamp(1, head);
+    Some(RetainedBlocks {
+        oldest,
+        count: head - oldest + 1,
+    })
+}
+
 /// The database's and its disk's metrics.
 #[derive(Debug, Clone, Default)]
 pub struct DiskMetrics {
@@ -80,6 +102,8 @@ pub struct DiskMetrics {
     on_disk: Gauge,
     free: Gauge,
     total: Gauge,
+    blocks_retained: Gauge,
+    oldest_block: Gauge,
 }
 
 impl DiskMetrics {
@@ -107,6 +131,16 @@ impl DiskMetrics {
             m.on_disk.clone(),
         );
         registry.register(
+            "blocks_retained",
+            "Finalized blocks the database keeps besides genesis (--blocks-pruning)",
+            m.blocks_retained.clone(),
+        );
+        registry.register(
+            "oldest_block",
+            "The oldest block the database keeps besides genesis (0: none yet)",
+            m.oldest_block.clone(),
+        );
+        registry.register(
             "disk_free_bytes",
             "Free bytes on the file system holding the database",
             m.free.clone(),
@@ -131,6 +165,12 @@ impl DiskMetrics {
         self.on_disk.set(gauge(on_disk));
     }
 
+    fn record_blocks(&self, retained: RetainedBlocks) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.blocks_retained.set(gauge(retained.count));
+        self.oldest_block.set(gauge(retained.oldest));
+    }
+
     fn record_disk(&self, space: Space) {
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.free.set(gauge(space.free));
@@ -145,13 +185,18 @@ pub async fn watch(db: RocksDb, path: PathBuf, metrics: DiskMetrics) {
     loop {
         tick.tick().await;
         let (db2, dir) = (db.clone(), path.clone());
-        let measured =
-            tokio::task::spawn_blocking(move || (db2.usage(), bytes_under(&dir), space(&dir)))
-                .await;
-        let Ok((usage, on_disk, space)) = measured else {
+        let measured = tokio::task::spawn_blocking(move || {
+            let retained = retained_blocks(&db2);
+            (db2.usage(), bytes_under(&dir), space(&dir), retained)
+        })
+        .await;
+        let Ok((usage, on_disk, space, retained)) = measured else {
             return;
         };
         metrics.record_database(&usage, on_disk);
+        if let Some(retained) = retained {
+            metrics.record_blocks(retained);
+        }
         match space {
             Ok(space) => {
                 metrics.record_disk(space);
@@ -198,6 +243,39 @@ mod tests {
         }
         .is_low());
         assert!(Space { free: 0, total: 0 }.is_low());
+    }
+
+    #[test]
+    fn the_blocks_kept_follow_pruning() {
+        use drchain_consensus::store::{BlocksPruning, ChainStore};
+        use drchain_consensus::testing::import_next;
+        let dir = tempfile::tempdir().unwrap();
+        let g = drchain_runtime::dev::specs::local()
+            .unwrap()
+            .build_genesis()
+            .unwrap();
+        let db = RocksDb::open(dir.path()).unwrap();
+        let mut store = ChainStore::open(db.clone(), &g).unwrap();
+        assert_eq!(retained_blocks(&db), Some(RetainedBlocks::default()));
+        import_next(&mut store, &g);
+        assert_eq!(
+            retained_blocks(&db),
+            Some(RetainedBlocks {
+                oldest: 1,
+                count: 1
+            })
+        );
+        store.set_blocks_pruning(BlocksPruning::Last(256));
+        for _ in 0..299 {
+            import_next(&mut store, &g);
+        }
+        assert_eq!(
+            retained_blocks(&db),
+            Some(RetainedBlocks {
+                oldest: 45,
+                count: 256
+            })
+        );
     }
 
     #[test]

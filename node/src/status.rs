@@ -113,8 +113,16 @@ pub fn render_disk(disk: &DiskView) -> String {
         }
         _ => String::new(),
     };
+    let blocks = if disk.blocks_retained > 0 {
+        format!(
+            "; {} blocks kept from #{}",
+            disk.blocks_retained, disk.oldest_block
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "disk: database {:.1} MB on disk{kinds}{free}\n",
+        "disk: database {:.1} MB on disk{kinds}{blocks}{free}\n",
         mb(disk.database_disk_bytes)
     )
 }
@@ -306,10 +314,13 @@ mod disk_line_tests {
             database_disk_bytes: 9_000_000,
             free_bytes: Some(40_000_000_000),
             total_bytes: Some(100_000_000_000),
+            oldest_block: 1_201,
+            blocks_retained: 16_384,
         };
         assert_eq!(
             render_disk(&disk),
-            "disk: database 9.0 MB on disk (blocks 2.5 MB, state 1.2 MB); 40.0 GB free of 100.0 GB\n"
+            "disk: database 9.0 MB on disk (blocks 2.5 MB, state 1.2 MB); 16384 blocks kept \
+             from #1201; 40.0 GB free of 100.0 GB\n"
         );
         disk.free_bytes = Some(500_000_000);
         assert!(

@@ -127,6 +127,13 @@ pub struct DiskView {
     pub free_bytes: Option<u64>,
     /// That file system's size.
     pub total_bytes: Option<u64>,
+    /// The oldest finalized block the node keeps besides genesis (0: none yet); older ones
+    /// were pruned (`--blocks-pruning`) or precede its state sync.
+    #[serde(default)]
+    pub oldest_block: u64,
+    /// How many finalized blocks it keeps besides genesis.
+    #[serde(default)]
+    pub blocks_retained: u64,
 }
 
 /// One entry of `system_peers`.

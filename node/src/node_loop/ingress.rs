@@ -149,7 +149,10 @@ impl NodeApi for NodeClient {
         tokio::task::spawn_blocking(move || {
             let usage = db.usage();
             let space = crate::disk::space(&path).ok();
+            let retained = crate::disk::retained_blocks(&db).unwrap_or_default();
             drchain_rpc::views::DiskView {
+                oldest_block: retained.oldest,
+                blocks_retained: retained.count,
                 database_bytes: usage
                     .kinds
                     .into_iter()
