@@ -37,6 +37,18 @@ pub enum Command {
     /// Measure how long a new member takes to follow the chain, by chain length, with
     /// `--sync fast` and `--sync full` (builds the chains itself; takes a while).
     BenchJoin(BenchJoinArgs),
+    /// Write the head's state (block, certificate, validator-set proofs, every entry) to a
+    /// file, from a stopped node's database.
+    ExportState(ChainIoArgs),
+    /// Check a state export and make it a stopped node's state and head (an empty database,
+    /// or one behind the export).
+    ImportState(ChainIoArgs),
+    /// Write finalized blocks with their certificates to a file, from a stopped node's
+    /// database (an archive node keeps them all).
+    ExportBlocks(ExportBlocksArgs),
+    /// Import the blocks of a file that extend a stopped node's head, each certificate
+    /// checked and each block executed.
+    ImportBlocks(ChainIoArgs),
     /// An L4 TCP proxy to a service's active node, following the chain.
     Proxy(ProxyArgs),
     /// Rebuild a recorded checkpoint of a service's data into a new directory, from the
@@ -139,6 +151,32 @@ pub struct StatusArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A stopped node's database and a file.
+#[derive(Debug, Args)]
+pub struct ChainIoArgs {
+    /// `dev`, `local`, or the path of a chain spec JSON file.
+    #[arg(long, default_value = "local")]
+    pub chain: String,
+    /// The base path the node runs with.
+    #[arg(long)]
+    pub base_path: Option<PathBuf>,
+    /// The export file.
+    pub file: PathBuf,
+}
+
+/// `drchain export-blocks`
+#[derive(Debug, Args)]
+pub struct ExportBlocksArgs {
+    #[command(flatten)]
+    pub io: ChainIoArgs,
+    /// The first block.
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// The last block (default: the head).
+    #[arg(long)]
+    pub to: Option<u64>,
 }
 
 /// `drchain bench-join`

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod bench_join;
+pub mod chain_io;
 pub mod chain_spec;
 pub mod cli;
 pub mod client;

@@ -22,7 +22,8 @@ use drchain_rpc::{Cors, NodeInfo, RpcConfig};
 /// Dev names whose well-known keys `--name` selects on the built-in chains.
 const DEV_NAMES: [&str; 5] = ["alice", "bob", "charlie", "dave", "eve"];
 
-fn default_base_path() -> PathBuf {
+/// Where a node keeps its data when no `--base-path` is given.
+pub fn default_base_path() -> PathBuf {
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
     home.join(".local/share/drchain")
 }
