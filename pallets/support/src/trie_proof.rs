@@ -270,6 +270,123 @@ pub fn verify_read_proof(root: &H256, key: &[u8], value: &[u8], proof: &ReadProo
     hash == *root
 }
 
+/// How a storage proof ends, below its siblings.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Terminal {
+    /// The key's own leaf: the key holds the value the proof is checked with.
+    #[codec(index = 0)]
+    Leaf,
+    /// An empty subtree on the key's path: the key is absent.
+    #[codec(index = 1)]
+    Empty,
+    /// A subtree on the key's path holding one other key's leaf: the key is absent.
+    #[codec(index = 2)]
+    Other {
+        /// That key's path.
+        path: Path,
+        /// blake3 of its value.
+        value_hash: H256,
+    },
+}
+
+/// A proof of a key's value, or of its absence, in the state with a given root.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct StorageProof {
+    /// The siblings on the key's path, from the root down.
+    pub siblings: Vec<H256>,
+    pub terminal: Terminal,
+}
+
+/// The storage proof of `key` in the trie in `store`; `value_hash` gives blake3 of the value
+/// of the key at a path (for the leaf that shows another key sits where `key` would).
+pub fn prove_storage(
+    store: &dyn TrieStore,
+    key: &[u8],
+    value_hash: &dyn Fn(&Path) -> Option<H256>,
+) -> Option<StorageProof> {
+    let path = key_path(key);
+    let mut siblings = vec![];
+    let mut id = SubtreeId::ROOT;
+    loop {
+        match summary(store, &id).leaves {
+            LeafCount::Empty => {
+                return Some(StorageProof {
+                    siblings,
+                    terminal: Terminal::Empty,
+                })
+            }
+            LeafCount::One => {
+                let (only, _) = store.leaves(id.span()).next()?;
+                let terminal = if only == path {
+                    Terminal::Leaf
+                } else {
+                    Terminal::Other {
+                        path: only,
+                        value_hash: value_hash(&only)?,
+                    }
+                };
+                return Some(StorageProof { siblings, terminal });
+            }
+            LeafCount::Many => {
+                let (left, right) = id.children()?;
+                let (ours, theirs) = if bit(&path, usize::from(id.depth)) {
+                    (right, left)
+                } else {
+                    (left, right)
+                };
+                siblings.push(summary(store, &theirs).hash);
+                id = ours;
+            }
+        }
+    }
+}
+
+/// Whether `proof` shows that `key` holds `value` (`None`: that it is absent) in the state
+/// whose root is `root`.
+pub fn verify_storage_proof(
+    root: &H256,
+    key: &[u8],
+    value: Option<&[u8]>,
+    proof: &StorageProof,
+) -> bool {
+    let depth = proof.siblings.len();
+    if depth > usize::from(MAX_DEPTH) {
+        return false;
+    }
+    let path = key_path(key);
+    let bottom = match (&proof.terminal, value) {
+        (Terminal::Leaf, Some(v)) => leaf_hash(&path, v),
+        (Terminal::Empty, None) => EMPTY,
+        (
+            Terminal::Other {
+                path: other,
+                value_hash,
+            },
+            None,
+        ) => {
+            let shares_prefix = (0..depth).all(|d| bit(other, d) == bit(&path, d));
+            if *other == path || !shares_prefix {
+                return false;
+            }
+            let mut buf = Vec::with_capacity(65);
+            buf.push(0);
+            buf.extend_from_slice(other);
+            buf.extend_from_slice(&value_hash.0);
+            crate::primitives::blake3_hash(&buf)
+        }
+        _ => return false,
+    };
+    let mut hash = bottom;
+    for (d, sibling) in proof.siblings.iter().enumerate().rev() {
+        hash = if bit(&path, d) {
+            node_hash(sibling, &hash)
+        } else {
+            node_hash(&hash, sibling)
+        };
+    }
+    hash == *root
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +499,39 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn storage_proofs_prove_values_and_absences_and_refuse_lies(
+            keys in prop::collection::btree_set(0u16..2000, 0..60),
+            absent in prop::collection::btree_set(2000u16..4000, 1..20),
+        ) {
+            use crate::StateRead;
+            use std::collections::BTreeMap;
+            let s = state(keys.iter().copied());
+            let root = s.root();
+            let by_path: BTreeMap<Path, H256> = s
+                .scan_prefix(b"")
+                .into_iter()
+                .map(|(k, v)| (key_path(&k), crate::primitives::blake3_hash(&v)))
+                .collect();
+            let value_hash = |p: &Path| by_path.get(p).copied();
+            for (k, v) in s.scan_prefix(b"") {
+                let proof = prove_storage(&s.trie, &k, &value_hash).unwrap();
+                prop_assert!(verify_storage_proof(&root, &k, Some(&v), &proof));
+                prop_assert!(!verify_storage_proof(&root, &k, None, &proof));
+                prop_assert!(!verify_storage_proof(&root, &k, Some(b"other"), &proof));
+                let mut hidden = proof.clone();
+                hidden.terminal = Terminal::Empty;
+                prop_assert!(!verify_storage_proof(&root, &k, None, &hidden), "absence forged");
+            }
+            for k in absent {
+                let k = k.to_be_bytes();
+                let proof = prove_storage(&s.trie, &k, &value_hash).unwrap();
+                prop_assert!(verify_storage_proof(&root, &k, None, &proof));
+                prop_assert!(!verify_storage_proof(&root, &k, Some(b"x"), &proof));
+            }
+        }
+
+
         #[test]
         fn read_proofs_prove_present_values_and_nothing_else(
             keys in prop::collection::btree_set(0u16..2000, 1..60)
