@@ -18,8 +18,8 @@ use jsonrpsee::proc_macros::rpc;
 use crate::views::{
     AckView, AdminsView, BlockEvents, CheckpointView, DiskView, EndpointView, HeaderView,
     HistoryOptions, HistoryView, LiveFailoverEvent, ManifestSummary, MemberView, MethodsView,
-    NodeHeartbeatView, NodeServiceView, NumberParam, PeerView, ServiceView, SignedBlockView,
-    SystemHealth, TransactionStatus, TrustAnchorView, ValidatorsView,
+    NodeHeartbeatView, NodeServiceView, NumberParam, PeerView, ReadProofView, ServiceView,
+    SignedBlockView, SystemHealth, TransactionStatus, TrustAnchorView, ValidatorsView,
 };
 use crate::RpcError;
 use drchain_runtime::pallet_network_config::ChainParams;
@@ -120,6 +120,11 @@ rpc_api! {
         /// The value at storage `key` (`0x` hex) in the finalized state; `at` must name the
         /// finalized head.
         async fn state_get_storage(&self, key: String, at: Option<H256>) -> Result<Option<String>, RpcError>;
+        #[method(name = "state_getReadProof")]
+        /// The values at storage `keys` (`0x` hex, at most 64) in the finalized state, each
+        /// with a proof of it (or of its absence) against the state root of block `at` (the
+        /// finalized head; `at` must name it).
+        async fn state_get_read_proof(&self, keys: Vec<String>, at: Option<H256>) -> Result<ReadProofView, RpcError>;
         #[method(name = "author_submitExtrinsic")]
         /// Submits a SCALE-encoded extrinsic (`0x` hex); returns its hash.
         async fn author_submit_extrinsic(&self, extrinsic: String) -> Result<H256, RpcError>;
@@ -226,6 +231,7 @@ mod tests {
         assert_eq!(param_count("system_name"), Some(("system_name", 0)));
         assert_eq!(param_count("chain_getHeader").map(|c| c.1), Some(1));
         assert_eq!(param_count("state_getStorage").map(|c| c.1), Some(2));
+        assert_eq!(param_count("state_getReadProof").map(|c| c.1), Some(2));
         assert_eq!(param_count("failover_history").map(|c| c.1), Some(2));
         assert_eq!(
             param_count("chain_subscribeFinalizedHeads").map(|c| c.1),

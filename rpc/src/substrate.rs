@@ -11,14 +11,18 @@ use drchain_runtime::{Block, UncheckedExtrinsic};
 use drchain_support::{AccountId, StateRead, H256};
 use jsonrpsee::core::SubscriptionResult;
 use jsonrpsee::PendingSubscriptionSink;
+use parity_scale_codec::Encode;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::SubstrateApiServer;
 use crate::views::{
-    hex0x, BlockEvents, DiskView, HeaderView, MethodsView, NumberParam, PeerView, SignedBlockView,
-    SystemHealth, TransactionStatus,
+    hex0x, BlockEvents, DiskView, HeaderView, KeyProofView, MethodsView, NumberParam, PeerView,
+    ReadProofView, SignedBlockView, SystemHealth, TransactionStatus,
 };
 use crate::{notify, RpcContext, RpcError};
+
+/// Keys one `state_getReadProof` call may ask for.
+const MAX_PROOF_KEYS: usize = 64;
 
 /// How long `author_submitAndWatchExtrinsic` waits for finalization before it reports
 /// `dropped` and ends.
@@ -182,6 +186,47 @@ impl SubstrateApiServer for RpcContext {
                 }
             }
             Ok(r.state().get(&key).map(|v| hex0x(&v)))
+        })
+    }
+
+    async fn state_get_read_proof(
+        &self,
+        keys: Vec<String>,
+        at: Option<H256>,
+    ) -> Result<ReadProofView, RpcError> {
+        if keys.len() > MAX_PROOF_KEYS {
+            return Err(RpcError::invalid(format!(
+                "{} keys; at most {MAX_PROOF_KEYS} per call",
+                keys.len()
+            )));
+        }
+        let keys = keys
+            .iter()
+            .map(|k| {
+                hex::decode(k.strip_prefix("0x").unwrap_or(k))
+                    .map_err(|e| RpcError::invalid(format!("storage key {k:?} is not hex: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.read(|r| {
+            let head = r.hash(r.finalized_number()?)?.unwrap_or_default();
+            if at.is_some_and(|at| at != head) {
+                return Err(RpcError::invalid(format!(
+                    "state at {} is not kept: a drchain node keeps only the finalized head's state ({head})",
+                    at.unwrap_or_default()
+                )));
+            }
+            let proofs = keys
+                .iter()
+                .map(|k| {
+                    let (value, proof) = r.storage_proof(k)?;
+                    Ok(KeyProofView {
+                        key: hex0x(k),
+                        value: value.map(|v| hex0x(&v)),
+                        proof: hex0x(&proof.encode()),
+                    })
+                })
+                .collect::<Result<Vec<_>, RpcError>>()?;
+            Ok(ReadProofView { at: head, proofs })
         })
     }
 

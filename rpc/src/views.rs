@@ -136,6 +136,26 @@ pub struct DiskView {
     pub blocks_retained: u64,
 }
 
+/// `state_getReadProof`: values with proofs against one block's state root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadProofView {
+    /// The block whose `stateRoot` the proofs check against.
+    pub at: H256,
+    pub proofs: Vec<KeyProofView>,
+}
+
+/// One key's value and proof (`drchain_support::trie_proof::StorageProof`, SCALE as hex;
+/// check it with `verify_storage_proof`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyProofView {
+    /// The key, `0x` hex.
+    pub key: String,
+    /// Its value, `0x` hex, or `null` if absent.
+    pub value: Option<String>,
+    /// The proof, `0x` hex.
+    pub proof: String,
+}
+
 /// One entry of `system_peers`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

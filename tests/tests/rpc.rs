@@ -21,7 +21,7 @@ use jsonrpsee::core::ClientError;
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
 use jsonrpsee::rpc_params;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
-use parity_scale_codec::Encode;
+use parity_scale_codec::{Decode, Encode};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -306,6 +306,42 @@ async fn every_method_answers_over_http_and_websocket() {
         call(&http, "state_getStorage", rpc_params!["0x00"]).await,
         Value::Null
     );
+    // state_getReadProof: each value (or absence) with a proof against the head's state root.
+    let answer = call(
+        &http,
+        "state_getReadProof",
+        rpc_params![vec![hex0x(&nonce_key), "0x00".to_owned()]],
+    )
+    .await;
+    let header = call(&http, "chain_getHeader", rpc_params![answer["at"].clone()]).await;
+    let root: H256 = serde_json::from_value(header["stateRoot"].clone()).unwrap();
+    let unhex = |v: &Value| hex::decode(v.as_str().unwrap().trim_start_matches("0x")).unwrap();
+    for (entry, expected) in answer["proofs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip([Some(1u64.encode()), None])
+    {
+        let key = unhex(&entry["key"]);
+        let value = (!entry["value"].is_null()).then(|| unhex(&entry["value"]));
+        assert_eq!(value, expected);
+        let proof = drchain_runtime::support::trie_proof::StorageProof::decode(
+            &mut &unhex(&entry["proof"])[..],
+        )
+        .unwrap();
+        assert!(drchain_runtime::support::trie_proof::verify_storage_proof(
+            &root,
+            &key,
+            value.as_deref(),
+            &proof
+        ));
+        assert!(!drchain_runtime::support::trie_proof::verify_storage_proof(
+            &root,
+            &key,
+            Some(b"a lie"),
+            &proof
+        ));
+    }
     // author_submitExtrinsic returns the hash; the pool holds it until a block takes it.
     let x = heartbeat(&genesis, "bob", "demo-db", 0);
     let hash = call(
@@ -473,6 +509,17 @@ async fn bad_input_safe_mode_and_limits_are_refused_cleanly() {
         (
             "state_getStorage",
             rpc_params!["0x00", H256([1; 32])],
+            "finalized head",
+        ),
+        ("state_getReadProof", rpc_params![vec!["nothex"]], "hex"),
+        (
+            "state_getReadProof",
+            rpc_params![vec!["0x00"; 65]],
+            "at most 64",
+        ),
+        (
+            "state_getReadProof",
+            rpc_params![vec!["0x00"], H256([1; 32])],
             "finalized head",
         ),
         ("author_submitExtrinsic", rpc_params!["0x00"], "decode"),

@@ -40,6 +40,10 @@ const FAILOVER_COUNT: &[u8] = b"m/failover/";
 const SET_CHANGES: &[u8] = b"v/";
 const META_BASE: &[u8] = b"m/base";
 const SYNC_PROGRESS: &[u8] = b"y/";
+/// Trie path → blake3 of the value: what a proof of absence shows of the key in the way.
+const VALUE_HASH: &[u8] = b"p/";
+/// Set once `p/` covers the whole state (databases from before it get it at open).
+const META_VALUE_HASHES: &[u8] = b"m/value-hashes";
 
 /// The kinds of data the store keeps and their key prefixes: what a node measures to report
 /// its database's size per kind.
@@ -47,7 +51,7 @@ pub const KEY_SPACES: &[(&str, &[&[u8]])] = &[
     ("blocks", &[BLOCK_BY_HASH]),
     ("certificates", &[CERTIFICATE]),
     ("height_index", &[HASH_BY_NUMBER]),
-    ("state", &[STATE, LEAF, NODE]),
+    ("state", &[STATE, LEAF, NODE, VALUE_HASH]),
     ("events", &[EVENTS, FAILOVER_LOG, SET_CHANGES]),
     ("state_sync_progress", &[SYNC_PROGRESS]),
     ("consensus_wal", &[WAL]),
@@ -189,6 +193,9 @@ impl<D: KeyValueDb> ChainStore<D> {
         })?;
         store.head = head.header;
         store.wal_next = store.wal(finalized + 1)?.len() as u64;
+        if store.db.get(META_VALUE_HASHES)?.is_none() {
+            store.index_value_hashes()?;
+        }
         // A crash between a block's import and its set-change record (see `import`).
         if let Some(events) = store.reader().events(finalized)? {
             store.record_set_change(&events)?;
@@ -214,7 +221,24 @@ impl<D: KeyValueDb> ChainStore<D> {
         batch.extend(block_writes(&block, None));
         batch.push((META_FINALIZED.to_vec(), Some(0u64.encode())));
         batch.push((META_GENESIS.to_vec(), Some(genesis.hash().encode())));
+        batch.push((META_VALUE_HASHES.to_vec(), Some(vec![1])));
         db.write(batch, true)?;
+        Ok(())
+    }
+
+    /// Writes `p/` for the whole state: a database from before proofs of absence.
+    fn index_value_hashes(&self) -> Result<(), StoreError> {
+        let mut batch: Vec<Write> = self
+            .state()
+            .scan_prefix(b"")
+            .into_iter()
+            .map(|(k, v)| {
+                let hash = drchain_support::blake3_hash(&v).0.to_vec();
+                (key(VALUE_HASH, &trie::key_path(&k)), Some(hash))
+            })
+            .collect();
+        batch.push((META_VALUE_HASHES.to_vec(), Some(vec![1])));
+        self.db.write(batch, true)?;
         Ok(())
     }
 
@@ -433,7 +457,7 @@ impl<D: KeyValueDb> ChainStore<D> {
             batch.push((key(EVENTS, &n), None));
             batch.push((k, None));
         }
-        for prefix in [STATE, LEAF, NODE, WAL, SYNC_PROGRESS] {
+        for prefix in [STATE, LEAF, NODE, VALUE_HASH, WAL, SYNC_PROGRESS] {
             for item in self.db.iter_from(prefix) {
                 let (k, _) = item?;
                 if !k.starts_with(prefix) {
@@ -594,6 +618,27 @@ impl<'a, D: KeyValueDb + ?Sized> ChainReader<'a, D> {
         })
     }
 
+    /// `key`'s value in the finalized state and the proof of it (or of its absence) against
+    /// the head's state root.
+    pub fn storage_proof(
+        &self,
+        key_bytes: &[u8],
+    ) -> Result<(Option<Vec<u8>>, trie_proof::StorageProof), StoreError> {
+        let state = self.state();
+        let value = state.get(key_bytes);
+        let value_hash = |path: &Path| -> Option<H256> {
+            let bytes = self.db.get(&key(VALUE_HASH, path)).ok()??;
+            <[u8; 32]>::try_from(bytes).ok().map(H256)
+        };
+        let proof = trie_proof::prove_storage(&state, key_bytes, &value_hash).ok_or_else(|| {
+            StoreError::Corrupt {
+                key: hex::encode(key_bytes),
+                reason: "the state trie or its value hashes are incomplete".into(),
+            }
+        })?;
+        Ok((value, proof))
+    }
+
     /// The validator-set changes recorded at heights up to `number`, oldest first.
     pub fn set_changes(&self, number: u64) -> Result<Vec<SetChange>, StoreError> {
         let mut out = vec![];
@@ -689,10 +734,14 @@ fn decode<T: Decode>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
 }
 
 fn state_writes(changes: ChangeSet, delta: TrieDelta) -> Vec<Write> {
-    let mut batch: Vec<Write> = changes
-        .into_iter()
-        .map(|(k, v)| (key(STATE, &k), v))
-        .collect();
+    let mut batch: Vec<Write> = Vec::with_capacity(changes.len() * 2);
+    for (k, v) in changes {
+        let hash = v
+            .as_ref()
+            .map(|v| drchain_support::blake3_hash(v).0.to_vec());
+        batch.push((key(VALUE_HASH, &trie::key_path(&k)), hash));
+        batch.push((key(STATE, &k), v));
+    }
     batch.extend(
         delta
             .leaves

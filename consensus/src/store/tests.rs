@@ -256,3 +256,40 @@ fn blocks_pruning_takes_substrates_values() {
     assert!("10".parse::<BlocksPruning>().is_err(), "below the minimum");
     assert!("all".parse::<BlocksPruning>().is_err());
 }
+
+#[test]
+fn storage_proofs_of_values_and_absences_check_against_the_head_and_survive_an_old_database() {
+    use drchain_support::trie_proof::verify_storage_proof;
+    let g = local();
+    let db = MemoryDb::new();
+    let mut store = ChainStore::open(db.clone(), &g).unwrap();
+    for _ in 0..5 {
+        import_next(&mut store, &g);
+    }
+    let root = store.head().state_root;
+    let check = |store: &ChainStore<MemoryDb>| {
+        for (k, v) in store.state().scan_prefix(b"") {
+            let (value, proof) = store.reader().storage_proof(&k).unwrap();
+            assert_eq!(value.as_deref(), Some(v.as_slice()));
+            assert!(verify_storage_proof(&root, &k, Some(&v), &proof));
+        }
+        for absent in [b"no such key".as_slice(), b"x", b"Membership"] {
+            let (value, proof) = store.reader().storage_proof(absent).unwrap();
+            assert_eq!(value, None);
+            assert!(verify_storage_proof(&root, absent, None, &proof));
+        }
+    };
+    check(&store);
+    drop(store);
+    // A database from before the value-hash index: it is built when the store opens.
+    let old: Vec<Vec<u8>> = db
+        .iter_from(b"p/")
+        .map(|e| e.unwrap().0)
+        .take_while(|k| k.starts_with(b"p/"))
+        .chain([b"m/value-hashes".to_vec()])
+        .collect();
+    db.write(old.into_iter().map(|k| (k, None)).collect(), true)
+        .unwrap();
+    let store = ChainStore::open(db, &g).unwrap();
+    check(&store);
+}
