@@ -105,6 +105,14 @@ pub struct ProxyArgs {
     /// metrics).
     #[arg(long)]
     pub prometheus_port: Option<u16>,
+    /// Trust the chain spec, not the RPC node: check each head's commit certificate against
+    /// the validator set followed from genesis, and read the service through storage proofs
+    /// against that head's state root.
+    #[arg(long)]
+    pub verify: bool,
+    /// With `--verify`: `dev`, `local`, or the path of the chain spec to trust.
+    #[arg(long, default_value = "local")]
+    pub chain: String,
 }
 
 /// `drchain tx`

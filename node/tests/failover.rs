@@ -658,6 +658,197 @@ fn the_proxy_leaves_a_stopped_rpc_node_for_a_live_one() {
     c.signal(followed, "CONT");
 }
 
+/// What the lying RPC node does to the answers it forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lie {
+    /// Nothing: it forwards faithfully.
+    Not,
+    /// Changes a byte of every commit certificate (`chain_getBlock`'s justification).
+    Certificate,
+    /// Changes every storage value it forwards, keeping the proof.
+    Value,
+}
+
+/// A JSON-RPC server in front of a real node: it forwards what a proxy asks, and lies when
+/// told to. Stops when dropped.
+struct LyingRpc {
+    port: u16,
+    lie: Arc<std::sync::Mutex<Lie>>,
+    _server: jsonrpsee::server::ServerHandle,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl LyingRpc {
+    fn start(upstream: u16) -> Self {
+        use jsonrpsee::core::client::{ClientT, SubscriptionClientT};
+        use jsonrpsee::types::ErrorObjectOwned;
+        use serde_json::Value;
+        type Ctx = (jsonrpsee::ws_client::WsClient, Arc<std::sync::Mutex<Lie>>);
+
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let lie = Arc::new(std::sync::Mutex::new(Lie::Not));
+        let (port, server) = runtime.block_on(async {
+            let client = jsonrpsee::ws_client::WsClientBuilder::default()
+                .build(format!("ws://127.0.0.1:{upstream}"))
+                .await
+                .unwrap();
+            let mut module = jsonrpsee::RpcModule::new((client, lie.clone()));
+            for method in [
+                "chain_getHeader",
+                "chain_getBlock",
+                "state_getReadProof",
+                "chain_getValidatorSetChanges",
+            ] {
+                module
+                    .register_async_method(method, move |params, ctx: Arc<Ctx>, _| async move {
+                        let (client, lie) = &*ctx;
+                        let params: Vec<Value> = params.parse().unwrap_or_default();
+                        let mut array = jsonrpsee::core::params::ArrayParams::new();
+                        for p in params {
+                            array.insert(p).unwrap();
+                        }
+                        let mut answer: Value =
+                            client.request(method, array).await.map_err(|e| {
+                                ErrorObjectOwned::owned(-32000, e.to_string(), None::<()>)
+                            })?;
+                        let lie = *lie.lock().unwrap();
+                        let flip = |v: &mut Value| {
+                            if let Some(hex) = v.as_str() {
+                                let last = if hex.ends_with('0') { '1' } else { '0' };
+                                *v = Value::String(format!("{}{last}", &hex[..hex.len() - 1]));
+                            }
+                        };
+                        match (method, lie) {
+                            ("chain_getBlock", Lie::Certificate) => {
+                                flip(&mut answer["justifications"][0][1]);
+                            }
+                            ("state_getReadProof", Lie::Value) => {
+                                if let Some(proofs) = answer["proofs"].as_array_mut() {
+                                    for p in proofs {
+                                        flip(&mut p["value"]);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                        Ok::<Value, ErrorObjectOwned>(answer)
+                    })
+                    .unwrap();
+            }
+            module
+                .register_subscription(
+                    "chain_subscribeFinalizedHeads",
+                    "chain_finalizedHead",
+                    "chain_unsubscribeFinalizedHeads",
+                    |_, pending, ctx: Arc<Ctx>, _| async move {
+                        let mut heads: jsonrpsee::core::client::Subscription<Value> = ctx
+                            .0
+                            .subscribe(
+                                "chain_subscribeFinalizedHeads",
+                                jsonrpsee::rpc_params![],
+                                "chain_unsubscribeFinalizedHeads",
+                            )
+                            .await?;
+                        let sink = pending.accept().await?;
+                        while let Some(Ok(head)) = heads.next().await {
+                            sink.send(serde_json::value::to_raw_value(&head)?).await?;
+                        }
+                        jsonrpsee::core::SubscriptionResult::Ok(())
+                    },
+                )
+                .unwrap();
+            let server = jsonrpsee::server::Server::builder()
+                .build("127.0.0.1:0")
+                .await
+                .unwrap();
+            let port = server.local_addr().unwrap().port();
+            (port, server.start(module))
+        });
+        Self {
+            port,
+            lie,
+            _server: server,
+            _runtime: runtime,
+        }
+    }
+
+    fn lie(&self, lie: Lie) {
+        *self.lie.lock().unwrap() = lie;
+    }
+}
+
+/// `drchain proxy --verify` trusts the chain spec, not its RPC node: in front of a node that
+/// forges certificates or storage values, it stops routing (and counts the failures); when the
+/// node tells the truth again, it routes again.
+#[test]
+fn a_verifying_proxy_refuses_a_node_that_forges_certificates_or_storage() {
+    let c = Cluster::start();
+    let (active, epoch) = c.served(None, 0, WAIT);
+    let rpc = LyingRpc::start(c.nodes[3].rpc);
+    let port = common::free_port();
+    let metrics = common::free_port();
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_drchain"))
+        .args(["proxy", "--service", "svc", "--verify", "--chain"])
+        .arg(&c.spec)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--prometheus-port", &metrics.to_string()])
+        .args(["--rpc", &format!("ws://127.0.0.1:{}", rpc.port)])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(c.path("verify-proxy.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(c.path("verify-proxy.log")).unwrap_or_default();
+    let until = |what: &str, ok: &dyn Fn(Option<(String, String)>) -> bool| {
+        let deadline = Instant::now() + WAIT;
+        while !ok(ask_at(port)) {
+            assert!(Instant::now() < deadline, "{what}\n{}", log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let failures = || {
+        http_get(metrics, "/metrics")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("drchain_proxy_verify_failures_total{service=\"svc\"}")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let routed = |a: Option<(String, String)>| {
+        a.is_some_and(|(node, e)| node == active && e == epoch.to_string())
+    };
+    until("the verifying proxy routes through an honest node", &routed);
+    for lie in [Lie::Certificate, Lie::Value] {
+        let before = failures();
+        rpc.lie(lie);
+        // Connections accepted meanwhile are closed at once: no answer.
+        until(&format!("the proxy still routes with {lie:?}"), &|a| {
+            a.is_none()
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            ask_at(port).is_none(),
+            "routed again while the node lies ({lie:?})"
+        );
+        assert!(
+            failures() > before,
+            "no verify failure counted for {lie:?}\n{}",
+            log()
+        );
+        rpc.lie(Lie::Not);
+        until(
+            "the proxy routes again once the node tells the truth",
+            &routed,
+        );
+    }
+    assert!(log().contains("does not check"), "{}", log());
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}
+
 /// libfaketime's multithreaded preload library, installed from apt when missing and root.
 fn libfaketime() -> Option<PathBuf> {
     let find = || {

@@ -110,6 +110,11 @@ rpc_api! {
         #[method(name = "chain_getEvents")]
         /// The events of block `hash`, or of the finalized head.
         async fn chain_get_events(&self, hash: Option<H256>) -> Result<BlockEvents, RpcError>;
+        #[method(name = "chain_getValidatorSetChanges")]
+        /// The proofs of every validator-set change up to the finalized head, oldest first
+        /// (each a SCALE `drchain_consensus::state_sync::SetChange`, `0x` hex): what a client
+        /// that trusts only the chain spec follows to check a head's certificate.
+        async fn chain_get_validator_set_changes(&self) -> Result<Vec<String>, RpcError>;
         #[subscription(name = "chain_subscribeNewHeads" => "chain_newHead", unsubscribe = "chain_unsubscribeNewHeads", item = HeaderView)]
         /// Every new head; with BFT finality, the same as finalized heads.
         async fn chain_subscribe_new_heads(&self) -> SubscriptionResult;

@@ -152,6 +152,13 @@ impl SubstrateApiServer for RpcContext {
         })
     }
 
+    async fn chain_get_validator_set_changes(&self) -> Result<Vec<String>, RpcError> {
+        self.read(|r| {
+            let changes = r.set_changes(r.finalized_number()?)?;
+            Ok(changes.iter().map(|c| hex0x(&c.encode())).collect())
+        })
+    }
+
     async fn chain_subscribe_new_heads(
         &self,
         pending: PendingSubscriptionSink,

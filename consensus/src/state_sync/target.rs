@@ -80,15 +80,31 @@ pub struct TrustRoot {
 /// Checks `target` from `root`: every set change in turn, then the block's certificate by
 /// the last set and its body against its header.
 pub fn verify_target(root: &TrustRoot, target: &SyncTarget) -> Result<(), TargetError> {
-    if target.set_changes.len() > MAX_SET_CHANGES {
+    let number = target.block.header.number;
+    let validators = follow_set_changes(root, &target.set_changes, number)?;
+    verify_certificate(root, &target.block.header, &target.certificate, &validators)?;
+    check_body(&target.block).map_err(|e| TargetError::BadBody {
+        number,
+        reason: e.to_string(),
+    })
+}
+
+/// The validator set `set_changes` lead to from `root`, each change checked (none may lie
+/// above `up_to`): the set that signs blocks after the last change, up to the next one.
+pub fn follow_set_changes(
+    root: &TrustRoot,
+    set_changes: &[SetChange],
+    up_to: u64,
+) -> Result<Vec<AccountId>, TargetError> {
+    if set_changes.len() > MAX_SET_CHANGES {
         return Err(TargetError::TooManyChanges {
-            count: target.set_changes.len(),
+            count: set_changes.len(),
         });
     }
-    let number = target.block.header.number;
+    let number = up_to;
     let mut validators = root.validators.clone();
     let mut last = 0;
-    for change in &target.set_changes {
+    for change in set_changes {
         let at = change.header.number;
         if at <= last || at > number {
             return Err(TargetError::ChangeOutOfOrder { number: at });
@@ -115,11 +131,7 @@ pub fn verify_target(root: &TrustRoot, target: &SyncTarget) -> Result<(), Target
         validators = change.validators.clone();
         last = at;
     }
-    verify_certificate(root, &target.block.header, &target.certificate, &validators)?;
-    check_body(&target.block).map_err(|e| TargetError::BadBody {
-        number,
-        reason: e.to_string(),
-    })
+    Ok(validators)
 }
 
 /// Checks that `certificate` holds precommits for `header` by more than two thirds of

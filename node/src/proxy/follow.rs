@@ -14,6 +14,7 @@ use drchain_support::{AccountId, Epoch, ServiceName};
 use tokio::sync::watch;
 
 use super::metrics::ProxyMetrics;
+use super::verify::{Verified, Verifier, VerifyError};
 use crate::client::{Described, RpcClient};
 use drchain_rpc::views::ServiceView;
 use drchain_rpc::{DrchainApiClient, SubstrateApiClient};
@@ -53,6 +54,8 @@ pub struct FollowConfig {
     /// The longest wait for a finalized head (and for any answer) before the information is
     /// stale; `None`: the service's `heartbeat_timeout_ms`.
     pub max_head_age: Option<Duration>,
+    /// With `--verify`: the chain whose genesis is all the proxy trusts (`super::verify`).
+    pub verify: Option<drchain_runtime::Genesis>,
 }
 
 /// Used until the service's own heartbeat timeout is known.
@@ -80,6 +83,7 @@ pub async fn follow(
     let mut following: Option<usize> = None;
     let mut next = 0usize;
     let mut failures_in_a_row = 0u64;
+    let mut verifier = config.verify.as_ref().map(Verifier::new);
     loop {
         let (chosen, probed) = match freshest(&config.urls, next, bound).await {
             Some((i, client, number)) => (i, Some((client, number))),
@@ -91,7 +95,16 @@ pub async fn follow(
         }
         following = Some(chosen);
         let url = &config.urls[chosen];
-        let lost = follow_one(url, probed, &config, &mut bound, &targets, metrics).await;
+        let lost = follow_one(
+            url,
+            probed,
+            &config,
+            &mut bound,
+            &targets,
+            metrics,
+            verifier.as_mut(),
+        )
+        .await;
         if matches!(lost, Lost::Stale(_)) {
             metrics.stale_head();
         }
@@ -165,6 +178,7 @@ async fn follow_one(
     bound: &mut Duration,
     targets: &watch::Sender<Option<Target>>,
     metrics: &ProxyMetrics,
+    mut verifier: Option<&mut Verifier>,
 ) -> Lost {
     let service = &config.service;
     let connected = tokio::time::timeout(*bound, async {
@@ -205,22 +219,68 @@ async fn follow_one(
             Err(e) => return Lost::Failed(e),
         }
         let read = tokio::time::timeout_at(deadline, async {
-            client
-                .failover_service(service.clone())
-                .await
-                .doing("reading the service")
+            match verifier.as_deref_mut() {
+                Some(v) => match v.read(&client, service).await {
+                    Ok(verified) => Ok(Some(Routing::from(verified))),
+                    // Not a new head (this node lags behind one already verified).
+                    Err(VerifyError::NotNewer { .. }) => Ok(None),
+                    Err(e) => {
+                        metrics.verify_failed();
+                        Err(anyhow::Error::new(e))
+                    }
+                },
+                None => client
+                    .failover_service(service.clone())
+                    .await
+                    .doing("reading the service")
+                    .map(|view| Some(Routing::from(&view))),
+            }
         })
         .await;
-        let view: ServiceView = match read {
-            Ok(Ok(v)) => v,
+        let routing = match read {
+            Ok(Ok(Some(r))) => r,
+            Ok(Ok(None)) => continue,
             Ok(Err(e)) => return Lost::Failed(e),
             Err(_) => return Lost::Stale(*bound),
         };
         if config.max_head_age.is_none() {
-            *bound = Duration::from_millis(view.config.heartbeat_timeout_ms);
+            if let Some(ms) = routing.heartbeat_timeout_ms {
+                *bound = Duration::from_millis(ms);
+            }
         }
         deadline = tokio::time::Instant::now() + *bound;
-        publish(service, &view, targets, metrics);
+        publish(service, &routing, targets, metrics);
+    }
+}
+
+/// What one head says of the service, read plainly or verified.
+#[derive(Debug, Clone)]
+struct Routing {
+    target: Option<Target>,
+    heartbeat_timeout_ms: Option<u64>,
+    epoch: Epoch,
+    phase: String,
+}
+
+impl From<&ServiceView> for Routing {
+    fn from(view: &ServiceView) -> Self {
+        Self {
+            target: target_of(view),
+            heartbeat_timeout_ms: Some(view.config.heartbeat_timeout_ms),
+            epoch: view.epoch,
+            phase: view.phase.to_string(),
+        }
+    }
+}
+
+impl From<Verified> for Routing {
+    fn from(v: Verified) -> Self {
+        Self {
+            target: v.target,
+            heartbeat_timeout_ms: v.heartbeat_timeout_ms,
+            epoch: v.epoch,
+            phase: v.phase.to_owned(),
+        }
     }
 }
 
@@ -230,14 +290,14 @@ fn number(hex: &str) -> Result<u64> {
         .with_context(|| format!("block number {hex:?}"))
 }
 
-/// Publishes the target `view` implies, logging a change.
+/// Publishes the target of `routing`, logging a change.
 fn publish(
     service: &ServiceName,
-    view: &ServiceView,
+    routing: &Routing,
     targets: &watch::Sender<Option<Target>>,
     metrics: &ProxyMetrics,
 ) {
-    let target = target_of(view);
+    let target = routing.target.clone();
     let changed = targets.send_if_modified(|t| {
         let changed = *t != target;
         *t = target.clone();
@@ -254,8 +314,8 @@ fn publish(
             ),
             None => tracing::warn!(
                 "no active node service={service} epoch={} phase={}: refusing connections",
-                view.epoch,
-                view.phase
+                routing.epoch,
+                routing.phase
             ),
         }
     }

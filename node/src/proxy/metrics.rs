@@ -22,6 +22,7 @@ pub struct ProxyMetrics {
     stale_heads: Family<Labels, Counter>,
     rpc_switches: Family<Labels, Counter>,
     connections: Family<Labels, Counter>,
+    verify_failures: Family<Labels, Counter>,
 }
 
 /// What became of a client connection.
@@ -49,6 +50,7 @@ impl ProxyMetrics {
     /// The metrics of a proxy for `service`.
     pub fn new(service: ServiceName) -> Self {
         let (routing, stale_heads, rpc_switches, connections) = Default::default();
+        let verify_failures = Family::<Labels, Counter>::default();
         let mut registry = Registry::with_prefix("drchain_proxy");
         registry.register(
             "routing",
@@ -70,6 +72,11 @@ impl ProxyMetrics {
             "Client connections by outcome (forwarded, refused, upstream_failed)",
             Family::<Labels, Counter>::clone(&connections),
         );
+        registry.register(
+            "verify_failures",
+            "With --verify: answers of the followed RPC node that did not check (a forged certificate, a value that does not match its proof)",
+            Family::<Labels, Counter>::clone(&verify_failures),
+        );
         Self {
             registry,
             service,
@@ -77,6 +84,7 @@ impl ProxyMetrics {
             stale_heads,
             rpc_switches,
             connections,
+            verify_failures,
         }
     }
 
@@ -94,6 +102,11 @@ impl ProxyMetrics {
     /// No head arrived in time.
     pub fn stale_head(&self) {
         self.stale_heads.get_or_create(&self.labels()).inc();
+    }
+
+    /// An answer of the followed node did not check (`--verify`).
+    pub fn verify_failed(&self) {
+        self.verify_failures.get_or_create(&self.labels()).inc();
     }
 
     /// The proxy follows another RPC node.

@@ -11,6 +11,7 @@
 
 pub mod follow;
 pub mod metrics;
+pub mod verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,6 +100,15 @@ pub fn proxy(args: crate::cli::ProxyArgs) -> Result<()> {
             anyhow::bail!("--rpc {url:?}: the proxy subscribes, so it needs a ws:// URL");
         }
     }
+    let verify = if args.verify {
+        let spec = crate::chain_spec::load(&args.chain)?;
+        Some(
+            spec.build_genesis()
+                .map_err(|e| anyhow::anyhow!("--chain {}: {e}", args.chain))?,
+        )
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -124,6 +134,7 @@ pub fn proxy(args: crate::cli::ProxyArgs) -> Result<()> {
             urls: args.rpc,
             service,
             max_head_age: args.max_head_age_ms.map(Duration::from_millis),
+            verify,
         };
         let following = metrics.clone();
         tokio::spawn(async move { follow::follow(config, tx, &following).await });
