@@ -280,6 +280,10 @@ pub struct RunArgs {
     /// always kept.
     #[arg(long, default_value = "16384")]
     pub blocks_pruning: drchain_consensus::store::BlocksPruning,
+    /// Which past states to keep for queries (`state_getStorage`, `state_getReadProof` at a
+    /// block): `archive` keeps every block's; a number N keeps the last N blocks'.
+    #[arg(long, default_value = "256")]
+    pub state_pruning: drchain_consensus::store::StatePruning,
     /// The member key (PKCS#8 PEM); also the node's network identity. Without it (and without
     /// a dev name), the key at `<base-path>/node-key.pem` is used, created on first run.
     #[arg(long)]

@@ -146,6 +146,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         clock: Arc::new(SystemClock),
         sync: args.sync,
         blocks_pruning: args.blocks_pruning,
+        state_pruning: args.state_pruning,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.worker_threads {

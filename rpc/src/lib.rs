@@ -224,7 +224,9 @@ impl RpcError {
 
     fn code(&self) -> i32 {
         match self {
-            RpcError::InvalidParams { .. } => -32602,
+            RpcError::InvalidParams { .. } | RpcError::Store(StoreError::StateNotKept { .. }) => {
+                -32602
+            }
             RpcError::NotFound { .. } => -32004,
             RpcError::Unsafe { .. } => -32601,
             RpcError::Refused(_) => 1010,

@@ -19,10 +19,69 @@ use crate::views::{
     hex0x, BlockEvents, DiskView, HeaderView, KeyProofView, MethodsView, NumberParam, PeerView,
     ReadProofView, SignedBlockView, SystemHealth, TransactionStatus,
 };
-use crate::{notify, RpcContext, RpcError};
+use crate::{notify, RpcContext, RpcError, SnapshotReader};
 
 /// Keys one `state_getReadProof` call may ask for.
 const MAX_PROOF_KEYS: usize = 64;
+
+/// The number of block `at` when it is not the finalized head (`None`: the head's state).
+fn state_block(r: &SnapshotReader<'_>, at: Option<H256>) -> Result<Option<u64>, RpcError> {
+    let Some(at) = at else {
+        return Ok(None);
+    };
+    let head = r.finalized_number()?;
+    if r.hash(head)? == Some(at) {
+        return Ok(None);
+    }
+    let block = r.block_by_hash(&at)?.ok_or_else(|| {
+        RpcError::invalid(format!(
+            "block {at} is not kept here (pruned, or not finalized)"
+        ))
+    })?;
+    Ok(Some(block.header.number))
+}
+
+/// A past block's whole state, rebuilt from the undo logs with its trie, to prove keys in.
+/// Costs a pass over the state: a control plane's is small.
+struct PastState {
+    entries: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    trie: drchain_support::StateTrie,
+}
+
+impl PastState {
+    fn at(r: &SnapshotReader<'_>, number: u64) -> Result<Self, RpcError> {
+        let entries = r.entries_at(number)?;
+        let changes = entries
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        let mut trie = drchain_support::StateTrie::default();
+        trie.apply(trie.prepare(&changes));
+        Ok(Self { entries, trie })
+    }
+
+    fn proof(
+        &self,
+        key: &[u8],
+    ) -> Result<(Option<Vec<u8>>, drchain_support::trie_proof::StorageProof), RpcError> {
+        let by_path: std::collections::BTreeMap<_, _> = self
+            .entries
+            .iter()
+            .map(|(k, v)| {
+                (
+                    drchain_support::trie::key_path(k),
+                    drchain_support::blake3_hash(v),
+                )
+            })
+            .collect();
+        let value_hash = |p: &drchain_support::trie::Path| by_path.get(p).copied();
+        let proof = drchain_support::trie_proof::prove_storage(&self.trie, key, &value_hash)
+            .ok_or_else(|| RpcError::NotFound {
+                what: "a proof in the rebuilt state".into(),
+            })?;
+        Ok((self.entries.get(key).cloned(), proof))
+    }
+}
 
 /// How long `author_submitAndWatchExtrinsic` waits for finalization before it reports
 /// `dropped` and ends.
@@ -183,16 +242,11 @@ impl SubstrateApiServer for RpcContext {
         let key = hex::decode(key.strip_prefix("0x").unwrap_or(&key))
             .map_err(|e| RpcError::invalid(format!("storage key is not hex: {e}")))?;
         self.read(|r| {
-            if let Some(at) = at {
-                let head = r.hash(r.finalized_number()?)?;
-                if head != Some(at) {
-                    return Err(RpcError::invalid(format!(
-                        "state at {at} is not kept: a drchain node keeps only the finalized head's state ({})",
-                        head.unwrap_or_default()
-                    )));
-                }
-            }
-            Ok(r.state().get(&key).map(|v| hex0x(&v)))
+            let value = match state_block(r, at)? {
+                None => r.state().get(&key),
+                Some(number) => r.value_at(&key, number)?,
+            };
+            Ok(value.map(|v| hex0x(&v)))
         })
     }
 
@@ -216,16 +270,17 @@ impl SubstrateApiServer for RpcContext {
             .collect::<Result<Vec<_>, _>>()?;
         self.read(|r| {
             let head = r.hash(r.finalized_number()?)?.unwrap_or_default();
-            if at.is_some_and(|at| at != head) {
-                return Err(RpcError::invalid(format!(
-                    "state at {} is not kept: a drchain node keeps only the finalized head's state ({head})",
-                    at.unwrap_or_default()
-                )));
-            }
+            let past = match state_block(r, at)? {
+                None => None,
+                Some(number) => Some(PastState::at(r, number)?),
+            };
             let proofs = keys
                 .iter()
                 .map(|k| {
-                    let (value, proof) = r.storage_proof(k)?;
+                    let (value, proof) = match &past {
+                        None => r.storage_proof(k)?,
+                        Some(state) => state.proof(k)?,
+                    };
                     Ok(KeyProofView {
                         key: hex0x(k),
                         value: value.map(|v| hex0x(&v)),
@@ -233,7 +288,10 @@ impl SubstrateApiServer for RpcContext {
                     })
                 })
                 .collect::<Result<Vec<_>, RpcError>>()?;
-            Ok(ReadProofView { at: head, proofs })
+            Ok(ReadProofView {
+                at: at.unwrap_or(head),
+                proofs,
+            })
         })
     }
 

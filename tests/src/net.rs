@@ -119,6 +119,7 @@ impl TestNetwork {
             clock: std::sync::Arc::new(drchain_consensus::clock::SystemClock),
             sync: drchain_node::node_loop::SyncMode::Full,
             blocks_pruning: drchain_consensus::store::BlocksPruning::Archive,
+            state_pruning: drchain_consensus::store::StatePruning::Archive,
         };
         let handle = node_loop::start(config).await.expect("node starts");
         let mut listening = handle.listening.clone();

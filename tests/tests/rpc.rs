@@ -342,6 +342,38 @@ async fn every_method_answers_over_http_and_websocket() {
             &proof
         ));
     }
+    // The state before the heartbeat's block: alice had no nonce yet, provably.
+    let included_header = call(&http, "chain_getHeader", rpc_params![included.clone()]).await;
+    let parent = included_header["parentHash"].clone();
+    assert_eq!(
+        call(
+            &http,
+            "state_getStorage",
+            rpc_params![hex0x(&nonce_key), parent.clone()]
+        )
+        .await,
+        Value::Null
+    );
+    let past = call(
+        &http,
+        "state_getReadProof",
+        rpc_params![vec![hex0x(&nonce_key)], parent.clone()],
+    )
+    .await;
+    assert_eq!(past["at"], parent);
+    assert!(past["proofs"][0]["value"].is_null());
+    let parent_header = call(&http, "chain_getHeader", rpc_params![parent]).await;
+    let parent_root: H256 = serde_json::from_value(parent_header["stateRoot"].clone()).unwrap();
+    let proof = drchain_runtime::support::trie_proof::StorageProof::decode(
+        &mut &unhex(&past["proofs"][0]["proof"])[..],
+    )
+    .unwrap();
+    assert!(drchain_runtime::support::trie_proof::verify_storage_proof(
+        &parent_root,
+        &nonce_key,
+        None,
+        &proof
+    ));
     // author_submitExtrinsic returns the hash; the pool holds it until a block takes it.
     let x = heartbeat(&genesis, "bob", "demo-db", 0);
     let hash = call(
@@ -509,7 +541,7 @@ async fn bad_input_safe_mode_and_limits_are_refused_cleanly() {
         (
             "state_getStorage",
             rpc_params!["0x00", H256([1; 32])],
-            "finalized head",
+            "pruned, or not finalized",
         ),
         ("state_getReadProof", rpc_params![vec!["nothex"]], "hex"),
         (
@@ -520,7 +552,7 @@ async fn bad_input_safe_mode_and_limits_are_refused_cleanly() {
         (
             "state_getReadProof",
             rpc_params![vec!["0x00"], H256([1; 32])],
-            "finalized head",
+            "pruned, or not finalized",
         ),
         ("author_submitExtrinsic", rpc_params!["0x00"], "decode"),
         ("author_submitExtrinsic", rpc_params!["0xq"], "hex"),

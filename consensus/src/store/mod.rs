@@ -40,6 +40,10 @@ const FAILOVER_COUNT: &[u8] = b"m/failover/";
 const SET_CHANGES: &[u8] = b"v/";
 const META_BASE: &[u8] = b"m/base";
 const SYNC_PROGRESS: &[u8] = b"y/";
+/// Block number → the values its changes replaced (`UndoLog`): the state of earlier blocks.
+const UNDO: &[u8] = b"u/";
+/// The lowest block whose state can be read (undo logs above it are kept).
+const META_STATE_BASE: &[u8] = b"m/state-base";
 /// Trie path → blake3 of the value: what a proof of absence shows of the key in the way.
 const VALUE_HASH: &[u8] = b"p/";
 /// Set once `p/` covers the whole state (databases from before it get it at open).
@@ -54,6 +58,7 @@ pub const KEY_SPACES: &[(&str, &[&[u8]])] = &[
     ("state", &[STATE, LEAF, NODE, VALUE_HASH]),
     ("events", &[EVENTS, FAILOVER_LOG, SET_CHANGES]),
     ("state_sync_progress", &[SYNC_PROGRESS]),
+    ("state_history", &[UNDO]),
     ("consensus_wal", &[WAL]),
 ];
 
@@ -80,6 +85,11 @@ pub enum StoreError {
         key: String,
         reason: String,
     },
+    /// The state of a block outside the state retention was asked for.
+    #[error(
+        "the state of block #{number} is not kept (kept: #{base} to #{head}; --state-pruning archive keeps every block's)"
+    )]
+    StateNotKept { number: u64, base: u64, head: u64 },
     /// A block was imported out of order.
     #[error("block #{got} does not extend the finalized head #{head}")]
     NotNext {
@@ -144,6 +154,38 @@ impl std::str::FromStr for BlocksPruning {
     }
 }
 
+/// Which past states a node can answer queries at (`--state-pruning`, Substrate's name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatePruning {
+    /// The state of every block since the node's first (genesis, or its state sync).
+    Archive,
+    /// The state of the last N finalized blocks.
+    Last(u64),
+}
+
+impl StatePruning {
+    /// Substrate's default.
+    pub const DEFAULT: Self = Self::Last(256);
+}
+
+impl std::str::FromStr for StatePruning {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "archive" | "archive-canonical" => Ok(Self::Archive),
+            n => match n.parse::<u64>() {
+                Ok(n) if n >= 1 => Ok(Self::Last(n)),
+                _ => Err("expected archive or a number of blocks of at least 1".into()),
+            },
+        }
+    }
+}
+
+/// What one block's changes replaced: each changed key with its value before the block
+/// (`None`: it was absent).
+type UndoLog = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 /// Blocks pruned at most per import: a node restarted with a smaller `--blocks-pruning` works
 /// off its backlog a little at each block instead of stalling on it.
 const PRUNED_PER_IMPORT: u64 = 64;
@@ -158,6 +200,9 @@ pub struct ChainStore<D> {
     pruning: BlocksPruning,
     /// The lowest block kept besides genesis (0: every block).
     base: u64,
+    state_pruning: StatePruning,
+    /// The lowest block whose state can be read.
+    state_base: u64,
 }
 
 impl<D: KeyValueDb> ChainStore<D> {
@@ -185,14 +230,31 @@ impl<D: KeyValueDb> ChainStore<D> {
             wal_next: 0,
             pruning: BlocksPruning::Archive,
             base: 0,
+            state_pruning: StatePruning::Archive,
+            state_base: 0,
         };
         store.base = store.reader().base_number()?;
+        store.state_base = store.reader().state_base()?;
         let head = store.block(finalized)?.ok_or_else(|| StoreError::Corrupt {
             key: format!("block #{finalized}"),
             reason: "the finalized block is missing".into(),
         })?;
         store.head = head.header;
         store.wal_next = store.wal(finalized + 1)?.len() as u64;
+        // A database from before undo logs: only its head's state can be read.
+        if finalized > 0
+            && store.db.get(META_STATE_BASE)?.is_none()
+            && store
+                .db
+                .get(&key(UNDO, &finalized.to_be_bytes()))?
+                .is_none()
+        {
+            store.db.write(
+                vec![(META_STATE_BASE.to_vec(), Some(finalized.encode()))],
+                true,
+            )?;
+            store.state_base = finalized;
+        }
         if store.db.get(META_VALUE_HASHES)?.is_none() {
             store.index_value_hashes()?;
         }
@@ -240,6 +302,41 @@ impl<D: KeyValueDb> ChainStore<D> {
         batch.push((META_VALUE_HASHES.to_vec(), Some(vec![1])));
         self.db.write(batch, true)?;
         Ok(())
+    }
+
+    /// Keeps only the past states `pruning` says from the next import on.
+    pub fn set_state_pruning(&mut self, pruning: StatePruning) {
+        self.state_pruning = pruning;
+    }
+
+    /// The undo log of a block's `changes` (read before they are written), and the deletes of
+    /// the undo logs that fall out of the state retention (at most [`PRUNED_PER_IMPORT`]),
+    /// with the new state base.
+    fn history_writes(
+        &self,
+        number: u64,
+        changes: &ChangeSet,
+    ) -> Result<(Vec<Write>, u64), StoreError> {
+        let state = self.state();
+        let undo: UndoLog = changes
+            .keys()
+            .map(|k| (k.clone(), StateRead::get(&state, k)))
+            .collect();
+        let mut batch = vec![(key(UNDO, &number.to_be_bytes()), Some(undo.encode()))];
+        let StatePruning::Last(keep) = self.state_pruning else {
+            return Ok((batch, self.state_base));
+        };
+        // The state of `number - keep` needs the undo logs above it.
+        let lowest = number.saturating_sub(keep);
+        let to = lowest.min(self.state_base + PRUNED_PER_IMPORT);
+        if to <= self.state_base {
+            return Ok((batch, self.state_base));
+        }
+        for n in self.state_base + 1..=to {
+            batch.push((key(UNDO, &n.to_be_bytes()), None));
+        }
+        batch.push((META_STATE_BASE.to_vec(), Some(to.encode())));
+        Ok((batch, to))
     }
 
     /// Keeps only the blocks `pruning` says from the next import on.
@@ -324,7 +421,9 @@ impl<D: KeyValueDb> ChainStore<D> {
             });
         }
         let failover_writes = self.failover_log_writes(&block.header, &executed.events)?;
+        let (history, state_base) = self.history_writes(number, &executed.changes)?;
         let mut batch = state_writes(executed.changes, executed.trie);
+        batch.extend(history);
         batch.extend(block_writes(block, Some(certificate)));
         batch.push((
             key(EVENTS, &number.to_be_bytes()),
@@ -339,6 +438,7 @@ impl<D: KeyValueDb> ChainStore<D> {
         self.head = block.header.clone();
         self.wal_next = 0;
         self.base = base;
+        self.state_base = state_base;
         self.record_set_change(&executed.events)
     }
 
@@ -457,7 +557,7 @@ impl<D: KeyValueDb> ChainStore<D> {
             batch.push((key(EVENTS, &n), None));
             batch.push((k, None));
         }
-        for prefix in [STATE, LEAF, NODE, VALUE_HASH, WAL, SYNC_PROGRESS] {
+        for prefix in [STATE, LEAF, NODE, VALUE_HASH, WAL, SYNC_PROGRESS, UNDO] {
             for item in self.db.iter_from(prefix) {
                 let (k, _) = item?;
                 if !k.starts_with(prefix) {
@@ -476,10 +576,12 @@ impl<D: KeyValueDb> ChainStore<D> {
         }
         batch.push((META_FINALIZED.to_vec(), Some(number.encode())));
         batch.push((META_BASE.to_vec(), Some(number.encode())));
+        batch.push((META_STATE_BASE.to_vec(), Some(number.encode())));
         self.db.write(batch, true)?;
         self.head = block.header.clone();
         self.wal_next = 0;
         self.base = number;
+        self.state_base = number;
         Ok(())
     }
 
@@ -616,6 +718,63 @@ impl<'a, D: KeyValueDb + ?Sized> ChainReader<'a, D> {
             Some(bytes) => decode::<u64>(META_BASE, &bytes)?,
             None => 0,
         })
+    }
+
+    /// The lowest block whose state can be read (`--state-pruning`).
+    pub fn state_base(&self) -> Result<u64, StoreError> {
+        Ok(match self.db.get(META_STATE_BASE)? {
+            Some(bytes) => decode::<u64>(META_STATE_BASE, &bytes)?,
+            None => 0,
+        })
+    }
+
+    fn undo_log(&self, number: u64) -> Result<UndoLog, StoreError> {
+        let k = key(UNDO, &number.to_be_bytes());
+        match self.db.get(&k)? {
+            Some(bytes) => decode(&k, &bytes),
+            None => Err(StoreError::Corrupt {
+                key: format!("undo log of #{number}"),
+                reason: "missing within the state retention".into(),
+            }),
+        }
+    }
+
+    fn check_state_kept(&self, number: u64) -> Result<u64, StoreError> {
+        let head = self.finalized_number()?;
+        let base = self.state_base()?;
+        if number < base || number > head {
+            return Err(StoreError::StateNotKept { number, base, head });
+        }
+        Ok(head)
+    }
+
+    /// `key`'s value in the state after block `number` (the finalized head's or a past one
+    /// within the state retention): the value the first change after it replaced, or the
+    /// current value if none did. Costs one read per block since then.
+    pub fn value_at(&self, key_bytes: &[u8], number: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let head = self.check_state_kept(number)?;
+        for n in number + 1..=head {
+            if let Some((_, before)) = self.undo_log(n)?.into_iter().find(|(k, _)| k == key_bytes) {
+                return Ok(before);
+            }
+        }
+        Ok(self.state().get(key_bytes))
+    }
+
+    /// The whole state after block `number` (within the state retention).
+    pub fn entries_at(&self, number: u64) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+        let head = self.check_state_kept(number)?;
+        let mut entries: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.state().scan_prefix(b"").into_iter().collect();
+        for n in (number + 1..=head).rev() {
+            for (k, before) in self.undo_log(n)? {
+                match before {
+                    Some(v) => entries.insert(k, v),
+                    None => entries.remove(&k),
+                };
+            }
+        }
+        Ok(entries)
     }
 
     /// `key`'s value in the finalized state and the proof of it (or of its absence) against

@@ -293,3 +293,43 @@ fn storage_proofs_of_values_and_absences_check_against_the_head_and_survive_an_o
     let store = ChainStore::open(db, &g).unwrap();
     check(&store);
 }
+
+#[test]
+fn past_states_are_read_back_exactly_within_the_state_retention() {
+    use super::StatePruning;
+    use std::collections::BTreeMap;
+    let g = local();
+    let mut store = ChainStore::open(MemoryDb::new(), &g).unwrap();
+    let mut seen: Vec<BTreeMap<Vec<u8>, Vec<u8>>> =
+        vec![store.state().scan_prefix(b"").into_iter().collect()];
+    for _ in 0..12 {
+        import_next(&mut store, &g);
+        seen.push(store.state().scan_prefix(b"").into_iter().collect());
+    }
+    let reader = store.reader();
+    for (number, state) in seen.iter().enumerate() {
+        let number = number as u64;
+        assert_eq!(
+            &reader.entries_at(number).unwrap(),
+            state,
+            "state of #{number}"
+        );
+        for (k, v) in state {
+            assert_eq!(reader.value_at(k, number).unwrap().as_ref(), Some(v));
+        }
+    }
+    // Some key changed along the way, or this test shows nothing.
+    assert_ne!(seen[0], seen[12]);
+
+    store.set_state_pruning(StatePruning::Last(4));
+    import_next(&mut store, &g);
+    let reader = store.reader();
+    assert_eq!(reader.state_base().unwrap(), 9);
+    assert!(matches!(
+        reader.entries_at(8),
+        Err(StoreError::StateNotKept { number: 8, .. })
+    ));
+    assert_eq!(&reader.entries_at(9).unwrap(), &seen[9]);
+    assert!("archive".parse::<StatePruning>() == Ok(StatePruning::Archive));
+    assert!("0".parse::<StatePruning>().is_err());
+}

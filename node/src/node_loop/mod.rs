@@ -92,6 +92,8 @@ pub struct NodeConfig {
     pub sync: SyncMode,
     /// Which finalized blocks to keep.
     pub blocks_pruning: drchain_consensus::store::BlocksPruning,
+    /// Which past states to keep for queries.
+    pub state_pruning: drchain_consensus::store::StatePruning,
 }
 
 /// Opens the store, starts listening, and spawns the node's task.
@@ -103,6 +105,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let shared_db = db.clone();
     let mut store = ChainStore::open(db, &config.genesis)?;
     store.set_blocks_pruning(config.blocks_pruning);
+    store.set_state_pruning(config.state_pruning);
     // A node with blocks takes a state only when it is more than a sync point behind.
     let state_sync = if config.sync == SyncMode::Fast {
         let head = store.head().number;
