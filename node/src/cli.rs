@@ -37,6 +37,9 @@ pub enum Command {
     /// Measure how long a new member takes to follow the chain, by chain length, with
     /// `--sync fast` and `--sync full` (builds the chains itself; takes a while).
     BenchJoin(BenchJoinArgs),
+    /// Measure how the database grows with the chain, idle and loaded, with the default
+    /// pruning and as an archive (writes the blocks itself; takes a while).
+    BenchDisk(BenchDiskArgs),
     /// Write the head's state (block, certificate, validator-set proofs, every entry) to a
     /// file, from a stopped node's database.
     ExportState(ChainIoArgs),
@@ -185,6 +188,17 @@ pub struct ExportBlocksArgs {
     /// The last block (default: the head).
     #[arg(long)]
     pub to: Option<u64>,
+}
+
+/// `drchain bench-disk`
+#[derive(Debug, Args)]
+pub struct BenchDiskArgs {
+    /// Blocks to write per workload and pruning.
+    #[arg(long, default_value_t = 50_000)]
+    pub blocks: u64,
+    /// Sizes printed along the way.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoints: u64,
 }
 
 /// `drchain bench-join`

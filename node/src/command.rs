@@ -27,6 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => crate::status::status(args),
         Command::Bench(args) => crate::bench::bench(args),
         Command::BenchJoin(args) => crate::bench_join::bench_join(args),
+        Command::BenchDisk(args) => crate::bench_disk::bench_disk(args),
         Command::ExportState(args) => crate::chain_io::export_state_command(args),
         Command::ImportState(args) => crate::chain_io::import_state_command(args),
         Command::ExportBlocks(args) => crate::chain_io::export_blocks_command(args),

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_disk;
 pub mod bench_join;
 pub mod chain_io;
 pub mod chain_spec;
