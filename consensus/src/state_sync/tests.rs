@@ -83,6 +83,23 @@ impl Server {
     }
 }
 
+/// Peers serving the head of `store`, each honest or corrupting (`true`).
+fn servers(
+    store: &ChainStore<MemoryDb>,
+    peers: &[(&'static str, bool)],
+) -> BTreeMap<&'static str, Server> {
+    peers
+        .iter()
+        .map(|(name, corrupt)| {
+            let server = Server {
+                snapshot: snapshot(store),
+                corrupt: *corrupt,
+            };
+            (*name, server)
+        })
+        .collect()
+}
+
 /// Runs the client against `servers` until it finishes; returns the outcome and the peers it
 /// found faulty.
 fn run(
@@ -111,22 +128,7 @@ fn run(
 #[test]
 fn a_joining_node_takes_the_state_of_a_checked_block_and_follows_the_chain_from_it() {
     let (g, mut store) = chain(300);
-    let servers = BTreeMap::from([
-        (
-            "bob",
-            Server {
-                snapshot: snapshot(&store),
-                corrupt: false,
-            },
-        ),
-        (
-            "charlie",
-            Server {
-                snapshot: snapshot(&store),
-                corrupt: false,
-            },
-        ),
-    ]);
+    let servers = servers(&store, &[("bob", false), ("charlie", false)]);
     let mut client = StateSyncClient::new(trust_root(&g), 0);
     let (outcome, faulty) = run(&mut client, &servers);
     assert!(faulty.is_empty());
@@ -288,23 +290,8 @@ fn an_interrupted_state_sync_resumes_without_fetching_again_what_it_had() {
 #[test]
 fn a_peer_serving_a_corrupted_state_chunk_is_refused_and_the_chunk_fetched_elsewhere() {
     let (g, store) = chain(300);
-    let servers = BTreeMap::from([
-        // Asked first: its name sorts first.
-        (
-            "mallory",
-            Server {
-                snapshot: snapshot(&store),
-                corrupt: true,
-            },
-        ),
-        (
-            "trent",
-            Server {
-                snapshot: snapshot(&store),
-                corrupt: false,
-            },
-        ),
-    ]);
+    // Mallory is asked first: her name sorts first.
+    let servers = servers(&store, &[("mallory", true), ("trent", false)]);
     let mut client = StateSyncClient::new(trust_root(&g), 0);
     let (outcome, faulty) = run(&mut client, &servers);
     assert_eq!(faulty, vec!["mallory"]);
@@ -370,22 +357,7 @@ fn targets_with_forged_certificates_or_set_changes_are_refused() {
 #[test]
 fn a_node_close_behind_follows_block_by_block_and_one_far_behind_takes_the_state() {
     let (g, store) = chain(700);
-    let servers = BTreeMap::from([
-        (
-            "bob",
-            Server {
-                snapshot: snapshot(&store),
-                corrupt: false,
-            },
-        ),
-        (
-            "charlie",
-            Server {
-                snapshot: snapshot(&store),
-                corrupt: false,
-            },
-        ),
-    ]);
+    let servers = servers(&store, &[("bob", false), ("charlie", false)]);
     // 700 is not a sync point, but the servers here take any head as one.
     let mut close = StateSyncClient::new(trust_root(&g), 500);
     let (outcome, _) = run(&mut close, &servers);

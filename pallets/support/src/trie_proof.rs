@@ -226,48 +226,21 @@ pub struct ReadProof {
 
 /// The read proof of the leaf at `key`, if the trie in `store` holds that key.
 pub fn prove(store: &dyn TrieStore, key: &[u8]) -> Option<ReadProof> {
-    let path = key_path(key);
-    let mut siblings = vec![];
-    let mut id = SubtreeId::ROOT;
-    loop {
-        let here = summary(store, &id);
-        match here.leaves {
-            LeafCount::Empty => return None,
-            LeafCount::One => {
-                let only = store
-                    .leaves(span(usize::from(id.depth), &id.prefix))
-                    .next()?;
-                return (only.0 == path).then_some(ReadProof { siblings });
-            }
-            LeafCount::Many => {
-                let (left, right) = id.children()?;
-                let (ours, theirs) = if bit(&path, usize::from(id.depth)) {
-                    (right, left)
-                } else {
-                    (left, right)
-                };
-                siblings.push(summary(store, &theirs).hash);
-                id = ours;
-            }
-        }
-    }
+    // Another key's leaf where `key` would sit needs its value hash: none, since absent
+    // keys have no read proof anyway.
+    let proof = prove_storage(store, key, &|_| None)?;
+    (proof.terminal == Terminal::Leaf).then_some(ReadProof {
+        siblings: proof.siblings,
+    })
 }
 
 /// Whether `proof` shows that `key` holds `value` in the state whose root is `root`.
 pub fn verify_read_proof(root: &H256, key: &[u8], value: &[u8], proof: &ReadProof) -> bool {
-    if proof.siblings.len() > usize::from(MAX_DEPTH) {
-        return false;
-    }
-    let path = key_path(key);
-    let mut hash = leaf_hash(&path, value);
-    for (depth, sibling) in proof.siblings.iter().enumerate().rev() {
-        hash = if bit(&path, depth) {
-            node_hash(sibling, &hash)
-        } else {
-            node_hash(&hash, sibling)
-        };
-    }
-    hash == *root
+    let proof = StorageProof {
+        siblings: proof.siblings.clone(),
+        terminal: Terminal::Leaf,
+    };
+    verify_storage_proof(root, key, Some(value), &proof)
 }
 
 /// How a storage proof ends, below its siblings.
