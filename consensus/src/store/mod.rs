@@ -7,17 +7,22 @@
 //! moment reopens either before or after the block, never in between.
 
 pub mod kv;
+mod pruning;
+mod reader;
+mod state;
 
-use std::ops::RangeInclusive;
+use pruning::UndoLog;
+pub use pruning::{BlocksPruning, StatePruning};
+use reader::failover_key;
+pub use reader::{ChainReader, FailoverRecord};
+pub use state::StoreState;
 
 use std::collections::BTreeMap;
 
-use drchain_runtime::{
-    pallet_failover, Block, EventRecord, ExecutedBlock, Genesis, Header, RuntimeEvent,
-};
-use drchain_support::trie::{self, NodeKey, Path};
+use drchain_runtime::{Block, EventRecord, ExecutedBlock, Genesis, Header, RuntimeEvent};
+use drchain_support::trie::{self, NodeKey};
 use drchain_support::trie_proof;
-use drchain_support::{Backend, ChangeSet, ServiceName, StateRead, TrieDelta, TrieStore, H256};
+use drchain_support::{Backend, ChangeSet, ServiceName, StateRead, TrieDelta, H256};
 use parity_scale_codec::{Decode, Encode};
 
 use crate::codec::{WalRecord, WireCertificate};
@@ -118,77 +123,6 @@ fn wal_key(height: u64, seq: u64) -> Vec<u8> {
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
-
-/// Which finalized blocks a node keeps (`--blocks-pruning`, Substrate's name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BlocksPruning {
-    /// Every block. With BFT finality every stored block is canonical, so Substrate's
-    /// `archive` and `archive-canonical` are the same here.
-    Archive,
-    /// The last N finalized blocks with their certificates, events and height index
-    /// (genesis, the failover log and validator-set change proofs are always kept).
-    Last(u64),
-}
-
-impl BlocksPruning {
-    /// The fewest blocks a pruning node keeps: lagging peers sync from them.
-    pub const MIN_KEPT: u64 = 256;
-    /// The default: about an hour at the idle block rate.
-    pub const DEFAULT: Self = Self::Last(16_384);
-}
-
-impl std::str::FromStr for BlocksPruning {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "archive" | "archive-canonical" => Ok(Self::Archive),
-            n => match n.parse::<u64>() {
-                Ok(n) if n >= Self::MIN_KEPT => Ok(Self::Last(n)),
-                _ => Err(format!(
-                    "expected archive, archive-canonical or a number of blocks of at least {}",
-                    Self::MIN_KEPT
-                )),
-            },
-        }
-    }
-}
-
-/// Which past states a node can answer queries at (`--state-pruning`, Substrate's name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatePruning {
-    /// The state of every block since the node's first (genesis, or its state sync).
-    Archive,
-    /// The state of the last N finalized blocks.
-    Last(u64),
-}
-
-impl StatePruning {
-    /// Substrate's default.
-    pub const DEFAULT: Self = Self::Last(256);
-}
-
-impl std::str::FromStr for StatePruning {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "archive" | "archive-canonical" => Ok(Self::Archive),
-            n => match n.parse::<u64>() {
-                Ok(n) if n >= 1 => Ok(Self::Last(n)),
-                _ => Err("expected archive or a number of blocks of at least 1".into()),
-            },
-        }
-    }
-}
-
-/// What one block's changes replaced: each changed key with its value before the block
-/// (`None`: it was absent).
-type UndoLog = Vec<(Vec<u8>, Option<Vec<u8>>)>;
-
-/// Blocks pruned at most per import: a node restarted with a smaller `--blocks-pruning` works
-/// off its backlog a little at each block instead of stalling on it.
-const PRUNED_PER_IMPORT: u64 = 64;
 
 /// The chain store over a key-value database.
 #[derive(Debug)]
@@ -302,72 +236,6 @@ impl<D: KeyValueDb> ChainStore<D> {
         batch.push((META_VALUE_HASHES.to_vec(), Some(vec![1])));
         self.db.write(batch, true)?;
         Ok(())
-    }
-
-    /// Keeps only the past states `pruning` says from the next import on.
-    pub fn set_state_pruning(&mut self, pruning: StatePruning) {
-        self.state_pruning = pruning;
-    }
-
-    /// The undo log of a block's `changes` (read before they are written), and the deletes of
-    /// the undo logs that fall out of the state retention (at most [`PRUNED_PER_IMPORT`]),
-    /// with the new state base.
-    fn history_writes(
-        &self,
-        number: u64,
-        changes: &ChangeSet,
-    ) -> Result<(Vec<Write>, u64), StoreError> {
-        let state = self.state();
-        let undo: UndoLog = changes
-            .keys()
-            .map(|k| (k.clone(), StateRead::get(&state, k)))
-            .collect();
-        let mut batch = vec![(key(UNDO, &number.to_be_bytes()), Some(undo.encode()))];
-        let StatePruning::Last(keep) = self.state_pruning else {
-            return Ok((batch, self.state_base));
-        };
-        // The state of `number - keep` needs the undo logs above it.
-        let lowest = number.saturating_sub(keep);
-        let to = lowest.min(self.state_base + PRUNED_PER_IMPORT);
-        if to <= self.state_base {
-            return Ok((batch, self.state_base));
-        }
-        for n in self.state_base + 1..=to {
-            batch.push((key(UNDO, &n.to_be_bytes()), None));
-        }
-        batch.push((META_STATE_BASE.to_vec(), Some(to.encode())));
-        Ok((batch, to))
-    }
-
-    /// Keeps only the blocks `pruning` says from the next import on.
-    pub fn set_blocks_pruning(&mut self, pruning: BlocksPruning) {
-        self.pruning = pruning;
-    }
-
-    /// The deletes that prune blocks below the retention after importing block `number`, and
-    /// the new base (at most [`PRUNED_PER_IMPORT`] blocks at a time).
-    fn prune_writes(&self, number: u64) -> Result<(Vec<Write>, u64), StoreError> {
-        let BlocksPruning::Last(keep) = self.pruning else {
-            return Ok((vec![], self.base));
-        };
-        let lowest_kept = (number + 1).saturating_sub(keep).max(1);
-        let from = self.base.max(1);
-        let to = lowest_kept.min(from + PRUNED_PER_IMPORT);
-        let mut batch = vec![];
-        for n in from..to {
-            let index = key(HASH_BY_NUMBER, &n.to_be_bytes());
-            if let Some(hash) = self.hash(n)? {
-                batch.push((key(BLOCK_BY_HASH, &hash.0), None));
-            }
-            batch.push((index, None));
-            batch.push((key(CERTIFICATE, &n.to_be_bytes()), None));
-            batch.push((key(EVENTS, &n.to_be_bytes()), None));
-        }
-        if to > from {
-            batch.push((META_BASE.to_vec(), Some(to.encode())));
-            return Ok((batch, to));
-        }
-        Ok((batch, self.base))
     }
 
     /// The chain's genesis hash.
@@ -670,221 +538,6 @@ impl<D: KeyValueDb> ChainStore<D> {
     }
 }
 
-/// A failover event as kept in a service's log.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-pub struct FailoverRecord {
-    /// Position in the service's log, from 0.
-    pub sequence: u64,
-    /// The block it happened in.
-    pub block: u64,
-    /// That block's timestamp (ms).
-    pub timestamp: u64,
-    pub event: pallet_failover::Event,
-}
-
-fn failover_key(service: &ServiceName, sequence: u64) -> Vec<u8> {
-    // '/' cannot occur in a service name, so one service's keys never prefix another's.
-    let mut k = key(FAILOVER_LOG, service.as_str().as_bytes());
-    k.push(b'/');
-    k.extend_from_slice(&sequence.to_be_bytes());
-    k
-}
-
-/// Reads of the finalized chain over any database: the store's own, or a snapshot the RPC
-/// server reads without involving the node's task.
-#[derive(Debug)]
-pub struct ChainReader<'a, D: ?Sized> {
-    db: &'a D,
-}
-
-impl<'a, D: KeyValueDb + ?Sized> ChainReader<'a, D> {
-    /// Reads `db`, which holds a chain store.
-    pub fn new(db: &'a D) -> Self {
-        Self { db }
-    }
-
-    /// The finalized height.
-    pub fn finalized_number(&self) -> Result<u64, StoreError> {
-        Ok(match self.db.get(META_FINALIZED)? {
-            Some(bytes) => decode::<u64>(META_FINALIZED, &bytes)?,
-            None => 0,
-        })
-    }
-
-    /// The lowest block kept besides genesis: 0 when every block is, else the block a state
-    /// sync started at or the lowest one pruning left.
-    pub fn base_number(&self) -> Result<u64, StoreError> {
-        Ok(match self.db.get(META_BASE)? {
-            Some(bytes) => decode::<u64>(META_BASE, &bytes)?,
-            None => 0,
-        })
-    }
-
-    /// The lowest block whose state can be read (`--state-pruning`).
-    pub fn state_base(&self) -> Result<u64, StoreError> {
-        Ok(match self.db.get(META_STATE_BASE)? {
-            Some(bytes) => decode::<u64>(META_STATE_BASE, &bytes)?,
-            None => 0,
-        })
-    }
-
-    fn undo_log(&self, number: u64) -> Result<UndoLog, StoreError> {
-        let k = key(UNDO, &number.to_be_bytes());
-        match self.db.get(&k)? {
-            Some(bytes) => decode(&k, &bytes),
-            None => Err(StoreError::Corrupt {
-                key: format!("undo log of #{number}"),
-                reason: "missing within the state retention".into(),
-            }),
-        }
-    }
-
-    fn check_state_kept(&self, number: u64) -> Result<u64, StoreError> {
-        let head = self.finalized_number()?;
-        let base = self.state_base()?;
-        if number < base || number > head {
-            return Err(StoreError::StateNotKept { number, base, head });
-        }
-        Ok(head)
-    }
-
-    /// `key`'s value in the state after block `number` (the finalized head's or a past one
-    /// within the state retention): the value the first change after it replaced, or the
-    /// current value if none did. Costs one read per block since then.
-    pub fn value_at(&self, key_bytes: &[u8], number: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let head = self.check_state_kept(number)?;
-        for n in number + 1..=head {
-            if let Some((_, before)) = self.undo_log(n)?.into_iter().find(|(k, _)| k == key_bytes) {
-                return Ok(before);
-            }
-        }
-        Ok(self.state().get(key_bytes))
-    }
-
-    /// The whole state after block `number` (within the state retention).
-    pub fn entries_at(&self, number: u64) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
-        let head = self.check_state_kept(number)?;
-        let mut entries: BTreeMap<Vec<u8>, Vec<u8>> =
-            self.state().scan_prefix(b"").into_iter().collect();
-        for n in (number + 1..=head).rev() {
-            for (k, before) in self.undo_log(n)? {
-                match before {
-                    Some(v) => entries.insert(k, v),
-                    None => entries.remove(&k),
-                };
-            }
-        }
-        Ok(entries)
-    }
-
-    /// `key`'s value in the finalized state and the proof of it (or of its absence) against
-    /// the head's state root.
-    pub fn storage_proof(
-        &self,
-        key_bytes: &[u8],
-    ) -> Result<(Option<Vec<u8>>, trie_proof::StorageProof), StoreError> {
-        let state = self.state();
-        let value = state.get(key_bytes);
-        let value_hash = |path: &Path| -> Option<H256> {
-            let bytes = self.db.get(&key(VALUE_HASH, path)).ok()??;
-            <[u8; 32]>::try_from(bytes).ok().map(H256)
-        };
-        let proof = trie_proof::prove_storage(&state, key_bytes, &value_hash).ok_or_else(|| {
-            StoreError::Corrupt {
-                key: hex::encode(key_bytes),
-                reason: "the state trie or its value hashes are incomplete".into(),
-            }
-        })?;
-        Ok((value, proof))
-    }
-
-    /// The validator-set changes recorded at heights up to `number`, oldest first.
-    pub fn set_changes(&self, number: u64) -> Result<Vec<SetChange>, StoreError> {
-        let mut out = vec![];
-        for item in self.db.iter_from(SET_CHANGES) {
-            let (k, v) = item?;
-            if !k.starts_with(SET_CHANGES) {
-                break;
-            }
-            let change: SetChange = decode(&k, &v)?;
-            if change.header.number > number {
-                break;
-            }
-            out.push(change);
-        }
-        Ok(out)
-    }
-
-    /// The hash of finalized block `number`.
-    pub fn hash(&self, number: u64) -> Result<Option<H256>, StoreError> {
-        let k = key(HASH_BY_NUMBER, &number.to_be_bytes());
-        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
-    }
-
-    /// Finalized block `number`.
-    pub fn block(&self, number: u64) -> Result<Option<Block>, StoreError> {
-        let Some(hash) = self.hash(number)? else {
-            return Ok(None);
-        };
-        self.block_by_hash(&hash)
-    }
-
-    /// A finalized block by hash.
-    pub fn block_by_hash(&self, hash: &H256) -> Result<Option<Block>, StoreError> {
-        let k = key(BLOCK_BY_HASH, &hash.0);
-        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
-    }
-
-    /// The commit certificate of finalized block `number` (none for genesis).
-    pub fn certificate(&self, number: u64) -> Result<Option<WireCertificate>, StoreError> {
-        let k = key(CERTIFICATE, &number.to_be_bytes());
-        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
-    }
-
-    /// The events of finalized block `number` (none for genesis).
-    pub fn events(&self, number: u64) -> Result<Option<Vec<EventRecord>>, StoreError> {
-        let k = key(EVENTS, &number.to_be_bytes());
-        self.db.get(&k)?.map(|b| decode(&k, &b)).transpose()
-    }
-
-    /// The finalized state.
-    pub fn state(&self) -> StoreState<'a, D> {
-        StoreState { db: self.db }
-    }
-
-    /// How many failover events `service` has had.
-    pub fn failover_count(&self, service: &ServiceName) -> Result<u64, StoreError> {
-        let k = key(FAILOVER_COUNT, service.as_str().as_bytes());
-        Ok(self
-            .db
-            .get(&k)?
-            .map(|b| decode(&k, &b))
-            .transpose()?
-            .unwrap_or(0))
-    }
-
-    /// `service`'s failover events with sequence `>= from`, oldest first, at most `limit`.
-    /// The log outlives the service's removal, so an audit can still read it.
-    pub fn failover_log(
-        &self,
-        service: &ServiceName,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<FailoverRecord>, StoreError> {
-        let prefix = failover_key(service, 0);
-        let prefix = &prefix[..prefix.len() - 8];
-        let mut out = vec![];
-        for item in self.db.iter_from(&failover_key(service, from)).take(limit) {
-            let (k, v) = item?;
-            if !k.starts_with(prefix) {
-                break;
-            }
-            out.push(decode(&k, &v)?);
-        }
-        Ok(out)
-    }
-}
-
 fn decode<T: Decode>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
     T::decode(&mut &bytes[..]).map_err(|e| StoreError::Corrupt {
         key: hex::encode(key),
@@ -931,85 +584,6 @@ fn block_writes(block: &Block, certificate: Option<&WireCertificate>) -> Vec<Wri
         batch.push((key(CERTIFICATE, &number.to_be_bytes()), Some(c.encode())));
     }
     batch
-}
-
-/// The finalized state, read from the database. Reads that fail are logged and read as
-/// absent: execution then yields a different state root and the block is refused, which is
-/// the safe outcome.
-#[derive(Debug)]
-pub struct StoreState<'a, D: ?Sized> {
-    db: &'a D,
-}
-
-impl<D: KeyValueDb + ?Sized> StoreState<'_, D> {
-    fn read(&self, k: &[u8]) -> Option<Vec<u8>> {
-        match self.db.get(k) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(key = %hex::encode(k), error = %e, "state read failed");
-                None
-            }
-        }
-    }
-}
-
-impl<D: KeyValueDb + ?Sized> StateRead for StoreState<'_, D> {
-    fn get(&self, k: &[u8]) -> Option<Vec<u8>> {
-        self.read(&key(STATE, k))
-    }
-
-    fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let full = key(STATE, prefix);
-        let mut out = vec![];
-        for item in self.db.iter_from(&full) {
-            match item {
-                Ok((k, v)) if k.starts_with(&full) => out.push((k[STATE.len()..].to_vec(), v)),
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "state scan failed");
-                    break;
-                }
-            }
-        }
-        out
-    }
-}
-
-impl<D: KeyValueDb + ?Sized> TrieStore for StoreState<'_, D> {
-    fn leaves<'b>(
-        &'b self,
-        range: RangeInclusive<Path>,
-    ) -> Box<dyn Iterator<Item = (Path, drchain_support::H256)> + 'b> {
-        let end = *range.end();
-        Box::new(
-            self.db
-                .iter_from(&key(LEAF, range.start()))
-                .map_while(move |item| {
-                    let (k, v) = item.ok()?;
-                    let path: Path = k.strip_prefix(LEAF)?.try_into().ok()?;
-                    let hash: [u8; 32] = v.try_into().ok()?;
-                    (path <= end).then_some((path, H256(hash)))
-                }),
-        )
-    }
-
-    fn node(&self, node: &NodeKey) -> Option<H256> {
-        let bytes = self.read(&node_key(node))?;
-        bytes.try_into().ok().map(H256)
-    }
-}
-
-impl<D: KeyValueDb + ?Sized> Backend for StoreState<'_, D> {
-    fn prepare(&self, changes: &ChangeSet) -> TrieDelta {
-        trie::prepare(self, changes)
-    }
-
-    fn root(&self) -> H256 {
-        self.read(b"m/root")
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .map(H256)
-            .unwrap_or_default()
-    }
 }
 
 #[cfg(test)]

@@ -10,40 +10,15 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use drchain_support::{AccountId, Epoch, ServiceName};
+use drchain_support::{Epoch, ServiceName};
 use tokio::sync::watch;
 
 use super::metrics::ProxyMetrics;
+pub use super::target::{target_of, Target};
 use super::verify::{Verified, Verifier, VerifyError};
 use crate::client::{Described, RpcClient};
 use drchain_rpc::views::ServiceView;
 use drchain_rpc::{DrchainApiClient, SubstrateApiClient};
-
-/// Where new connections go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// The active node.
-    pub node: AccountId,
-    pub epoch: Epoch,
-    /// Its endpoint for the service.
-    pub address: String,
-}
-
-/// The target a service view implies: its active node's endpoint, if it has both.
-pub fn target_of(view: &ServiceView) -> Option<Target> {
-    let node = view.active?;
-    let address = view
-        .nodes
-        .iter()
-        .find(|n| n.node == node)?
-        .endpoint
-        .clone()?;
-    Some(Target {
-        node,
-        epoch: view.epoch,
-        address,
-    })
-}
 
 /// How the proxy follows the chain.
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@
 
 pub mod follow;
 pub mod metrics;
+pub mod target;
 pub mod verify;
 
 use std::net::SocketAddr;

@@ -21,7 +21,7 @@ use drchain_runtime::{pallet_network_config, Genesis, Header};
 use drchain_support::trie_proof::{verify_storage_proof, StorageProof};
 use drchain_support::{AccountId, Overlay, ServiceName, StateRead, H256};
 
-use super::follow::Target;
+use super::target::Target;
 use crate::client::RpcClient;
 
 /// Rounds of proof requests for one head: the keys the pallets read depend on values read
