@@ -3,7 +3,8 @@
 //!
 //! For each length it builds a chain of at least that many empty blocks of the local testnet
 //! (certified by its four dev validators, written straight into their databases: producing
-//! 100,000 blocks through consensus would take hours), starts the four validators on it, and
+//! 100,000 blocks through consensus would take hours), starts the four validators on it (as
+//! archive nodes: a node that replays from genesis needs peers that keep every block), and
 //! times eve, a member, joining with `--sync fast` and then with `--sync full`: from her start
 //! until her finalized head reaches the height the validators had finalized when she started.
 
@@ -178,14 +179,15 @@ impl Network {
         let bootnodes = bootnodes.join(",");
         let mut validators = vec![];
         for (name, (port, rpc)) in VALIDATORS.iter().zip(&ports) {
-            validators.push(spawn(
-                exe,
-                dir,
-                name,
-                *port,
-                *rpc,
-                &["--validator", "--bootnodes", &bootnodes],
-            )?);
+            // Archive: a node that replays from genesis needs peers that keep every block.
+            let args = [
+                "--validator",
+                "--bootnodes",
+                &bootnodes,
+                "--blocks-pruning",
+                "archive",
+            ];
+            validators.push(spawn(exe, dir, name, *port, *rpc, &args)?);
         }
         Ok(Self {
             _validators: validators,
