@@ -59,6 +59,12 @@ impl RocksDb {
         }
     }
 
+    /// Writes the memtables to files (RocksDB does so by itself when they fill): what a
+    /// measurement of the settled size calls first.
+    pub fn flush(&self) -> Result<(), DbError> {
+        self.db.flush().map_err(backend)
+    }
+
     /// A consistent read-only view: every read sees the database as it was now, so a query of
     /// several keys never mixes two blocks' states.
     pub fn snapshot(&self) -> RocksSnapshot<'_> {
