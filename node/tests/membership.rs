@@ -115,4 +115,22 @@ fn two_of_four_validators_expire_and_the_chain_goes_on() {
         lines.contains("disconnecting a peer that is not an admitted member"),
         "the expired validators are refused once they left the set"
     );
+    // The change is in the log at info, naming the two that remain.
+    let remaining = format!(
+        "membership: validator set now {}",
+        [dev_account("alice"), dev_account("bob")]
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let reversed = format!(
+        "membership: validator set now {},{}",
+        dev_account("bob"),
+        dev_account("alice")
+    );
+    assert!(
+        lines.contains(&remaining) || lines.contains(&reversed),
+        "no '{remaining}' line in alice's log"
+    );
 }

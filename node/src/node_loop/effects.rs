@@ -165,17 +165,20 @@ impl NodeLoop {
     }
 }
 
-/// Log lines an operator can grep for every failover transition in a finalized block.
+/// Log lines an operator can grep for every failover transition and every membership change
+/// in a finalized block.
 fn log_failover_events(events: &[drchain_runtime::EventRecord]) {
     use drchain_runtime::pallet_failover::Event;
+    use drchain_runtime::RuntimeEvent;
     for record in events {
-        let drchain_runtime::RuntimeEvent::Failover(event) = &record.event else {
-            continue;
-        };
-        match (event.operator_line(), event) {
-            (Some(line), Event::WentVacant { .. }) => tracing::warn!("{line}"),
-            (Some(line), _) => tracing::info!("{line}"),
-            (None, _) => {}
+        match &record.event {
+            RuntimeEvent::Failover(event) => match (event.operator_line(), event) {
+                (Some(line), Event::WentVacant { .. }) => tracing::warn!("{line}"),
+                (Some(line), _) => tracing::info!("{line}"),
+                (None, _) => {}
+            },
+            RuntimeEvent::Membership(event) => tracing::info!("{}", event.operator_line()),
+            _ => {}
         }
     }
 }

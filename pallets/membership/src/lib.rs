@@ -294,6 +294,56 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The line an operator reads in the node's log for this membership change
+    /// (`membership: admitted 0x… as validator (CN=…)`, `revoked`, `validator set now …`).
+    pub fn operator_line(&self) -> String {
+        let accounts = |set: &[AccountId]| {
+            set.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            Event::MemberAdmitted {
+                account,
+                role,
+                subject,
+            } => format!("membership: admitted {account} as {role:?} ({subject})"),
+            Event::MemberRevoked { account, reason } => {
+                format!("membership: revoked {account} ({reason})")
+            }
+            Event::CertificateRotated { old, new } => {
+                format!("membership: certificate rotated from {old} to {new}")
+            }
+            Event::RoleChanged { account, role } => {
+                format!("membership: {account} is now {role:?}")
+            }
+            Event::TrustAnchorAdded {
+                fingerprint,
+                subject,
+            } => format!("membership: CA pinned {fingerprint} ({subject})"),
+            Event::TrustAnchorRemoved { fingerprint } => {
+                format!("membership: CA unpinned {fingerprint}")
+            }
+            Event::AdminsChanged { admins, threshold } => format!(
+                "membership: admins now {} (threshold {threshold})",
+                accounts(admins)
+            ),
+            Event::ValidatorSetScheduled {
+                effective_at,
+                validators,
+            } => format!(
+                "membership: validator set {} scheduled for #{effective_at}",
+                accounts(validators)
+            ),
+            Event::ValidatorSetChanged { validators } => {
+                format!("membership: validator set now {}", accounts(validators))
+            }
+        }
+    }
+}
+
 /// Errors of this pallet.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, thiserror::Error)]
 pub enum Error {
