@@ -333,3 +333,62 @@ fn past_states_are_read_back_exactly_within_the_state_retention() {
     assert!("archive".parse::<StatePruning>() == Ok(StatePruning::Archive));
     assert!("0".parse::<StatePruning>().is_err());
 }
+
+/// The key spaces that grow with the chain unless pruned, and how many keys each holds.
+fn growing_key_counts(db: &MemoryDb) -> Vec<(&'static str, usize)> {
+    [
+        ("blocks", b"b/".as_slice()),
+        ("certificates", b"c/"),
+        ("events", b"e/"),
+        ("height_index", b"h/"),
+        ("undo_logs", b"u/"),
+        ("state", b"s/"),
+    ]
+    .into_iter()
+    .map(|(kind, prefix)| {
+        let count = db
+            .iter_from(prefix)
+            .take_while(|e| e.as_ref().is_ok_and(|(k, _)| k.starts_with(prefix)))
+            .count();
+        (kind, count)
+    })
+    .collect()
+}
+
+#[test]
+fn with_pruning_a_long_run_of_heartbeat_blocks_keeps_the_database_bounded() {
+    use super::{BlocksPruning, StatePruning};
+    use crate::testing::import_signed;
+    use drchain_runtime::{pallet_service_status, RuntimeCall};
+    use drchain_support::{Health, ServiceName};
+
+    let g = local();
+    let db = MemoryDb::new();
+    let mut store = ChainStore::open(db.clone(), &g).unwrap();
+    store.set_blocks_pruning(BlocksPruning::Last(256));
+    store.set_state_pruning(StatePruning::Last(256));
+    let mut counts = vec![];
+    for nonce in 0..1600u64 {
+        let heartbeat = drchain_runtime::UncheckedExtrinsic::sign(
+            &drchain_runtime::dev::dev_key("alice"),
+            &g.hash(),
+            nonce,
+            RuntimeCall::ServiceStatus(pallet_service_status::Call::Heartbeat {
+                service: ServiceName::new("demo-db").unwrap(),
+                epoch_seen: 0,
+                health: Health::Healthy,
+                applied_checkpoint: None,
+            }),
+        );
+        import_signed(&mut store, &g, vec![heartbeat], &[]);
+        if (nonce + 1) % 800 == 0 {
+            counts.push(growing_key_counts(&db));
+        }
+    }
+    // After 800 blocks and after 1600: the same number of keys of every kind.
+    assert_eq!(counts[0], counts[1]);
+    let kept = |kind: &str| counts[1].iter().find(|(k, _)| *k == kind).unwrap().1;
+    assert_eq!(kept("blocks"), 256 + 1, "the last 256 and genesis");
+    assert_eq!(kept("certificates"), 256);
+    assert_eq!(kept("undo_logs"), 256);
+}
