@@ -265,3 +265,53 @@ fn tx_status_metrics_and_plain_http_rpc_work_against_a_running_node() {
         "the node keeps serving: {still}"
     );
 }
+
+/// `deploy/prometheus/alerts.yml` names only metrics a running node serves, and promtool
+/// accepts it (installed from apt as root; skipped with a reason otherwise).
+#[test]
+fn the_alert_rules_check_and_name_only_metrics_a_node_serves() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");
+    let rules = std::fs::read_to_string(&path).unwrap();
+    let named: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|t| t.starts_with("drchain_"))
+        .collect();
+    assert!(named.len() >= 8, "{named:?}");
+
+    let node = DevNode::start();
+    let metrics = http(
+        node.metrics,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    let served: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for name in named {
+        let family = ["_total", "_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        assert!(
+            served.contains(family),
+            "{name} is in the alert rules but not on a node's /metrics"
+        );
+    }
+
+    if !common::program_or_apt("promtool", "prometheus") {
+        eprintln!("skipped the promtool check: promtool is missing and this is not root");
+        return;
+    }
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool refuses the rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

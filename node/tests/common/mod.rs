@@ -170,3 +170,34 @@ pub fn is_root() -> bool {
         .output()
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
+
+/// Whether `program` runs; as root (CI), `package` is installed from apt first when it does
+/// not (the package lists are refreshed if the first attempt fails).
+pub fn program_or_apt(program: &str, package: &str) -> bool {
+    let runs = || {
+        std::process::Command::new(program)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if runs() || !is_root() {
+        return runs();
+    }
+    let apt = |args: &[&str]| {
+        std::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = ["install", "-y", "-qq", "--no-install-recommends", package];
+    if !apt(&install) {
+        apt(&["update", "-qq"]);
+        apt(&install);
+    }
+    runs()
+}
