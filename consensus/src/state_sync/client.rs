@@ -153,13 +153,18 @@ impl<P: Ord + Clone> StateSyncClient<P> {
     /// A peer is gone: what it was asked is asked of others.
     pub fn peer_disconnected(&mut self, peer: &P) {
         self.peers.remove(peer);
-        let lost: Vec<SubtreeId> = self
+        self.requeue_all_of(peer);
+    }
+
+    /// Everything `peer` was asked and has not answered is asked of others.
+    fn requeue_all_of(&mut self, peer: &P) {
+        let theirs: Vec<SubtreeId> = self
             .in_flight
             .iter()
             .filter(|(_, (p, _))| p == peer)
             .map(|(id, _)| *id)
             .collect();
-        for id in lost {
+        for id in theirs {
             self.requeue(&id);
         }
     }
@@ -341,15 +346,7 @@ impl<P: Ord + Clone> StateSyncClient<P> {
             if let Some(state) = self.peers.get_mut(peer) {
                 state.faulty = true;
             }
-            let theirs: Vec<SubtreeId> = self
-                .in_flight
-                .iter()
-                .filter(|(_, (p, _))| p == peer)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in theirs {
-                self.requeue(&id);
-            }
+            self.requeue_all_of(peer);
         }
         result
     }
