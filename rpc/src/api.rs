@@ -19,7 +19,8 @@ use crate::views::{
     AckView, AdminsView, BlockEvents, CheckpointView, DiskView, EndpointView, HeaderView,
     HistoryOptions, HistoryView, LiveFailoverEvent, ManifestSummary, MemberView, MethodsView,
     NodeHeartbeatView, NodeServiceView, NumberParam, PeerView, ReadProofView, ServiceView,
-    SignedBlockView, SystemHealth, TransactionStatus, TrustAnchorView, ValidatorsView,
+    SignedBlockView, SystemHealth, TimelineView, TransactionStatus, TrustAnchorView,
+    ValidatorsView,
 };
 use crate::RpcError;
 use drchain_runtime::pallet_network_config::ChainParams;
@@ -165,6 +166,9 @@ rpc_api! {
         #[method(name = "failover_history")]
         /// A service's failover log.
         async fn failover_history(&self, service: ServiceName, options: Option<HistoryOptions>) -> Result<HistoryView, RpcError>;
+        #[method(name = "failover_timeline")]
+        /// A service's transitions of the active role, with causes and durations.
+        async fn failover_timeline(&self, service: ServiceName, limit: Option<usize>) -> Result<TimelineView, RpcError>;
         #[subscription(name = "failover_subscribeEvents" => "failover_event", unsubscribe = "failover_unsubscribeEvents", item = LiveFailoverEvent)]
         /// Failover events of every service, or of the one named, as blocks finalize.
         async fn failover_subscribe_events(&self, service: Option<ServiceName>) -> SubscriptionResult;

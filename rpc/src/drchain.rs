@@ -20,7 +20,7 @@ use crate::api::DrchainApiServer;
 use crate::views::{
     service_view, AckView, AdminsView, CheckpointView, EndpointView, HistoryOptions, HistoryView,
     LiveFailoverEvent, ManifestSummary, MemberView, NodeHeartbeatView, NodeServiceView,
-    ServiceView, TrustAnchorView, ValidatorsView,
+    ServiceView, TimelineView, TrustAnchorView, ValidatorsView,
 };
 use crate::{notify, RpcContext, RpcError};
 
@@ -83,6 +83,35 @@ impl DrchainApiServer for RpcContext {
                 events: log.iter().map(Into::into).collect(),
                 service,
                 total,
+            })
+        })
+    }
+
+    async fn failover_timeline(
+        &self,
+        service: ServiceName,
+        limit: Option<usize>,
+    ) -> Result<TimelineView, RpcError> {
+        let limit = limit.unwrap_or(50);
+        if limit == 0 || limit > MAX_HISTORY {
+            return Err(RpcError::invalid(format!(
+                "limit must be between 1 and {MAX_HISTORY}"
+            )));
+        }
+        self.read(|r| {
+            // The newest events of the log; each transition takes a handful (roles included).
+            let total = r.failover_count(&service)?;
+            let log = r.failover_log(
+                &service,
+                total.saturating_sub(MAX_HISTORY as u64),
+                MAX_HISTORY,
+            )?;
+            let mut transitions = crate::timeline::transitions(&log);
+            let skip = transitions.len().saturating_sub(limit);
+            transitions.drain(..skip);
+            Ok(TimelineView {
+                service,
+                transitions,
             })
         })
     }

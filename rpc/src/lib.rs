@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod node_api;
 mod strict;
 pub mod substrate;
+pub mod timeline;
 pub mod transfer_http;
 pub mod views;
 

@@ -213,6 +213,8 @@ pub struct ServiceView {
     pub promoting: Option<Promoting>,
     /// Block of the last phase change.
     pub since_block: u64,
+    /// In maintenance mode since this block (no automatic failover); `None`: not paused.
+    pub paused_since_block: Option<u64>,
     /// Its configuration.
     pub config: pallet_failover::ServiceConfig,
     /// The chain's live clock at the finalized head (heartbeat ages count on it).
@@ -340,6 +342,7 @@ pub fn service_view(state: &Overlay<'_>, name: &ServiceName) -> Option<ServiceVi
         active,
         promoting,
         since_block: service.since_block,
+        paused_since_block: pallet_failover::pause::paused(state, name).map(|p| p.since_block),
         config,
         live_clock_ms: live_clock,
         nodes,
@@ -400,6 +403,14 @@ pub struct HistoryView {
     pub total: u64,
     /// The entries asked for, oldest first.
     pub events: Vec<FailoverEventView>,
+}
+
+/// A service's recent transitions (`failover_timeline`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimelineView {
+    pub service: ServiceName,
+    /// Oldest first.
+    pub transitions: Vec<crate::timeline::Transition>,
 }
 
 /// A live failover event (`failover_subscribeEvents`).

@@ -368,15 +368,41 @@ pub(crate) fn run<E: From<Event>>(
             .map(|r| (node, r)),
         Phase::Vacant => None,
     };
+    let paused = crate::pause::paused(env.state, service).is_some();
+    let fault = fault.filter(|(_, reason)| !paused || crate::pause::overrides_pause(*reason));
     match (st.phase, fault) {
         (_, Some((node, reason))) => {
+            if reason == Reason::HeartbeatStale {
+                heartbeats_stopped(env, service, node, st.epoch);
+            }
             depose(env, service, config, node, st.epoch, reason);
-            fill(env, service, config, Some(node), reason);
+            if paused {
+                vacate(env, service, reason);
+            } else {
+                fill(env, service, config, Some(node), reason);
+            }
         }
-        (Phase::Vacant, None) => fill(env, service, config, None, Reason::Vacancy),
+        (Phase::Vacant, None) if !paused => fill(env, service, config, None, Reason::Vacancy),
         _ => {}
     }
     refresh_roles(env, service, config);
+}
+
+/// Records how long the holder had been silent when it was found stale.
+fn heartbeats_stopped<E: From<Event>>(
+    env: &mut Env<'_, '_, E>,
+    service: &ServiceName,
+    node: AccountId,
+    epoch: Epoch,
+) {
+    let silent_ms = pallet_service_status::status(env.state, service, &node)
+        .map(|s| env.block.live_now.saturating_sub(s.live_at));
+    env.deposit(Event::HeartbeatsStopped {
+        service: service.clone(),
+        node,
+        epoch,
+        silent_ms,
+    });
 }
 
 /// Roles of the candidates that do not hold the service, from their latest heartbeat.

@@ -124,6 +124,31 @@ pub enum Event {
         /// How much older its data is (`None`: it holds none).
         lag_ms: Option<u64>,
     },
+    /// An admin paused the service: no automatic election until it is resumed.
+    #[codec(index = 10)]
+    Paused {
+        /// The service.
+        service: ServiceName,
+    },
+    /// An admin resumed the service: the election rules apply again.
+    #[codec(index = 11)]
+    Resumed {
+        /// The service.
+        service: ServiceName,
+    },
+    /// The holder's heartbeats stopped arriving: emitted with the `Deposed` it causes, so a
+    /// timeline can show how long detection took.
+    #[codec(index = 12)]
+    HeartbeatsStopped {
+        /// The service.
+        service: ServiceName,
+        /// The holder.
+        node: AccountId,
+        /// The epoch it held.
+        epoch: Epoch,
+        /// Live-clock time since its last heartbeat was recorded (`None`: it never sent one).
+        silent_ms: Option<u64>,
+    },
 }
 
 impl Event {
@@ -139,7 +164,10 @@ impl Event {
             | Event::WentVacant { service, .. }
             | Event::RoleChanged { service, .. }
             | Event::PromotionWithheld { service, .. }
-            | Event::DataLossAccepted { service, .. } => service,
+            | Event::DataLossAccepted { service, .. }
+            | Event::Paused { service }
+            | Event::Resumed { service }
+            | Event::HeartbeatsStopped { service, .. } => service,
         }
     }
 
@@ -206,6 +234,19 @@ impl Event {
                 held.map_or_else(|| "none".to_owned(), |l| l.to_string()),
                 latest.map_or_else(|| "none".to_owned(), |l| l.to_string()),
                 lag_ms.map_or_else(|| "none".to_owned(), |l| l.to_string())
+            ),
+            Event::Paused { service } => {
+                format!("paused service={service} (no automatic failover until resumed)")
+            }
+            Event::Resumed { service } => format!("resumed service={service}"),
+            Event::HeartbeatsStopped {
+                service,
+                node,
+                epoch,
+                silent_ms,
+            } => format!(
+                "heartbeats-stopped service={service} epoch={epoch} node={node} silent_ms={}",
+                silent_ms.map_or_else(|| "none".to_owned(), |l| l.to_string())
             ),
             Event::ServiceRegistered { .. }
             | Event::ServiceUpdated { .. }

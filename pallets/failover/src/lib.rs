@@ -25,6 +25,8 @@
 //! 4. A deposed holder is `Fenced` (or `Failed`) until its heartbeats show it has seen a newer
 //!    epoch; only then can it be a standby again.
 //! 5. Every transition is an [`Event`].
+//! 6. A paused service (maintenance mode, [`Call::Pause`]) gets no automatic election; see
+//!    [`pause`].
 //!
 //! The live clock advances by at most the chain's `live_clock_max_gap_ms` per block, so a
 //! consensus stall never makes heartbeats look stale.
@@ -33,6 +35,7 @@
 
 mod election;
 mod event;
+pub mod pause;
 #[cfg(test)]
 mod tests;
 
@@ -318,6 +321,14 @@ pub enum Call {
         /// Where to move it, or `None` for the best eligible candidate.
         target: Option<AccountId>,
     },
+    /// Admin: maintenance mode — no automatic election for the service until
+    /// [`Call::Resume`]. A holder that is revoked or removed from the candidates is still
+    /// deposed (the service then stays vacant); an admin switchover still works.
+    #[codec(index = 5)]
+    Pause { service: ServiceName },
+    /// Admin: end maintenance mode; the next block runs the election rules again.
+    #[codec(index = 6)]
+    Resume { service: ServiceName },
 }
 
 /// Errors of this pallet.
@@ -368,6 +379,12 @@ pub enum Error {
         /// The target.
         node: AccountId,
     },
+    /// The service is already in maintenance mode.
+    #[error("service {service} is already paused")]
+    AlreadyPaused { service: ServiceName },
+    /// The service is not in maintenance mode.
+    #[error("service {service} is not paused")]
+    NotPaused { service: ServiceName },
     /// The requested switchover target cannot take over.
     #[error("{node} cannot take over: {why}")]
     TargetNotEligible {
@@ -507,6 +524,7 @@ pub fn dispatch<E: From<Event>>(
             pallet_service_status::clear_service(env.state, &name);
             pallet_checkpoints::clear_service(env.state, &name);
             pallet_network_config::clear_service(env.state, &name);
+            pause::Paused::remove(env.state, &name);
             env.deposit(Event::ServiceRemoved { service: name });
             Ok(())
         }
@@ -542,6 +560,14 @@ pub fn dispatch<E: From<Event>>(
         Call::Switchover { service, target } => {
             origin.admin()?;
             election::switchover(env, &service, target)
+        }
+        Call::Pause { service } => {
+            origin.admin()?;
+            pause::pause(env, service)
+        }
+        Call::Resume { service } => {
+            origin.admin()?;
+            pause::resume(env, service)
         }
     }
 }

@@ -61,6 +61,10 @@ enum Op {
     Revoke(usize),
     /// Admin replaces the candidate list.
     Candidates(Vec<usize>),
+    /// Admin pauses the service.
+    Pause,
+    /// Admin resumes the service.
+    Resume,
 }
 
 struct Chain {
@@ -265,6 +269,8 @@ impl Chain {
                 };
                 pallet_membership::dispatch(env, Origin::Admin, call).map_err(|e| e.to_string())
             }
+            Op::Pause => s(dispatch(env, Origin::Admin, Call::Pause { service: db() })),
+            Op::Resume => s(dispatch(env, Origin::Admin, Call::Resume { service: db() })),
             Op::Candidates(list) => {
                 let config = ServiceConfig {
                     candidates: list.iter().map(|i| self.nodes[*i]).collect(),
@@ -753,6 +759,69 @@ fn removing_the_active_from_the_candidates_deposes_it() {
         Some((c.nodes[1], 2, Reason::RemovedFromCandidates))
     );
     assert_eq!(c.role(0), None);
+}
+
+#[test]
+fn a_paused_service_keeps_its_silent_active_until_resumed() {
+    let mut c = Chain::new(|_| {}).with_active();
+    let (events, r) = c.block(100, &[Op::Pause]);
+    assert_eq!(r, vec![Ok(())]);
+    assert!(events.contains(&Event::Paused { service: db() }));
+    assert!(pause::paused(&c.view(), &db()).is_some());
+    // The active goes silent for far longer than the timeout: no election while paused.
+    assert!(c.run_until_election(&[1, 2, 3], 5000).is_empty());
+    assert_eq!(c.holder(), Some(0));
+    assert_eq!(c.epoch(), 1);
+    // Only a resume (or a switchover) moves it; after the resume the next block elects.
+    let (_, r) = c.block(100, &[Op::Pause]);
+    assert_eq!(r, vec![Err("service db is already paused".into())]);
+    let (events, r) = c.block(100, &[Op::Resume]);
+    assert_eq!(r, vec![Ok(())]);
+    assert!(events.contains(&Event::Resumed { service: db() }));
+    assert_eq!(
+        elected(&events),
+        Some((c.nodes[1], 2, Reason::HeartbeatStale))
+    );
+    let (_, r) = c.block(100, &[Op::Resume]);
+    assert_eq!(r, vec![Err("service db is not paused".into())]);
+}
+
+#[test]
+fn a_paused_service_still_deposes_a_revoked_active_and_stays_vacant() {
+    let mut c = Chain::new(|_| {}).with_active();
+    c.block(100, &[Op::Pause]);
+    let (events, r) = c.block(100, &[Op::Revoke(0), Op::Hb(1, Health::Healthy)]);
+    assert_eq!(r, vec![Ok(()), Ok(())]);
+    assert_eq!(elected(&events), None);
+    assert!(events.contains(&Event::WentVacant {
+        service: db(),
+        epoch: 2,
+        reason: Reason::NotAdmitted
+    }));
+    assert_eq!(c.holder(), None);
+    // An admin switchover still fills it while paused.
+    let (events, r) = c.block(
+        100,
+        &[
+            Op::Hb(1, Health::Healthy),
+            Op::Hb(2, Health::Healthy),
+            Op::Switchover(Some(2)),
+        ],
+    );
+    assert_eq!(r, vec![Ok(()), Ok(()), Ok(())]);
+    assert_eq!(elected(&events), Some((c.nodes[2], 3, Reason::Switchover)));
+}
+
+#[test]
+fn a_stale_holder_is_reported_with_how_long_it_was_silent() {
+    let mut c = Chain::new(|_| {}).with_active();
+    let events = c.run_until_election(&[1, 2, 3], 5000);
+    assert!(events.contains(&Event::HeartbeatsStopped {
+        service: db(),
+        node: c.nodes[0],
+        epoch: 1,
+        silent_ms: Some(1200),
+    }));
 }
 
 #[test]
