@@ -57,6 +57,109 @@ pub enum Command {
     /// Rebuild a recorded checkpoint of a service's data into a new directory, from the
     /// members' chunk stores (every byte verified).
     Restore(RestoreArgs),
+    /// Every service and its candidates as one table (like `patronictl list`).
+    List(ListArgs),
+    /// Move a service's active role to another candidate, planned (admin).
+    Switchover(SwitchoverArgs),
+    /// A service's failover timeline: each election, its cause and how long it took.
+    History(HistoryArgs),
+    /// Maintenance mode: no automatic failover for a service until `resume` (admin).
+    Pause(PauseArgs),
+    /// End maintenance mode: automatic failover applies again (admin).
+    Resume(PauseArgs),
+    /// Print a shell completion script: `drchain completions bash > /etc/bash_completion.d/drchain`.
+    Completions(CompletionsArgs),
+}
+
+/// How the operator commands print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Where an operator command reads, and how it prints.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// The node's JSON-RPC endpoint (ws:// or http://).
+    #[arg(long, default_value = "ws://127.0.0.1:9944")]
+    pub rpc: String,
+    /// `table` or `json`.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Who signs an admin command, and whether to ask first.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// An admin's key (PKCS#8 PEM).
+    #[arg(long, conflicts_with = "dev")]
+    pub key: Option<PathBuf>,
+    /// Sign with the well-known dev key of NAME (alice, ...). Test chains only.
+    #[arg(long, value_name = "NAME")]
+    pub dev: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds to wait for the call to be finalized (and, for a switchover, the new active).
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+/// `drchain list`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Only this service.
+    pub service: Option<String>,
+}
+
+/// `drchain switchover`
+#[derive(Debug, Args)]
+pub struct SwitchoverArgs {
+    #[command(flatten)]
+    pub read: ReadArgs,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The service.
+    pub service: String,
+    /// The candidate to move it to (its name, e.g. `bob`, or its 0x account); default: the
+    /// best eligible one.
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+/// `drchain history`
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// The service.
+    pub service: String,
+    /// The last this many transitions.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+/// `drchain pause` / `drchain resume`
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    pub read: ReadArgs,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The service.
+    pub service: String,
+}
+
+/// `drchain completions`
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
 }
 
 /// `drchain restore`

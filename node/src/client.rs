@@ -270,8 +270,9 @@ pub fn header_number(header: &HeaderView) -> Result<u64> {
         .with_context(|| format!("block number {:?} is not 0x hex", header.number))
 }
 
-fn signing_key(args: &TxArgs) -> Result<SigningKey> {
-    match (&args.key, &args.dev) {
+/// The key of `--key FILE` or `--dev NAME`.
+pub fn signing_key(key: Option<&std::path::Path>, dev: Option<&str>) -> Result<SigningKey> {
+    match (key, dev) {
         (Some(path), _) => crate::keys::read_ed25519(path),
         (None, Some(name)) => Ok(drchain_runtime::dev::dev_key(name)),
         (None, None) => bail!("give --key FILE or --dev NAME"),
@@ -288,13 +289,49 @@ fn nonce_was_taken(e: &anyhow::Error) -> bool {
     text.contains("already used; next is")
 }
 
+/// Signs `call` with `key`, submits it and waits until it is finalized. Without a fixed
+/// `nonce` it reads the signer's next one, and signs again with the next when another holder
+/// of the key took it meanwhile. Returns the outcome and the nonce used.
+pub async fn sign_and_watch(
+    client: &RpcClient,
+    key: &SigningKey,
+    call: &RuntimeCall,
+    nonce: Option<u64>,
+    timeout: Duration,
+) -> Result<(Outcome, u64)> {
+    let genesis = genesis_hash(client).await?;
+    let signer = AccountId::from(key);
+    let mut attempt = 1;
+    loop {
+        let next = match nonce {
+            Some(n) => n,
+            None => client
+                .system_account_next_index(signer)
+                .await
+                .doing("reading the signer's next nonce")?,
+        };
+        let x = UncheckedExtrinsic::sign(key, &genesis, next, call.clone());
+        match submit_and_watch(client, &x, timeout).await {
+            Ok(outcome) => return Ok((outcome, next)),
+            // Another holder of the key (the node's own agent, say) took the nonce we read.
+            // Ours was never included — the nonce is spent — so signing again with the next
+            // one cannot execute the call twice.
+            Err(e) if nonce.is_none() && nonce_was_taken(&e) && attempt < NONCE_ATTEMPTS => {
+                eprintln!("nonce {next} was taken by another transaction of {signer}; retrying");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// `drchain tx`.
 pub fn tx(args: TxArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let key = signing_key(&args)?;
+        let key = signing_key(args.key.as_deref(), args.dev.as_deref())?;
         let mut call = parse_call(&args.pallet, &args.call, &args.fields)?;
         if args.admin {
             call = RuntimeCall::Admin(AdminCall::Propose {
@@ -302,10 +339,9 @@ pub fn tx(args: TxArgs) -> Result<()> {
             });
         }
         let client = RpcClient::connect(&args.rpc).await?;
-        let genesis = genesis_hash(&client).await?;
         let signer = AccountId::from(&key);
-        let mut attempt = 1;
-        let (outcome, nonce) = loop {
+        if args.no_wait {
+            let genesis = genesis_hash(&client).await?;
             let nonce = match args.nonce {
                 Some(n) => n,
                 None => client
@@ -313,38 +349,22 @@ pub fn tx(args: TxArgs) -> Result<()> {
                     .await
                     .doing("reading the signer's next nonce")?,
             };
-            let x = UncheckedExtrinsic::sign(&key, &genesis, nonce, call.clone());
-            let result = if args.no_wait {
-                client
-                    .author_submit_extrinsic(hex0x(&x.encode()))
-                    .await
-                    .doing("submitting the transaction")
-                    .map(|hash| {
-                        println!("submitted {hash} (signer {signer}, nonce {nonce})");
-                        None
-                    })
-            } else {
-                submit_and_watch(&client, &x, Duration::from_secs(args.timeout))
-                    .await
-                    .map(Some)
-            };
-            match result {
-                Ok(Some(outcome)) => break (outcome, nonce),
-                Ok(None) => return Ok(()),
-                // Another holder of the key (the node's own agent, say) took the nonce we
-                // read. Ours was never included — the nonce is spent — so signing again with
-                // the next one cannot execute the call twice.
-                Err(e)
-                    if args.nonce.is_none() && nonce_was_taken(&e) && attempt < NONCE_ATTEMPTS =>
-                {
-                    eprintln!(
-                        "nonce {nonce} was taken by another transaction of {signer}; retrying"
-                    );
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+            let x = UncheckedExtrinsic::sign(&key, &genesis, nonce, call);
+            let hash = client
+                .author_submit_extrinsic(hex0x(&x.encode()))
+                .await
+                .doing("submitting the transaction")?;
+            println!("submitted {hash} (signer {signer}, nonce {nonce})");
+            return Ok(());
+        }
+        let (outcome, nonce) = sign_and_watch(
+            &client,
+            &key,
+            &call,
+            args.nonce,
+            Duration::from_secs(args.timeout),
+        )
+        .await?;
         println!(
             "{} finalized in #{} ({}) — signer {signer}, nonce {nonce}",
             outcome.hash, outcome.number, outcome.block

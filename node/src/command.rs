@@ -34,6 +34,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::ImportBlocks(args) => crate::chain_io::import_blocks_command(args),
         Command::Proxy(args) => crate::proxy::proxy(args),
         Command::Restore(args) => crate::restore::restore(args),
+        Command::List(args) => crate::operator::list(args),
+        Command::Switchover(args) => crate::operator::switchover(args),
+        Command::History(args) => crate::operator::history(args),
+        Command::Pause(args) => crate::operator::pause(args),
+        Command::Resume(args) => crate::operator::resume(args),
+        Command::Completions(args) => crate::operator::completions(args),
     }
 }
 

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod metrics;
 pub mod network;
 pub mod node_loop;
+pub mod operator;
 pub mod proxy;
 pub mod replication;
 pub mod restore;

@@ -226,3 +226,37 @@ fn run_refuses_bad_configuration_with_a_clear_error() {
     let err = fails(d, &["run", "--tmp", "--base-path", "x"]);
     assert!(err.contains("cannot be used with"), "{err}");
 }
+
+#[test]
+fn completion_scripts_cover_the_operator_commands_and_parse_in_their_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = common::ok(dir.path(), &["completions", shell]);
+        for word in ["switchover", "history", "pause", "resume", "output"] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+        // The shell itself must accept it (checked where the shell is installed).
+        if shell == "bash" {
+            let path = dir.path().join("drchain.bash");
+            std::fs::write(&path, &script).unwrap();
+            common::sh(dir.path(), "bash", &["-n", path.to_str().unwrap()]);
+        }
+    }
+    let err = common::fails(dir.path(), &["completions", "tcsh"]);
+    assert!(err.contains("possible values"), "{err}");
+}
+
+#[test]
+fn operator_commands_say_which_node_they_could_not_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port().to_string();
+    let rpc = format!("ws://127.0.0.1:{port}");
+    for args in [
+        vec!["list", "--rpc", &rpc],
+        vec!["history", "svc", "--rpc", &rpc],
+        vec!["pause", "svc", "--rpc", &rpc, "--force"],
+    ] {
+        let err = common::fails(dir.path(), &args);
+        assert!(err.contains(&rpc), "{args:?}: {err}");
+    }
+}

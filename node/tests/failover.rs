@@ -634,6 +634,122 @@ fn a_node_stopped_while_active_fences_its_service_before_it_exits() {
     eprintln!("{first} stopped and fenced; {second} serves epoch {e2}");
 }
 
+/// `drchain` run against node `i`'s RPC with `args`; its output.
+fn operator(c: &Cluster, args: &[&str]) -> std::process::Output {
+    let rpc = format!("ws://127.0.0.1:{}", c.nodes[3].rpc);
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--rpc", &rpc]);
+    common::drchain(c.dir.path(), &all)
+}
+
+fn operator_ok(c: &Cluster, args: &[&str]) -> String {
+    let out = operator(c, args);
+    assert!(
+        out.status.success(),
+        "drchain {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.dump()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn operator_fails(c: &Cluster, args: &[&str]) -> String {
+    let out = operator(c, args);
+    assert!(!out.status.success(), "drchain {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn operators_list_switch_over_pause_resume_and_read_the_history() {
+    let mut c = Cluster::start();
+    let (first, e1) = c.served(None, 0, WAIT);
+    let list = operator_ok(&c, &["list"]);
+    for name in CANDIDATES {
+        assert!(list.contains(name), "{list}");
+    }
+    assert!(
+        list.contains("active") && list.contains("standby"),
+        "{list}"
+    );
+
+    // A switchover needs an admin's key, and confirmation unless --force.
+    let target = next_candidate(&[&first]);
+    let no_key = operator_fails(&c, &["switchover", "svc", "--to", target]);
+    assert!(
+        no_key.contains("signed by an admin") && no_key.contains("alice"),
+        "{no_key}"
+    );
+    let not_admin = operator_fails(&c, &["switchover", "svc", "--to", target, "--dev", "dave"]);
+    assert!(not_admin.contains("is not an admin's"), "{not_admin}");
+    let unconfirmed = operator_fails(&c, &["switchover", "svc", "--to", target, "--dev", "alice"]);
+    assert!(unconfirmed.contains("--force"), "{unconfirmed}");
+    assert_eq!(
+        c.served(None, 0, WAIT).0,
+        first,
+        "nothing moved without confirmation"
+    );
+
+    let done = operator_ok(
+        &c,
+        &[
+            "switchover",
+            "svc",
+            "--to",
+            target,
+            "--dev",
+            "alice",
+            "--force",
+        ],
+    );
+    assert!(
+        done.contains(&format!("{target} is active in epoch")),
+        "{done}"
+    );
+    let (second, e2) = c.served(Some(&first), e1, WAIT);
+    assert_eq!(second, target);
+
+    // Paused: the active's machine dies and nobody takes over until the resume.
+    operator_ok(&c, &["pause", "svc", "--dev", "alice", "--force"]);
+    let list = operator_ok(&c, &["list", "svc"]);
+    assert!(list.contains("maintenance mode"), "{list}");
+    c.crash(&second);
+    std::thread::sleep(Duration::from_secs(4));
+    let view: serde_json::Value =
+        serde_json::from_str(&operator_ok(&c, &["list", "--output", "json"])).unwrap();
+    assert_eq!(view[0]["epoch"], e2, "no election while paused: {view}");
+    assert!(
+        c.ask().is_none(),
+        "nobody serves while the paused active is down"
+    );
+    operator_ok(&c, &["resume", "svc", "--dev", "alice", "--force"]);
+    let (third, e3) = c.served(Some(&second), e2, WAIT);
+    c.assert_never_two_active();
+
+    // The history shows each transition with its cause and durations.
+    let history: serde_json::Value =
+        serde_json::from_str(&operator_ok(&c, &["history", "svc", "-o", "json"])).unwrap();
+    let transitions = history["transitions"].as_array().unwrap();
+    let switch = transitions
+        .iter()
+        .find(|t| t["reason"] == "switchover")
+        .unwrap_or_else(|| panic!("no switchover in {history}"));
+    assert_eq!(switch["outcome"], "promoted");
+    assert!(switch["promoted_after_ms"].as_u64().is_some(), "{switch}");
+    let stale = transitions
+        .iter()
+        .find(|t| t["reason"] == "heartbeat_stale" && t["epoch"] == e3)
+        .unwrap_or_else(|| panic!("no failover to epoch {e3} in {history}"));
+    assert!(stale["silent_ms"].as_u64().unwrap() >= 4000, "{stale}");
+    assert!(transitions.iter().any(|t| t["kind"] == "paused"));
+    assert!(transitions.iter().any(|t| t["kind"] == "resumed"));
+    let table = operator_ok(&c, &["history", "svc"]);
+    assert!(
+        table.contains("failover") && table.contains(third.as_str()),
+        "{table}"
+    );
+    eprintln!("{table}");
+}
+
 #[test]
 fn the_proxy_leaves_a_stopped_rpc_node_for_a_live_one() {
     let mut c = Cluster::start();
