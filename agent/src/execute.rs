@@ -71,7 +71,9 @@ impl Runner {
                                 .and_then(|r| r.applied.borrow().clone());
                             let keep_data = self.replicas[i].is_some()
                                 && self.checkpoints.get(i).is_some_and(|c| c.latest_is_own);
+                            let metrics = self.ctx.metrics.clone();
                             tokio::spawn(async move {
+                                let started = std::time::Instant::now();
                                 let outcome = hooks::run_hook(
                                     &command,
                                     &service,
@@ -82,6 +84,7 @@ impl Runner {
                                     timeout,
                                 )
                                 .await;
+                                metrics.hook_took(&service, run.kind.as_str(), started.elapsed());
                                 let _ = hooks.send((i, run, outcome)).await;
                             });
                         }

@@ -383,6 +383,14 @@ impl Runner {
     /// Tells the health endpoints and the replication tasks what the machines decided.
     fn publish(&self) {
         let reports: Vec<ServiceReport> = self.machines.iter().map(|m| m.report()).collect();
+        let now = self.ctx.clock.now().mono;
+        for (report, config) in reports.iter().zip(&self.services) {
+            let left = report
+                .lease_end()
+                .filter(|_| report.serving)
+                .map_or(Duration::ZERO, |end| end.saturating_duration_since(now));
+            self.ctx.metrics.set_lease_remaining(&config.name, left);
+        }
         for ((report, replica), chain) in reports.iter().zip(&self.replicas).zip(&self.checkpoints)
         {
             if let Some(replica) = replica {

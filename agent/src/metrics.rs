@@ -18,7 +18,9 @@ type Labels = Vec<(&'static str, String)>;
 #[derive(Debug, Clone)]
 pub struct AgentMetrics {
     serving: Family<Labels, Gauge>,
+    lease_remaining: Family<Labels, Gauge<f64, AtomicU64>>,
     hook_runs: Family<Labels, Counter>,
+    hook_seconds: Family<Labels, Histogram>,
     demote_failing: Family<Labels, Gauge>,
     checkpoints: Family<Labels, Counter>,
     snapshot_failures: Family<Labels, Counter>,
@@ -37,7 +39,12 @@ impl Default for AgentMetrics {
     fn default() -> Self {
         Self {
             serving: Family::default(),
+            lease_remaining: Family::default(),
             hook_runs: Family::default(),
+            // 10 ms .. ~5.5 min: hooks range from an echo to a database restore.
+            hook_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.01, 2.0, 16))
+            }),
             demote_failing: Family::default(),
             checkpoints: Family::default(),
             snapshot_failures: Family::default(),
@@ -68,6 +75,18 @@ impl AgentMetrics {
             "agent_serving",
             "1 while this node's agent serves the service under its lease",
             metrics.serving.clone(),
+        );
+        registry.register(
+            "agent_lease_remaining_seconds",
+            "Seconds left on the lease this node serves the service under (0 when not serving); \
+             it falls when the chain stops confirming the heartbeats, and the node stops serving \
+             at 0",
+            metrics.lease_remaining.clone(),
+        );
+        registry.register(
+            "agent_hook_seconds",
+            "How long each hook run took, per service and hook",
+            metrics.hook_seconds.clone(),
         );
         registry.register(
             "agent_hook_runs",
@@ -221,6 +240,23 @@ impl AgentMetrics {
         self.demote_failing
             .get_or_create(&service_label(service))
             .set(i64::from(failures));
+    }
+
+    /// Sets the lease left on `service` (0 when not serving).
+    pub fn set_lease_remaining(&self, service: &ServiceName, left: Duration) {
+        self.lease_remaining
+            .get_or_create(&service_label(service))
+            .set(left.as_secs_f64());
+    }
+
+    /// Records how long a run of `hook` for `service` took.
+    pub fn hook_took(&self, service: &ServiceName, hook: &str, took: Duration) {
+        self.hook_seconds
+            .get_or_create(&vec![
+                ("service", service.to_string()),
+                ("hook", hook.to_owned()),
+            ])
+            .observe(took.as_secs_f64());
     }
 
     /// Counts a run of `hook` for `service` that ended with `outcome`.

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use drchain_runtime::{pallet_checkpoints, pallet_failover, EventRecord, Header, RuntimeEvent};
-use drchain_support::{Overlay, StateRead};
+use drchain_support::{AccountId, Overlay, StateRead};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -76,6 +76,20 @@ pub struct Metrics {
     pub rpc: RpcMetrics,
     /// Resident memory of the process.
     pub resident_memory: Gauge,
+    /// CPU time the process used (user and system), seconds.
+    pub cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Per block finalized by consensus here: from its timestamp (set by its proposer) to
+    /// this node finalizing it.
+    pub finality_latency: Histogram,
+    /// Between the timestamps of consecutive finalized blocks.
+    pub block_interval: Histogram,
+    /// Per validator: the latest finalized block whose commit certificate carries its
+    /// precommit.
+    pub validator_last_signed: Family<Labels, Gauge>,
+    /// Per validator: turns as proposer that did not produce the block (seen since start).
+    pub validator_missed_turns: Family<Labels, Counter>,
+    /// The previous finalized block's timestamp, for `block_interval`.
+    last_timestamp: std::sync::atomic::AtomicU64,
     /// The failover agent's.
     pub agent: AgentMetrics,
     /// The database's size and its disk's free space.
@@ -221,6 +235,37 @@ impl Metrics {
             "Resident memory of the node process",
             resident_memory.clone(),
         );
+        let cpu_seconds = Gauge::default();
+        registry.register(
+            "process_cpu_seconds",
+            "CPU time the node process used, user and system (a counter: rate() it)",
+            cpu_seconds.clone(),
+        );
+        // 10 ms .. ~40 s.
+        let finality_latency = Histogram::new(exponential_buckets(0.01, 2.0, 12));
+        registry.register(
+            "finality_latency_seconds",
+            "From a block's timestamp to this node finalizing it through consensus",
+            finality_latency.clone(),
+        );
+        let block_interval = Histogram::new(exponential_buckets(0.01, 2.0, 12));
+        registry.register(
+            "block_interval_seconds",
+            "Between the timestamps of consecutive finalized blocks",
+            block_interval.clone(),
+        );
+        let validator_last_signed = Family::<Labels, Gauge>::default();
+        registry.register(
+            "validator_last_signed_height",
+            "Per validator: the latest finalized block whose commit certificate carries its precommit",
+            validator_last_signed.clone(),
+        );
+        let validator_missed_turns = Family::<Labels, Counter>::default();
+        registry.register(
+            "validator_missed_turns",
+            "Per validator: proposer turns that did not produce the block (seen by this node since it started)",
+            validator_missed_turns.clone(),
+        );
         Self {
             registry,
             best_height,
@@ -247,6 +292,12 @@ impl Metrics {
             member_expiry,
             rpc,
             resident_memory,
+            cpu_seconds,
+            finality_latency,
+            block_interval,
+            validator_last_signed,
+            validator_missed_turns,
+            last_timestamp: std::sync::atomic::AtomicU64::new(0),
             agent,
             disk,
         }
@@ -272,6 +323,51 @@ impl Metrics {
                     }
                     _ => {}
                 }
+            }
+        }
+    }
+
+    /// Records a block this node finalized: how long finality took (`now_ms` is when; only
+    /// for blocks decided by consensus here, `synced` ones are history), the block interval,
+    /// which validators signed its certificate and which missed their proposer turn.
+    pub fn record_finality(
+        &self,
+        header: &Header,
+        now_ms: u64,
+        synced: bool,
+        signers: &[AccountId],
+        state: &dyn StateRead,
+    ) {
+        use std::sync::atomic::Ordering;
+        if !synced {
+            self.finality_latency
+                .observe(now_ms.saturating_sub(header.timestamp) as f64 / 1000.0);
+        }
+        let previous = self
+            .last_timestamp
+            .swap(header.timestamp, Ordering::Relaxed);
+        if previous != 0 && header.timestamp >= previous {
+            self.block_interval
+                .observe((header.timestamp - previous) as f64 / 1000.0);
+        }
+        let overlay = Overlay::new(state);
+        let label = |account: &AccountId| {
+            let name = pallet_membership::member(&overlay, account)
+                .map(|m| common_name(&m.subject).to_owned())
+                .unwrap_or_default();
+            vec![("validator", account.to_string()), ("name", name)]
+        };
+        for signer in signers {
+            self.validator_last_signed
+                .get_or_create(&label(signer))
+                .set(i64::try_from(header.number).unwrap_or(i64::MAX));
+        }
+        // A miss at this height was recorded by this block (`record_missed_turns`).
+        for (account, misses) in pallet_membership::proposers::MissedTurns::iter(&overlay) {
+            if misses.last() == Some(&header.number) {
+                self.validator_missed_turns
+                    .get_or_create(&label(&account))
+                    .inc();
             }
         }
     }
@@ -343,6 +439,9 @@ impl Metrics {
         if let Some(rss) = resident_memory_bytes() {
             self.resident_memory.set(rss as i64);
         }
+        if let Some(cpu) = cpu_seconds() {
+            self.cpu_seconds.set(cpu);
+        }
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "metrics not encoded");
@@ -351,19 +450,25 @@ impl Metrics {
     }
 }
 
-/// The CN of a subject (`CN=alice,OU=…` gives `alice`), or the whole subject.
-pub fn common_name(subject: &str) -> &str {
-    subject
-        .split(',')
-        .find_map(|part| part.trim().strip_prefix("CN="))
-        .unwrap_or(subject)
-}
+pub use pallet_membership::common_name;
 
 /// The process's resident set size, from `/proc/self/statm` (Linux).
 pub fn resident_memory_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+/// The process's CPU time (user + system), from `/proc/self/stat` (Linux).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let per_second = rustix::param::clock_ticks_per_second();
+    (per_second > 0).then(|| ticks as f64 / per_second as f64)
 }
 
 /// Serves `GET /metrics` on `addr` until the returned task is dropped or aborted. Binding

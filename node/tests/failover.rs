@@ -751,6 +751,62 @@ fn operators_list_switch_over_pause_resume_and_read_the_history() {
 }
 
 #[test]
+fn the_dashboard_shows_the_active_node_and_follows_a_switchover_live() {
+    let Some(chromium) = common::browser::chromium() else {
+        eprintln!("skipped: no chromium to open the dashboard in (apt-get install chromium; CI installs it)");
+        return;
+    };
+    let c = Cluster::start();
+    let (first, _) = c.served(None, 0, WAIT);
+    let mut page =
+        common::browser::Browser::open(chromium, &format!("http://127.0.0.1:{}/", c.nodes[3].rpc));
+    let active = "document.querySelector('[data-service=svc] .active-node')?.textContent";
+    page.wait_for(&format!("{active} === '{first}'"), WAIT);
+    page.wait_for(
+        "document.querySelectorAll('[data-service=svc] tr.transition').length >= 1",
+        WAIT,
+    );
+    page.wait_for(
+        "document.querySelectorAll('#validators tr[data-validator]').length === 4 \
+         && document.querySelector('#validators').innerText.includes('online')",
+        WAIT,
+    );
+    page.wait_for(
+        "document.getElementById('finalized').textContent.startsWith('#')",
+        WAIT,
+    );
+    // Anything set now is lost if the page reloads.
+    page.eval("window.testMarker = 'same page'");
+    let target = next_candidate(&[&first]);
+    operator_ok(
+        &c,
+        &[
+            "switchover",
+            "svc",
+            "--to",
+            target,
+            "--dev",
+            "alice",
+            "--force",
+        ],
+    );
+    page.wait_for(&format!("{active} === '{target}'"), WAIT);
+    page.wait_for(
+        "[...document.querySelectorAll('[data-service=svc] tr.transition')] \
+         .some(r => r.innerText.includes('switchover') && r.innerText.includes('promoted'))",
+        WAIT,
+    );
+    assert_eq!(
+        page.eval("window.testMarker"),
+        "same page",
+        "the page reloaded"
+    );
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/dashboard.png");
+    page.screenshot(&shot);
+    eprintln!("dashboard screenshot: {}", shot.display());
+}
+
+#[test]
 fn the_proxy_leaves_a_stopped_rpc_node_for_a_live_one() {
     let mut c = Cluster::start();
     let (first, e1) = c.served(None, 0, WAIT);

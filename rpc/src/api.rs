@@ -20,7 +20,7 @@ use crate::views::{
     HistoryOptions, HistoryView, LiveFailoverEvent, ManifestSummary, MemberView, MethodsView,
     NodeHeartbeatView, NodeServiceView, NumberParam, PeerView, ReadProofView, ServiceView,
     SignedBlockView, SystemHealth, TimelineView, TransactionStatus, TrustAnchorView,
-    ValidatorsView,
+    ValidatorActivityView, ValidatorsView,
 };
 use crate::RpcError;
 use drchain_runtime::pallet_network_config::ChainParams;
@@ -213,6 +213,9 @@ rpc_api! {
         #[method(name = "membership_validators")]
         /// The validator set and its scheduled changes.
         async fn membership_validators(&self) -> Result<ValidatorsView, RpcError>;
+        #[method(name = "membership_validatorActivity")]
+        /// Each validator's recent precommits and missed proposer turns.
+        async fn membership_validator_activity(&self) -> Result<Vec<ValidatorActivityView>, RpcError>;
         #[method(name = "membership_admins")]
         /// The admins and how many must approve.
         async fn membership_admins(&self) -> Result<AdminsView, RpcError>;

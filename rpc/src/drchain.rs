@@ -20,9 +20,13 @@ use crate::api::DrchainApiServer;
 use crate::views::{
     service_view, AckView, AdminsView, CheckpointView, EndpointView, HistoryOptions, HistoryView,
     LiveFailoverEvent, ManifestSummary, MemberView, NodeHeartbeatView, NodeServiceView,
-    ServiceView, TimelineView, TrustAnchorView, ValidatorsView,
+    ServiceView, TimelineView, TrustAnchorView, ValidatorActivityView, ValidatorsView,
+    ONLINE_BLOCKS,
 };
 use crate::{notify, RpcContext, RpcError};
+
+/// Finalized blocks `membership_validatorActivity` looks at.
+pub const ACTIVITY_BLOCKS: u64 = 64;
 
 /// Most history entries one call returns.
 pub const MAX_HISTORY: usize = 1000;
@@ -309,6 +313,62 @@ impl DrchainApiServer for RpcContext {
                 current: pallet_membership::validators_at(&state, at + 1),
                 scheduled: pallet_membership::PendingValidators::iter(&state),
             })
+        })
+    }
+
+    async fn membership_validator_activity(&self) -> Result<Vec<ValidatorActivityView>, RpcError> {
+        self.read(|r| {
+            let at = r.finalized_number()?;
+            let state = r.state();
+            let state = Overlay::new(&state as &dyn StateRead);
+            let mut views: Vec<ValidatorActivityView> =
+                pallet_membership::validators_at(&state, at + 1)
+                    .into_iter()
+                    .map(|account| {
+                        let member = pallet_membership::member(&state, &account);
+                        ValidatorActivityView {
+                            account,
+                            name: member
+                                .as_ref()
+                                .map(|m| pallet_membership::common_name(&m.subject).to_owned())
+                                .unwrap_or_default(),
+                            window: 0,
+                            signed: 0,
+                            last_signed: None,
+                            online: false,
+                            missed_turns: pallet_membership::proposers::MissedTurns::get(
+                                &state, &account,
+                            )
+                            .unwrap_or_default(),
+                            admitted_until: member
+                                .map(|m| pallet_membership::admitted_until(&state, &m))
+                                .unwrap_or(0),
+                        }
+                    })
+                    .collect();
+            let first = at.saturating_sub(ACTIVITY_BLOCKS - 1).max(1);
+            for number in (first..=at).rev() {
+                let Some(certificate) = r.certificate(number)? else {
+                    break; // pruned, or before a state sync
+                };
+                for view in &mut views {
+                    view.window += 1;
+                    if certificate
+                        .signatures
+                        .iter()
+                        .any(|(who, _)| *who == view.account)
+                    {
+                        view.signed += 1;
+                        view.last_signed = view.last_signed.or(Some(number));
+                    }
+                }
+            }
+            for view in &mut views {
+                view.online = view
+                    .last_signed
+                    .is_some_and(|last| last + ONLINE_BLOCKS > at);
+            }
+            Ok(views)
         })
     }
 

@@ -6,6 +6,7 @@
 //! for consensus nor slow it; submissions and pool and peer queries are messages to the task.
 
 pub mod api;
+pub mod dashboard;
 pub mod drchain;
 pub mod metrics;
 pub mod node_api;
@@ -304,6 +305,7 @@ pub async fn start(
     };
     let cors = config.cors.clone();
     let http_middleware = tower::ServiceBuilder::new()
+        .layer(dashboard::DashboardLayer)
         .layer(transfer_http::TransferLayer::new(
             node.chunk_store(),
             deny_unsafe,

@@ -583,6 +583,30 @@ pub struct ValidatorsView {
     pub scheduled: Vec<(u64, Vec<AccountId>)>,
 }
 
+/// A validator's recent activity (`membership_validatorActivity`), from the commit
+/// certificates of the last finalized blocks and the chain's record of missed turns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidatorActivityView {
+    pub account: AccountId,
+    /// Its certificate's CN.
+    pub name: String,
+    /// Blocks examined (the last finalized ones this node holds certificates for).
+    pub window: u64,
+    /// Of those, how many certificates carry its precommit.
+    pub signed: u64,
+    /// The latest of them, if any.
+    pub last_signed: Option<u64>,
+    /// Its precommit is in one of the last [`ONLINE_BLOCKS`] certificates.
+    pub online: bool,
+    /// Heights of its latest missed proposer turns (at most two are kept on chain).
+    pub missed_turns: Vec<u64>,
+    /// When its admission ends (ms).
+    pub admitted_until: Moment,
+}
+
+/// How recent a precommit must be for `online`.
+pub const ONLINE_BLOCKS: u64 = 16;
+
 /// A trust anchor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrustAnchorView {

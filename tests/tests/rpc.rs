@@ -77,6 +77,22 @@ fn raw_transfer(addr: std::net::SocketAddr, body: &[u8]) -> (u16, Vec<u8>) {
     (status, body)
 }
 
+/// `GET path` on the RPC port: the status and the whole response, headers lowercased.
+fn get_page(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, format!("{}\r\n\r\n{body}", head.to_lowercase()))
+}
+
 /// Decodes an HTTP/1.1 chunked body.
 fn unchunk(mut body: &[u8]) -> Vec<u8> {
     let mut out = vec![];
@@ -431,6 +447,11 @@ async fn every_method_answers_over_http_and_websocket() {
     )
     .await;
     assert_eq!(limited["events"].as_array().unwrap().len(), 1);
+    let timeline = call(&http, "failover_timeline", rpc_params!["demo-db"]).await;
+    let first = &timeline["transitions"][0];
+    assert_eq!(first["kind"], json!("elected"), "{timeline}");
+    assert_eq!(first["to"], json!(account("alice").to_string()));
+    assert_eq!(first["reason"], json!("vacancy"));
     let event = tokio::time::timeout(WAIT, failover_events.next())
         .await
         .expect("a failover event arrives")
@@ -514,6 +535,31 @@ async fn every_method_answers_over_http_and_websocket() {
     assert_eq!(alice["admitted"], json!(true));
     let validators = call(&http, "membership_validators", rpc_params![]).await;
     assert_eq!(validators["current"].as_array().unwrap().len(), 4);
+    let activity = call(&http, "membership_validatorActivity", rpc_params![]).await;
+    let activity = activity.as_array().unwrap();
+    assert_eq!(activity.len(), 4);
+    // Three precommits decide a height: at least three validators signed recently.
+    let online = activity
+        .iter()
+        .filter(|v| v["online"] == json!(true))
+        .count();
+    assert!(online >= 3, "{activity:?}");
+    assert!(activity.iter().any(|v| v["name"] == json!("alice")));
+    // The dashboard is a plain GET on the same port, beside the WebSocket on `/`.
+    let (status, page) = tokio::task::spawn_blocking(move || get_page(addr, "/"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("content-security-policy: default-src 'none'"),
+        "{page}"
+    );
+    assert!(page.contains("<script src=\"/dashboard.js\""), "{page}");
+    let (status, script) = tokio::task::spawn_blocking(move || get_page(addr, "/dashboard.js"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(script.contains("failover_subscribeEvents"));
     let admins = call(&http, "membership_admins", rpc_params![]).await;
     assert!(admins["threshold"].as_u64().unwrap() >= 1);
     let anchors = call(&http, "membership_trustAnchors", rpc_params![]).await;
@@ -604,6 +650,7 @@ async fn bad_input_safe_mode_and_limits_are_refused_cleanly() {
         "config_bootnodes",
         "membership_members",
         "membership_validators",
+        "membership_validatorActivity",
         "membership_admins",
         "membership_trustAnchors",
     ] {

@@ -129,6 +129,18 @@ impl NodeLoop {
                 self.metrics
                     .block_finalized(&header, extrinsics.len(), &events);
                 self.metrics.record_services(&self.driver.store().state());
+                let signers: Vec<drchain_support::AccountId> =
+                    match self.driver.store().certificate(number) {
+                        Ok(Some(c)) => c.signatures.iter().map(|(who, _)| *who).collect(),
+                        _ => vec![],
+                    };
+                self.metrics.record_finality(
+                    &header,
+                    now,
+                    synced,
+                    &signers,
+                    &self.driver.store().state(),
+                );
                 self.watch_expiries(header.timestamp);
                 let _ = self.finalized.send(Arc::new(FinalizedBlock {
                     header,

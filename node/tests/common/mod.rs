@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+pub mod browser;
 pub mod validators;
 
 /// Runs `drchain` with `args` in `dir`.

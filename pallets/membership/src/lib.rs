@@ -522,3 +522,12 @@ pub fn build_genesis(
     Validators::put(state, &set);
     Ok(())
 }
+
+/// The CN of a certificate subject as the views print it (`CN=alice,OU=…` gives `alice`), or
+/// the whole subject when it has none: how operators' tools name a member.
+pub fn common_name(subject: &str) -> &str {
+    subject
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("CN="))
+        .unwrap_or(subject)
+}
