@@ -269,14 +269,45 @@ fn tx_status_metrics_and_plain_http_rpc_work_against_a_running_node() {
 /// `deploy/prometheus/alerts.yml` names only metrics a running node serves, and promtool
 /// accepts it (installed from apt as root; skipped with a reason otherwise).
 #[test]
-fn the_alert_rules_check_and_name_only_metrics_a_node_serves() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");
-    let rules = std::fs::read_to_string(&path).unwrap();
-    let named: std::collections::BTreeSet<&str> = rules
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|t| t.starts_with("drchain_"))
-        .collect();
-    assert!(named.len() >= 8, "{named:?}");
+fn the_alert_rules_and_the_grafana_dashboard_check_and_name_only_metrics_a_node_serves() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let rules_path = deploy.join("prometheus/alerts.yml");
+    let rules = std::fs::read_to_string(&rules_path).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy.join("grafana/drchain.json")).unwrap(),
+    )
+    .expect("the Grafana dashboard is JSON");
+    let queries = grafana_queries(&dashboard);
+    assert!(queries.len() >= 25, "{queries:?}");
+
+    let metric_names = |text: &str| -> Vec<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|t| t.starts_with("drchain_"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut named: std::collections::BTreeSet<String> = metric_names(&rules).into_iter().collect();
+    assert!(named.len() >= 12, "{named:?}");
+    for query in &queries {
+        named.extend(metric_names(query));
+    }
+    // What the issue asks the dashboard to show.
+    for needed in [
+        "drchain_finality_latency_seconds_bucket",
+        "drchain_block_interval_seconds_bucket",
+        "drchain_peers",
+        "drchain_failovers_total",
+        "drchain_agent_lease_remaining_seconds",
+        "drchain_agent_hook_seconds_bucket",
+        "drchain_rpc_calls_total",
+        "drchain_process_cpu_seconds",
+        "drchain_process_resident_memory_bytes",
+    ] {
+        assert!(
+            queries.iter().any(|q| q.contains(needed)),
+            "the dashboard does not chart {needed}"
+        );
+    }
 
     let node = DevNode::start();
     let metrics = http(
@@ -288,29 +319,86 @@ fn the_alert_rules_check_and_name_only_metrics_a_node_serves() {
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    for name in named {
+    for name in &named {
         let family = ["_total", "_bucket", "_count", "_sum"]
             .iter()
             .find_map(|suffix| name.strip_suffix(suffix))
             .unwrap_or(name);
         assert!(
             served.contains(family),
-            "{name} is in the alert rules but not on a node's /metrics"
+            "{name} is in the alert rules or the dashboard but not on a node's /metrics"
         );
     }
 
     if !common::program_or_apt("promtool", "prometheus") {
-        eprintln!("skipped the promtool check: promtool is missing and this is not root");
+        eprintln!("skipped the promtool checks: promtool is missing and this is not root");
         return;
     }
+    promtool_check_rules(&rules_path);
+    // promtool parses the dashboard's queries too, as recording rules, with Grafana's
+    // variables given values.
+    let dir = tempfile::tempdir().unwrap();
+    let recorded: Vec<String> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let expr = q
+                .replace("$__rate_interval", "1m")
+                .replace("$instance", ".*");
+            format!(
+                "      - record: dashboard:query{i}\n        expr: {}\n",
+                serde_json::Value::String(expr)
+            )
+        })
+        .collect();
+    let path = dir.path().join("dashboard-queries.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "groups:\n  - name: dashboard\n    rules:\n{}",
+            recorded.concat()
+        ),
+    )
+    .unwrap();
+    promtool_check_rules(&path);
+}
+
+/// Every query of every panel, with the panel's title checked present.
+fn grafana_queries(dashboard: &serde_json::Value) -> Vec<String> {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut queries = vec![];
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        assert!(
+            ids.insert(panel["id"].as_u64().expect("a panel id")),
+            "duplicate id: {panel}"
+        );
+        assert!(
+            panel["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{panel}"
+        );
+        assert!(panel["gridPos"]["w"].as_u64().is_some(), "{panel}");
+        if panel["type"] == "row" {
+            continue;
+        }
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{panel}");
+        for target in targets {
+            queries.push(target["expr"].as_str().expect("a PromQL expr").to_owned());
+        }
+    }
+    queries
+}
+
+fn promtool_check_rules(path: &Path) {
     let out = Command::new("promtool")
         .args(["check", "rules"])
-        .arg(&path)
+        .arg(path)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "promtool refuses the rules:\n{}{}",
+        "promtool refuses {}:\n{}{}",
+        path.display(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
