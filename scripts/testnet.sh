@@ -23,6 +23,8 @@ usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
 build() {
   if [ ! -x "$BIN" ] || [ -n "$(find node runtime pallets chain-spec Cargo.toml Cargo.lock -newer "$BIN" -print -quit)" ]; then
+    # On a fresh machine: clang/libclang-dev for RocksDB (installed, or one clear message).
+    scripts/prerequisites.sh build
     echo "building $BIN (release; the first build takes a while)..."
     cargo build --release --locked -p drchain-node
   fi
