@@ -84,8 +84,9 @@ impl Runner {
                                     timeout,
                                 )
                                 .await;
-                                metrics.hook_took(&service, run.kind.as_str(), started.elapsed());
-                                let _ = hooks.send((i, run, outcome)).await;
+                                let took = started.elapsed();
+                                metrics.hook_took(&service, run.kind.as_str(), took);
+                                let _ = hooks.send((i, run, outcome, took)).await;
                             });
                         }
                         // No hook configured: it trivially succeeded.

@@ -181,6 +181,7 @@ pub fn start(config: AgentConfig, ctx: AgentContext) -> Agent {
                 .ok()
         })
         .collect();
+    let services_count = config.services.len();
     let runner = Runner {
         me,
         watchdog,
@@ -195,6 +196,7 @@ pub fn start(config: AgentConfig, ctx: AgentContext) -> Agent {
         endpoints: vec![],
         applied: vec![],
         lease_files,
+        last_hooks: vec![vec![]; services_count],
     };
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(runner.run(stop_rx));
@@ -226,9 +228,12 @@ struct Runner {
     applied: Vec<H256>,
     /// Per service: its lease file, if configured (and writable).
     lease_files: Vec<Option<lease_file::LeaseFile>>,
+    /// Per service: the last run of each hook that ended, oldest first, for the reports.
+    last_hooks: Vec<Vec<machine::LastHook>>,
 }
 
-type HookDone = (usize, HookRun, HookOutcome);
+/// A hook run that ended: service index, the run, how it ended, how long it took.
+type HookDone = (usize, HookRun, HookOutcome, Duration);
 
 impl Runner {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
@@ -281,8 +286,8 @@ impl Runner {
                     let actions = self.machines[i].on_health(health, self.ctx.clock.now());
                     self.execute(i, actions, &hook_tx).await;
                 }
-                Some((i, run, outcome)) = hook_rx.recv() => {
-                    self.hook_finished(i, &run, &outcome);
+                Some((i, run, outcome, took)) = hook_rx.recv() => {
+                    self.hook_finished(i, &run, &outcome, took);
                     let actions = self.machines[i].on_hook_finished(&run, outcome.ok(), self.ctx.clock.now());
                     self.execute(i, actions, &hook_tx).await;
                 }
@@ -319,10 +324,10 @@ impl Runner {
             self.execute(i, actions, hook_tx).await;
         }
         while self.machines.iter().any(ServiceMachine::hooks_pending) {
-            let Some((i, run, outcome)) = hook_rx.recv().await else {
+            let Some((i, run, outcome, took)) = hook_rx.recv().await else {
                 break;
             };
-            self.hook_finished(i, &run, &outcome);
+            self.hook_finished(i, &run, &outcome, took);
             let actions =
                 self.machines[i].on_hook_finished(&run, outcome.ok(), self.ctx.clock.now());
             self.execute(i, for_exit(actions), hook_tx).await;
@@ -382,7 +387,16 @@ impl Runner {
 
     /// Tells the health endpoints and the replication tasks what the machines decided.
     fn publish(&self) {
-        let reports: Vec<ServiceReport> = self.machines.iter().map(|m| m.report()).collect();
+        let reports: Vec<ServiceReport> = self
+            .machines
+            .iter()
+            .zip(&self.last_hooks)
+            .map(|(m, last)| {
+                let mut report = m.report();
+                report.last_hooks = last.clone();
+                report
+            })
+            .collect();
         let now = self.ctx.clock.now().mono;
         for (report, config) in reports.iter().zip(&self.services) {
             let left = report
@@ -444,7 +458,16 @@ impl Runner {
         }
     }
 
-    fn hook_finished(&self, i: usize, run: &HookRun, outcome: &HookOutcome) {
+    fn hook_finished(&mut self, i: usize, run: &HookRun, outcome: &HookOutcome, took: Duration) {
+        let last = &mut self.last_hooks[i];
+        last.retain(|h| h.hook != run.kind);
+        last.push(machine::LastHook {
+            hook: run.kind,
+            outcome: outcome.label(),
+            epoch: run.epoch,
+            finished_at_ms: self.ctx.clock.now().wall_ms,
+            took_ms: took.as_millis() as u64,
+        });
         let service = &self.services[i].name;
         self.ctx
             .metrics

@@ -165,6 +165,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             db_path,
             node.metrics.disk.clone(),
         )));
+        let local_agent = drchain_rpc::LocalAgent::default();
         // Kept alive until the node stops.
         let _rpc = match &rpc {
             Some(rpc) => {
@@ -174,6 +175,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                     peer_id: node.peer_id.to_string(),
                     genesis,
+                    local_agent: local_agent.clone(),
                 };
                 Some(
                     drchain_rpc::start(
@@ -208,6 +210,14 @@ pub fn run(args: RunArgs) -> Result<()> {
                         clock: clock.clone(),
                     },
                 );
+                let (reports, now) = (agent.reports.clone(), clock.clone());
+                local_agent.set(move || {
+                    // The lease re-read now, as the health endpoints do.
+                    let at = now.now().mono;
+                    let current: Vec<_> =
+                        reports.borrow().iter().map(|r| r.clone().at(at)).collect();
+                    serde_json::to_value(current).unwrap_or(serde_json::Value::Null)
+                });
                 let (addr, task) = drchain_agent::health::serve(
                     health_addr,
                     agent.reports.clone(),

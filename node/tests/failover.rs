@@ -758,8 +758,10 @@ fn the_dashboard_shows_the_active_node_and_follows_a_switchover_live() {
     };
     let c = Cluster::start();
     let (first, _) = c.served(None, 0, WAIT);
-    let mut page =
-        common::browser::Browser::open(chromium, &format!("http://127.0.0.1:{}/", c.nodes[3].rpc));
+    // The page of the node the service will move to: its own agent's hooks show there.
+    let target = next_candidate(&[&first]);
+    let rpc = c.nodes[c.index(target)].rpc;
+    let mut page = common::browser::Browser::open(chromium, &format!("http://127.0.0.1:{rpc}/"));
     let active = "document.querySelector('[data-service=svc] .active-node')?.textContent";
     page.wait_for(&format!("{active} === '{first}'"), WAIT);
     page.wait_for(
@@ -777,7 +779,6 @@ fn the_dashboard_shows_the_active_node_and_follows_a_switchover_live() {
     );
     // Anything set now is lost if the page reloads.
     page.eval("window.testMarker = 'same page'");
-    let target = next_candidate(&[&first]);
     operator_ok(
         &c,
         &[
@@ -794,6 +795,13 @@ fn the_dashboard_shows_the_active_node_and_follows_a_switchover_live() {
     page.wait_for(
         "[...document.querySelectorAll('[data-service=svc] tr.transition')] \
          .some(r => r.innerText.includes('switchover') && r.innerText.includes('promoted'))",
+        WAIT,
+    );
+    page.wait_for(
+        &format!(
+            "document.querySelector('[data-service=svc] tr[data-node={target}] .last-hook') \
+             ?.innerText.includes('on_promote succeeded')"
+        ),
         WAIT,
     );
     assert_eq!(

@@ -116,6 +116,9 @@ let rpc;
 
 async function loadServices() {
   state.services = await rpc.call("failover_services");
+  // This node's own agent (null without one): its lease and hook results are local.
+  const agent = await rpc.call("agent_status");
+  state.agent = new Map((agent || []).map((r) => [r.service, r]));
   const health = await rpc.call("system_health");
   setText("peers", String(health.peers) + (health.isSyncing ? " (syncing)" : ""));
   renderServices();
@@ -235,14 +238,31 @@ function renderService(s) {
       h("td", {}, n.held_checkpoint === null ? "–" : String(n.held_checkpoint)),
       h("td", {}, lag),
       h("td", {}, n.endpoint || "–"),
+      h("td", { class: "last-hook", title: "hook results are known to each node's own agent: open that node's dashboard for its hooks" },
+        lastHook(state.agent && state.agent.get(s.name), n.node)),
       // Why a candidate cannot be elected now (the marks stay on chain after it recovered).
       h("td", {}, n.role === "failed" && n.failed_epoch !== null ? "failed in epoch " + n.failed_epoch
         : n.role === "fenced" && n.fenced_epoch !== null ? "fenced since epoch " + n.fenced_epoch : ""));
   });
   const table = h("table", {},
-    h("thead", {}, h("tr", {}, ["node", "role", "health", "heartbeat age", "lease left", "checkpoint", "data lag", "endpoint", "marks"].map((t) => h("th", {}, t)))),
+    h("thead", {}, h("tr", {}, ["node", "role", "health", "heartbeat age", "stale in", "checkpoint", "data lag", "endpoint", "hooks (this node)", "marks"].map((t) => h("th", {}, t)))),
     h("tbody", {}, rows));
   return h("div", { class: "card service", "data-service": s.name }, title, table, renderTimeline(s.name));
+}
+
+// This node's hooks for the service, on its own row: the last run of each, newest first.
+function lastHook(report, node) {
+  if (!report || report.node !== node) return "";
+  const parts = [];
+  if (report.hook_running) parts.push(report.hook_running + " running");
+  for (const last of report.last_hooks.slice().reverse()) {
+    const ago = Math.max(0, Date.now() - last.finished_at_ms);
+    const text = `${last.hook} ${last.outcome.replace("_", " ")} (epoch ${last.epoch}, ${ms(last.took_ms)}, ${ms(ago)} ago)`;
+    parts.push(h("div", { class: last.outcome === "succeeded" ? "" : "text-bad" }, text));
+  }
+  if (report.hook_failures > 0) parts.push(h("span", { class: "text-bad" }, ` (${report.hook_failures} failed since start)`));
+  if (report.serving) parts.push(h("div", {}, `serving, lease ${ms(report.lease_left_ms)} left`));
+  return parts.length ? h("span", {}, parts) : "none yet";
 }
 
 function describe(t) {

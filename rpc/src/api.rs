@@ -213,6 +213,9 @@ rpc_api! {
         #[method(name = "membership_validators")]
         /// The validator set and its scheduled changes.
         async fn membership_validators(&self) -> Result<ValidatorsView, RpcError>;
+        #[method(name = "agent_status")]
+        /// This node's failover agent per service (role, serving, lease left, health, last hook); null without an agent.
+        async fn agent_status(&self) -> Result<Option<serde_json::Value>, RpcError>;
         #[method(name = "membership_validatorActivity")]
         /// Each validator's recent precommits and missed proposer turns.
         async fn membership_validator_activity(&self) -> Result<Vec<ValidatorActivityView>, RpcError>;

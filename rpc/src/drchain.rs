@@ -316,6 +316,10 @@ impl DrchainApiServer for RpcContext {
         })
     }
 
+    async fn agent_status(&self) -> Result<Option<serde_json::Value>, RpcError> {
+        Ok(self.info.local_agent.reports())
+    }
+
     async fn membership_validator_activity(&self) -> Result<Vec<ValidatorActivityView>, RpcError> {
         self.read(|r| {
             let at = r.finalized_number()?;

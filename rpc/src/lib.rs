@@ -140,6 +140,34 @@ pub struct NodeInfo {
     pub peer_id: String,
     /// The genesis hash.
     pub genesis: H256,
+    /// This node's failover agent, once it runs (`agent_status`).
+    pub local_agent: LocalAgent,
+}
+
+/// How the RPC reads this node's failover agent: its per-service reports as JSON. The agent
+/// starts after the RPC server (it talks to the node through it), so the slot is filled later;
+/// empty on a node without `--agent-config`.
+#[derive(Clone, Default)]
+pub struct LocalAgent(Arc<OnceLock<Box<dyn Fn() -> serde_json::Value + Send + Sync>>>);
+
+impl LocalAgent {
+    /// Makes `reports` the agent's view; once only (later calls are ignored).
+    pub fn set(&self, reports: impl Fn() -> serde_json::Value + Send + Sync + 'static) {
+        let _ = self.0.set(Box::new(reports));
+    }
+
+    /// The agent's reports, if an agent runs.
+    pub fn reports(&self) -> Option<serde_json::Value> {
+        self.0.get().map(|f| f())
+    }
+}
+
+impl std::fmt::Debug for LocalAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LocalAgent")
+            .field(&self.0.get().is_some())
+            .finish()
+    }
 }
 
 /// Reads of the chain through one database snapshot.

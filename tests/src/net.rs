@@ -252,6 +252,7 @@ impl TestNetwork {
             version: "test".into(),
             peer_id: node.peer_id.to_string(),
             genesis: self.genesis.hash(),
+            local_agent: drchain_rpc::LocalAgent::default(),
         };
         drchain_rpc::start(
             &config,

@@ -40,7 +40,7 @@ use drchain_support::{AccountId, Epoch, Health, ServiceName, H256};
 use crate::chain::{ChainView, ServiceSnapshot};
 pub use lease::lease_ms;
 use lease::{InFlight, Lease};
-pub use report::{HeartbeatReport, ServiceReport};
+pub use report::{HeartbeatReport, LastHook, ServiceReport};
 pub use types::{Action, Actions, HookKind, HookRun, LocalRole, MachineConfig, Now};
 
 /// Where an elected node is in its promotion.

@@ -38,6 +38,8 @@ pub struct ServiceReport {
     pub demote_failures: u32,
     /// Finalized block the view is from.
     pub block: u64,
+    /// The last run of each hook that ended, oldest first (set by the host, which runs them).
+    pub last_hooks: Vec<LastHook>,
     #[serde(skip)]
     pub(super) lease_end: Option<Instant>,
 }
@@ -61,6 +63,19 @@ impl ServiceReport {
         });
         self
     }
+}
+
+/// How the last run of a hook ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastHook {
+    pub hook: HookKind,
+    /// `succeeded`, `failed`, `timed_out`, `not_started`.
+    pub outcome: &'static str,
+    /// The epoch it was about.
+    pub epoch: Epoch,
+    /// When it ended (Unix ms).
+    pub finished_at_ms: u64,
+    pub took_ms: u64,
 }
 
 /// The last applied heartbeat, as reported.
@@ -114,6 +129,7 @@ impl ServiceMachine {
                 0
             },
             block: view.map_or(0, |v| v.block),
+            last_hooks: vec![],
             lease_end,
         }
     }
