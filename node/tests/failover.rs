@@ -634,7 +634,7 @@ fn a_node_stopped_while_active_fences_its_service_before_it_exits() {
     eprintln!("{first} stopped and fenced; {second} serves epoch {e2}");
 }
 
-/// `drchain` run against node `i`'s RPC with `args`; its output.
+/// `drchain ARGS` against dave's RPC; its output.
 fn operator(c: &Cluster, args: &[&str]) -> std::process::Output {
     let rpc = format!("ws://127.0.0.1:{}", c.nodes[3].rpc);
     let mut all: Vec<&str> = args.to_vec();
@@ -657,6 +657,22 @@ fn operator_fails(c: &Cluster, args: &[&str]) -> String {
     let out = operator(c, args);
     assert!(!out.status.success(), "drchain {args:?} succeeded");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `drchain switchover svc --to TARGET`, signed by the admin alice, unprompted; its output.
+fn switch_over(c: &Cluster, target: &str) -> String {
+    operator_ok(
+        c,
+        &[
+            "switchover",
+            "svc",
+            "--to",
+            target,
+            "--dev",
+            "alice",
+            "--force",
+        ],
+    )
 }
 
 #[test]
@@ -689,18 +705,7 @@ fn operators_list_switch_over_pause_resume_and_read_the_history() {
         "nothing moved without confirmation"
     );
 
-    let done = operator_ok(
-        &c,
-        &[
-            "switchover",
-            "svc",
-            "--to",
-            target,
-            "--dev",
-            "alice",
-            "--force",
-        ],
-    );
+    let done = switch_over(&c, target);
     assert!(
         done.contains(&format!("{target} is active in epoch")),
         "{done}"
@@ -779,18 +784,7 @@ fn the_dashboard_shows_the_active_node_and_follows_a_switchover_live() {
     );
     // Anything set now is lost if the page reloads.
     page.eval("window.testMarker = 'same page'");
-    operator_ok(
-        &c,
-        &[
-            "switchover",
-            "svc",
-            "--to",
-            target,
-            "--dev",
-            "alice",
-            "--force",
-        ],
-    );
+    switch_over(&c, target);
     page.wait_for(&format!("{active} === '{target}'"), WAIT);
     page.wait_for(
         "[...document.querySelectorAll('[data-service=svc] tr.transition')] \
