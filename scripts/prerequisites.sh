@@ -4,8 +4,8 @@
 #   scripts/prerequisites.sh build   clang, libclang-dev (RocksDB's bindings), g++, curl
 #   scripts/prerequisites.sh test    the above, cargo-nextest, and the programs the tests
 #                                    drive: openssl, sqlite3, libfaketime, nftables,
-#                                    iproute2, haproxy, prometheus (promtool), chromium,
-#                                    systemd (systemd-analyze)
+#                                    iproute2, haproxy, prometheus (promtool), chromium and
+#                                    firefox-esr (where apt has them), systemd
 #
 # As root it runs apt-get; otherwise it uses sudo if there is one. When it cannot install,
 # it exits 1 naming the exact command to run. scripts/testnet.sh, scripts/test.sh and .ci/run
@@ -37,7 +37,15 @@ if [ "$what" = test ]; then
   need_cmd ip iproute2              #   and network namespaces
   need_cmd haproxy haproxy          #   clients through HAProxy
   need_cmd promtool prometheus      # alert rules and dashboard queries
-  need_cmd chromium chromium        # the web dashboard, in a real browser
+  # The web dashboard, in real browsers (Debian's packages; Ubuntu ships them as snaps, so
+  # there the test uses whichever browser is installed).
+  if command -v apt-cache >/dev/null 2>&1; then
+    for browser in chromium firefox-esr; do
+      if ! command -v "$browser" >/dev/null 2>&1 && apt-cache show "$browser" >/dev/null 2>&1; then
+        missing+=("$browser")
+      fi
+    done
+  fi
   need_cmd systemd-analyze systemd  # the systemd unit
 fi
 

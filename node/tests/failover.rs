@@ -757,55 +757,67 @@ fn operators_list_switch_over_pause_resume_and_read_the_history() {
 
 #[test]
 fn the_dashboard_shows_the_active_node_and_follows_a_switchover_live() {
-    let Some(chromium) = common::browser::chromium() else {
-        eprintln!("skipped: no chromium to open the dashboard in (apt-get install chromium; CI installs it)");
+    let browsers = common::browser::installed();
+    if browsers.is_empty() {
+        eprintln!("skipped: no browser to open the dashboard in (apt-get install chromium firefox-esr; CI installs them)");
         return;
-    };
+    }
     let c = Cluster::start();
     let (first, _) = c.served(None, 0, WAIT);
     // The page of the node the service will move to: its own agent's hooks show there.
     let target = next_candidate(&[&first]);
-    let rpc = c.nodes[c.index(target)].rpc;
-    let mut page = common::browser::Browser::open(chromium, &format!("http://127.0.0.1:{rpc}/"));
+    let url = format!("http://127.0.0.1:{}/", c.nodes[c.index(target)].rpc);
+    let mut pages: Vec<_> = browsers
+        .iter()
+        .map(|(name, program)| common::browser::Browser::open(name, program, &url))
+        .collect();
     let active = "document.querySelector('[data-service=svc] .active-node')?.textContent";
-    page.wait_for(&format!("{active} === '{first}'"), WAIT);
-    page.wait_for(
-        "document.querySelectorAll('[data-service=svc] tr.transition').length >= 1",
-        WAIT,
-    );
-    page.wait_for(
-        "document.querySelectorAll('#validators tr[data-validator]').length === 4 \
-         && document.querySelector('#validators').innerText.includes('online')",
-        WAIT,
-    );
-    page.wait_for(
-        "document.getElementById('finalized').textContent.startsWith('#')",
-        WAIT,
-    );
-    // Anything set now is lost if the page reloads.
-    page.eval("window.testMarker = 'same page'");
+    for page in &mut pages {
+        page.wait_for(&format!("{active} === '{first}'"), WAIT);
+        page.wait_for(
+            "document.querySelectorAll('[data-service=svc] tr.transition').length >= 1",
+            WAIT,
+        );
+        page.wait_for(
+            "document.querySelectorAll('#validators tr[data-validator]').length === 4 \
+             && document.querySelector('#validators').innerText.includes('online')",
+            WAIT,
+        );
+        page.wait_for(
+            "document.getElementById('finalized').textContent.startsWith('#')",
+            WAIT,
+        );
+        // Anything set now is lost if the page reloads.
+        page.eval("window.testMarker = 'same page'");
+    }
     switch_over(&c, target);
-    page.wait_for(&format!("{active} === '{target}'"), WAIT);
-    page.wait_for(
-        "[...document.querySelectorAll('[data-service=svc] tr.transition')] \
-         .some(r => r.innerText.includes('switchover') && r.innerText.includes('promoted'))",
-        WAIT,
-    );
-    page.wait_for(
-        &format!(
-            "document.querySelector('[data-service=svc] tr[data-node={target}] .last-hook') \
-             ?.innerText.includes('on_promote succeeded')"
-        ),
-        WAIT,
-    );
-    assert_eq!(
-        page.eval("window.testMarker"),
-        "same page",
-        "the page reloaded"
-    );
-    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/dashboard.png");
-    page.screenshot(&shot);
-    eprintln!("dashboard screenshot: {}", shot.display());
+    for page in &mut pages {
+        page.wait_for(&format!("{active} === '{target}'"), WAIT);
+        page.wait_for(
+            "[...document.querySelectorAll('[data-service=svc] tr.transition')] \
+             .some(r => r.innerText.includes('switchover') && r.innerText.includes('promoted'))",
+            WAIT,
+        );
+        page.wait_for(
+            &format!(
+                "document.querySelector('[data-service=svc] tr[data-node={target}] .last-hook') \
+                 ?.innerText.includes('on_promote succeeded')"
+            ),
+            WAIT,
+        );
+        assert_eq!(
+            page.eval("window.testMarker"),
+            "same page",
+            "{}: the page reloaded",
+            page.name
+        );
+        let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+            "../target/test-artifacts/dashboard-{}.png",
+            page.name
+        ));
+        page.screenshot(&shot);
+        eprintln!("dashboard in {}: {}", page.name, shot.display());
+    }
 }
 
 #[test]
