@@ -4,7 +4,8 @@
 #   docker run --rm drchain --help
 # deploy/docker-compose.yml runs a 4-validator network with Prometheus and Grafana.
 
-FROM rust:1.88-bookworm AS build
+# The toolchain the tests run with (the dependencies need 1.91 or newer).
+FROM rust:1.95-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends clang libclang-dev \
  && rm -rf /var/lib/apt/lists/*
