@@ -1,5 +1,7 @@
 //! The files in deploy/: the systemd unit passes `systemd-analyze verify` and scores as
-//! hardened, the compose network's Prometheus config loads the alert rules, and (opt-in: it
+//! hardened, the compose network's Prometheus config loads the alert rules, its four
+//! validators' command lines (run as written, each in its own network namespace) find each
+//! other and finalize, and (opt-in: it
 //! needs a release build and cargo-deb) the .deb holds what docs/operations.md says and
 //! installs, creating the service user.
 
@@ -83,6 +85,134 @@ fn the_compose_networks_prometheus_loads_the_alert_rules() {
     let (ok, out) = run("promtool", &["check", "config", path.to_str().unwrap()]);
     assert!(ok, "{out}");
     assert!(out.contains("rules found"), "{out}");
+}
+
+/// The `command:` of each service of the compose file that runs `drchain run`, in file order.
+/// Our compose file writes them as one-line-per-group flow sequences: `[run, --chain, ...]`.
+fn compose_commands(compose: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = vec![];
+    let mut service = String::new();
+    let mut lines = compose.lines();
+    while let Some(line) = lines.next() {
+        if let Some(name) = line
+            .strip_prefix("  ")
+            .and_then(|l| l.strip_suffix(':'))
+            .filter(|n| !n.starts_with(' ') && !n.starts_with('#'))
+        {
+            service = name.to_owned();
+        }
+        let Some(start) = line.trim_start().strip_prefix("command: [run,") else {
+            continue;
+        };
+        let mut text = start.to_owned();
+        while !text.contains(']') {
+            text.push_str(lines.next().expect("the sequence ends"));
+        }
+        let words = text
+            .split(']')
+            .next()
+            .unwrap()
+            .split(',')
+            .map(|w| w.trim().to_owned())
+            .filter(|w| !w.is_empty());
+        out.push((
+            service.clone(),
+            std::iter::once("run".to_owned()).chain(words).collect(),
+        ));
+    }
+    out
+}
+
+/// A JSON-RPC call over plain HTTP to `addr`; the result.
+fn rpc(addr: &str, method: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":[]}}"#);
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let json: serde_json::Value = serde_json::from_str(response.split("\r\n\r\n").nth(1)?).ok()?;
+    Some(json["result"].clone())
+}
+
+#[test]
+fn the_compose_networks_validators_find_each_other_and_finalize() {
+    if !common::is_root() {
+        eprintln!("skipped: network namespaces need root (CI runs as root)");
+        return;
+    }
+    let compose = std::fs::read_to_string(deploy("docker-compose.yml")).unwrap();
+    let commands = compose_commands(&compose);
+    let names: Vec<&str> = commands.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["alice", "bob", "charlie", "dave"]);
+    let net = drchain_chaos::netns::Network::create("dcpose", 202, 4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The compose network's addresses are 172.28.0.11-14; here they are this network's.
+    let readdress = |word: &str| {
+        (0..4).fold(word.to_owned(), |w, i| {
+            w.replace(&format!("172.28.0.{}", 11 + i), &net.ip(i).to_string())
+        })
+    };
+    let mut nodes: Vec<std::process::Child> = vec![];
+    for (i, (name, args)) in commands.iter().enumerate() {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                readdress(a).replace("/var/lib/drchain", dir.path().join(name).to_str().unwrap())
+            })
+            .collect();
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+        nodes.push(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &net.namespace(i),
+                    env!("CARGO_BIN_EXE_drchain"),
+                ])
+                .args(&args)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ready = |i: usize| {
+        let addr = format!("{}:9944", net.ip(i));
+        let peers = rpc(&addr, "system_health").and_then(|h| h["peers"].as_u64());
+        let head = rpc(&addr, "chain_getHeader")
+            .and_then(|h| h["number"].as_str().map(str::to_owned))
+            .and_then(|n| u64::from_str_radix(n.trim_start_matches("0x"), 16).ok());
+        peers == Some(3) && head.is_some_and(|h| h >= 10)
+    };
+    while !(0..4).all(ready) {
+        if std::time::Instant::now() > deadline {
+            for mut node in nodes {
+                let _ = node.kill();
+            }
+            let logs: String = names
+                .iter()
+                .map(|n| {
+                    std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap_or_default()
+                })
+                .collect();
+            panic!("the compose network did not connect and finalize:\n{logs}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for mut node in nodes {
+        let _ = node.kill();
+        let _ = node.wait();
+    }
 }
 
 #[test]
