@@ -57,6 +57,15 @@ pub fn switchover(args: SwitchoverArgs) -> Result<()> {
                 );
             }
         }
+        if let Some(p) = &view.promoting {
+            // The chain refuses it too; say so before anything is signed.
+            bail!(
+                "{} is promoting {} (epoch {}): switch over once it is active",
+                view.name,
+                names.of(&p.node),
+                view.epoch
+            );
+        }
         let from = view
             .active
             .map_or_else(|| "no active node".to_owned(), |a| names.of(&a));
@@ -68,10 +77,16 @@ pub fn switchover(args: SwitchoverArgs) -> Result<()> {
             service: view.name.clone(),
             target,
         };
-        let question = format!(
-            "Switch {} (epoch {}) over from {from} to {to}? Clients of {from} are cut off.",
-            view.name, view.epoch
-        );
+        let question = match view.active {
+            Some(_) => format!(
+                "Switch {} (epoch {}) over from {from} to {to}? Clients of {from} are cut off.",
+                view.name, view.epoch
+            ),
+            None => format!(
+                "Make {to} active for {} ({}, epoch {})?",
+                view.name, view.phase, view.epoch
+            ),
+        };
         let mut report =
             submit(&client, &names, &args.admin, "switchover", &question, call).await?;
         if report.executed {
