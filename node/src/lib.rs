@@ -28,3 +28,4 @@ pub mod restore;
 pub mod rocks;
 pub mod run;
 pub mod status;
+pub mod words;

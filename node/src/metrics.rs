@@ -400,10 +400,7 @@ impl Metrics {
                 }
             }
             for (node, record) in pallet_failover::node_records(&overlay, &name) {
-                let role = serde_json::to_value(record.role)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
+                let role = crate::words::json_word(&record.role);
                 self.service_role
                     .get_or_create(&vec![
                         ("service", name.to_string()),

@@ -9,6 +9,7 @@ use drchain_support::AccountId;
 
 use crate::cli::StatusArgs;
 use crate::client::{header_number, Described, RpcClient};
+use crate::words::json_word;
 
 /// `drchain status`.
 pub fn status(args: StatusArgs) -> Result<()> {
@@ -166,16 +167,10 @@ pub fn render_status(
             "node", "prio", "role", "health", "heartbeat age", "checkpoint (lag)"
         );
         for n in &s.nodes {
-            let role = serde_json::to_value(n.role)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let role = json_word(&n.role);
             let (health, age) = match &n.heartbeat {
                 Some(h) => (
-                    serde_json::to_value(h.health)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                    json_word(&h.health),
                     format!("{} ms{}", h.age_ms, if h.stale { " !" } else { "" }),
                 ),
                 None => ("-".to_owned(), "never".to_owned()),

@@ -10,6 +10,7 @@ use drchain_support::ServiceName;
 use super::{block_on, connect, print, Names, Table};
 use crate::cli::HistoryArgs;
 use crate::client::Described;
+use crate::words::json_word;
 
 /// `drchain history SERVICE`.
 pub fn history(args: HistoryArgs) -> Result<()> {
@@ -52,8 +53,7 @@ fn render(timeline: &TimelineView, names: &Names) -> String {
             format!("#{}", t.block),
             t.epoch.map_or_else(|| "-".into(), |e| e.to_string()),
             event(t),
-            t.reason
-                .map_or_else(|| "-".into(), |r| super::list::word(&r)),
+            t.reason.map_or_else(|| "-".into(), |r| json_word(&r)),
             who(t.from),
             who(t.to),
             ms(t.silent_ms),

@@ -8,6 +8,7 @@ use drchain_rpc::DrchainApiClient;
 use super::{block_on, connect, print, Names, Table};
 use crate::cli::ListArgs;
 use crate::client::Described;
+use crate::words::json_word;
 
 /// `drchain list [SERVICE]`.
 pub fn list(args: ListArgs) -> Result<()> {
@@ -46,10 +47,10 @@ fn render(services: &[ServiceView], names: &Names) -> String {
                 s.name.to_string(),
                 names.of(&n.node),
                 n.endpoint.clone().unwrap_or_else(|| "-".into()),
-                word(&n.role),
+                json_word(&n.role),
                 n.heartbeat
                     .as_ref()
-                    .map_or_else(|| "-".into(), |h| word(&h.health)),
+                    .map_or_else(|| "-".into(), |h| json_word(&h.health)),
                 heartbeat_age(n),
                 data_lag(n, s.config.max_lag_ms),
                 s.epoch.to_string(),
@@ -79,14 +80,6 @@ fn render(services: &[ServiceView], names: &Names) -> String {
         }
     }
     out
-}
-
-/// A serde unit variant as its JSON word (`active`, `healthy`).
-pub(super) fn word(value: &impl serde::Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 fn heartbeat_age(n: &ServiceNodeView) -> String {
