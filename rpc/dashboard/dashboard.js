@@ -11,10 +11,9 @@ const state = {
   services: [],
   timelines: new Map(),  // service -> transitions
   validators: [],
-  heads: [],             // recent finalized headers {number, timestamp, seenAt}
-  updates: 0,            // views re-rendered from live data (tests read it)
+  heads: [],             // recent finalized headers {number, timestamp}
+  agent: new Map(),      // service -> this node's agent report
 };
-window.drchainDashboard = state;
 
 // ---- DOM helpers -------------------------------------------------------------------------
 
@@ -137,7 +136,6 @@ async function loadTimelines() {
 async function loadMembers() {
   const members = await rpc.call("membership_members");
   state.names = new Map(members.map((m) => [m.account, cn(m.subject)]));
-  state.members = new Map(members.map((m) => [m.account, m]));
 }
 
 function cn(subject) {
@@ -156,7 +154,7 @@ const refreshTimelines = throttled(async () => { await loadMembers(); await load
 
 function onHead(header) {
   const number = parseInt(header.number, 16);
-  state.heads.push({ number, timestamp: header.timestamp, seenAt: Date.now() });
+  state.heads.push({ number, timestamp: header.timestamp });
   if (state.heads.length > 30) state.heads.shift();
   setText("finalized", "#" + number);
   if (state.heads.length > 1) {
@@ -200,7 +198,6 @@ function stopped() {
 // ---- rendering ---------------------------------------------------------------------------
 
 function renderServices() {
-  state.updates++;
   if (state.services.length === 0) {
     replace("services", h("p", { class: "muted" }, "No services registered."));
     return;
