@@ -178,8 +178,10 @@ pub struct RestoreArgs {
     /// methods must be allowed, the default on loopback).
     #[arg(long, default_value = "http://127.0.0.1:9944")]
     pub rpc: String,
-    /// A chunk store to reuse and fill (default: `.OUT.chunks` beside `--out`); a node's own
-    /// store (`BASE/chains/ID/db.chunks`) avoids fetching what it holds.
+    /// A chunk store to reuse and fill: chunks it holds are not fetched, received ones are
+    /// added (so an interrupted restore resumes). A node's own store
+    /// (`BASE/chains/ID/db.chunks`) avoids fetching what it holds. Default: none, the chunks
+    /// go straight into the files.
     #[arg(long)]
     pub cache: Option<PathBuf>,
     /// Longest the node may take to gather the checkpoint from the members, ms.

@@ -575,12 +575,20 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
     let report = restore(&out, &[]);
     assert!(report.contains("restored svc checkpoint"), "{report}");
     assert_eq!(files(&out), files(&replica));
-    // Again, into another directory: every chunk comes from the local cache.
-    let again = restored.path().join("svc-again");
-    let cache = restored.path().join(".svc.chunks");
-    let report = restore(&again, &["--cache", cache.to_str().unwrap()]);
-    assert_eq!(files(&again), files(&replica));
-    assert!(report.contains("; 0 bytes received"), "{report}");
+    assert!(!report.contains("; 0 bytes received"), "{report}");
+    // With a cache: the first restore fills it, the second takes every chunk from it.
+    let cache = restored.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    for (i, all_cached) in [(1, false), (2, true)] {
+        let again = restored.path().join(format!("svc-{i}"));
+        let report = restore(&again, &["--cache", cache]);
+        assert_eq!(files(&again), files(&replica));
+        assert_eq!(
+            report.contains("; 0 bytes received"),
+            all_cached,
+            "{report}"
+        );
+    }
     let refused = common::fails(
         restored.path(),
         &[
@@ -870,7 +878,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Replication's latencies and restore speed, with processes (opt-in; build with --release):
 /// a 4 KiB file renamed into the active's watched source → on a standby's target, and →
 /// acknowledged on chain (next to the block interval); then `drchain restore` of a 64 MiB
-/// checkpoint through a node that holds none of it.
+/// checkpoint from a standby that holds it and through a node that holds none of it.
 #[test]
 #[ignore = "benchmark: cargo test --release -p drchain-node --test replication -- --ignored --nocapture"]
 fn replication_benchmark() {
@@ -945,34 +953,83 @@ fn replication_benchmark() {
             .as_u64()?;
         (size >= 64 << 20).then_some((*seq, *root))
     });
-    let out = tempfile::tempdir().unwrap();
-    let rpc = format!("http://127.0.0.1:{}", c.node("dave").rpc);
-    let started = Instant::now();
-    let report = common::ok(
-        out.path(),
-        &[
+    c.wait_for(
+        "the standby never acknowledged the 64 MiB checkpoint",
+        || (c.acks().get(standby).copied()? >= sequence).then_some(()),
+    );
+    // From a standby that holds the checkpoint (as restic reads its repository), then through
+    // dave, who holds none of it and gathers it from the members first.
+    for (via, holds) in [
+        (standby, "a standby holding it"),
+        ("dave", "a node holding none of it"),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let rpc = format!("http://127.0.0.1:{}", c.node(via).rpc);
+        let started = Instant::now();
+        let report = common::ok(
+            out.path(),
+            &[
+                "restore",
+                "--service",
+                "svc",
+                "--checkpoint",
+                &sequence.to_string(),
+                "--out",
+                out.path().join("svc").to_str().unwrap(),
+                "--rpc",
+                &rpc,
+            ],
+        );
+        let secs = started.elapsed().as_secs_f64();
+        let size: u64 = files(&out.path().join("svc"))
+            .values()
+            .map(|b| b.len() as u64)
+            .sum();
+        println!(
+            "drchain restore of checkpoint {sequence} ({:.1} MiB) from {via}, {holds}: {secs:.2} s, {:.0} MB/s end to end\n  {}",
+            size as f64 / (1 << 20) as f64,
+            size as f64 / 1e6 / secs,
+            report.trim()
+        );
+    }
+    // restic on the same files: back up the active's source, restore from the local repository.
+    let restic = |args: &[&str]| {
+        std::process::Command::new("restic")
+            .args(args)
+            .env("RESTIC_PASSWORD", "bench")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let into = work.path().join("restored");
+    if !restic(&["version"]) {
+        println!("restic: not installed (apt install restic)");
+    } else if restic(&["-r", repo, "init", "--quiet"])
+        && restic(&["-r", repo, "backup", "--quiet", data.to_str().unwrap()])
+    {
+        let started = Instant::now();
+        assert!(restic(&[
+            "-r",
+            repo,
             "restore",
-            "--service",
-            "svc",
-            "--checkpoint",
-            &sequence.to_string(),
-            "--out",
-            out.path().join("svc").to_str().unwrap(),
-            "--rpc",
-            &rpc,
-        ],
-    );
-    let secs = started.elapsed().as_secs_f64();
-    let size: u64 = files(&out.path().join("svc"))
-        .values()
-        .map(|b| b.len() as u64)
-        .sum();
-    println!(
-        "drchain restore of checkpoint {sequence} ({:.1} MiB) through a node holding none of it: {secs:.2} s, {:.0} MB/s end to end\n  {}",
-        size as f64 / (1 << 20) as f64,
-        size as f64 / 1e6 / secs,
-        report.trim()
-    );
+            "latest",
+            "--quiet",
+            "--target",
+            into.to_str().unwrap()
+        ]));
+        let secs = started.elapsed().as_secs_f64();
+        let size: u64 = files(&into.join(data.strip_prefix("/").unwrap()))
+            .values()
+            .map(|b| b.len() as u64)
+            .sum();
+        println!(
+            "restic restore of the same files ({:.1} MiB) from a local repository: {secs:.2} s, {:.0} MB/s end to end",
+            size as f64 / (1 << 20) as f64,
+            size as f64 / 1e6 / secs,
+        );
+    }
 }
 
 /// A 4 KiB page: half varying bytes, half text (compresses about 2:1, like database pages).

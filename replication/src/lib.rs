@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod assemble;
 pub mod chunk;
 pub mod compress;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod store;
 pub mod testdata;
 pub mod transfer;
 
+pub use assemble::Assembly;
 pub use chunk::{ChunkId, ChunkingParams};
 pub use compress::Dictionary;
 pub use error::ReplicationError;
