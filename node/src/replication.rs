@@ -8,14 +8,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drchain_replication::transfer::{serve, Fetch, PeerVerdict, TransferRequest, TransferResponse};
+use drchain_replication::transfer::{
+    serve, store_response, Fetch, PeerVerdict, Stored, TransferRequest, TransferResponse,
+};
 use drchain_replication::{ChunkStore, Manifest};
 use drchain_support::H256;
 use libp2p::PeerId;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinSet;
 
 /// How often a stalled fetch asks the peers it skipped again.
 const RETRY_SKIPPED: Duration = Duration::from_secs(1);
+/// Members' requests answered at once at most (each reads up to a request's objects from
+/// disk); the node loop bounds how many wait.
+const CONCURRENT_ANSWERS: usize = 4;
 
 /// From the node loop to the replication task.
 #[derive(Debug)]
@@ -62,8 +68,7 @@ pub struct FetchCommand {
 }
 
 struct Fetching {
-    /// `None` while a response is being applied on a blocking thread.
-    fetch: Option<Fetch<PeerId>>,
+    fetch: Fetch<PeerId>,
     waiters: Vec<oneshot::Sender<Result<Manifest, String>>>,
     started: Instant,
     /// The latest deadline of its waiters.
@@ -79,6 +84,18 @@ pub struct ReplicationTask {
     /// Requests in flight: token → (fetch root, peer, request).
     in_flight: HashMap<u64, (H256, PeerId, TransferRequest)>,
     next_token: u64,
+    /// Answers being verified and stored on blocking threads, several at once.
+    storing: JoinSet<StoredAnswer>,
+    /// Bounds the members' requests answered at once.
+    answering: Arc<Semaphore>,
+}
+
+/// An answer once [`store_response`] is through with it.
+struct StoredAnswer {
+    root: H256,
+    peer: PeerId,
+    request: TransferRequest,
+    stored: Result<Stored, String>,
 }
 
 impl std::fmt::Debug for ReplicationTask {
@@ -104,6 +121,8 @@ impl ReplicationTask {
             fetches: HashMap::new(),
             in_flight: HashMap::new(),
             next_token: 0,
+            storing: JoinSet::new(),
+            answering: Arc::new(Semaphore::new(CONCURRENT_ANSWERS)),
         }
     }
 
@@ -117,10 +136,16 @@ impl ReplicationTask {
         loop {
             tokio::select! {
                 message = net.recv() => match message {
-                    Some(NetIn::Inbound { token, request }) => self.answer(token, request).await,
-                    Some(NetIn::Response { token, response }) => self.on_response(token, response).await,
+                    Some(NetIn::Inbound { token, request }) => self.answer(token, request),
+                    Some(NetIn::Response { token, response }) => self.on_response(token, response),
                     None => return,
                 },
+                Some(joined) = self.storing.join_next(), if !self.storing.is_empty() => {
+                    match joined {
+                        Ok(answer) => self.on_stored(answer),
+                        Err(e) => tracing::warn!(error = %e, "storing a transfer answer failed"),
+                    }
+                }
                 command = commands.recv() => match command {
                     Some(c) => self.start(c),
                     None => return,
@@ -139,12 +164,20 @@ impl ReplicationTask {
         }
     }
 
-    async fn answer(&mut self, token: u64, request: TransferRequest) {
-        let store = self.store.clone();
-        let response = tokio::task::spawn_blocking(move || serve(&store, &request))
-            .await
-            .unwrap_or(TransferResponse::Objects { objects: vec![] });
-        let _ = self.out.send(NetOut::Respond { token, response });
+    /// Answers a member's request in the background, [`CONCURRENT_ANSWERS`] at a time, so
+    /// serving never holds up this node's own fetches.
+    fn answer(&mut self, token: u64, request: TransferRequest) {
+        let (store, out, answering) =
+            (self.store.clone(), self.out.clone(), self.answering.clone());
+        tokio::spawn(async move {
+            let Ok(_permit) = answering.acquire_owned().await else {
+                return;
+            };
+            let response = tokio::task::spawn_blocking(move || serve(&store, &request))
+                .await
+                .unwrap_or(TransferResponse::Objects { objects: vec![] });
+            let _ = out.send(NetOut::Respond { token, response });
+        });
     }
 
     fn start(&mut self, command: FetchCommand) {
@@ -159,7 +192,7 @@ impl ReplicationTask {
         self.fetches.insert(
             root,
             Fetching {
-                fetch: Some(fetch),
+                fetch,
                 waiters: vec![command.reply],
                 started: Instant::now(),
                 deadline,
@@ -174,20 +207,22 @@ impl ReplicationTask {
         let Some(fetching) = self.fetches.get_mut(&root) else {
             return;
         };
-        let Some(fetch) = fetching.fetch.as_mut() else {
-            return;
-        };
+        let fetch = &mut fetching.fetch;
         if fetch.is_complete() {
             let manifest = fetch.manifest().cloned();
-            let result = match self.store.sync() {
-                Ok(()) => manifest.ok_or_else(|| "no manifest".to_owned()),
-                Err(e) => Err(e.to_string()),
-            };
             if let Some(done) = self.fetches.remove(&root) {
-                tracing::debug!(%root, secs = done.started.elapsed().as_secs_f64(), "checkpoint fetched");
-                for waiter in done.waiters {
-                    let _ = waiter.send(result.clone());
-                }
+                // Durable before anyone acknowledges it; the flush waits on the disk, not here.
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    let result = match store.sync() {
+                        Ok(()) => manifest.ok_or_else(|| "no manifest".to_owned()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    tracing::debug!(%root, secs = done.started.elapsed().as_secs_f64(), "checkpoint fetched");
+                    for waiter in done.waiters {
+                        let _ = waiter.send(result.clone());
+                    }
+                });
             }
             return;
         }
@@ -203,52 +238,57 @@ impl ReplicationTask {
         }
     }
 
-    async fn on_response(&mut self, token: u64, response: Result<TransferResponse, String>) {
+    fn on_response(&mut self, token: u64, response: Result<TransferResponse, String>) {
         let Some((root, peer, request)) = self.in_flight.remove(&token) else {
             return;
         };
-        let Some(mut fetch) = self.fetches.get_mut(&root).and_then(|f| f.fetch.take()) else {
+        let Some(fetching) = self.fetches.get_mut(&root) else {
             return;
         };
         let response = match response {
             Ok(r) => r,
             Err(error) => {
                 tracing::debug!(%peer, %error, "transfer request failed");
-                fetch.on_failure(&peer, &request);
-                self.put_back(root, fetch);
+                fetching.fetch.on_failure(&peer, &request);
                 self.drive(root);
                 return;
             }
         };
+        // The request stays in flight for the fetch until its answer is stored.
         let store = self.store.clone();
-        let applied = tokio::task::spawn_blocking(move || {
-            let verdict = fetch.on_response(&peer, &request, response, &store);
-            (fetch, verdict)
-        })
-        .await;
-        let Ok((fetch, verdict)) = applied else {
-            self.fail(root, "applying a response failed".to_owned());
-            return;
-        };
-        self.put_back(root, fetch);
-        match verdict {
-            Ok(Some(PeerVerdict::Bad { peer, reason })) => {
-                tracing::warn!(%peer, %reason, "peer sent bad replication data; disconnecting");
-                let _ = self.out.send(NetOut::Disconnect { peer, reason });
+        self.storing.spawn_blocking(move || {
+            let stored =
+                store_response(&store, &root, &request, response).map_err(|e| e.to_string());
+            StoredAnswer {
+                root,
+                peer,
+                request,
+                stored,
             }
-            Ok(None) => {}
-            Err(e) => {
-                self.fail(root, format!("local chunk store: {e}"));
-                return;
-            }
-        }
-        self.drive(root);
+        });
     }
 
-    fn put_back(&mut self, root: H256, fetch: Fetch<PeerId>) {
-        if let Some(f) = self.fetches.get_mut(&root) {
-            f.fetch = Some(fetch);
+    fn on_stored(&mut self, answer: StoredAnswer) {
+        let StoredAnswer {
+            root,
+            peer,
+            request,
+            stored,
+        } = answer;
+        let Some(fetching) = self.fetches.get_mut(&root) else {
+            return;
+        };
+        let stored = match stored {
+            Ok(s) => s,
+            Err(e) => return self.fail(root, format!("local chunk store: {e}")),
+        };
+        if let Some(PeerVerdict::Bad { peer, reason }) =
+            fetching.fetch.on_stored(&peer, &request, stored)
+        {
+            tracing::warn!(%peer, %reason, "peer sent bad replication data; disconnecting");
+            let _ = self.out.send(NetOut::Disconnect { peer, reason });
         }
+        self.drive(root);
     }
 
     fn fail(&mut self, root: H256, reason: String) {
@@ -269,19 +309,13 @@ impl ReplicationTask {
         for (root, f) in &mut self.fetches {
             if Instant::now() > f.deadline {
                 expired.push(*root);
-            } else if let Some(fetch) = f.fetch.as_mut() {
-                if fetch.is_stalled(&peers) {
-                    fetch.retry_skipped();
-                    retry.push(*root);
-                }
+            } else if f.fetch.is_stalled(&peers) {
+                f.fetch.retry_skipped();
+                retry.push(*root);
             }
         }
         for root in expired {
-            let remaining = self
-                .fetches
-                .get(&root)
-                .and_then(|f| f.fetch.as_ref())
-                .map_or(0, Fetch::remaining);
+            let remaining = self.fetches.get(&root).map_or(0, |f| f.fetch.remaining());
             self.fail(
                 root,
                 format!(

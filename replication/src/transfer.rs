@@ -304,7 +304,8 @@ impl<P: Ord + Clone + std::fmt::Debug> Fetch<P> {
     }
 
     /// `peer` answered `request` with `response`: verified objects go into `store`; anything
-    /// else goes back to the queue. Returns a verdict when the peer misbehaved.
+    /// else goes back to the queue. Returns a verdict when the peer misbehaved. The same as
+    /// [`store_response`] followed by [`Fetch::on_stored`].
     pub fn on_response(
         &mut self,
         peer: &P,
@@ -312,67 +313,46 @@ impl<P: Ord + Clone + std::fmt::Debug> Fetch<P> {
         response: TransferResponse,
         store: &ChunkStore,
     ) -> Result<Option<PeerVerdict<P>>, ReplicationError> {
-        match (request, response) {
-            (TransferRequest::Manifest { .. }, TransferResponse::Manifest { bytes }) => {
+        let stored = store_response(store, &self.root, request, response)?;
+        Ok(self.on_stored(peer, request, stored))
+    }
+
+    /// What [`store_response`] did with `peer`'s answer to `request`: the fetch moves on
+    /// (the manifest known, missed objects queued again, the peer skipped or reported).
+    pub fn on_stored(
+        &mut self,
+        peer: &P,
+        request: &TransferRequest,
+        stored: Stored,
+    ) -> Option<PeerVerdict<P>> {
+        match (request, stored) {
+            (TransferRequest::Manifest { .. }, Stored::Manifest(outcome)) => {
                 self.complete(peer, &[]);
                 self.manifest_asked = false;
-                let Some(bytes) = bytes else {
-                    self.avoid.insert(peer.clone());
-                    return Ok(None);
-                };
-                match store.put_manifest_bytes(&self.root, &bytes) {
-                    Ok(manifest) => {
-                        self.set_manifest(manifest, store);
-                        Ok(None)
+                match outcome {
+                    Ok(Some((manifest, missing))) => {
+                        if self.manifest.is_none() {
+                            self.queue = missing.into();
+                            self.manifest = Some(manifest);
+                        }
+                        None
                     }
-                    Err(
-                        e @ (ReplicationError::ManifestRootMismatch { .. }
-                        | ReplicationError::BadManifest { .. }),
-                    ) => Ok(Some(self.bad(peer, format!("manifest: {e}")))),
-                    Err(e) => Err(e),
+                    Ok(None) => {
+                        self.avoid.insert(peer.clone());
+                        None
+                    }
+                    Err(reason) => Some(self.bad(peer, format!("manifest: {reason}"))),
                 }
             }
-            (TransferRequest::Objects { ids }, TransferResponse::Objects { objects }) => {
+            (TransferRequest::Objects { ids }, Stored::Objects { missed, bad }) => {
                 if !self.complete(peer, ids) {
-                    return Ok(None); // not ours (a late answer after a failure was handled)
+                    return None; // not ours (a late answer after a failure was handled)
                 }
-                let mut verdict = None;
-                let mut answered = BTreeSet::new();
-                for (id, bytes) in objects {
-                    if !ids.contains(&id) || !answered.insert(id) {
-                        verdict = Some(self.bad(peer, format!("sent {id}, which was not asked")));
-                        continue;
-                    }
-                    let Some(bytes) = bytes else { continue };
-                    if bytes.len() > MAX_CHUNK_BYTES as usize + 64 {
-                        verdict =
-                            Some(self.bad(peer, format!("object {id} of {} bytes", bytes.len())));
-                        answered.remove(&id);
-                        continue;
-                    }
-                    match store.put_encoded(&id, &bytes) {
-                        Ok(()) => {}
-                        Err(e @ ReplicationError::BadChunk { .. }) => {
-                            verdict = Some(self.bad(peer, e.to_string()));
-                            answered.remove(&id);
-                        }
-                        Err(ReplicationError::Missing { .. }) => {
-                            answered.remove(&id); // its dictionary is not here yet
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                // What was not delivered goes back, dictionaries first.
-                let mut missed: Vec<H256> = ids
-                    .iter()
-                    .filter(|id| !store.contains(id))
-                    .copied()
-                    .collect();
-                if missed.len() == ids.len() && verdict.is_none() {
+                if missed.len() == ids.len() && bad.is_none() {
                     self.avoid.insert(peer.clone()); // it has none of them
                 }
+                // What was not delivered goes back, dictionaries first.
                 let dictionary = self.manifest.as_ref().and_then(|m| m.dictionary);
-                missed.sort_by_key(|id| Some(*id) != dictionary);
                 for id in missed.into_iter().rev() {
                     if Some(id) == dictionary {
                         self.queue.push_front(id);
@@ -380,14 +360,11 @@ impl<P: Ord + Clone + std::fmt::Debug> Fetch<P> {
                         self.queue.push_back(id);
                     }
                 }
-                Ok(verdict)
+                bad.map(|reason| self.bad(peer, reason))
             }
             (_, _) => {
                 self.on_failure(peer, request);
-                Ok(Some(self.bad(
-                    peer,
-                    "answered a different kind of request".to_owned(),
-                )))
+                Some(self.bad(peer, "answered a different kind of request".to_owned()))
             }
         }
     }
@@ -435,5 +412,80 @@ impl<P: Ord + Clone + std::fmt::Debug> Fetch<P> {
             peer: peer.clone(),
             reason,
         }
+    }
+}
+
+/// What storing one answer did, for [`Fetch::on_stored`].
+#[derive(Debug)]
+pub enum Stored {
+    /// A manifest answer: the verified manifest and what the store lacks of it, `None` when
+    /// the peer does not have it, or why its bytes are bad.
+    Manifest(Result<Option<(Manifest, Vec<H256>)>, String>),
+    /// An objects answer.
+    Objects {
+        /// Asked objects the store still lacks (not sent, bad, or their dictionary missing).
+        missed: Vec<H256>,
+        /// What the peer did wrong, if anything.
+        bad: Option<String>,
+    },
+    /// The answer is of another kind than the request.
+    Mismatch,
+}
+
+/// Verifies the answer to `request` (part of the fetch of checkpoint `root`) and keeps what is
+/// good in `store`. Disk and CPU work without the fetch's state, so several answers can be
+/// stored at once; [`Fetch::on_stored`] then updates the fetch.
+pub fn store_response(
+    store: &ChunkStore,
+    root: &H256,
+    request: &TransferRequest,
+    response: TransferResponse,
+) -> Result<Stored, ReplicationError> {
+    match (request, response) {
+        (TransferRequest::Manifest { .. }, TransferResponse::Manifest { bytes }) => {
+            let Some(bytes) = bytes else {
+                return Ok(Stored::Manifest(Ok(None)));
+            };
+            match store.put_manifest_bytes(root, &bytes) {
+                Ok(manifest) => {
+                    let missing = missing(&manifest, |id| store.contains(id));
+                    Ok(Stored::Manifest(Ok(Some((manifest, missing)))))
+                }
+                Err(
+                    e @ (ReplicationError::ManifestRootMismatch { .. }
+                    | ReplicationError::BadManifest { .. }),
+                ) => Ok(Stored::Manifest(Err(e.to_string()))),
+                Err(e) => Err(e),
+            }
+        }
+        (TransferRequest::Objects { ids }, TransferResponse::Objects { objects }) => {
+            let mut bad = None;
+            let mut answered = BTreeSet::new();
+            for (id, bytes) in objects {
+                if !ids.contains(&id) || !answered.insert(id) {
+                    bad = Some(format!("sent {id}, which was not asked"));
+                    continue;
+                }
+                let Some(bytes) = bytes else { continue };
+                if bytes.len() > MAX_CHUNK_BYTES as usize + 64 {
+                    bad = Some(format!("object {id} of {} bytes", bytes.len()));
+                    continue;
+                }
+                match store.put_encoded(&id, &bytes) {
+                    Ok(()) => {}
+                    Err(e @ ReplicationError::BadChunk { .. }) => bad = Some(e.to_string()),
+                    // Its dictionary is not here yet: asked again after it.
+                    Err(ReplicationError::Missing { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let missed: Vec<H256> = ids
+                .iter()
+                .filter(|id| !store.contains(id))
+                .copied()
+                .collect();
+            Ok(Stored::Objects { missed, bad })
+        }
+        (_, _) => Ok(Stored::Mismatch),
     }
 }
