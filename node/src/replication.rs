@@ -61,14 +61,17 @@ pub enum NetOut {
 pub struct FetchCommand {
     /// The checkpoint's manifest root.
     pub root: H256,
+    /// A member known to hold it (the active that announced it): asked first.
+    pub prefer: Option<PeerId>,
     /// How long it may take.
     pub timeout: Duration,
-    /// The verified manifest once every object is in the store, or why not.
+    /// The verified manifest once every object is in the store (not flushed yet), or why not.
     pub reply: oneshot::Sender<Result<Manifest, String>>,
 }
 
 struct Fetching {
     fetch: Fetch<PeerId>,
+    prefer: Option<PeerId>,
     waiters: Vec<oneshot::Sender<Result<Manifest, String>>>,
     started: Instant,
     /// The latest deadline of its waiters.
@@ -193,6 +196,7 @@ impl ReplicationTask {
             root,
             Fetching {
                 fetch,
+                prefer: command.prefer,
                 waiters: vec![command.reply],
                 started: Instant::now(),
                 deadline,
@@ -203,26 +207,28 @@ impl ReplicationTask {
 
     /// Sends what the fetch of `root` wants next, or finishes it.
     fn drive(&mut self, root: H256) {
-        let peers = self.peers.borrow().clone();
+        let mut peers = self.peers.borrow().clone();
         let Some(fetching) = self.fetches.get_mut(&root) else {
             return;
         };
+        // Among peers equally loaded the first is asked: the one known to hold it.
+        if let Some(i) = fetching
+            .prefer
+            .and_then(|p| peers.iter().position(|q| *q == p))
+        {
+            peers[..=i].rotate_right(1);
+        }
         let fetch = &mut fetching.fetch;
         if fetch.is_complete() {
             let manifest = fetch.manifest().cloned();
             if let Some(done) = self.fetches.remove(&root) {
-                // Durable before anyone acknowledges it; the flush waits on the disk, not here.
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || {
-                    let result = match store.sync() {
-                        Ok(()) => manifest.ok_or_else(|| "no manifest".to_owned()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    tracing::debug!(%root, secs = done.started.elapsed().as_secs_f64(), "checkpoint fetched");
-                    for waiter in done.waiters {
-                        let _ = waiter.send(result.clone());
-                    }
-                });
+                // Not flushed here: whoever acknowledges it flushes first (the agent, with the
+                // target it materializes), and a restore does not need it durable.
+                let result = manifest.ok_or_else(|| "no manifest".to_owned());
+                tracing::debug!(%root, secs = done.started.elapsed().as_secs_f64(), "checkpoint fetched");
+                for waiter in done.waiters {
+                    let _ = waiter.send(result.clone());
+                }
             }
             return;
         }

@@ -494,8 +494,8 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
     });
 
     // A standby is SIGKILLed, in the middle of applying a checkpoint as likely as not (it
-    // applies several a second): its target is exactly a checkpoint the chain recorded, and
-    // once restarted it catches up.
+    // applies several a second): its target is exactly a checkpoint the active took (and the
+    // chain records), and once restarted it catches up.
     let standby = CANDIDATES.into_iter().find(|n| *n != first).unwrap();
     let acked_before = c.acks()[standby];
     c.kill(standby);
@@ -516,21 +516,37 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
     let applied = applied.expect("on_promote named the checkpoint it started from");
     let replica = c.node(second).replica();
 
-    // The target equals, byte for byte, the checkpoint the chain recorded (rebuilt here
-    // from the dead node's chunk store, which produced it).
+    // The target equals, byte for byte, the checkpoint the dead active took (rebuilt here
+    // from its chunk store): one the chain recorded, or a newer one it announced and the
+    // standby applied before a block could record it. The standby acknowledged the newest
+    // recorded checkpoint its data covers.
     let checkpoints = c.checkpoints();
-    let (root, recorded_at) = checkpoints[&applied];
+    let (root, recorded_at) = match checkpoints.get(&applied) {
+        Some((root, at)) => {
+            assert_eq!(
+                c.acks().get(second),
+                Some(&applied),
+                "it acknowledged what it holds"
+            );
+            (*root, *at)
+        }
+        None => {
+            let (sequence, root) = shown_checkpoint(&replica);
+            assert_eq!(sequence, applied);
+            assert!(c.acks().get(second).is_some_and(|a| *a < applied));
+            assert!(
+                checkpoints.keys().all(|s| *s < applied),
+                "applied behind the chain"
+            );
+            (root, killed_at)
+        }
+    };
     let store = ChunkStore::open(c.node(first).chunk_store()).unwrap();
     let manifest = store.manifest(&root).unwrap();
     let rebuilt = tempfile::tempdir().unwrap();
     let rebuilt_target = rebuilt.path().join("svc");
     materialize(&manifest, &store, &rebuilt_target, "check").unwrap();
     assert_eq!(files(&replica), files(&rebuilt_target));
-    assert_eq!(
-        c.acks().get(second),
-        Some(&applied),
-        "it acknowledged what it holds"
-    );
     assert!(
         recorded_at + MAX_LAG_MS >= killed_at,
         "checkpoint {applied} was recorded {} ms before the kill",
@@ -538,7 +554,8 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
     );
 
     // From the client's side: the new active holds a gap-free prefix of the acknowledged
-    // writes; everything acknowledged well before the checkpoint was recorded is in it.
+    // writes; everything acknowledged well before the checkpoint was recorded (or, for one
+    // never recorded, before the kill) is in it.
     let held = mode.rows(&replica);
     assert_eq!(held, (1..=held.len() as u64).collect::<Vec<_>>(), "a gap");
     let acked = writer.acked.lock().unwrap().clone();
@@ -714,20 +731,75 @@ fn an_active_that_lost_its_lease_and_serves_again_keeps_every_acknowledged_write
     );
 }
 
-/// `name`'s target shows a checkpoint recorded on chain, byte for byte: rebuilt from the
-/// manifest and chunks in its own store, each verified against the chain's root.
-fn assert_target_is_a_recorded_checkpoint(c: &Cluster, name: &str) {
-    let node = c.node(name);
-    let link = std::fs::read_link(node.replica()).unwrap();
+/// A standby applies the active's checkpoint as soon as it is announced, before any block
+/// records it: with two of four validators frozen nothing is finalized, yet a file written on
+/// the active reaches the standby's target. It acknowledges the checkpoint only once the
+/// chain, running again, records it — the same root it applied.
+#[test]
+fn a_standby_applies_the_active_s_checkpoint_before_a_block_records_it() {
+    let c = Cluster::start(Mode::Watch);
+    let (first, _, _) = c.wait_for("no node was promoted", || c.active());
+    let mut standbys = CANDIDATES.into_iter().filter(|n| *n != first);
+    let (frozen_standby, watched) = (standbys.next().unwrap(), standbys.next().unwrap());
+    c.wait_for("the standby never acknowledged a checkpoint", || {
+        c.acks().get(watched).copied()
+    });
+
+    // Dave (the test's RPC node) and one standby stop: no block can be finalized.
+    for name in ["dave", frozen_standby] {
+        c.signal(name, "STOP");
+    }
+    let data = c.node(first).data();
+    std::fs::write(
+        data.join(".during-stall.tmp"),
+        b"written while the chain stalls",
+    )
+    .unwrap();
+    std::fs::rename(data.join(".during-stall.tmp"), data.join("during-stall")).unwrap();
+    let replica = c.node(watched).replica();
+    let shown = c.wait_for("the standby never applied the announced checkpoint", || {
+        std::fs::read(replica.join("during-stall"))
+            .ok()
+            .map(|_| shown_checkpoint(&replica))
+    });
+    for name in ["dave", frozen_standby] {
+        c.signal(name, "CONT");
+    }
+
+    // The chain records exactly what the standby applied, and the standby acknowledges it.
+    let (sequence, root) = shown;
+    let recorded = c.wait_for("the applied checkpoint was never recorded", || {
+        c.checkpoints().get(&sequence).map(|(r, _)| *r)
+    });
+    assert_eq!(
+        recorded, root,
+        "the chain recorded another checkpoint {sequence}"
+    );
+    c.wait_for(
+        "the standby never acknowledged the checkpoint it applied",
+        || (c.acks().get(watched).copied()? >= sequence).then_some(()),
+    );
+    assert_target_is_a_recorded_checkpoint(&c, watched);
+}
+
+/// The checkpoint a target shows: its sequence and root (from the label it links to).
+fn shown_checkpoint(target: &Path) -> (u64, H256) {
+    let link = std::fs::read_link(target).unwrap();
     let label = link.file_name().unwrap().to_str().unwrap();
     let (sequence, root) = label.split_once('-').unwrap();
-    let sequence: u64 = sequence.parse().unwrap();
-    let root: H256 = root.parse().unwrap();
-    assert_eq!(
-        c.checkpoints()[&sequence].0,
-        root,
-        "{name} shows checkpoint {sequence}"
-    );
+    (sequence.parse().unwrap(), root.parse().unwrap())
+}
+
+/// `name`'s target shows a checkpoint the chain records (at once, or shortly: one the live
+/// active announced), byte for byte: rebuilt from the manifest and chunks in its own store,
+/// each verified against the chain's root.
+fn assert_target_is_a_recorded_checkpoint(c: &Cluster, name: &str) {
+    let node = c.node(name);
+    let (sequence, root) = shown_checkpoint(&node.replica());
+    let recorded = c.wait_for("the checkpoint a standby shows is never recorded", || {
+        c.checkpoints().get(&sequence).map(|(r, _)| *r)
+    });
+    assert_eq!(recorded, root, "{name} shows checkpoint {sequence}");
     let store = ChunkStore::open(node.chunk_store()).unwrap();
     let manifest = store.manifest(&root).unwrap();
     let rebuilt = tempfile::tempdir().unwrap();

@@ -74,23 +74,27 @@ pub struct FileCache {
     files: HashMap<String, (FileStamp, FileEntry)>,
 }
 
-/// Snapshots `source` into `store`.
+/// Snapshots `source` into `store`, durably.
 pub fn snapshot_dir(
     source: &Path,
     store: &ChunkStore,
     chunking: ChunkingParams,
     dictionary: Option<&Dictionary>,
 ) -> Result<(Manifest, SnapshotStats), ReplicationError> {
-    snapshot_dir_cached(
+    let taken = snapshot_dir_cached(
         source,
         store,
         chunking,
         dictionary,
         &mut FileCache::default(),
-    )
+    )?;
+    store.sync()?;
+    Ok(taken)
 }
 
-/// [`snapshot_dir`], skipping the files `cache` knows unchanged, and updating it.
+/// [`snapshot_dir`], skipping the files `cache` knows unchanged, and updating it. What it
+/// wrote is readable at once but not yet durable: call [`ChunkStore::sync`] before the
+/// checkpoint is recorded (standbys may fetch it meanwhile; the flush need not delay them).
 pub fn snapshot_dir_cached(
     source: &Path,
     store: &ChunkStore,
@@ -169,7 +173,6 @@ pub fn snapshot_dir_cached(
     }
     let manifest = Manifest::new(chunking, dictionary.map(Dictionary::id), files);
     store.put_manifest(&manifest)?;
-    store.sync()?;
     cache.files = seen;
     Ok((manifest, stats))
 }

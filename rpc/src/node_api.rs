@@ -106,13 +106,25 @@ pub trait NodeApi: Send + Sync + std::fmt::Debug + 'static {
     /// produced or fetched.
     fn chunk_store(&self) -> Arc<ChunkStore>;
     /// Fetches checkpoint `root` into the chunk store from connected members (admitted ones
-    /// only; every byte verified); the manifest once every object is there and durable. The
-    /// inner error says why not (no member had it within `timeout`, the local disk).
+    /// only; every byte verified); the manifest once every object is there (written, not yet
+    /// flushed: flush the store before acknowledging it). The inner error says why not (no
+    /// member had it within `timeout`, the local disk).
     async fn fetch_checkpoint(
         &self,
         root: H256,
         timeout: std::time::Duration,
     ) -> Result<Result<Manifest, String>, NodeStopped>;
+    /// [`NodeApi::fetch_checkpoint`], asking `holder` (a member known to have it: the active
+    /// that announced it) first, so no request goes to members that do not have it yet.
+    async fn fetch_checkpoint_from(
+        &self,
+        root: H256,
+        holder: AccountId,
+        timeout: std::time::Duration,
+    ) -> Result<Result<Manifest, String>, NodeStopped> {
+        let _ = holder;
+        self.fetch_checkpoint(root, timeout).await
+    }
     /// Tells every connected member that this node took checkpoint `sequence` of `service`.
     async fn announce_checkpoint(
         &self,

@@ -1,33 +1,60 @@
-//! The standby side: prefetching announced checkpoints, applying the chain's latest one
-//! atomically, and acknowledging it.
+//! The standby side: applying the active's checkpoints as it announces them, bringing the
+//! target to the chain's latest recorded one otherwise, and acknowledging what the chain
+//! recorded.
+//!
+//! An announced checkpoint is applied before a block records it — the write reaches the
+//! standby in milliseconds, not a block later — but only from the node the chain says is
+//! active, in the epoch the standby knows, and newer than what the target shows. Until the
+//! chain records it the target is *ahead*: the standby acknowledges the latest recorded
+//! checkpoint (its data is at least that new, so the election's view stays conservative)
+//! and does not go back to it. If the chain records something else under that sequence, or
+//! another node becomes active, the target returns to the chain's latest.
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use drchain_replication::{materialize_after, Manifest};
 use drchain_runtime::pallet_checkpoints;
 use drchain_runtime::RuntimeCall;
-use drchain_support::H256;
-use tokio::sync::watch;
+use drchain_support::{AccountId, Epoch, H256};
+use tokio::sync::{mpsc, watch};
 
 use drchain_rpc::Announcement;
 
 use super::{applies, label, Applied, ReplicaInput, Task, ACK_RESEND, RETRY};
 
+/// An announced checkpoint whose manifest and chunks are all in the store.
+#[derive(Debug)]
+pub(super) struct Fetched {
+    announced: Announcement,
+    /// The epoch the standby knew when the announcement came.
+    epoch: Epoch,
+    manifest: Manifest,
+}
+
+/// The target shows a checkpoint the active announced and the chain has not recorded yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Ahead {
+    sequence: u64,
+    root: H256,
+    from: AccountId,
+    epoch: Epoch,
+}
+
 impl Task {
     /// The active node announced a checkpoint: a standby fetches its chunks at once, in the
-    /// background, so applying it when a block records it is local work. Announcements from
-    /// anyone else, or of what is already applied, are ignored, and so is one that arrives
-    /// while a prefetch runs (the next recorded checkpoint is fetched anyway): an active that
-    /// announces without end cannot pile up fetches.
-    pub(super) fn prefetch(&self, input: &ReplicaInput, announced: Announcement) {
-        let from_active = input.chain.active == Some(announced.from);
-        let newer = self
-            .applied
-            .borrow()
-            .as_ref()
-            .is_none_or(|a| a.sequence < announced.sequence);
-        if announced.service != self.service || !from_active || !newer || !applies(input) {
+    /// background, and hands it to [`Task::apply_announced`] through `fetched`. Announcements
+    /// from anyone else, or of what is already applied, are ignored, and so is one that
+    /// arrives while a fetch runs (the next one, or the chain's record, brings the target up
+    /// to date): an active that announces without end cannot pile up fetches.
+    pub(super) fn prefetch(
+        &self,
+        input: &ReplicaInput,
+        announced: Announcement,
+        fetched: &mpsc::Sender<Fetched>,
+    ) {
+        if announced.service != self.service || !self.follows(input, &announced) {
             return;
         }
         if self.prefetching.swap(true, Ordering::AcqRel) {
@@ -37,25 +64,110 @@ impl Task {
         let node = self.ctx.node.clone();
         let hold = self.store.hold();
         let timeout = Duration::from_millis(self.config.fetch_timeout_ms);
-        let service = self.service.clone();
+        let (service, epoch, fetched) = (self.service.clone(), input.epoch, fetched.clone());
         tokio::spawn(async move {
             let started = Instant::now();
-            let fetched = node.fetch_checkpoint(announced.root, timeout).await;
-            drop(hold);
+            let result = node
+                .fetch_checkpoint_from(announced.root, announced.from, timeout)
+                .await;
             prefetching.store(false, Ordering::Release);
-            match fetched {
-                Ok(Ok(_)) => tracing::debug!(
-                    "announced checkpoint fetched service={service} sequence={} ms={}",
-                    announced.sequence,
-                    started.elapsed().as_millis()
-                ),
+            match result {
+                Ok(Ok(manifest)) => {
+                    tracing::debug!(
+                        "announced checkpoint fetched service={service} sequence={} ms={}",
+                        announced.sequence,
+                        started.elapsed().as_millis()
+                    );
+                    let _ = fetched
+                        .send(Fetched {
+                            announced,
+                            epoch,
+                            manifest,
+                        })
+                        .await;
+                }
                 Ok(Err(reason)) => tracing::debug!(
                     "announced checkpoint not fetched service={service} sequence={}: {reason}",
                     announced.sequence
                 ),
                 Err(_) => {}
             }
+            drop(hold);
         });
+    }
+
+    /// Whether `announced` is one this standby applies now: from the chain's active node,
+    /// newer than the target and than the chain's latest record.
+    fn follows(&self, input: &ReplicaInput, announced: &Announcement) -> bool {
+        let newer_than_target = self
+            .applied
+            .borrow()
+            .as_ref()
+            .is_none_or(|a| a.sequence < announced.sequence);
+        let newer_than_chain = input
+            .chain
+            .latest
+            .is_none_or(|(s, _)| s < announced.sequence);
+        applies(input)
+            && input.chain.active == Some(announced.from)
+            && newer_than_target
+            && newer_than_chain
+    }
+
+    /// Materializes a fetched announced checkpoint if it still is one to follow (the role,
+    /// the active and the epoch unchanged since it was announced).
+    pub(super) async fn apply_announced(&mut self, input: &ReplicaInput, fetched: Fetched) {
+        let Fetched {
+            announced,
+            epoch,
+            manifest,
+        } = fetched;
+        let backing_off = self.retry_at.is_some_and(|t| Instant::now() < t);
+        if epoch != input.epoch || !self.follows(input, &announced) || backing_off {
+            return;
+        }
+        let started = Instant::now();
+        let hold = self.store.hold();
+        match self
+            .materialize(manifest, announced.sequence, announced.root)
+            .await
+        {
+            Ok(applied) => {
+                drop(hold);
+                tracing::debug!(
+                    "announced checkpoint applied service={} sequence={} root={} ms={}",
+                    self.service,
+                    applied.sequence,
+                    applied.root,
+                    started.elapsed().as_millis()
+                );
+                self.ctx
+                    .metrics
+                    .replication_applied(&self.service, applied.sequence);
+                self.ahead = Some(Ahead {
+                    sequence: applied.sequence,
+                    root: applied.root,
+                    from: announced.from,
+                    epoch,
+                });
+                self.applied.send_replace(Some(applied));
+            }
+            Err(reason) => self.apply_failed(announced.sequence, &reason),
+        }
+    }
+
+    /// Whether the target shows an announced checkpoint newer than the chain's latest record
+    /// `latest`, from the node still active in the same epoch: kept until recorded.
+    fn ahead_of(&self, input: &ReplicaInput, latest: u64) -> bool {
+        let applied = self.applied.borrow();
+        self.ahead.as_ref().is_some_and(|a| {
+            applied
+                .as_ref()
+                .is_some_and(|t| t.sequence == a.sequence && t.root == a.root)
+                && a.sequence > latest
+                && input.chain.active == Some(a.from)
+                && input.epoch == a.epoch
+        })
     }
 
     /// Brings the target to the chain's latest checkpoint and acknowledges it.
@@ -67,6 +179,10 @@ impl Task {
         let Some((sequence, root)) = input.chain.latest else {
             return;
         };
+        if self.ahead_of(input, sequence) {
+            return self.acknowledge(input, sequence).await;
+        }
+        self.ahead = None;
         let current = self.applied.borrow().clone();
         let up_to_date = current
             .as_ref()
@@ -123,19 +239,24 @@ impl Task {
         tokio::task::spawn_blocking(move || {
             // Unchanged files are linked from the checkpoint shown now, not written again.
             let shown = shown.and_then(|root| store.manifest(&root).ok());
-            materialize_after(
+            let path = materialize_after(
                 &manifest,
                 &store,
                 &target,
                 &label(sequence, &root),
                 shown.as_ref(),
             )
-            .map(|path| Applied {
+            .map_err(|e| e.to_string())?;
+            // The fetch left the chunks unflushed; the target's flush covered them if both
+            // live on one filesystem. Durable either way before anything is acknowledged.
+            if !same_filesystem(store.dir(), &target) {
+                store.sync().map_err(|e| e.to_string())?;
+            }
+            Ok(Applied {
                 sequence,
                 root,
                 path,
             })
-            .map_err(|e| e.to_string())
         })
         .await
         .unwrap_or_else(|e| Err(format!("apply task failed: {e}")))
@@ -177,5 +298,16 @@ impl Task {
         } else {
             self.retry_at = Some(Instant::now() + RETRY);
         }
+    }
+}
+
+/// Whether `a` and the directory holding `target` are on one filesystem (one `syncfs` covers
+/// both).
+fn same_filesystem(a: &Path, target: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let parent = target.parent().unwrap_or(Path::new("."));
+    match (std::fs::metadata(a), std::fs::metadata(parent)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev(),
+        _ => false,
     }
 }

@@ -43,8 +43,9 @@ pub use gc::KeptRoots;
 const RETRY: Duration = Duration::from_secs(1);
 /// An acknowledgement the chain has not shown after this long is sent again.
 const ACK_RESEND: Duration = Duration::from_secs(3);
-/// In `watch` mode, changes closer together than this make one checkpoint (a write and its
-/// rename arrive as separate events).
+/// In `watch` mode, a change that does not complete a write (a file created or written) waits
+/// this long at most for one that does (its rename into place), so a write and its rename make
+/// one checkpoint; a rename or removal is acted on at once.
 const WATCH_SETTLE: Duration = Duration::from_millis(2);
 /// How often a source that could not be watched is tried again.
 const WATCH_RETRY: Duration = Duration::from_secs(10);
@@ -175,12 +176,23 @@ pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContex
         ack_sent: None,
         retry_at: None,
         prefetching: Arc::default(),
+        ahead: None,
     };
     Replica {
         input,
         applied,
         task: tokio::spawn(task.run(input_rx)),
     }
+}
+
+/// Whether a change in a watched source completes a write: a file renamed into place (or out)
+/// or removed. A file being created or written is usually followed by its rename.
+fn completes_a_write(kind: &notify::EventKind) -> bool {
+    use notify::event::{EventKind, ModifyKind};
+    matches!(
+        kind,
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_)
+    )
 }
 
 /// Beside the target: where snapshot commands write (`.NAME.snapshot`).
@@ -221,6 +233,8 @@ struct Task {
     retry_at: Option<Instant>,
     /// Whether a prefetch of an announced checkpoint runs (one at a time).
     prefetching: Arc<AtomicBool>,
+    /// The target shows an announced checkpoint the chain has not recorded yet.
+    ahead: Option<apply::Ahead>,
 }
 
 /// Whether the role applies checkpoints (everything but serving and promoting).
@@ -237,12 +251,13 @@ fn produces(input: &ReplicaInput) -> bool {
 
 impl Task {
     async fn run(mut self, mut input: watch::Receiver<Option<ReplicaInput>>) {
-        let (changes_tx, mut changes) = mpsc::channel::<()>(1);
+        let (changes_tx, mut changes) = mpsc::channel::<bool>(64);
         let mut watcher: Option<notify::RecommendedWatcher> = None;
         // A source that cannot be watched (missing yet) is tried again this often, not on
         // every turn: the periodic rescan covers it meanwhile.
         let mut watch_again = Instant::now();
         let mut announcements = self.ctx.node.subscribe_announcements();
+        let (fetched_tx, mut fetched) = mpsc::channel(1);
         loop {
             let wake = self.wake_at(input.borrow().as_ref());
             tokio::select! {
@@ -251,18 +266,33 @@ impl Task {
                     Ok(a) => {
                         let now = input.borrow().clone();
                         if let Some(now) = now {
-                            self.prefetch(&now, a);
+                            self.prefetch(&now, a, &fetched_tx);
                         }
                         continue;
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
+                Some(f) = fetched.recv() => {
+                    let now = input.borrow().clone();
+                    if let Some(now) = now {
+                        self.apply_announced(&now, f).await;
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep_until(wake.into()) => {}
-                Some(()) = changes.recv() => {
-                    // A change in the watched source: a checkpoint as soon as it settles and
-                    // min_interval_ms has passed since the last one.
-                    tokio::time::sleep(WATCH_SETTLE).await;
+                Some(completes) = changes.recv() => {
+                    // A change in the watched source: a checkpoint once a write is complete
+                    // (or WATCH_SETTLE passed) and min_interval_ms has passed since the last.
+                    let settle = tokio::time::sleep(WATCH_SETTLE);
+                    tokio::pin!(settle);
+                    let mut complete = completes;
+                    while !complete {
+                        tokio::select! {
+                            next = changes.recv() => complete = next.unwrap_or(true),
+                            () = &mut settle => complete = true,
+                        }
+                    }
                     while changes.try_recv().is_ok() {}
                     let min = Duration::from_millis(self.config.min_interval_ms);
                     let earliest = self.last_checkpoint.map_or_else(Instant::now, |t| t + min);
@@ -308,13 +338,13 @@ impl Task {
     }
 
     /// Watches the source for changes (inotify); the periodic checkpoint remains the fallback.
-    fn watch_source(&self, changes: &mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    fn watch_source(&self, changes: &mpsc::Sender<bool>) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher;
         let changes = changes.clone();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok_and(|e| !e.kind.is_access()) {
+            if let Some(kind) = event.ok().map(|e| e.kind).filter(|k| !k.is_access()) {
                 // Full means a checkpoint is already coming.
-                let _ = changes.try_send(());
+                let _ = changes.try_send(completes_a_write(&kind));
             }
         })
         .map_err(|e| tracing::warn!(error = %e, "cannot watch for changes; rescanning every interval_ms only"))

@@ -19,10 +19,16 @@ impl Task {
         self.next_checkpoint = started + Duration::from_millis(self.config.interval_ms);
         self.last_checkpoint = Some(started);
         // After a promotion the service starts from the applied checkpoint: unchanged, it
-        // needs no new one.
-        let previous = self
-            .last_taken
-            .or_else(|| self.applied.borrow().as_ref().map(|a| a.root));
+        // needs no new one — if the chain recorded it as its latest. One the old active
+        // announced but never recorded (or an older one) is recorded now, under this epoch, so
+        // the standbys follow the data this node serves.
+        let previous = self.last_taken.or_else(|| {
+            self.applied
+                .borrow()
+                .as_ref()
+                .filter(|a| input.chain.latest == Some((a.sequence, a.root)))
+                .map(|a| a.root)
+        });
         let dictionary = self.dictionary.clone();
         let taken = match self
             .producer
@@ -50,6 +56,15 @@ impl Task {
             .await
         {
             tracing::warn!(error = %e, "cannot announce a checkpoint");
+        }
+        // Durable before the chain records it (members fetch from this store after a crash).
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return tracing::warn!(service = %self.service, error = %e, "checkpoint not recorded: the chunk store cannot be flushed")
+            }
+            Err(e) => return tracing::warn!(error = %e, "flushing the chunk store failed"),
         }
         let call = RuntimeCall::Checkpoints(pallet_checkpoints::Call::Submit {
             service: self.service.clone(),

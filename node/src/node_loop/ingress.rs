@@ -84,6 +84,26 @@ impl NodeClient {
             .map_err(|_| NodeStopped)?;
         rx.await.map_err(|_| NodeStopped)
     }
+
+    /// Has the replication task fetch checkpoint `root`, asking `prefer` first.
+    async fn fetch(
+        &self,
+        root: H256,
+        prefer: Option<PeerId>,
+        timeout: std::time::Duration,
+    ) -> Result<Result<Manifest, String>, NodeStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.fetches
+            .send(FetchCommand {
+                root,
+                prefer,
+                timeout,
+                reply,
+            })
+            .await
+            .map_err(|_| NodeStopped)?;
+        rx.await.map_err(|_| NodeStopped)
+    }
 }
 
 #[async_trait::async_trait]
@@ -172,16 +192,17 @@ impl NodeApi for NodeClient {
         root: H256,
         timeout: std::time::Duration,
     ) -> Result<Result<Manifest, String>, NodeStopped> {
-        let (reply, rx) = oneshot::channel();
-        self.fetches
-            .send(FetchCommand {
-                root,
-                timeout,
-                reply,
-            })
+        self.fetch(root, None, timeout).await
+    }
+
+    async fn fetch_checkpoint_from(
+        &self,
+        root: H256,
+        holder: AccountId,
+        timeout: std::time::Duration,
+    ) -> Result<Result<Manifest, String>, NodeStopped> {
+        self.fetch(root, crate::network::peer_id_of(&holder), timeout)
             .await
-            .map_err(|_| NodeStopped)?;
-        rx.await.map_err(|_| NodeStopped)
     }
 }
 
