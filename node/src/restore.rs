@@ -183,7 +183,7 @@ async fn assemble(
         }
     };
     let dictionary = match manifest.dictionary {
-        Some(id) => Some(Arc::new(dictionary(carrier, cache, id, &received).await?)),
+        Some(id) => Some(dictionary(carrier, cache, id, &received).await?),
         None => None,
     };
     let assembly = {
@@ -252,9 +252,9 @@ async fn dictionary(
     cache: Option<&Arc<ChunkStore>>,
     id: H256,
     received: &AtomicU64,
-) -> Result<Dictionary> {
+) -> Result<Arc<Dictionary>> {
     if let Some(d) = cache.and_then(|c| c.dictionary(&id).ok()) {
-        return Ok(Dictionary::new(d.bytes().to_vec()));
+        return Ok(d);
     }
     let bytes = carrier
         .send(&TransferRequest::Objects { ids: vec![id] })
@@ -273,7 +273,7 @@ async fn dictionary(
     if let Some(cache) = cache {
         cache.put_encoded(&id, &encoded)?;
     }
-    Ok(Dictionary::new(plain))
+    Ok(Arc::new(Dictionary::new(plain)))
 }
 
 /// What the workers of one restore share.

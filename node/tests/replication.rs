@@ -1052,15 +1052,9 @@ fn replication_benchmark() {
                 &rpc,
             ],
         );
-        let secs = started.elapsed().as_secs_f64();
-        let size: u64 = files(&out.path().join("svc"))
-            .values()
-            .map(|b| b.len() as u64)
-            .sum();
         println!(
-            "drchain restore of checkpoint {sequence} ({:.1} MiB) from {via}, {holds}: {secs:.2} s, {:.0} MB/s end to end\n  {}",
-            size as f64 / (1 << 20) as f64,
-            size as f64 / 1e6 / secs,
+            "drchain restore of checkpoint {sequence} {} from {via}, {holds}\n  {}",
+            speed(&out.path().join("svc"), started),
             report.trim()
         );
     }
@@ -1091,17 +1085,24 @@ fn replication_benchmark() {
             "--target",
             into.to_str().unwrap()
         ]));
-        let secs = started.elapsed().as_secs_f64();
-        let size: u64 = files(&into.join(data.strip_prefix("/").unwrap()))
-            .values()
-            .map(|b| b.len() as u64)
-            .sum();
         println!(
-            "restic restore of the same files ({:.1} MiB) from a local repository: {secs:.2} s, {:.0} MB/s end to end",
-            size as f64 / (1 << 20) as f64,
-            size as f64 / 1e6 / secs,
+            "restic restore of the same files {} from a local repository",
+            speed(&into.join(data.strip_prefix("/").unwrap()), started)
         );
+    } else {
+        println!("restic: init or backup failed");
     }
+}
+
+/// `(N MiB): S s, M MB/s end to end` for the files under `dir`, written since `started`.
+fn speed(dir: &Path, started: Instant) -> String {
+    let secs = started.elapsed().as_secs_f64();
+    let size: u64 = files(dir).values().map(|b| b.len() as u64).sum();
+    format!(
+        "({:.1} MiB): {secs:.2} s, {:.0} MB/s end to end",
+        size as f64 / (1 << 20) as f64,
+        size as f64 / 1e6 / secs
+    )
 }
 
 /// A 4 KiB page: half varying bytes, half text (compresses about 2:1, like database pages).

@@ -251,6 +251,43 @@ mod tests {
     }
 
     #[test]
+    fn chunks_compressed_with_a_dictionary_need_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path().join("store")).unwrap();
+        let samples: Vec<Vec<u8>> = (0..200u64)
+            .map(|i| {
+                format!("row {i}; status=shipped; warehouse=eu-west-{}", i % 7)
+                    .repeat(40)
+                    .into_bytes()
+            })
+            .collect();
+        let dictionary = Dictionary::train(&samples).expect("trained");
+        let data = samples[3].clone();
+        let (id, _) = store.put(&data, Some(&dictionary)).unwrap();
+        let manifest = Manifest::new(
+            ChunkingParams::default(),
+            Some(dictionary.id()),
+            vec![crate::manifest::FileEntry {
+                path: "f".to_owned(),
+                mode: 0o644,
+                chunks: vec![crate::manifest::ChunkRef {
+                    id,
+                    len: data.len() as u32,
+                }],
+            }],
+        );
+        let out = dir.path().join("out");
+        let assembly = Assembly::create(&manifest, &out).unwrap();
+        let encoded = store.get_encoded(&id).unwrap();
+        assert!(assembly.place_encoded(&id, &encoded, None).is_err());
+        assert!(assembly
+            .place_encoded(&id, &encoded, Some(&dictionary))
+            .unwrap());
+        assembly.finish().unwrap();
+        assert_eq!(fs::read(out.join("f")).unwrap(), data);
+    }
+
+    #[test]
     fn an_existing_directory_is_not_written_into() {
         let (dir, _store, manifest) = source();
         let out = dir.path().join("out");
