@@ -17,6 +17,7 @@ use parity_scale_codec::{Decode, Encode};
 
 use drchain_consensus::codec::{decode_bounded, WireCertificate, MAX_MESSAGE_BYTES};
 use drchain_consensus::state_sync::{StateSyncRequest, StateSyncResponse};
+use drchain_replication::push::{CheckpointPush, MAX_PUSH_BYTES};
 use drchain_replication::transfer::{self, TransferRequest, TransferResponse};
 
 use crate::discovery::{PeersAnswer, PeersRequest, MAX_ANSWER_BYTES};
@@ -109,6 +110,12 @@ pub type ReplicationCodec = FramedCodec<
     { transfer::MAX_RESPONSE_BYTES },
 >;
 
+/// The active node's checkpoint pushes (`drchain_replication::push`), answered with nothing:
+/// a protocol of its own, so its larger requests come with few streams at a time.
+pub type PushCodec = FramedCodec<CheckpointPush, (), MAX_PUSH_BYTES, 0>;
+/// Pushes read from one connection at once at most (each buffers up to `MAX_PUSH_BYTES`).
+const MAX_CONCURRENT_PUSHES: usize = 4;
+
 #[async_trait::async_trait]
 impl<Req, Resp, const MAX_REQUEST: usize, const MAX_RESPONSE: usize> request_response::Codec
     for FramedCodec<Req, Resp, MAX_REQUEST, MAX_RESPONSE>
@@ -171,6 +178,8 @@ pub struct Behaviour {
     pub sync: request_response::Behaviour<SyncCodec>,
     /// Replication: checkpoints' manifests and chunks between members.
     pub replication: request_response::Behaviour<ReplicationCodec>,
+    /// Replication: the active's new checkpoints, pushed to the service's candidates.
+    pub replication_push: request_response::Behaviour<PushCodec>,
     /// Members' addresses, from the members they are connected to.
     pub peers: request_response::Behaviour<PeersCodec>,
     /// State sync for joining nodes.
@@ -390,6 +399,15 @@ pub fn build_swarm(
                 )],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
             );
+            let replication_push = request_response::Behaviour::new(
+                [(
+                    StreamProtocol::new("/drchain/replication-push/1"),
+                    request_response::ProtocolSupport::Full,
+                )],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(10))
+                    .with_max_concurrent_streams(MAX_CONCURRENT_PUSHES),
+            );
             let peers = request_response::Behaviour::new(
                 [(
                     StreamProtocol::new("/drchain/peers/1"),
@@ -414,6 +432,7 @@ pub fn build_swarm(
                 gossipsub,
                 sync,
                 replication,
+                replication_push,
                 peers,
                 state_sync,
                 identify,

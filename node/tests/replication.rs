@@ -1058,6 +1058,9 @@ fn replication_benchmark() {
             report.trim()
         );
     }
+    // With DRCHAIN_TEST_LOGS set, the nodes' logs are kept (with debug logging: where the time
+    // of each write goes).
+    let _ = c.dump();
     // restic on the same files: back up the active's source, restore from the local repository.
     let restic = |args: &[&str]| {
         std::process::Command::new("restic")

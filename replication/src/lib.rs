@@ -18,6 +18,7 @@ pub mod compress;
 pub mod error;
 pub mod manifest;
 pub mod materialize;
+pub mod push;
 pub mod snapshot;
 pub mod store;
 #[doc(hidden)]

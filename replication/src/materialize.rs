@@ -143,17 +143,6 @@ pub fn materialize_after(
     Ok(done)
 }
 
-/// Writes `manifest`'s files from `store` into the new directory `dir` and makes them durable
-/// (for a plain copy, as `drchain restore` writes; the caller renames it into place).
-pub fn write_checkpoint(
-    manifest: &Manifest,
-    store: &ChunkStore,
-    dir: &Path,
-) -> Result<(), ReplicationError> {
-    write_files(manifest, store, dir, None)?;
-    sync_filesystem(dir)
-}
-
 /// Writes the files of `manifest` into `staging`; a file unchanged from `previous` (the
 /// manifest and directory of the checkpoint shown now) is hard-linked from there.
 fn write_files(

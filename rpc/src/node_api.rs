@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use drchain_consensus::pool::PoolError;
 use drchain_consensus::store::kv::KeyValueDb;
+use drchain_replication::push::CheckpointPush;
 use drchain_replication::{ChunkStore, Manifest};
 use drchain_runtime::{EventRecord, Header, UncheckedExtrinsic};
 use drchain_support::{AccountId, ServiceName, H256};
@@ -132,6 +133,13 @@ pub trait NodeApi: Send + Sync + std::fmt::Debug + 'static {
         sequence: u64,
         root: H256,
     ) -> Result<(), NodeStopped>;
+    /// Pushes checkpoint `push` (its manifest and new objects) to the service's connected
+    /// candidates, which store it and tell their agents as an announcement. Without a push
+    /// path: announces it.
+    async fn push_checkpoint(&self, push: CheckpointPush) -> Result<(), NodeStopped> {
+        self.announce_checkpoint(push.service, push.sequence, push.root)
+            .await
+    }
     /// Checkpoints announced by members, from now on.
     fn subscribe_announcements(&self) -> broadcast::Receiver<Announcement>;
     /// The database's size and its disk's free space, measured now; `None` where the node

@@ -7,11 +7,13 @@
 use std::fs;
 use std::time::Duration;
 
+use drchain_replication::push::CheckpointPush;
 use drchain_replication::testdata::pseudo_random;
 use drchain_replication::{materialize, snapshot_dir, ChunkingParams};
 use drchain_rpc::NodeApi;
 use drchain_runtime::dev::{dev_account, dev_key};
 use drchain_runtime::pallet_membership;
+use drchain_runtime::support::{Health, ServiceName};
 use drchain_tests::net::TestNetwork;
 use ed25519_dalek::SigningKey;
 
@@ -124,4 +126,85 @@ async fn a_standby_fetches_a_checkpoint_from_members_and_a_non_member_gets_nothi
         .await
         .unwrap();
     assert!(refused.is_err(), "a revoked member got a checkpoint");
+}
+
+/// The active node pushes a checkpoint with what is new in it; a candidate keeps it (and tells
+/// its agent) only from the node holding the service on chain. Another member's push, for the
+/// same service, is dropped: nobody else can make a candidate store anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_checkpoint_is_kept_only_from_the_node_holding_the_service() {
+    let net = TestNetwork::local_validators().await;
+    net.wait_for_height(&[0, 1, 2, 3], 1, WAIT).await;
+    let service = ServiceName::new("demo-db").unwrap();
+    let client = |i: usize| net.nodes[i].handle.as_ref().unwrap().client();
+    let (alice, bob, dave) = (client(0), client(1), client(3));
+
+    // Alice, a candidate of demo-db (alice, bob, charlie), reports healthy and is elected.
+    let heartbeat = drchain_runtime::RuntimeCall::ServiceStatus(
+        drchain_runtime::pallet_service_status::Call::Heartbeat {
+            service: service.clone(),
+            epoch_seen: 0,
+            health: Health::Healthy,
+            applied_checkpoint: None,
+        },
+    );
+    let x = drchain_runtime::UncheckedExtrinsic::sign(
+        &dev_key("alice"),
+        &net.genesis.hash(),
+        0,
+        heartbeat,
+    );
+    net.submit_until_finalized(0, x).await;
+
+    let push_of = |node: &drchain_node::node_loop::NodeClient, seed: u8| {
+        let source = tempfile::tempdir().unwrap();
+        fs::write(
+            source.path().join("rows"),
+            pseudo_random(100_000, u64::from(seed)),
+        )
+        .unwrap();
+        let store = node.chunk_store();
+        let (manifest, _) =
+            snapshot_dir(source.path(), &store, ChunkingParams::default(), None).unwrap();
+        CheckpointPush::build(&store, service.clone(), 1, &manifest, None)
+            .unwrap()
+            .expect("small enough to push")
+    };
+
+    // Dave holds nothing: bob drops his push.
+    let forged = push_of(&dave, 1);
+    dave.push_checkpoint(forged.clone()).await.unwrap();
+
+    // Alice's push reaches bob, who stores it and announces it to his agent.
+    let mut announced = bob.subscribe_announcements();
+    let push = push_of(&alice, 2);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while bob.chunk_store().manifest(&push.root).is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob never kept alice's push"
+        );
+        // Until a block elects alice, her pushes are dropped too.
+        alice.push_checkpoint(push.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let announcement = tokio::time::timeout(WAIT, announced.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (announcement.from, announcement.root),
+        (dev_account("alice"), push.root)
+    );
+    for (id, _) in &push.objects {
+        assert!(bob.chunk_store().contains(id));
+    }
+    // Dave is no candidate: alice does not push to him.
+    assert!(dave.chunk_store().manifest(&push.root).is_err());
+
+    // Dave's push, sent again now that alice holds the service, is still dropped.
+    dave.push_checkpoint(forged.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(bob.chunk_store().manifest(&forged.root).is_err());
+    assert!(!bob.chunk_store().contains(&forged.objects[0].0));
 }

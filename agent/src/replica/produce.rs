@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drchain_replication::compress::{measure, train_and_measure, DictionaryGain};
+use drchain_replication::push::CheckpointPush;
 use drchain_replication::Manifest;
 use drchain_runtime::pallet_checkpoints;
 use drchain_runtime::RuntimeCall;
@@ -48,13 +49,30 @@ impl Task {
         let root = taken.manifest.root();
         let latest = input.chain.latest.map(|(s, _)| s);
         let sequence = latest.max(self.last_submitted).map_or(1, |s| s + 1);
-        // Standbys start fetching now, while the block that records it is being decided.
-        if let Err(e) = self
-            .ctx
-            .node
-            .announce_checkpoint(self.service.clone(), sequence, root)
+        // Standbys get it now, while the block that records it is being decided: pushed with
+        // what is new in it when that is small, else announced (they fetch it).
+        let push = {
+            let (store, service, manifest) = (
+                self.store.clone(),
+                self.service.clone(),
+                taken.manifest.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                let previous = previous.and_then(|root| store.manifest(&root).ok());
+                CheckpointPush::build(&store, service, sequence, &manifest, previous.as_ref())
+            })
             .await
-        {
+        };
+        let sent = match push {
+            Ok(Ok(Some(push))) => self.ctx.node.push_checkpoint(push).await,
+            _ => {
+                self.ctx
+                    .node
+                    .announce_checkpoint(self.service.clone(), sequence, root)
+                    .await
+            }
+        };
+        if let Err(e) = sent {
             tracing::warn!(error = %e, "cannot announce a checkpoint");
         }
         // Durable before the chain records it (members fetch from this store after a crash).

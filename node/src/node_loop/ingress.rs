@@ -15,6 +15,7 @@ use crate::network::{self};
 use crate::replication::FetchCommand;
 use crate::rocks::RocksDb;
 use drchain_consensus::pool::PoolError;
+use drchain_replication::push::CheckpointPush;
 use drchain_replication::{ChunkStore, Manifest};
 use drchain_rpc::{Announcement, ChainStatus, FinalizedBlock, NodeApi, NodeStopped, PeerInfo};
 
@@ -33,6 +34,8 @@ pub(super) enum Command {
         sequence: u64,
         root: H256,
     },
+    /// Push a checkpoint this node took to the service's connected candidates.
+    Push(Box<CheckpointPush>),
 }
 
 /// A running node, for the binary and for in-process tests.
@@ -156,6 +159,13 @@ impl NodeApi for NodeClient {
                 sequence,
                 root,
             })
+            .await
+            .map_err(|_| NodeStopped)
+    }
+
+    async fn push_checkpoint(&self, push: CheckpointPush) -> Result<(), NodeStopped> {
+        self.commands
+            .send(Command::Push(Box::new(push)))
             .await
             .map_err(|_| NodeStopped)
     }
@@ -304,6 +314,7 @@ impl NodeLoop {
                 sequence,
                 root,
             } => self.announce(service, sequence, root),
+            Command::Push(push) => self.push(*push),
             Command::NextNonce(account, reply) => {
                 let chain = {
                     let state = self.driver.store().state();

@@ -64,6 +64,9 @@ const FINALIZED_BACKLOG: usize = 1024;
 /// Checkpoint announcements kept for a subscriber that is behind (one per checkpoint of each
 /// service: far more than a standby needs, as it only wants the newest).
 const ANNOUNCEMENT_BACKLOG: usize = 256;
+/// Checkpoint pushes received and waiting to be stored, at most (each up to
+/// `drchain_replication::push::MAX_PUSH_BYTES`).
+const PUSHES_WAITING: usize = 4;
 
 /// How to run a node.
 #[derive(Debug, Clone)]
@@ -154,6 +157,13 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let (announcements, _) = broadcast::channel(ANNOUNCEMENT_BACKLOG);
     // Bounded by MAX_SYNC_SERVING answers in flight.
     let (sync_answers, sync_answers_rx) = mpsc::unbounded_channel();
+    let (pushes, pushes_rx) = mpsc::channel(PUSHES_WAITING);
+    tokio::spawn(crate::replication::receive_pushes(
+        chunk_store.clone(),
+        pushes_rx,
+        announcements.clone(),
+        task_out.clone(),
+    ));
     tokio::spawn(
         ReplicationTask::new(chunk_store.clone(), peers_rx, task_out).run(task_in, fetches_rx),
     );
@@ -186,7 +196,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         outbox: network::TransactionBatch::default(),
         last_gossip: Instant::now(),
         flush_at: None,
-        replication: ReplicationLink::new(to_task, peers_tx, announcements.clone()),
+        replication: ReplicationLink::new(to_task, pushes, peers_tx, announcements.clone()),
         discovery: crate::discovery::Discovery::default(),
         state_sync,
     };

@@ -1,0 +1,224 @@
+//! The active node's push of a new checkpoint: its manifest and the objects that are new in it,
+//! sent to the service's candidates as soon as it is taken. A standby that holds the previous
+//! checkpoint then has everything and applies it without a request round trip. A push is
+//! bounded ([`MAX_PUSH_BYTES`]); a larger checkpoint is announced and fetched instead, and
+//! whatever a push lacks is fetched as usual.
+
+use std::collections::BTreeSet;
+
+use drchain_support::{ServiceName, H256};
+use parity_scale_codec::{Decode, DecodeLimit, Encode};
+
+use crate::error::ReplicationError;
+use crate::manifest::Manifest;
+use crate::store::ChunkStore;
+
+/// Largest push, encoded. Sized for the checkpoints that matter for latency (a few changed
+/// chunks and the manifest of a service of some tens of MiB) while keeping what a member can
+/// make another buffer small.
+pub const MAX_PUSH_BYTES: usize = 256 * 1024;
+
+/// Checkpoint `sequence` of `service`, pushed by the node that took it.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct CheckpointPush {
+    /// The service.
+    pub service: ServiceName,
+    /// The sequence it is submitting the checkpoint under.
+    pub sequence: u64,
+    /// Its manifest root.
+    pub root: H256,
+    /// The manifest's canonical bytes.
+    pub manifest: Vec<u8>,
+    /// Objects new in this checkpoint (its dictionary first, if new), encoded as stored.
+    pub objects: Vec<(H256, Vec<u8>)>,
+}
+
+/// Why a received push was not kept.
+#[derive(Debug, thiserror::Error)]
+pub enum PushRejected {
+    /// The sender sent bytes that do not match their names or the manifest.
+    #[error("bad push: {reason}")]
+    Bad {
+        /// What was wrong.
+        reason: String,
+    },
+    /// This node could not store it (its disk).
+    #[error("cannot store a push: {0}")]
+    Local(ReplicationError),
+}
+
+impl CheckpointPush {
+    /// The push of `manifest` (checkpoint `sequence` of `service`, in `store`) carrying the
+    /// objects `previous` did not use; `None` when it would exceed [`MAX_PUSH_BYTES`].
+    pub fn build(
+        store: &ChunkStore,
+        service: ServiceName,
+        sequence: u64,
+        manifest: &Manifest,
+        previous: Option<&Manifest>,
+    ) -> Result<Option<Self>, ReplicationError> {
+        let manifest_bytes = manifest.to_bytes();
+        let mut size = manifest_bytes.len() + 128;
+        if size > MAX_PUSH_BYTES {
+            return Ok(None);
+        }
+        let had: BTreeSet<H256> = previous
+            .map(|m| m.chunk_ids().into_iter().chain(m.dictionary).collect())
+            .unwrap_or_default();
+        let new = manifest
+            .dictionary
+            .into_iter()
+            .chain(manifest.chunk_ids())
+            .filter(|id| !had.contains(id));
+        let mut objects = vec![];
+        for id in new {
+            let encoded = store.get_encoded(&id)?;
+            size += encoded.len() + 40;
+            if size > MAX_PUSH_BYTES {
+                return Ok(None);
+            }
+            objects.push((id, encoded));
+        }
+        Ok(Some(Self {
+            service,
+            sequence,
+            root: manifest.root(),
+            manifest: manifest_bytes,
+            objects,
+        }))
+    }
+
+    /// Decodes a push from a peer, refusing oversized ones.
+    pub fn decode_bounded(bytes: &[u8]) -> Result<Self, ReplicationError> {
+        let bad = |reason: String| ReplicationError::BadMessage {
+            reason: format!("checkpoint push: {reason}"),
+        };
+        if bytes.len() > MAX_PUSH_BYTES {
+            return Err(bad(format!(
+                "{} bytes, more than {MAX_PUSH_BYTES}",
+                bytes.len()
+            )));
+        }
+        let mut input = bytes;
+        let push = Self::decode_with_depth_limit(8, &mut input).map_err(|e| bad(e.to_string()))?;
+        if !input.is_empty() {
+            return Err(bad(format!("{} trailing bytes", input.len())));
+        }
+        Ok(push)
+    }
+
+    /// Verifies the push and keeps it in `store`: the manifest against the root, every object
+    /// against its name, and each must be the manifest's dictionary or one of its chunks (a
+    /// push cannot fill the store with anything else).
+    pub fn store(&self, store: &ChunkStore) -> Result<(), PushRejected> {
+        let bad = |reason: String| PushRejected::Bad { reason };
+        let manifest = match store.put_manifest_bytes(&self.root, &self.manifest) {
+            Ok(m) => m,
+            Err(
+                e @ (ReplicationError::ManifestRootMismatch { .. }
+                | ReplicationError::BadManifest { .. }),
+            ) => return Err(bad(format!("manifest: {e}"))),
+            Err(e) => return Err(PushRejected::Local(e)),
+        };
+        let chunks = manifest.chunk_ids();
+        for (id, encoded) in &self.objects {
+            let wanted = manifest.dictionary == Some(*id) || chunks.contains(id);
+            if !wanted {
+                return Err(bad(format!(
+                    "object {id} is not part of checkpoint {}",
+                    self.root
+                )));
+            }
+            match store.put_encoded(id, encoded) {
+                Ok(()) => {}
+                Err(e @ ReplicationError::BadChunk { .. }) => return Err(bad(e.to_string())),
+                // Its dictionary is neither here nor pushed: the fetch gets both.
+                Err(ReplicationError::Missing { .. }) => {}
+                Err(e) => return Err(PushRejected::Local(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::ChunkingParams;
+    use crate::manifest::missing;
+    use crate::snapshot::snapshot_dir;
+    use crate::testdata::pseudo_random;
+
+    fn service() -> ServiceName {
+        ServiceName::new("db").unwrap()
+    }
+
+    #[test]
+    fn a_push_carries_what_is_new_and_completes_a_standby_that_held_the_previous_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        std::fs::create_dir(&source).unwrap();
+        std::fs::write(source.join("big"), pseudo_random(200_000, 1)).unwrap();
+        let active = ChunkStore::open(dir.path().join("active")).unwrap();
+        let standby = ChunkStore::open(dir.path().join("standby")).unwrap();
+        let (first, _) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
+        let push = CheckpointPush::build(&active, service(), 1, &first, None)
+            .unwrap()
+            .expect("fits");
+        push.store(&standby).unwrap();
+        assert!(missing(&first, |id| standby.contains(id)).is_empty());
+
+        std::fs::write(source.join("small"), b"a 4 KiB write, or so").unwrap();
+        let (second, _) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
+        let push = CheckpointPush::build(&active, service(), 2, &second, Some(&first))
+            .unwrap()
+            .expect("fits");
+        assert_eq!(push.objects.len(), 1, "only the new chunk travels");
+        let decoded = CheckpointPush::decode_bounded(&push.encode()).unwrap();
+        decoded.store(&standby).unwrap();
+        assert_eq!(standby.manifest(&second.root()).unwrap(), second);
+        assert!(missing(&second, |id| standby.contains(id)).is_empty());
+    }
+
+    #[test]
+    fn a_bad_or_foreign_object_or_manifest_is_refused_and_a_large_checkpoint_is_not_pushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        std::fs::create_dir(&source).unwrap();
+        std::fs::write(source.join("f"), pseudo_random(50_000, 2)).unwrap();
+        let active = ChunkStore::open(dir.path().join("active")).unwrap();
+        let standby = ChunkStore::open(dir.path().join("standby")).unwrap();
+        let (manifest, _) =
+            snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
+        let good = CheckpointPush::build(&active, service(), 1, &manifest, None)
+            .unwrap()
+            .unwrap();
+
+        let mut corrupt = good.clone();
+        if let Some(byte) = corrupt.objects[0].1.last_mut() {
+            *byte ^= 1;
+        }
+        let mut foreign = good.clone();
+        let (id, _) = active.put(b"not in the checkpoint", None).unwrap();
+        foreign.objects.push((id, active.get_encoded(&id).unwrap()));
+        let mut wrong_root = good.clone();
+        wrong_root.root = H256([7; 32]);
+        for push in [corrupt, foreign, wrong_root] {
+            assert!(matches!(
+                push.store(&standby),
+                Err(PushRejected::Bad { .. })
+            ));
+        }
+        assert!(!standby.contains(&id));
+
+        let oversized = vec![0u8; MAX_PUSH_BYTES + 1];
+        assert!(CheckpointPush::decode_bounded(&oversized).is_err());
+        std::fs::write(source.join("big"), pseudo_random(2 * MAX_PUSH_BYTES, 3)).unwrap();
+        let (big, _) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
+        assert!(
+            CheckpointPush::build(&active, service(), 2, &big, Some(&manifest))
+                .unwrap()
+                .is_none()
+        );
+    }
+}
