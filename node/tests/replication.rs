@@ -640,9 +640,30 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
     // The service goes on at the new active, which records checkpoints under its epoch.
     *target.lock().unwrap() = Some((second, c.node(second).data()));
     let after = *checkpoints.keys().last().unwrap();
-    c.wait_for("the new active recorded no checkpoint", || {
-        (*c.checkpoints().keys().last()? > after).then_some(())
+    let first_new = c.wait_for("the new active recorded no checkpoint", || {
+        let latest = *c.checkpoints().keys().last()?;
+        (latest > after).then_some(latest)
     });
+    // The remaining standby follows the new active: whatever the dead one had pushed it and
+    // no block recorded is gone from its target, which shows what the chain recorded.
+    let third = CANDIDATES
+        .into_iter()
+        .find(|n| *n != first && *n != second)
+        .unwrap();
+    // The client pauses so the data settles: the standby acknowledges the last checkpoint.
+    *target.lock().unwrap() = None;
+    c.wait_for(
+        "the remaining standby never acknowledged the new active's last checkpoint",
+        || {
+            let latest = *c.checkpoints().keys().last()?;
+            let settled = latest >= first_new
+                && c.acks().get(third) == Some(&latest)
+                && shown_checkpoint(&c.node(third).replica()).0 == latest;
+            settled.then_some(())
+        },
+    );
+    assert_target_is_a_recorded_checkpoint(&c, third);
+    *target.lock().unwrap() = Some((second, c.node(second).data()));
 
     // The dead node returns: it drops its dead branch and follows as a standby.
     let restart = NAMES.iter().position(|n| *n == first).unwrap();
