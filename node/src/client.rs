@@ -283,10 +283,13 @@ pub fn signing_key(key: Option<&std::path::Path>, dev: Option<&str>) -> Result<S
 const NONCE_ATTEMPTS: u32 = 5;
 
 /// Whether `e` says the transaction's nonce was already used (the runtime's
-/// `TransactionError::StaleNonce`, refused at submission or dropped from a later block).
+/// `TransactionError::StaleNonce`, refused at submission or dropped from a later block) or is
+/// held by a transaction waiting in the node's pool (`PoolError::NonceTaken`). Either way ours
+/// was not accepted.
 fn nonce_was_taken(e: &anyhow::Error) -> bool {
     let text = format!("{e:#}");
     text.contains("already used; next is")
+        || text.contains("already taken by a pending transaction")
 }
 
 /// Signs `call` with `key`, submits it and waits until it is finalized. Without a fixed
@@ -314,8 +317,8 @@ pub async fn sign_and_watch(
         match submit_and_watch(client, &x, timeout).await {
             Ok(outcome) => return Ok((outcome, next)),
             // Another holder of the key (the node's own agent, say) took the nonce we read.
-            // Ours was never included — the nonce is spent — so signing again with the next
-            // one cannot execute the call twice.
+            // Ours was refused or never included, so signing again with the next one cannot
+            // execute the call twice.
             Err(e) if nonce.is_none() && nonce_was_taken(&e) && attempt < NONCE_ATTEMPTS => {
                 eprintln!("nonce {next} was taken by another transaction of {signer}; retrying");
                 attempt += 1;
@@ -400,5 +403,17 @@ mod tests {
         assert!(nonce_was_taken(&refused));
         let other = anyhow::anyhow!("{}", TransactionError::BadSignature);
         assert!(!nonce_was_taken(&other));
+    }
+
+    #[test]
+    fn a_nonce_held_by_a_pending_transaction_is_taken_too() {
+        // The node's own agent signed with the same key a moment before: the pool refuses ours.
+        let pending = drchain_consensus::pool::PoolError::NonceTaken {
+            sender: drchain_runtime::dev::dev_account("alice"),
+            nonce: 29,
+        };
+        let refused =
+            anyhow::anyhow!("transaction refused: {pending}").context("submitting the transaction");
+        assert!(nonce_was_taken(&refused));
     }
 }

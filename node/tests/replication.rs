@@ -650,8 +650,10 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
         .into_iter()
         .find(|n| *n != first && *n != second)
         .unwrap();
-    // The client pauses so the data settles: the standby acknowledges the last checkpoint.
+    // The client pauses so the data settles: the active takes a last checkpoint (well within
+    // a second), and the standby acknowledges it.
     *target.lock().unwrap() = None;
+    std::thread::sleep(Duration::from_secs(1));
     c.wait_for(
         "the remaining standby never acknowledged the new active's last checkpoint",
         || {
