@@ -49,20 +49,22 @@ pub enum PushRejected {
 
 impl CheckpointPush {
     /// The push of `manifest` (checkpoint `sequence` of `service`, in `store`) carrying the
-    /// objects `previous` did not use; `None` when it would exceed [`MAX_PUSH_BYTES`].
+    /// objects the previous checkpoint did not use; `None` when it would exceed
+    /// [`MAX_PUSH_BYTES`]. `previous` gives that checkpoint's manifest; it is read only when
+    /// this one is small enough to push.
     pub fn build(
         store: &ChunkStore,
         service: ServiceName,
         sequence: u64,
         manifest: &Manifest,
-        previous: Option<&Manifest>,
+        previous: impl FnOnce() -> Option<Manifest>,
     ) -> Result<Option<Self>, ReplicationError> {
         let manifest_bytes = manifest.to_bytes();
         let mut size = manifest_bytes.len() + 128;
         if size > MAX_PUSH_BYTES {
             return Ok(None);
         }
-        let had: BTreeSet<H256> = previous
+        let had: BTreeSet<H256> = previous()
             .map(|m| m.chunk_ids().into_iter().chain(m.dictionary).collect())
             .unwrap_or_default();
         let new = manifest
@@ -162,7 +164,7 @@ mod tests {
         let active = ChunkStore::open(dir.path().join("active")).unwrap();
         let standby = ChunkStore::open(dir.path().join("standby")).unwrap();
         let (first, _) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
-        let push = CheckpointPush::build(&active, service(), 1, &first, None)
+        let push = CheckpointPush::build(&active, service(), 1, &first, || None)
             .unwrap()
             .expect("fits");
         push.store(&standby).unwrap();
@@ -170,7 +172,7 @@ mod tests {
 
         std::fs::write(source.join("small"), b"a 4 KiB write, or so").unwrap();
         let (second, _) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
-        let push = CheckpointPush::build(&active, service(), 2, &second, Some(&first))
+        let push = CheckpointPush::build(&active, service(), 2, &second, || Some(first.clone()))
             .unwrap()
             .expect("fits");
         assert_eq!(push.objects.len(), 1, "only the new chunk travels");
@@ -190,7 +192,7 @@ mod tests {
         let standby = ChunkStore::open(dir.path().join("standby")).unwrap();
         let (manifest, _) =
             snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
-        let good = CheckpointPush::build(&active, service(), 1, &manifest, None)
+        let good = CheckpointPush::build(&active, service(), 1, &manifest, || None)
             .unwrap()
             .unwrap();
 
@@ -216,7 +218,7 @@ mod tests {
         std::fs::write(source.join("big"), pseudo_random(2 * MAX_PUSH_BYTES, 3)).unwrap();
         let (big, _) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
         assert!(
-            CheckpointPush::build(&active, service(), 2, &big, Some(&manifest))
+            CheckpointPush::build(&active, service(), 2, &big, || Some(manifest.clone()))
                 .unwrap()
                 .is_none()
         );

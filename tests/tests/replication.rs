@@ -166,7 +166,7 @@ async fn a_pushed_checkpoint_is_kept_only_from_the_node_holding_the_service() {
         let store = node.chunk_store();
         let (manifest, _) =
             snapshot_dir(source.path(), &store, ChunkingParams::default(), None).unwrap();
-        CheckpointPush::build(&store, service.clone(), 1, &manifest, None)
+        CheckpointPush::build(&store, service.clone(), 1, &manifest, || None)
             .unwrap()
             .expect("small enough to push")
     };

@@ -58,8 +58,8 @@ impl Task {
                 taken.manifest.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                let previous = previous.and_then(|root| store.manifest(&root).ok());
-                CheckpointPush::build(&store, service, sequence, &manifest, previous.as_ref())
+                let previous = || previous.and_then(|root| store.manifest(&root).ok());
+                CheckpointPush::build(&store, service, sequence, &manifest, previous)
             })
             .await
         };
