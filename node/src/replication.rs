@@ -70,9 +70,10 @@ pub struct ReceivedPush {
     pub push: CheckpointPush,
 }
 
-/// Verifies and stores pushed checkpoints one at a time, then tells the agent as an
-/// announcement (the fetch that follows finds everything here). A push with bad bytes gets
-/// its sender disconnected; one this node cannot store is still announced (it is fetched).
+/// Verifies pushed checkpoints one at a time, tells the agent at once (an announcement
+/// carrying the verified checkpoint, which it can apply from memory), then stores them. A
+/// push with bad bytes gets its sender disconnected; one this node cannot verify or store is
+/// still announced (it is fetched).
 pub async fn receive_pushes(
     store: Arc<ChunkStore>,
     mut pushes: mpsc::Receiver<ReceivedPush>,
@@ -81,31 +82,40 @@ pub async fn receive_pushes(
 ) {
     while let Some(ReceivedPush { peer, from, push }) = pushes.recv().await {
         let store = store.clone();
+        let announcements = announcements.clone();
         let stored = tokio::task::spawn_blocking(move || {
-            let outcome = push.store(&store);
-            (push, outcome)
+            let mut announcement = Announcement {
+                from,
+                service: push.service.clone(),
+                sequence: push.sequence,
+                root: push.root,
+                pushed: None,
+            };
+            match push.verify(&store) {
+                Ok(verified) => {
+                    let verified = Arc::new(verified);
+                    announcement.pushed = Some(verified.clone());
+                    let _ = announcements.send(announcement);
+                    verified.store(&store).map_err(PushRejected::Local)
+                }
+                Err(e @ PushRejected::Bad { .. }) => Err(e),
+                Err(e @ PushRejected::Local(_)) => {
+                    let _ = announcements.send(announcement);
+                    Err(e)
+                }
+            }
         })
         .await;
-        let Ok((push, outcome)) = stored else {
-            continue;
-        };
-        match outcome {
-            Ok(()) => {}
-            Err(PushRejected::Bad { reason }) => {
+        match stored {
+            Ok(Ok(())) | Err(_) => {}
+            Ok(Err(PushRejected::Bad { reason })) => {
                 tracing::warn!(%peer, %reason, "peer pushed bad replication data; disconnecting");
                 let _ = out.send(NetOut::Disconnect { peer, reason });
-                continue;
             }
-            Err(e @ PushRejected::Local(_)) => {
+            Ok(Err(e @ PushRejected::Local(_))) => {
                 tracing::warn!(error = %e, "checkpoint push not stored")
             }
         }
-        let _ = announcements.send(Announcement {
-            from,
-            service: push.service,
-            sequence: push.sequence,
-            root: push.root,
-        });
     }
 }
 

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::validators::{bootnodes, NodeProcess};
+use drchain_replication::manifest::missing;
 use drchain_replication::{materialize, ChunkStore};
 use drchain_runtime::dev::dev_account;
 use drchain_support::H256;
@@ -500,10 +501,27 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
     let acked_before = c.acks()[standby];
     c.kill(standby);
     assert_target_is_a_recorded_checkpoint(&c, standby);
+    // Then as if the machine had lost power right after showing that checkpoint (shown
+    // before it is flushed): one of its files never reached the disk, and no flush completed.
+    let replica = c.node(standby).replica();
+    let shown_dir = std::fs::canonicalize(&replica).unwrap();
+    let file = std::fs::read_dir(&shown_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_file())
+        .expect("the target holds files");
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, vec![0u8; 100]).unwrap();
+    let versions = replica.with_file_name(".replica.checkpoints");
+    std::fs::write(versions.join(".durable"), "0-never-flushed").unwrap();
     c.spawn(NAMES.iter().position(|n| *n == standby).unwrap());
     c.wait_for("the restarted standby never caught up", || {
         (c.acks()[standby] >= acked_before + 3).then_some(())
     });
+    // It noticed and did not trust the torn checkpoint; what it shows now is whole.
+    let log = c.node(standby).dump(|l| l.contains("torn by an unclean stop"));
+    assert!(log.lines().count() > 1, "{log}");
+    assert_target_is_a_recorded_checkpoint(&c, standby);
     std::thread::sleep(Duration::from_millis(1500));
 
     // The active machine dies; its service (the client's writes) goes with it.
@@ -823,8 +841,20 @@ fn assert_target_is_a_recorded_checkpoint(c: &Cluster, name: &str) {
         c.checkpoints().get(&sequence).map(|(r, _)| *r)
     });
     assert_eq!(recorded, root, "{name} shows checkpoint {sequence}");
-    let store = ChunkStore::open(node.chunk_store()).unwrap();
-    let manifest = store.manifest(&root).unwrap();
+    // Its own store, or (a push applied from memory when the kill came before the store had
+    // it) the active's.
+    let stores = std::iter::once(name)
+        .chain(CANDIDATES.into_iter().filter(|n| *n != name))
+        .map(|n| ChunkStore::open(c.node(n).chunk_store()).unwrap());
+    let (store, manifest) = stores
+        .filter_map(|store| {
+            let manifest = store.manifest(&root).ok()?;
+            missing(&manifest, |id| store.contains(id))
+                .is_empty()
+                .then_some((store, manifest))
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no store holds checkpoint {sequence}"));
     let rebuilt = tempfile::tempdir().unwrap();
     let target = rebuilt.path().join("svc");
     materialize(&manifest, &store, &target, "check").unwrap();

@@ -1,23 +1,66 @@
-//! Applying a checkpoint: its files are written into a new directory beside the target, made
-//! durable, and then the target — a symbolic link — is switched to it with one rename. A
-//! reader of the target sees the previous checkpoint or the new one, never a mix, and a crash
-//! at any point leaves the previous one in place (the next apply removes the leftovers). The
-//! files are flushed with one `syncfs` before the directory is renamed into place.
+//! Applying a checkpoint: its files are written into a new directory beside the target and
+//! the target — a symbolic link — is switched to it with one rename. A reader of the target
+//! sees the previous checkpoint or the new one, never a mix.
+//!
+//! Visible first, durable next: [`materialize_after`] returns once the target shows the new
+//! checkpoint (a reader has it at once); [`make_durable`] then flushes the filesystem — files,
+//! the renamed directory and the switched link in one `syncfs` — and records the label as
+//! durable. Nothing may be acknowledged before that. After a crash in between, [`recover`]
+//! (run before the target is used) checks the shown checkpoint against its manifest, byte for
+//! byte, and goes back to the last durable one if anything is missing or torn: a crash at any
+//! point leaves a complete checkpoint in the target.
 //!
 //! Layout for a target `/srv/db`: `/srv/.db.checkpoints/<label>/…` holds the applied
-//! checkpoints (the current one and the one before it, for readers still inside it) and
+//! checkpoints (the current one, the one before it for readers still inside it, and the last
+//! durable one), `/srv/.db.checkpoints/.durable` names the last durable label, and
 //! `/srv/db -> .db.checkpoints/<label>`.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use drchain_support::H256;
+
 use crate::error::ReplicationError;
-use crate::manifest::Manifest;
+use crate::manifest::{FileEntry, Manifest};
 use crate::store::{sync_filesystem, ChunkStore};
 
 const STAGING: &str = ".staging";
+/// In the checkpoints directory: the label of the last checkpoint made durable.
+const DURABLE: &str = ".durable";
+
+/// Where an apply reads the plain bytes of a checkpoint's chunks.
+pub trait ChunkSource {
+    /// Chunk `id`, verified against its name.
+    fn chunk(&self, id: &H256) -> Result<Cow<'_, [u8]>, ReplicationError>;
+}
+
+impl ChunkSource for ChunkStore {
+    fn chunk(&self, id: &H256) -> Result<Cow<'_, [u8]>, ReplicationError> {
+        self.get(id).map(Cow::Owned)
+    }
+}
+
+/// Chunks verified in memory (a pushed checkpoint's), the store for the rest.
+#[derive(Debug)]
+pub struct WithChunks<'a> {
+    /// Plain bytes by name, each already verified against it.
+    pub verified: &'a HashMap<H256, Vec<u8>>,
+    /// Where the others are.
+    pub store: &'a ChunkStore,
+}
+
+impl ChunkSource for WithChunks<'_> {
+    fn chunk(&self, id: &H256) -> Result<Cow<'_, [u8]>, ReplicationError> {
+        match self.verified.get(id) {
+            Some(plain) => Ok(Cow::Borrowed(plain)),
+            None => self.store.get(id).map(Cow::Owned),
+        }
+    }
+}
 
 /// Where the checkpoints of `target` live, and the link's name there.
 fn layout(target: &Path) -> Result<(PathBuf, String), ReplicationError> {
@@ -57,37 +100,35 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> ReplicationError + '_ {
     move |e| ReplicationError::write(path, e)
 }
 
-fn sync_dir(path: &Path) -> Result<(), ReplicationError> {
-    fs::File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(io(path))
-}
-
-/// Writes `manifest`'s files from `store` and switches `target` to them under `label` (a
-/// name unique to the checkpoint, e.g. its sequence and root). Returns the directory the
-/// target now points to.
+/// Writes `manifest`'s files from `store`, switches `target` to them under `label` (a name
+/// unique to the checkpoint, e.g. its sequence and root) and makes that durable. Returns the
+/// directory the target now points to.
 pub fn materialize(
     manifest: &Manifest,
     store: &ChunkStore,
     target: &Path,
     label: &str,
 ) -> Result<PathBuf, ReplicationError> {
-    materialize_after(manifest, store, target, label, None)
+    let done = materialize_after(manifest, store, target, label, None)?;
+    make_durable(target)?;
+    Ok(done)
 }
 
 /// [`materialize`], knowing the manifest of the checkpoint the target shows now: a file
 /// whose chunks and mode did not change is hard-linked from it instead of written again, so
 /// applying a checkpoint costs what changed. (Applied checkpoints are read-only: a reader
 /// that needs to write copies the files out, as `on_promote` does.)
+///
+/// Returns once the target shows the checkpoint, before it is durable: call [`make_durable`]
+/// before acknowledging it.
 pub fn materialize_after(
     manifest: &Manifest,
-    store: &ChunkStore,
+    chunks: &dyn ChunkSource,
     target: &Path,
     label: &str,
     shown: Option<&Manifest>,
 ) -> Result<PathBuf, ReplicationError> {
-    if label.is_empty() || label.contains('/') || label.starts_with('.') || label.ends_with(STAGING)
-    {
+    if !is_label(label) {
         return Err(ReplicationError::BadManifest {
             reason: format!("checkpoint label {label:?}"),
         });
@@ -128,26 +169,169 @@ pub fn materialize_after(
             (Some(m), Some(l)) if l != label => Some((m, versions.join(l))),
             _ => None,
         };
-        let written = write_files(manifest, store, &staging, previous);
+        let written = write_files(manifest, chunks, &staging, previous);
         if let Err(e) = written {
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
         }
-        // Every file durable before the directory gets its final name: one flush for all.
-        sync_filesystem(&staging)?;
         fs::rename(&staging, &done).map_err(io(&done))?;
-        sync_dir(&versions)?;
     }
     switch_link(target, &versions, &versions_name, label)?;
-    remove_old(&versions, label)?;
     Ok(done)
+}
+
+/// Makes what the target shows durable — its files, its directory and the link, with one
+/// flush — and records its label as the last durable one.
+pub fn make_durable(target: &Path) -> Result<(), ReplicationError> {
+    let Some(label) = applied_label(target)? else {
+        return Ok(());
+    };
+    let (versions, _) = layout(target)?;
+    sync_filesystem(&versions)?;
+    // Not flushed itself: if it survives a crash, the flush before it completed; if it does
+    // not, [`recover`] checks the data instead.
+    let marker = versions.join(DURABLE);
+    let temp = versions.join(format!("{DURABLE}{STAGING}"));
+    fs::write(&temp, label.as_bytes()).map_err(io(&temp))?;
+    fs::rename(&temp, &marker).map_err(io(&marker))?;
+    // Off the path to showing a checkpoint: removing a directory costs a call per file.
+    remove_old(&versions, &label)
+}
+
+/// The label of the last checkpoint of `target` made durable, if recorded.
+pub fn durable_label(target: &Path) -> Result<Option<String>, ReplicationError> {
+    let (versions, _) = layout(target)?;
+    let marker = versions.join(DURABLE);
+    match fs::read(&marker) {
+        Ok(bytes) => Ok(String::from_utf8(bytes).ok().filter(|l| is_label(l))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ReplicationError::read(marker.display(), e)),
+    }
+}
+
+fn is_label(label: &str) -> bool {
+    !(label.is_empty() || label.contains('/') || label.starts_with('.') || label.ends_with(STAGING))
+}
+
+/// What [`recover`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// The target shows a durable checkpoint (or none).
+    Intact,
+    /// The shown checkpoint was not recorded durable but checks out: now it is.
+    Verified { label: String },
+    /// The shown checkpoint was torn or could not be checked: the target went back to the
+    /// last durable one, `to` (none: the target was removed and is applied again).
+    Reverted { from: String, to: Option<String> },
+}
+
+/// Run before the target is used after a start: if what it shows was not made durable (a
+/// crash came between switching and flushing), checks its files against the manifest
+/// `manifest_of(label)` gives and either makes it durable or goes back to the last durable
+/// checkpoint.
+pub fn recover(
+    target: &Path,
+    manifest_of: impl FnOnce(&str) -> Option<Manifest>,
+) -> Result<Recovery, ReplicationError> {
+    let shown = applied_label(target)?;
+    let durable = durable_label(target)?;
+    let (versions, versions_name) = layout(target)?;
+    // A directory neither shown nor durable may have been renamed into place before a crash
+    // and never flushed: it must not be taken for a complete checkpoint later.
+    if versions.is_dir() {
+        let keep = [shown.as_deref(), durable.as_deref()];
+        remove_old_except(&versions, &keep)?;
+    }
+    let Some(shown) = shown else {
+        return Ok(Recovery::Intact);
+    };
+    if durable.as_deref() == Some(shown.as_str()) {
+        return Ok(Recovery::Intact);
+    }
+    let dir = versions.join(&shown);
+    if manifest_of(&shown).is_some_and(|m| holds(&dir, &m)) {
+        make_durable(target)?;
+        return Ok(Recovery::Verified { label: shown });
+    }
+    let to = durable.filter(|l| versions.join(l).is_dir());
+    match &to {
+        Some(label) => switch_link(target, &versions, &versions_name, label)?,
+        None => fs::remove_file(target).map_err(io(target))?,
+    }
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    sync_filesystem(&versions)?;
+    Ok(Recovery::Reverted { from: shown, to })
+}
+
+/// Removes every checkpoint directory and leftover in `versions` but those named in `keep`.
+fn remove_old_except(versions: &Path, keep: &[Option<&str>]) -> Result<(), ReplicationError> {
+    for entry in
+        fs::read_dir(versions).map_err(|e| ReplicationError::read(versions.display(), e))?
+    {
+        let entry = entry.map_err(|e| ReplicationError::read(versions.display(), e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == DURABLE || keep.contains(&Some(&*name)) {
+            continue;
+        }
+        let path = entry.path();
+        fs::remove_dir_all(&path)
+            .or_else(|_| fs::remove_file(&path))
+            .map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+/// Whether `dir` holds exactly `manifest`'s files, byte for byte.
+fn holds(dir: &Path, manifest: &Manifest) -> bool {
+    let mut expected = 0usize;
+    for entry in &manifest.files {
+        expected += 1;
+        if !file_matches(&dir.join(&entry.path), entry) {
+            return false;
+        }
+    }
+    count_files(dir).is_some_and(|n| n == expected)
+}
+
+fn file_matches(path: &Path, entry: &FileEntry) -> bool {
+    let Ok(mut file) = fs::File::open(path) else {
+        return false;
+    };
+    if !file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() == entry.size())
+    {
+        return false;
+    }
+    let mut buffer = vec![];
+    entry.chunks.iter().all(|chunk| {
+        buffer.resize(chunk.len as usize, 0);
+        file.read_exact(&mut buffer).is_ok() && blake3::hash(&buffer).as_bytes() == &chunk.id.0
+    })
+}
+
+fn count_files(dir: &Path) -> Option<usize> {
+    let mut count = 0;
+    for entry in fs::read_dir(dir).ok()? {
+        let entry = entry.ok()?;
+        let kind = entry.file_type().ok()?;
+        if kind.is_dir() {
+            count += count_files(&entry.path())?;
+        } else {
+            count += 1;
+        }
+    }
+    Some(count)
 }
 
 /// Writes the files of `manifest` into `staging`; a file unchanged from `previous` (the
 /// manifest and directory of the checkpoint shown now) is hard-linked from there.
 fn write_files(
     manifest: &Manifest,
-    store: &ChunkStore,
+    chunks: &dyn ChunkSource,
     staging: &Path,
     previous: Option<(&Manifest, PathBuf)>,
 ) -> Result<(), ReplicationError> {
@@ -170,7 +354,7 @@ fn write_files(
         }
         let mut file = std::io::BufWriter::new(fs::File::create(&path).map_err(io(&path))?);
         for chunk in &entry.chunks {
-            let data = store.get(&chunk.id)?;
+            let data = chunks.chunk(&chunk.id)?;
             if data.len() != chunk.len as usize {
                 return Err(ReplicationError::BadChunk {
                     id: chunk.id,
@@ -192,15 +376,14 @@ fn switch_link(
     versions_name: &str,
     label: &str,
 ) -> Result<(), ReplicationError> {
-    let parent = versions.parent().unwrap_or(Path::new("."));
     let temp = versions.join(format!("link{STAGING}"));
     let _ = fs::remove_file(&temp);
     std::os::unix::fs::symlink(Path::new(versions_name).join(label), &temp).map_err(io(&temp))?;
-    fs::rename(&temp, target).map_err(io(target))?;
-    sync_dir(parent)
+    fs::rename(&temp, target).map_err(io(target))
 }
 
-/// Keeps the applied checkpoint and the one it replaced; removes older ones and leftovers.
+/// Keeps the applied (and durable) checkpoint and the one it replaced; removes older ones and
+/// leftovers.
 fn remove_old(versions: &Path, current: &str) -> Result<(), ReplicationError> {
     let mut labels: Vec<(std::time::SystemTime, PathBuf)> = vec![];
     for entry in
@@ -209,7 +392,7 @@ fn remove_old(versions: &Path, current: &str) -> Result<(), ReplicationError> {
         let entry = entry.map_err(|e| ReplicationError::read(versions.display(), e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name == current {
+        if name == current || name.starts_with(DURABLE) {
             continue;
         }
         let path = entry.path();

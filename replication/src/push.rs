@@ -4,11 +4,13 @@
 //! bounded ([`MAX_PUSH_BYTES`]); a larger checkpoint is announced and fetched instead, and
 //! whatever a push lacks is fetched as usual.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use drchain_support::{ServiceName, H256};
 use parity_scale_codec::{Decode, DecodeLimit, Encode};
 
+use crate::compress::{decode_chunk, Dictionary};
 use crate::error::ReplicationError;
 use crate::manifest::Manifest;
 use crate::store::ChunkStore;
@@ -109,38 +111,105 @@ impl CheckpointPush {
         Ok(push)
     }
 
-    /// Verifies the push and keeps it in `store`: the manifest against the root, every object
-    /// against its name, and each must be the manifest's dictionary or one of its chunks (a
-    /// push cannot fill the store with anything else).
+    /// Verifies the push against `store` and keeps it: [`CheckpointPush::verify`], then
+    /// [`VerifiedPush::store`].
     pub fn store(&self, store: &ChunkStore) -> Result<(), PushRejected> {
+        let (manifest, _) = self.check(store)?;
+        write_objects(self, &manifest, store).map_err(PushRejected::Local)
+    }
+
+    /// Checks the manifest against the root and every object against its name (decoding it,
+    /// with the checkpoint's dictionary from the push or `store`); each object must be the
+    /// manifest's dictionary or one of its chunks (a push cannot fill the store with anything
+    /// else). Writes nothing: a standby can apply what it verified before storing it.
+    pub fn verify(self, store: &ChunkStore) -> Result<VerifiedPush, PushRejected> {
+        let (manifest, chunks) = self.check(store)?;
+        Ok(VerifiedPush {
+            push: self,
+            manifest,
+            chunks,
+        })
+    }
+
+    fn check(
+        &self,
+        store: &ChunkStore,
+    ) -> Result<(Manifest, HashMap<H256, Vec<u8>>), PushRejected> {
         let bad = |reason: String| PushRejected::Bad { reason };
-        let manifest = match store.put_manifest_bytes(&self.root, &self.manifest) {
+        let manifest = match Manifest::decode_verified(&self.manifest, &self.root) {
             Ok(m) => m,
-            Err(
-                e @ (ReplicationError::ManifestRootMismatch { .. }
-                | ReplicationError::BadManifest { .. }),
-            ) => return Err(bad(format!("manifest: {e}"))),
-            Err(e) => return Err(PushRejected::Local(e)),
+            Err(e) => return Err(bad(format!("manifest: {e}"))),
         };
-        let chunks = manifest.chunk_ids();
+        let wanted = manifest.chunk_ids();
+        let mut dictionary = None;
+        if let Some(id) = manifest.dictionary {
+            let pushed = self.objects.iter().find(|(o, _)| *o == id);
+            dictionary = Some(match pushed {
+                Some((_, encoded)) => Arc::new(Dictionary::new(
+                    decode_chunk(&id, encoded, None).map_err(|e| bad(e.to_string()))?,
+                )),
+                None => store.dictionary(&id).map_err(PushRejected::Local)?,
+            });
+        }
+        let mut chunks = HashMap::with_capacity(self.objects.len());
         for (id, encoded) in &self.objects {
-            let wanted = manifest.dictionary == Some(*id) || chunks.contains(id);
-            if !wanted {
+            if manifest.dictionary == Some(*id) {
+                continue;
+            }
+            if !wanted.contains(id) {
                 return Err(bad(format!(
                     "object {id} is not part of checkpoint {}",
                     self.root
                 )));
             }
-            match store.put_encoded(id, encoded) {
-                Ok(()) => {}
-                Err(e @ ReplicationError::BadChunk { .. }) => return Err(bad(e.to_string())),
-                // Its dictionary is neither here nor pushed: the fetch gets both.
-                Err(ReplicationError::Missing { .. }) => {}
-                Err(e) => return Err(PushRejected::Local(e)),
-            }
+            let plain = decode_chunk(id, encoded, dictionary.as_deref()).map_err(|e| match e {
+                e @ ReplicationError::BadChunk { .. } => bad(e.to_string()),
+                other => PushRejected::Local(other),
+            })?;
+            chunks.insert(*id, plain);
         }
-        Ok(())
+        Ok((manifest, chunks))
     }
+}
+
+/// A pushed checkpoint whose manifest and objects are verified, their plain bytes at hand.
+#[derive(Debug)]
+pub struct VerifiedPush {
+    /// The push as received (its objects encoded, as stored).
+    pub push: CheckpointPush,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// The plain bytes of the chunks it carries, by name.
+    pub chunks: HashMap<H256, Vec<u8>>,
+}
+
+impl VerifiedPush {
+    /// Writes its objects and manifest into `store` (what is there already is skipped).
+    pub fn store(&self, store: &ChunkStore) -> Result<(), ReplicationError> {
+        write_objects(&self.push, &self.manifest, store)
+    }
+}
+
+/// Writes a verified push's objects (the dictionary first) and then its manifest.
+fn write_objects(
+    push: &CheckpointPush,
+    manifest: &Manifest,
+    store: &ChunkStore,
+) -> Result<(), ReplicationError> {
+    let dictionary_first = push
+        .objects
+        .iter()
+        .filter(|(id, _)| manifest.dictionary == Some(*id))
+        .chain(
+            push.objects
+                .iter()
+                .filter(|(id, _)| manifest.dictionary != Some(*id)),
+        );
+    for (id, encoded) in dictionary_first {
+        store.put_verified(id, encoded)?;
+    }
+    store.put_manifest(manifest)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -182,6 +251,37 @@ mod tests {
         assert!(missing(&second, |id| standby.contains(id)).is_empty());
     }
 
+    /// A standby applies a push from memory before storing it: what `verify` gives must be
+    /// exactly the checkpoint's new chunks, and nothing is written until `store`.
+    #[test]
+    fn a_verified_push_gives_its_plain_chunks_and_writes_nothing_until_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        std::fs::create_dir(&source).unwrap();
+        let data = pseudo_random(60_000, 4);
+        std::fs::write(source.join("f"), &data).unwrap();
+        let active = ChunkStore::open(dir.path().join("active")).unwrap();
+        let standby = ChunkStore::open(dir.path().join("standby")).unwrap();
+        let (manifest, _) =
+            snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
+        let push = CheckpointPush::build(&active, service(), 1, &manifest, || None)
+            .unwrap()
+            .unwrap();
+        let verified = push.verify(&standby).unwrap();
+        assert_eq!(verified.manifest, manifest);
+        let rebuilt: Vec<u8> = manifest.files[0]
+            .chunks
+            .iter()
+            .flat_map(|c| verified.chunks[&c.id].clone())
+            .collect();
+        assert_eq!(rebuilt, data);
+        assert!(standby.manifest(&manifest.root()).is_err());
+        assert!(manifest.chunk_ids().iter().all(|id| !standby.contains(id)));
+        verified.store(&standby).unwrap();
+        assert_eq!(standby.manifest(&manifest.root()).unwrap(), manifest);
+        assert!(missing(&manifest, |id| standby.contains(id)).is_empty());
+    }
+
     #[test]
     fn a_bad_or_foreign_object_or_manifest_is_refused_and_a_large_checkpoint_is_not_pushed() {
         let dir = tempfile::tempdir().unwrap();
@@ -208,6 +308,10 @@ mod tests {
         for push in [corrupt, foreign, wrong_root] {
             assert!(matches!(
                 push.store(&standby),
+                Err(PushRejected::Bad { .. })
+            ));
+            assert!(matches!(
+                push.verify(&standby),
                 Err(PushRejected::Bad { .. })
             ));
         }

@@ -184,6 +184,14 @@ impl ChunkStore {
         self.write_atomic(&self.object_path(id), encoded)
     }
 
+    /// Stores an encoded object already verified against its name (by the caller, in memory).
+    pub(crate) fn put_verified(&self, id: &H256, encoded: &[u8]) -> Result<(), ReplicationError> {
+        if self.contains(id) {
+            return Ok(());
+        }
+        self.write_atomic(&self.object_path(id), encoded)
+    }
+
     /// The encoded bytes of object `id`, as stored (to send to a peer).
     pub fn get_encoded(&self, id: &H256) -> Result<Vec<u8>, ReplicationError> {
         let path = self.object_path(id);

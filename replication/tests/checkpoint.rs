@@ -7,7 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use drchain_replication::manifest::missing;
-use drchain_replication::materialize::applied_label;
+use drchain_replication::materialize::{
+    applied_label, durable_label, materialize_after, recover, Recovery,
+};
 use drchain_replication::testdata::pseudo_random;
 use drchain_replication::{
     materialize, snapshot_dir, ChunkStore, ChunkingParams, Dictionary, ReplicationError,
@@ -134,6 +136,89 @@ fn a_crash_mid_apply_leaves_the_previous_checkpoint_and_the_next_apply_recovers(
     assert!(matches!(err, ReplicationError::Missing { .. }), "{err}");
     assert_eq!(applied_label(&target).unwrap().as_deref(), Some("2"));
     assert!(!versions.join("3.staging").exists() && !versions.join("3").exists());
+}
+
+/// A crash after the target shows a checkpoint and before it is flushed: `make_durable`
+/// never ran. At the next start `recover` keeps what checks out against its manifest and
+/// goes back to the last durable checkpoint from anything torn.
+#[test]
+fn after_a_crash_between_showing_and_flushing_the_target_is_checked_and_kept_or_reverted() {
+    let base = tempfile::tempdir().unwrap();
+    let source = base.path().join("source");
+    write(&source.join("a"), b"first version");
+    write(&source.join("dir/b"), b"unchanged");
+    let store = ChunkStore::open(base.path().join("store")).unwrap();
+    let target = base.path().join("target");
+    let versions = base.path().join(".target.checkpoints");
+    let snapshot = || {
+        snapshot_dir(&source, &store, ChunkingParams::default(), None)
+            .unwrap()
+            .0
+    };
+    let first = snapshot();
+    materialize(&first, &store, &target, "1").unwrap();
+    assert_eq!(durable_label(&target).unwrap().as_deref(), Some("1"));
+    assert_eq!(recover(&target, |_| None).unwrap(), Recovery::Intact);
+
+    // Shown, not flushed, intact: checked and made durable.
+    write(&source.join("a"), b"second version");
+    let second = snapshot();
+    materialize_after(&second, &store, &target, "2", Some(&first)).unwrap();
+    assert_eq!(fs::read(target.join("a")).unwrap(), b"second version");
+    assert_eq!(durable_label(&target).unwrap().as_deref(), Some("1"));
+    let second_of = |label: &str| (label == "2").then(|| second.clone());
+    assert_eq!(
+        recover(&target, second_of).unwrap(),
+        Recovery::Verified {
+            label: "2".to_owned()
+        }
+    );
+    assert_eq!(durable_label(&target).unwrap().as_deref(), Some("2"));
+
+    // Shown, not flushed, and torn by the crash (a file's data never reached the disk):
+    // back to the durable checkpoint, the torn directory gone.
+    write(&source.join("a"), b"third version!");
+    let third = snapshot();
+    materialize_after(&third, &store, &target, "3", Some(&second)).unwrap();
+    fs::write(versions.join("3/a"), b"\0\0\0\0\0\0\0\0\0\0\0\0\0\0").unwrap();
+    let third_of = |label: &str| (label == "3").then(|| third.clone());
+    assert_eq!(
+        recover(&target, third_of).unwrap(),
+        Recovery::Reverted {
+            from: "3".to_owned(),
+            to: Some("2".to_owned())
+        }
+    );
+    assert_eq!(applied_label(&target).unwrap().as_deref(), Some("2"));
+    assert_eq!(
+        tree(&target),
+        tree_of(&[
+            ("a", b"second version".to_vec()),
+            ("dir/b", b"unchanged".to_vec())
+        ])
+    );
+    assert!(!versions.join("3").exists());
+    // The apply runs again and completes.
+    materialize(&third, &store, &target, "3").unwrap();
+    assert_eq!(fs::read(target.join("a")).unwrap(), b"third version!");
+
+    // A directory renamed into place but never shown nor flushed is not trusted later: the
+    // start removes it, so an apply under its label writes it anew.
+    write(&versions.join("4/a"), b"half");
+    assert_eq!(recover(&target, |_| None).unwrap(), Recovery::Intact);
+    assert!(!versions.join("4").exists());
+
+    // Torn with no durable checkpoint recorded: the target goes, and is applied again.
+    fs::remove_file(versions.join(".durable")).unwrap();
+    fs::write(versions.join("3/dir/b"), b"torn").unwrap();
+    assert_eq!(
+        recover(&target, third_of).unwrap(),
+        Recovery::Reverted {
+            from: "3".to_owned(),
+            to: None
+        }
+    );
+    assert!(applied_label(&target).unwrap().is_none() && !target.exists());
 }
 
 #[test]

@@ -63,7 +63,7 @@ pub struct PeerInfo {
 
 /// A member said it took a checkpoint (before any block records it), so standbys fetch it at
 /// once. Only what the chain's active node of the service announces deserves a fetch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Announcement {
     /// The admitted member that sent it.
     pub from: AccountId,
@@ -73,6 +73,9 @@ pub struct Announcement {
     pub sequence: u64,
     /// The checkpoint's manifest root.
     pub root: H256,
+    /// When the member pushed the checkpoint: its manifest and new chunks, verified (being
+    /// stored meanwhile). A standby that holds the rest can apply it without a fetch.
+    pub pushed: Option<std::sync::Arc<drchain_replication::push::VerifiedPush>>,
 }
 
 /// The node's task is gone (stopped, or stopped on a fatal error).

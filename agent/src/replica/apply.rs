@@ -10,11 +10,15 @@
 //! and does not go back to it. If the chain records something else under that sequence, or
 //! another node becomes active, the target returns to the chain's latest.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drchain_replication::{materialize_after, Manifest};
+use drchain_replication::materialize::WithChunks;
+use drchain_replication::push::VerifiedPush;
+use drchain_replication::{materialize_after, Manifest, ReplicationError};
 use drchain_runtime::pallet_checkpoints;
 use drchain_runtime::RuntimeCall;
 use drchain_support::{AccountId, Epoch, H256};
@@ -31,6 +35,23 @@ pub(super) struct Fetched {
     /// The epoch the standby knew when the announcement came.
     epoch: Epoch,
     manifest: Manifest,
+}
+
+/// Why a checkpoint was not applied.
+#[derive(Debug)]
+pub(super) enum NotApplied {
+    /// Chunks it needs are neither pushed nor stored here: fetch them first.
+    Incomplete(String),
+    /// Anything else (the target's disk, a failed task).
+    Failed(String),
+}
+
+impl NotApplied {
+    fn reason(&self) -> &str {
+        match self {
+            Self::Incomplete(r) | Self::Failed(r) => r,
+        }
+    }
 }
 
 /// The target shows a checkpoint the active announced and the chain has not recorded yet.
@@ -65,6 +86,9 @@ impl Task {
         let hold = self.store.hold();
         let timeout = Duration::from_millis(self.config.fetch_timeout_ms);
         let (service, epoch, fetched) = (self.service.clone(), input.epoch, fetched.clone());
+        let mut announced = announced;
+        // What the push carried is in the store by now or soon; the fetch gathers the rest.
+        announced.pushed = None;
         tokio::spawn(async move {
             let started = Instant::now();
             let result = node
@@ -114,45 +138,82 @@ impl Task {
             && newer_than_chain
     }
 
-    /// Materializes a fetched announced checkpoint if it still is one to follow (the role,
-    /// the active and the epoch unchanged since it was announced).
-    pub(super) async fn apply_announced(&mut self, input: &ReplicaInput, fetched: Fetched) {
-        let Fetched {
-            announced,
-            epoch,
-            manifest,
-        } = fetched;
-        let backing_off = self.retry_at.is_some_and(|t| Instant::now() < t);
-        if epoch != input.epoch || !self.follows(input, &announced) || backing_off {
+    /// The active node pushed a checkpoint: applied at once from the verified chunks it
+    /// carried and those in the store, if this standby follows it; fetched first when chunks
+    /// it needs are missing here (a push carries only what is new since the active's previous
+    /// checkpoint, which this standby may have missed).
+    pub(super) async fn apply_pushed(
+        &mut self,
+        input: &ReplicaInput,
+        announced: Announcement,
+        fetched: &mpsc::Sender<Fetched>,
+    ) {
+        let Some(pushed) = announced.pushed.clone() else {
+            return self.prefetch(input, announced, fetched);
+        };
+        if announced.service != self.service || !self.follows(input, &announced) {
             return;
+        }
+        let manifest = pushed.manifest.clone();
+        let applying = Fetched {
+            announced,
+            epoch: input.epoch,
+            manifest,
+        };
+        if let Some(Fetched { announced, .. }) = self.apply_announced(input, applying).await {
+            self.prefetch(input, announced, fetched);
+        }
+    }
+
+    /// Materializes an announced checkpoint if it still is one to follow (the role, the
+    /// active and the epoch unchanged since it was announced), makes it durable, and keeps it
+    /// as the target's until the chain records it. Gives the checkpoint back when chunks it
+    /// needs are not here yet.
+    pub(super) async fn apply_announced(
+        &mut self,
+        input: &ReplicaInput,
+        fetched: Fetched,
+    ) -> Option<Fetched> {
+        let backing_off = self.retry_at.is_some_and(|t| Instant::now() < t);
+        if fetched.epoch != input.epoch || !self.follows(input, &fetched.announced) || backing_off {
+            return None;
         }
         let started = Instant::now();
         let hold = self.store.hold();
+        let (sequence, root) = (fetched.announced.sequence, fetched.announced.root);
+        let pushed = fetched.announced.pushed.clone();
         match self
-            .materialize(manifest, announced.sequence, announced.root)
+            .materialize(fetched.manifest.clone(), sequence, root, pushed.clone())
             .await
         {
             Ok(applied) => {
-                drop(hold);
-                tracing::debug!(
-                    "announced checkpoint applied service={} sequence={} root={} ms={}",
-                    self.service,
-                    applied.sequence,
-                    applied.root,
-                    started.elapsed().as_millis()
-                );
                 self.ctx
                     .metrics
                     .replication_applied(&self.service, applied.sequence);
                 self.ahead = Some(Ahead {
-                    sequence: applied.sequence,
-                    root: applied.root,
-                    from: announced.from,
-                    epoch,
+                    sequence,
+                    root,
+                    from: fetched.announced.from,
+                    epoch: fetched.epoch,
                 });
                 self.applied.send_replace(Some(applied));
+                let durable = self.make_durable(pushed).await;
+                drop(hold);
+                match durable {
+                    Ok(()) => tracing::debug!(
+                        "announced checkpoint applied service={} sequence={sequence} root={root} ms={}",
+                        self.service,
+                        started.elapsed().as_millis()
+                    ),
+                    Err(reason) => self.apply_failed(sequence, &reason),
+                }
+                None
             }
-            Err(reason) => self.apply_failed(announced.sequence, &reason),
+            Err(NotApplied::Incomplete(_)) if fetched.announced.pushed.is_some() => Some(fetched),
+            Err(e) => {
+                self.apply_failed(sequence, e.reason());
+                None
+            }
         }
     }
 
@@ -206,7 +267,7 @@ impl Task {
                 Ok(Err(reason)) => return self.apply_failed(sequence, &reason),
                 Err(e) => return self.apply_failed(sequence, &e.to_string()),
             };
-            match self.materialize(manifest, sequence, root).await {
+            match self.materialize(manifest, sequence, root, None).await {
                 Ok(applied) => {
                     drop(hold);
                     // One a second or so per service: debug (the metrics and `drchain status` show
@@ -221,37 +282,42 @@ impl Task {
                         .replication_applied(&self.service, applied.sequence);
                     self.applied.send_replace(Some(applied));
                 }
-                Err(reason) => return self.apply_failed(sequence, &reason),
+                Err(e) => return self.apply_failed(sequence, e.reason()),
             }
         }
         self.acknowledge(input, sequence).await;
     }
 
+    /// Shows the checkpoint in the target (not yet durable: see [`Task::make_durable`]).
     async fn materialize(
         &self,
         manifest: Manifest,
         sequence: u64,
         root: H256,
-    ) -> Result<Applied, String> {
+        pushed: Option<Arc<VerifiedPush>>,
+    ) -> Result<Applied, NotApplied> {
         let store = self.store.clone();
         let target = self.config.target.clone();
         let shown = self.applied.borrow().as_ref().map(|a| a.root);
         tokio::task::spawn_blocking(move || {
             // Unchanged files are linked from the checkpoint shown now, not written again.
             let shown = shown.and_then(|root| store.manifest(&root).ok());
+            let no_chunks = HashMap::new();
+            let chunks = WithChunks {
+                verified: pushed.as_ref().map_or(&no_chunks, |p| &p.chunks),
+                store: &store,
+            };
             let path = materialize_after(
                 &manifest,
-                &store,
+                &chunks,
                 &target,
                 &label(sequence, &root),
                 shown.as_ref(),
             )
-            .map_err(|e| e.to_string())?;
-            // The fetch left the chunks unflushed; the target's flush covered them if both
-            // live on one filesystem. Durable either way before anything is acknowledged.
-            if !same_filesystem(store.dir(), &target) {
-                store.sync().map_err(|e| e.to_string())?;
-            }
+            .map_err(|e| match e {
+                e @ ReplicationError::Missing { .. } => NotApplied::Incomplete(e.to_string()),
+                e => NotApplied::Failed(e.to_string()),
+            })?;
             Ok(Applied {
                 sequence,
                 root,
@@ -259,7 +325,31 @@ impl Task {
             })
         })
         .await
-        .unwrap_or_else(|e| Err(format!("apply task failed: {e}")))
+        .unwrap_or_else(|e| Err(NotApplied::Failed(format!("apply task failed: {e}"))))
+    }
+
+    /// Makes what the target shows durable, with the chunks it was applied from (`pushed`,
+    /// stored first if the node has not yet), before anything acknowledges it.
+    async fn make_durable(&mut self, pushed: Option<Arc<VerifiedPush>>) -> Result<(), String> {
+        let Some(shown) = self.applied.borrow().clone() else {
+            return Ok(());
+        };
+        let store = self.store.clone();
+        let target = self.config.target.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(pushed) = pushed {
+                pushed.store(&store).map_err(|e| e.to_string())?;
+            }
+            // One flush covers the store too when both live on one filesystem.
+            if !same_filesystem(store.dir(), &target) {
+                store.sync().map_err(|e| e.to_string())?;
+            }
+            drchain_replication::materialize::make_durable(&target).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("flush task failed: {e}")))?;
+        self.durable = Some((shown.sequence, shown.root));
+        Ok(())
     }
 
     fn apply_failed(&mut self, sequence: u64, reason: &str) {
@@ -271,8 +361,15 @@ impl Task {
         self.retry_at = Some(Instant::now() + RETRY);
     }
 
-    /// Tells the chain this node holds `sequence`, unless it knows or was told lately.
+    /// Tells the chain this node holds `sequence`, unless it knows or was told lately. What
+    /// the target shows must be durable first.
     async fn acknowledge(&mut self, input: &ReplicaInput, sequence: u64) {
+        let shown = self.applied.borrow().as_ref().map(|a| (a.sequence, a.root));
+        if shown.is_some() && shown != self.durable {
+            if let Err(reason) = self.make_durable(None).await {
+                return self.apply_failed(sequence, &reason);
+            }
+        }
         if input.chain.held.is_some_and(|h| h >= sequence) {
             self.ack_sent = None;
             return;

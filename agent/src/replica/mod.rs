@@ -20,6 +20,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use drchain_replication::materialize::Recovery;
 use drchain_replication::{ChunkStore, ChunkingParams, Dictionary};
 use drchain_support::{Epoch, ServiceName, H256};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -136,9 +137,32 @@ fn applied_in(target: &Path) -> Option<Applied> {
     })
 }
 
+/// Before the target is used: if a crash came between showing a checkpoint and making it
+/// durable, checks it against its manifest and keeps it, or goes back to the last durable one.
+/// (Rare and at start: reads the shown checkpoint once, on this thread.)
+fn recover_target(service: &ServiceName, target: &Path, store: &ChunkStore) {
+    let manifest_of = |label: &str| {
+        let root: H256 = label.split_once('-')?.1.parse().ok()?;
+        store.manifest(&root).ok()
+    };
+    match drchain_replication::materialize::recover(target, manifest_of) {
+        Ok(Recovery::Intact) => {}
+        Ok(Recovery::Verified { label }) => tracing::info!(
+            "replication target checked after an unclean stop service={service} checkpoint={label}: complete, kept"
+        ),
+        Ok(Recovery::Reverted { from, to }) => tracing::warn!(
+            "replication target torn by an unclean stop service={service} checkpoint={from}: back to {}",
+            to.as_deref().unwrap_or("none (applied again)")
+        ),
+        Err(e) => tracing::warn!(service = %service, error = %e, "cannot check the replication target"),
+    }
+}
+
 /// Starts replicating `service` as `config` says.
 pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContext) -> Replica {
     let (input, input_rx) = watch::channel(None);
+    let store = ctx.node.chunk_store();
+    recover_target(&service, &config.target, &store);
     let applied_now = applied_in(&config.target);
     let (applied_tx, applied) = watch::channel(applied_now.clone());
     if let Some(a) = &applied_now {
@@ -161,7 +185,7 @@ pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContex
             chunking: ChunkingParams::default(),
             cache: Arc::default(),
         },
-        store: ctx.node.chunk_store(),
+        store,
         service,
         config,
         ctx,
@@ -177,6 +201,7 @@ pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContex
         retry_at: None,
         prefetching: Arc::default(),
         ahead: None,
+        durable: applied_now.as_ref().map(|a| (a.sequence, a.root)),
     };
     Replica {
         input,
@@ -235,6 +260,8 @@ struct Task {
     prefetching: Arc<AtomicBool>,
     /// The target shows an announced checkpoint the chain has not recorded yet.
     ahead: Option<apply::Ahead>,
+    /// The checkpoint last made durable in the target (only that one is acknowledged).
+    durable: Option<(u64, H256)>,
 }
 
 /// Whether the role applies checkpoints (everything but serving and promoting).
@@ -266,7 +293,7 @@ impl Task {
                     Ok(a) => {
                         let now = input.borrow().clone();
                         if let Some(now) = now {
-                            self.prefetch(&now, a, &fetched_tx);
+                            self.apply_pushed(&now, a, &fetched_tx).await;
                         }
                         continue;
                     }
@@ -276,7 +303,8 @@ impl Task {
                 Some(f) = fetched.recv() => {
                     let now = input.borrow().clone();
                     if let Some(now) = now {
-                        self.apply_announced(&now, f).await;
+                        // Fetched: everything is here.
+                        let _ = self.apply_announced(&now, f).await;
                     }
                     continue;
                 }

@@ -130,6 +130,7 @@ impl NodeLoop {
                             service,
                             sequence,
                             root,
+                            pushed: None,
                         });
                     }
                     let _ = self
