@@ -11,6 +11,7 @@ pub mod bench_disk;
 pub mod bench_join;
 pub mod chain_io;
 pub mod chain_spec;
+pub mod checkpoint_push;
 pub mod cli;
 pub mod client;
 pub mod command;

@@ -1,6 +1,7 @@
 //! The libp2p network: TCP + noise + yamux; connection limits; gossipsub for consensus
 //! messages and transactions; request-response for block sync, replication and peer exchange
-//! (`crate::discovery`); identify and ping. The node key is the member's Ed25519
+//! (`crate::discovery`); long-lived streams for checkpoint pushes (`crate::checkpoint_push`);
+//! identify and ping. The node key is the member's Ed25519
 //! key, so a peer's libp2p identity *is* its member account, authenticated by noise.
 
 use std::io;
@@ -17,7 +18,6 @@ use parity_scale_codec::{Decode, Encode};
 
 use drchain_consensus::codec::{decode_bounded, WireCertificate, MAX_MESSAGE_BYTES};
 use drchain_consensus::state_sync::{StateSyncRequest, StateSyncResponse};
-use drchain_replication::push::{CheckpointPush, MAX_PUSH_BYTES};
 use drchain_replication::transfer::{self, TransferRequest, TransferResponse};
 
 use crate::discovery::{PeersAnswer, PeersRequest, MAX_ANSWER_BYTES};
@@ -43,7 +43,8 @@ pub struct SyncResponse {
     pub blocks: Vec<(Block, WireCertificate)>,
 }
 
-async fn read_framed<T: AsyncRead + Unpin + Send, M: Decode>(
+/// Reads one length-prefixed SCALE message of at most `max` bytes.
+pub(crate) async fn read_framed<T: AsyncRead + Unpin + Send, M: Decode>(
     io: &mut T,
     max: usize,
     what: &'static str,
@@ -110,12 +111,6 @@ pub type ReplicationCodec = FramedCodec<
     { transfer::MAX_RESPONSE_BYTES },
 >;
 
-/// The active node's checkpoint pushes (`drchain_replication::push`), answered with nothing:
-/// a protocol of its own, so its larger requests come with few streams at a time.
-pub type PushCodec = FramedCodec<CheckpointPush, (), MAX_PUSH_BYTES, 0>;
-/// Pushes read from one connection at once at most (each buffers up to `MAX_PUSH_BYTES`).
-const MAX_CONCURRENT_PUSHES: usize = 4;
-
 #[async_trait::async_trait]
 impl<Req, Resp, const MAX_REQUEST: usize, const MAX_RESPONSE: usize> request_response::Codec
     for FramedCodec<Req, Resp, MAX_REQUEST, MAX_RESPONSE>
@@ -178,8 +173,9 @@ pub struct Behaviour {
     pub sync: request_response::Behaviour<SyncCodec>,
     /// Replication: checkpoints' manifests and chunks between members.
     pub replication: request_response::Behaviour<ReplicationCodec>,
-    /// Replication: the active's new checkpoints, pushed to the service's candidates.
-    pub replication_push: request_response::Behaviour<PushCodec>,
+    /// Replication: the active's new checkpoints, pushed to the service's candidates over
+    /// long-lived streams (`crate::checkpoint_push`).
+    pub push_streams: libp2p_stream::Behaviour,
     /// Members' addresses, from the members they are connected to.
     pub peers: request_response::Behaviour<PeersCodec>,
     /// State sync for joining nodes.
@@ -399,15 +395,6 @@ pub fn build_swarm(
                 )],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
             );
-            let replication_push = request_response::Behaviour::new(
-                [(
-                    StreamProtocol::new("/drchain/replication-push/1"),
-                    request_response::ProtocolSupport::Full,
-                )],
-                request_response::Config::default()
-                    .with_request_timeout(Duration::from_secs(10))
-                    .with_max_concurrent_streams(MAX_CONCURRENT_PUSHES),
-            );
             let peers = request_response::Behaviour::new(
                 [(
                     StreamProtocol::new("/drchain/peers/1"),
@@ -432,7 +419,7 @@ pub fn build_swarm(
                 gossipsub,
                 sync,
                 replication,
-                replication_push,
+                push_streams: libp2p_stream::Behaviour::new(),
                 peers,
                 state_sync,
                 identify,

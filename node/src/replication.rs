@@ -1,6 +1,5 @@
-//! The node's side of replication: its chunk store, answering members' transfer requests,
-//! fetching checkpoints from members for the agent, and keeping the checkpoints the service's
-//! active node pushes ([`receive_pushes`]). It runs as tasks of its own and does its
+//! The node's side of replication: its chunk store, answering members' transfer requests and
+//! fetching checkpoints from members for the agent (pushes: `crate::checkpoint_push`). It runs as tasks of its own and does its
 //! disk work on blocking threads, so serving chunks never delays consensus; the node loop only
 //! moves the messages between it and the swarm (`node_loop/replication_link.rs`), for
 //! admitted members only.
@@ -9,15 +8,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drchain_replication::push::{CheckpointPush, PushRejected};
 use drchain_replication::transfer::{
     serve, store_response, Fetch, PeerVerdict, Stored, TransferRequest, TransferResponse,
 };
 use drchain_replication::{ChunkStore, Manifest};
-use drchain_rpc::Announcement;
-use drchain_support::{AccountId, H256};
+use drchain_support::H256;
 use libp2p::PeerId;
-use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 
 /// How often a stalled fetch asks the peers it skipped again.
@@ -57,66 +54,6 @@ pub enum NetOut {
     },
     /// The peer sent bytes that are not what it was asked for.
     Disconnect { peer: PeerId, reason: String },
-}
-
-/// A checkpoint pushed by the node holding its service, for [`receive_pushes`].
-#[derive(Debug)]
-pub struct ReceivedPush {
-    /// Who sent it.
-    pub peer: PeerId,
-    /// Its account.
-    pub from: AccountId,
-    /// The push.
-    pub push: CheckpointPush,
-}
-
-/// Verifies pushed checkpoints one at a time, tells the agent at once (an announcement
-/// carrying the verified checkpoint, which it can apply from memory), then stores them. A
-/// push with bad bytes gets its sender disconnected; one this node cannot verify or store is
-/// still announced (it is fetched).
-pub async fn receive_pushes(
-    store: Arc<ChunkStore>,
-    mut pushes: mpsc::Receiver<ReceivedPush>,
-    announcements: broadcast::Sender<Announcement>,
-    out: mpsc::UnboundedSender<NetOut>,
-) {
-    while let Some(ReceivedPush { peer, from, push }) = pushes.recv().await {
-        let store = store.clone();
-        let announcements = announcements.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            let mut announcement = Announcement {
-                from,
-                service: push.service.clone(),
-                sequence: push.sequence,
-                root: push.root,
-                pushed: None,
-            };
-            match push.verify(&store) {
-                Ok(verified) => {
-                    let verified = Arc::new(verified);
-                    announcement.pushed = Some(verified.clone());
-                    let _ = announcements.send(announcement);
-                    verified.store(&store).map_err(PushRejected::Local)
-                }
-                Err(e @ PushRejected::Bad { .. }) => Err(e),
-                Err(e @ PushRejected::Local(_)) => {
-                    let _ = announcements.send(announcement);
-                    Err(e)
-                }
-            }
-        })
-        .await;
-        match stored {
-            Ok(Ok(())) | Err(_) => {}
-            Ok(Err(PushRejected::Bad { reason })) => {
-                tracing::warn!(%peer, %reason, "peer pushed bad replication data; disconnecting");
-                let _ = out.send(NetOut::Disconnect { peer, reason });
-            }
-            Ok(Err(e @ PushRejected::Local(_))) => {
-                tracing::warn!(error = %e, "checkpoint push not stored")
-            }
-        }
-    }
 }
 
 /// A fetch asked by the agent (or `drchain restore`).

@@ -519,7 +519,9 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
         (c.acks()[standby] >= acked_before + 3).then_some(())
     });
     // It noticed and did not trust the torn checkpoint; what it shows now is whole.
-    let log = c.node(standby).dump(|l| l.contains("torn by an unclean stop"));
+    let log = c
+        .node(standby)
+        .dump(|l| l.contains("torn by an unclean stop"));
     assert!(log.lines().count() > 1, "{log}");
     assert_target_is_a_recorded_checkpoint(&c, standby);
     std::thread::sleep(Duration::from_millis(1500));

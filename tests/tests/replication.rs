@@ -208,3 +208,58 @@ async fn a_pushed_checkpoint_is_kept_only_from_the_node_holding_the_service() {
     assert!(bob.chunk_store().manifest(&forged.root).is_err());
     assert!(!bob.chunk_store().contains(&forged.objects[0].0));
 }
+
+/// A member that sends anything but checkpoint pushes on a push stream — a frame larger than
+/// any push, or bytes that are not one — is disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_sending_garbage_on_a_push_stream_is_disconnected() {
+    use futures::{AsyncWriteExt, StreamExt};
+    use libp2p::swarm::SwarmEvent;
+
+    let net = TestNetwork::local_validators().await;
+    net.wait_for_height(&[0, 1, 2, 3], 1, WAIT).await;
+    let genesis = net.genesis.hash();
+    let bob = net.nodes[1].handle.as_ref().unwrap().peer_id;
+    let oversized = u32::MAX.to_be_bytes().to_vec();
+    let not_a_push = [&8u32.to_be_bytes()[..], &[0xff; 8]].concat();
+    for frame in [oversized, not_a_push] {
+        let mut swarm = drchain_node::network::build_swarm(&dev_key("eve"), &genesis).unwrap();
+        let mut control = swarm.behaviour().push_streams.new_control();
+        swarm.dial(net.nodes[1].address.clone().unwrap()).unwrap();
+        let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        let eve = tokio::spawn(async move {
+            while let Some(event) = swarm.next().await {
+                if let SwarmEvent::ConnectionClosed { peer_id, .. } = event {
+                    let _ = closed_tx.send(peer_id);
+                }
+            }
+        });
+        // Bob reads a stream only once it has admitted eve: until then, send again.
+        let disconnected = tokio::time::timeout(WAIT, async {
+            loop {
+                let opened = control
+                    .open_stream(bob, drchain_node::checkpoint_push::PROTOCOL)
+                    .await;
+                if let Ok(mut stream) = opened {
+                    let _ = stream.write_all(&frame).await;
+                    let _ = stream.flush().await;
+                }
+                let wait = tokio::time::sleep(Duration::from_millis(500));
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        Some(peer) = closed.recv() => if peer == bob { return },
+                        () = &mut wait => break,
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(
+            disconnected.is_ok(),
+            "bob kept eve connected after {frame:?}"
+        );
+        eve.abort();
+    }
+    assert!(net.status(1).dropped_messages >= 2);
+}

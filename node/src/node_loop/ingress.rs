@@ -16,6 +16,8 @@ use crate::replication::FetchCommand;
 use crate::rocks::RocksDb;
 use drchain_consensus::pool::PoolError;
 use drchain_replication::push::CheckpointPush;
+
+use crate::checkpoint_push::Pusher;
 use drchain_replication::{ChunkStore, Manifest};
 use drchain_rpc::{Announcement, ChainStatus, FinalizedBlock, NodeApi, NodeStopped, PeerInfo};
 
@@ -34,8 +36,6 @@ pub(super) enum Command {
         sequence: u64,
         root: H256,
     },
-    /// Push a checkpoint this node took to the service's connected candidates.
-    Push(Box<CheckpointPush>),
 }
 
 /// A running node, for the binary and for in-process tests.
@@ -58,6 +58,7 @@ pub struct NodeHandle {
     pub chunk_store: Arc<ChunkStore>,
     pub(super) fetches: mpsc::Sender<FetchCommand>,
     pub(super) announcements: broadcast::Sender<Announcement>,
+    pub(super) pusher: Arc<Pusher>,
     pub(super) db_path: std::path::PathBuf,
 }
 
@@ -71,6 +72,8 @@ pub struct NodeClient {
     pub(super) chunk_store: Arc<ChunkStore>,
     pub(super) fetches: mpsc::Sender<FetchCommand>,
     pub(super) announcements: broadcast::Sender<Announcement>,
+    /// Sends this node's checkpoints to the candidates of their services.
+    pub(super) pusher: Arc<Pusher>,
     /// Where the database lives (its size and free space, `disk`).
     pub(super) db_path: std::path::PathBuf,
 }
@@ -164,10 +167,8 @@ impl NodeApi for NodeClient {
     }
 
     async fn push_checkpoint(&self, push: CheckpointPush) -> Result<(), NodeStopped> {
-        self.commands
-            .send(Command::Push(Box::new(push)))
-            .await
-            .map_err(|_| NodeStopped)
+        self.pusher.push(&push);
+        Ok(())
     }
 
     fn subscribe_announcements(&self) -> broadcast::Receiver<Announcement> {
@@ -227,6 +228,7 @@ impl NodeHandle {
             chunk_store: self.chunk_store.clone(),
             fetches: self.fetches.clone(),
             announcements: self.announcements.clone(),
+            pusher: self.pusher.clone(),
             db_path: self.db_path.clone(),
         }
     }
@@ -314,7 +316,6 @@ impl NodeLoop {
                 sequence,
                 root,
             } => self.announce(service, sequence, root),
-            Command::Push(push) => self.push(*push),
             Command::NextNonce(account, reply) => {
                 let chain = {
                     let state = self.driver.store().state();

@@ -30,6 +30,7 @@ use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::checkpoint_push::{PushContext, PushReceiver, Pusher};
 use crate::metrics::Metrics;
 use crate::network::{self, Behaviour, Topics};
 use crate::replication::{NetOut, ReplicationTask};
@@ -64,9 +65,6 @@ const FINALIZED_BACKLOG: usize = 1024;
 /// Checkpoint announcements kept for a subscriber that is behind (one per checkpoint of each
 /// service: far more than a standby needs, as it only wants the newest).
 const ANNOUNCEMENT_BACKLOG: usize = 256;
-/// Checkpoint pushes received and waiting to be stored, at most (each up to
-/// `drchain_replication::push::MAX_PUSH_BYTES`).
-const PUSHES_WAITING: usize = 4;
 
 /// How to run a node.
 #[derive(Debug, Clone)]
@@ -157,13 +155,25 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let (announcements, _) = broadcast::channel(ANNOUNCEMENT_BACKLOG);
     // Bounded by MAX_SYNC_SERVING answers in flight.
     let (sync_answers, sync_answers_rx) = mpsc::unbounded_channel();
-    let (pushes, pushes_rx) = mpsc::channel(PUSHES_WAITING);
-    tokio::spawn(crate::replication::receive_pushes(
-        chunk_store.clone(),
-        pushes_rx,
-        announcements.clone(),
-        task_out.clone(),
-    ));
+    let push_context = PushContext {
+        db: shared_db.clone(),
+        peers: peers_rx.clone(),
+    };
+    let mut push_control = swarm.behaviour().push_streams.new_control();
+    let incoming_pushes = push_control
+        .accept(crate::checkpoint_push::PROTOCOL)
+        .map_err(|e| anyhow::anyhow!("checkpoint push protocol: {e}"))?;
+    tokio::spawn(
+        PushReceiver {
+            context: push_context.clone(),
+            me: network::account_of(&peer_id),
+            store: chunk_store.clone(),
+            announcements: announcements.clone(),
+            out: task_out.clone(),
+        }
+        .run(incoming_pushes),
+    );
+    let pusher = Arc::new(Pusher::new(push_control, push_context));
     tokio::spawn(
         ReplicationTask::new(chunk_store.clone(), peers_rx, task_out).run(task_in, fetches_rx),
     );
@@ -196,7 +206,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         outbox: network::TransactionBatch::default(),
         last_gossip: Instant::now(),
         flush_at: None,
-        replication: ReplicationLink::new(to_task, pushes, peers_tx, announcements.clone()),
+        replication: ReplicationLink::new(to_task, peers_tx, announcements.clone()),
         discovery: crate::discovery::Discovery::default(),
         state_sync,
     };
@@ -215,6 +225,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         chunk_store,
         fetches,
         announcements,
+        pusher,
         db_path: database_path,
     })
 }

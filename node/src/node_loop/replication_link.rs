@@ -5,15 +5,13 @@
 
 use std::collections::HashMap;
 
-use drchain_replication::push::CheckpointPush;
-use drchain_runtime::pallet_failover;
-use drchain_support::{AccountId, Overlay, ServiceName, H256};
+use drchain_support::{ServiceName, H256};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::PeerId;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::network;
-use crate::replication::{NetIn, NetOut, ReceivedPush};
+use crate::replication::{NetIn, NetOut};
 use drchain_replication::transfer::{TransferRequest, TransferResponse};
 use drchain_rpc::Announcement;
 
@@ -75,9 +73,6 @@ impl<C> InboundSlots<C> {
 /// The node loop's end of the link.
 pub(crate) struct ReplicationLink {
     pub(crate) to_task: mpsc::UnboundedSender<NetIn>,
-    /// Pushes from a service's active node, to verify and store (bounded: one that finds it
-    /// full is dropped, and the checkpoint fetched when recorded).
-    pushes: mpsc::Sender<ReceivedPush>,
     /// Admitted, connected members: whom the task may ask.
     pub(crate) peers: watch::Sender<Vec<PeerId>>,
     /// Checkpoints members announced, for the agent.
@@ -89,13 +84,11 @@ pub(crate) struct ReplicationLink {
 impl ReplicationLink {
     pub(crate) fn new(
         to_task: mpsc::UnboundedSender<NetIn>,
-        pushes: mpsc::Sender<ReceivedPush>,
         peers: watch::Sender<Vec<PeerId>>,
         announcements: broadcast::Sender<Announcement>,
     ) -> Self {
         Self {
             to_task,
-            pushes,
             peers,
             announcements,
             inbound: InboundSlots::default(),
@@ -160,68 +153,6 @@ impl NodeLoop {
                 }
             }
         }
-    }
-
-    /// A member pushed a checkpoint. Kept only from the node that holds the service on chain
-    /// (active or promoting), and only if this node is one of its candidates: nobody else can
-    /// make this node store anything. The pusher does not wait for the disk.
-    pub(super) fn checkpoint_pushed(
-        &mut self,
-        peer: PeerId,
-        push: CheckpointPush,
-        channel: ResponseChannel<()>,
-    ) {
-        let _ = self
-            .swarm
-            .behaviour_mut()
-            .replication_push
-            .send_response(channel, ());
-        let Some(from) = network::account_of(&peer) else {
-            return;
-        };
-        let me = network::account_of(self.swarm.local_peer_id());
-        let (holder, candidates) = self.service_members(&push.service);
-        if !self.admitted(&peer)
-            || holder != Some(from)
-            || !me.is_some_and(|m| candidates.contains(&m))
-        {
-            tracing::debug!(%peer, service = %push.service, "checkpoint push from a node not holding the service, or for a service this node is no candidate of: dropped");
-            return;
-        }
-        if self
-            .replication
-            .pushes
-            .try_send(ReceivedPush { peer, from, push })
-            .is_err()
-        {
-            tracing::debug!(%peer, "checkpoint pushes waiting: this one is dropped (it is fetched when recorded)");
-        }
-    }
-
-    /// Pushes a checkpoint this node took to the service's admitted, connected candidates.
-    pub(super) fn push(&mut self, push: CheckpointPush) {
-        let (_, candidates) = self.service_members(&push.service);
-        let peers = self.replication.peers.borrow().clone();
-        for peer in peers {
-            if network::account_of(&peer).is_some_and(|a| candidates.contains(&a)) {
-                self.swarm
-                    .behaviour_mut()
-                    .replication_push
-                    .send_request(&peer, push.clone());
-            }
-        }
-    }
-
-    /// The node holding `service` on chain (active or promoting) and its candidates.
-    fn service_members(&self, service: &ServiceName) -> (Option<AccountId>, Vec<AccountId>) {
-        let store = self.driver.store();
-        let state = store.state();
-        let state = Overlay::new(&state);
-        let holder = pallet_failover::service_state(&state, service).and_then(|s| s.phase.holder());
-        let candidates = pallet_failover::config(&state, service)
-            .map(|c| c.candidates)
-            .unwrap_or_default();
-        (holder, candidates)
     }
 
     /// Tells every admitted, connected member about a checkpoint this node took; their

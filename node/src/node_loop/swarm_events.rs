@@ -142,16 +142,6 @@ impl NodeLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Replication(
                 request_response::Event::Message { peer, message, .. },
             )) => self.replication_message(peer, message),
-            SwarmEvent::Behaviour(BehaviourEvent::ReplicationPush(
-                request_response::Event::Message {
-                    peer,
-                    message:
-                        request_response::Message::Request {
-                            request, channel, ..
-                        },
-                    ..
-                },
-            )) => self.checkpoint_pushed(peer, request, channel),
             SwarmEvent::Behaviour(BehaviourEvent::StateSync(
                 request_response::Event::Message { peer, message, .. },
             )) => self.state_sync_message(peer, message)?,

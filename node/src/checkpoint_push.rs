@@ -1,0 +1,317 @@
+//! Checkpoint pushes: the active node of a service sends each new checkpoint (its manifest and
+//! new chunks, `drchain_replication::push`) to the service's candidates the moment it is
+//! taken, over one long-lived stream per candidate (`/drchain/replication-push/2`,
+//! length-prefixed SCALE frames, no answer).
+//!
+//! Off the node loop on both ends: a write goes from the agent to a writer task and into the
+//! connection; a read goes from the connection to a reader task, which checks, verifies and
+//! announces the push to the agent. A stream stays open, so a push costs no protocol
+//! negotiation; the node loop, busy with consensus, is not in the way.
+//!
+//! Bounds, against a member that sends anything: one reader per member (a new stream from it
+//! replaces the old), one frame of at most `MAX_PUSH_BYTES` buffered by each, one push being
+//! verified at a time by each. A push is kept only from the member the chain says holds the
+//! service, and only by a candidate of it; bytes that are not a push, or a push whose chunks
+//! or manifest do not match their names, get the sender disconnected.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use drchain_consensus::store::ChainReader;
+use drchain_replication::push::{CheckpointPush, PushRejected, MAX_PUSH_BYTES};
+use drchain_replication::ChunkStore;
+use drchain_rpc::Announcement;
+use drchain_runtime::pallet_failover;
+use drchain_support::{AccountId, Overlay, ServiceName, StateRead};
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p_stream::{Control, IncomingStreams};
+use parity_scale_codec::Encode;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::AbortHandle;
+
+use crate::network;
+use crate::replication::NetOut;
+use crate::rocks::RocksDb;
+
+/// The protocol of a push stream.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/drchain/replication-push/2");
+/// Pushes waiting for one candidate's stream at most; more are dropped (the candidate fetches
+/// the checkpoint when a block records it).
+const QUEUED_PER_CANDIDATE: usize = 2;
+/// Opening a stream or writing a push that takes longer drops the stream.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The node holding `service` on chain (active or promoting) and its candidates.
+pub(crate) fn service_members(
+    state: &impl StateRead,
+    service: &ServiceName,
+) -> (Option<AccountId>, Vec<AccountId>) {
+    let state = Overlay::new(state);
+    let holder = pallet_failover::service_state(&state, service).and_then(|s| s.phase.holder());
+    let candidates = pallet_failover::config(&state, service)
+        .map(|c| c.candidates)
+        .unwrap_or_default();
+    (holder, candidates)
+}
+
+/// What both ends read: the finalized state and the admitted, connected members.
+#[derive(Clone)]
+pub struct PushContext {
+    /// The node's database, read through snapshots (the finalized state).
+    pub db: RocksDb,
+    /// Admitted, connected members (kept by the node loop).
+    pub peers: watch::Receiver<Vec<PeerId>>,
+}
+
+impl std::fmt::Debug for PushContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushContext").finish_non_exhaustive()
+    }
+}
+
+impl PushContext {
+    fn members(&self, service: &ServiceName) -> (Option<AccountId>, Vec<AccountId>) {
+        let snapshot = self.db.snapshot();
+        service_members(&ChainReader::new(&snapshot).state(), service)
+    }
+
+    fn connected(&self, peer: &PeerId) -> bool {
+        self.peers.borrow().contains(peer)
+    }
+}
+
+/// The sending end: a writer task and stream per candidate, started on first use.
+pub struct Pusher {
+    control: Control,
+    context: PushContext,
+    writers: Mutex<HashMap<PeerId, mpsc::Sender<Arc<Vec<u8>>>>>,
+}
+
+impl std::fmt::Debug for Pusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pusher").finish_non_exhaustive()
+    }
+}
+
+impl Pusher {
+    /// Pushes through `control` (the swarm's stream behaviour).
+    pub fn new(control: Control, context: PushContext) -> Self {
+        Self {
+            control,
+            context,
+            writers: Mutex::default(),
+        }
+    }
+
+    /// Sends `push` to the service's admitted, connected candidates, without waiting: a
+    /// candidate whose stream is behind misses it (and fetches the checkpoint when recorded).
+    pub fn push(&self, push: &CheckpointPush) {
+        let (_, candidates) = self.context.members(&push.service);
+        let peers: Vec<PeerId> = self
+            .context
+            .peers
+            .borrow()
+            .iter()
+            .filter(|p| network::account_of(p).is_some_and(|a| candidates.contains(&a)))
+            .copied()
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        let Some(frame) = frame(push) else {
+            return tracing::debug!(service = %push.service, "checkpoint push larger than a frame: not sent (announce it instead)");
+        };
+        let frame = Arc::new(frame);
+        let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        for peer in peers {
+            let writer = writers
+                .entry(peer)
+                .or_insert_with(|| self.start_writer(peer));
+            if let Err(mpsc::error::TrySendError::Closed(frame)) = writer.try_send(frame.clone()) {
+                *writer = self.start_writer(peer);
+                let _ = writer.try_send(frame);
+            } else if writer.capacity() == 0 {
+                tracing::debug!(%peer, "checkpoint pushes to this candidate are behind: later ones are dropped until it reads");
+            }
+        }
+    }
+
+    fn start_writer(&self, peer: PeerId) -> mpsc::Sender<Arc<Vec<u8>>> {
+        let (tx, rx) = mpsc::channel(QUEUED_PER_CANDIDATE);
+        tokio::spawn(write_pushes(peer, self.control.clone(), rx));
+        tx
+    }
+}
+
+/// `push` as it goes on the stream: its length (u32, big-endian), then its SCALE encoding;
+/// `None` if larger than a receiver accepts.
+fn frame(push: &CheckpointPush) -> Option<Vec<u8>> {
+    let body = push.encode();
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|_| body.len() <= MAX_PUSH_BYTES)?;
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&body);
+    Some(frame)
+}
+
+/// Writes the frames queued for `peer` on one stream, opening it (again) when needed.
+async fn write_pushes(
+    peer: PeerId,
+    mut control: Control,
+    mut frames: mpsc::Receiver<Arc<Vec<u8>>>,
+) {
+    let mut stream: Option<Stream> = None;
+    while let Some(frame) = frames.recv().await {
+        // A stream that broke since the last push (the peer reconnected) is opened again once.
+        for _ in 0..2 {
+            if stream.is_none() {
+                let opened =
+                    tokio::time::timeout(STREAM_TIMEOUT, control.open_stream(peer, PROTOCOL)).await;
+                match opened {
+                    Ok(Ok(s)) => stream = Some(s),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "cannot open a checkpoint push stream");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "opening a checkpoint push stream timed out");
+                        break;
+                    }
+                }
+            }
+            let Some(s) = stream.as_mut() else { break };
+            let written = tokio::time::timeout(STREAM_TIMEOUT, async {
+                s.write_all(&frame).await?;
+                s.flush().await
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "checkpoint push stream broke");
+                    stream = None;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "checkpoint push stream stalled: dropped");
+                    stream = None;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The receiving end's context.
+#[derive(Clone)]
+pub struct PushReceiver {
+    /// What both ends read.
+    pub context: PushContext,
+    /// This node's account (only a candidate keeps a push).
+    pub me: Option<AccountId>,
+    /// Where verified pushes are stored.
+    pub store: Arc<ChunkStore>,
+    /// Where the agent hears of them.
+    pub announcements: broadcast::Sender<Announcement>,
+    /// To the node loop: disconnect a member that sent bad bytes.
+    pub out: mpsc::UnboundedSender<NetOut>,
+}
+
+impl std::fmt::Debug for PushReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushReceiver").finish_non_exhaustive()
+    }
+}
+
+impl PushReceiver {
+    /// Accepts members' push streams until the node stops: one reader per member.
+    pub async fn run(self, mut incoming: IncomingStreams) {
+        let mut readers: HashMap<PeerId, AbortHandle> = HashMap::new();
+        while let Some((peer, stream)) = incoming.next().await {
+            if !self.context.connected(&peer) {
+                tracing::debug!(%peer, "checkpoint push stream from a peer that is not an admitted member: closed");
+                continue;
+            }
+            readers.retain(|_, reader| !reader.is_finished());
+            let reader = tokio::spawn(self.clone().read_pushes(peer, stream)).abort_handle();
+            if let Some(previous) = readers.insert(peer, reader) {
+                previous.abort();
+            }
+        }
+    }
+
+    async fn read_pushes(self, peer: PeerId, mut stream: Stream) {
+        loop {
+            let read: std::io::Result<CheckpointPush> =
+                network::read_framed(&mut stream, MAX_PUSH_BYTES, "checkpoint push").await;
+            match read {
+                Ok(push) => {
+                    if let Err(reason) = self.receive(peer, push).await {
+                        return self.disconnect(peer, reason);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return self.disconnect(peer, e.to_string());
+                }
+                // The stream closed (the member went, or opened a new one).
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn disconnect(&self, peer: PeerId, reason: String) {
+        tracing::warn!(%peer, %reason, "peer pushed bad replication data; disconnecting");
+        let _ = self.out.send(NetOut::Disconnect { peer, reason });
+    }
+
+    /// Keeps `push` if it comes from the node holding its service and this node is a
+    /// candidate: verified, announced to the agent with its chunks, then stored. `Err` means
+    /// the sender sent bad bytes.
+    async fn receive(&self, peer: PeerId, push: CheckpointPush) -> Result<(), String> {
+        let Some(from) = network::account_of(&peer) else {
+            return Ok(());
+        };
+        let (holder, candidates) = self.context.members(&push.service);
+        let candidate = self.me.is_some_and(|me| candidates.contains(&me));
+        if !self.context.connected(&peer) || holder != Some(from) || !candidate {
+            tracing::debug!(%peer, service = %push.service, "checkpoint push from a node not holding the service, or for a service this node is no candidate of: dropped");
+            return Ok(());
+        }
+        let (store, announcements) = (self.store.clone(), self.announcements.clone());
+        let kept = tokio::task::spawn_blocking(move || {
+            let mut announcement = Announcement {
+                from,
+                service: push.service.clone(),
+                sequence: push.sequence,
+                root: push.root,
+                pushed: None,
+            };
+            match push.verify(&store) {
+                Ok(verified) => {
+                    let verified = Arc::new(verified);
+                    announcement.pushed = Some(verified.clone());
+                    let _ = announcements.send(announcement);
+                    verified.store(&store).map_err(PushRejected::Local)
+                }
+                Err(e @ PushRejected::Bad { .. }) => Err(e),
+                // Announced all the same: the agent fetches it.
+                Err(e @ PushRejected::Local(_)) => {
+                    let _ = announcements.send(announcement);
+                    Err(e)
+                }
+            }
+        })
+        .await;
+        match kept {
+            Ok(Ok(())) | Err(_) => Ok(()),
+            Ok(Err(PushRejected::Bad { reason })) => Err(reason),
+            Ok(Err(e @ PushRejected::Local(_))) => {
+                tracing::warn!(error = %e, "checkpoint push not stored");
+                Ok(())
+            }
+        }
+    }
+}
