@@ -290,7 +290,7 @@ impl Task {
 
     /// Shows the checkpoint in the target (not yet durable: see [`Task::make_durable`]).
     async fn materialize(
-        &self,
+        &mut self,
         manifest: Manifest,
         sequence: u64,
         root: H256,
@@ -298,10 +298,21 @@ impl Task {
     ) -> Result<Applied, NotApplied> {
         let store = self.store.clone();
         let target = self.config.target.clone();
-        let shown = self.applied.borrow().as_ref().map(|a| a.root);
-        tokio::task::spawn_blocking(move || {
-            // Unchanged files are linked from the checkpoint shown now, not written again.
-            let shown = shown.and_then(|root| store.manifest(&root).ok());
+        let shown_root = self.applied.borrow().as_ref().map(|a| a.root);
+        let cached = self
+            .shown_manifest
+            .take()
+            .filter(|m| Some(m.0) == shown_root);
+        let manifest = Arc::new(manifest);
+        let applying = manifest.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            // Unchanged files are linked from the checkpoint shown now, not written again (its
+            // manifest kept from the last apply: reading and checking it costs its size).
+            let shown = match cached {
+                Some((_, m)) => Some(m),
+                None => shown_root.and_then(|root| store.manifest(&root).ok().map(Arc::new)),
+            };
+            let manifest = applying;
             let no_chunks = HashMap::new();
             let chunks = WithChunks {
                 verified: pushed.as_ref().map_or(&no_chunks, |p| &p.chunks),
@@ -312,7 +323,7 @@ impl Task {
                 &chunks,
                 &target,
                 &label(sequence, &root),
-                shown.as_ref(),
+                shown.as_deref(),
             )
             .map_err(|e| match e {
                 e @ ReplicationError::Missing { .. } => NotApplied::Incomplete(e.to_string()),
@@ -325,7 +336,11 @@ impl Task {
             })
         })
         .await
-        .unwrap_or_else(|e| Err(NotApplied::Failed(format!("apply task failed: {e}"))))
+        .unwrap_or_else(|e| Err(NotApplied::Failed(format!("apply task failed: {e}"))));
+        if let Ok(a) = &applied {
+            self.shown_manifest = Some((a.root, manifest));
+        }
+        applied
     }
 
     /// Makes what the target shows durable, with the chunks it was applied from (`pushed`,

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drchain_replication::materialize::Recovery;
-use drchain_replication::{ChunkStore, ChunkingParams, Dictionary};
+use drchain_replication::{ChunkStore, ChunkingParams, Dictionary, Manifest};
 use drchain_support::{Epoch, ServiceName, H256};
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -202,6 +202,7 @@ pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContex
         prefetching: Arc::default(),
         ahead: None,
         durable: applied_now.as_ref().map(|a| (a.sequence, a.root)),
+        shown_manifest: None,
     };
     Replica {
         input,
@@ -262,6 +263,8 @@ struct Task {
     ahead: Option<apply::Ahead>,
     /// The checkpoint last made durable in the target (only that one is acknowledged).
     durable: Option<(u64, H256)>,
+    /// The manifest of the checkpoint the target shows, once this task applied one.
+    shown_manifest: Option<(H256, Arc<Manifest>)>,
 }
 
 /// Whether the role applies checkpoints (everything but serving and promoting).
