@@ -1027,7 +1027,7 @@ fn replication_benchmark() {
         u64::from_str_radix(number, 16).unwrap()
     };
     let (h0, t0) = (height(&c), Instant::now());
-    let (mut applied, mut acked) = (vec![], vec![]);
+    let (mut applied, mut durable, mut acked) = (vec![], vec![], vec![]);
     for i in 0..trials {
         std::thread::sleep(Duration::from_millis(300));
         let name = format!("bench-{i}");
@@ -1044,6 +1044,22 @@ fn replication_benchmark() {
         let link = std::fs::read_link(&replica).unwrap();
         let label = link.file_name().unwrap().to_string_lossy().into_owned();
         let sequence: u64 = label.split_once('-').unwrap().0.parse().unwrap();
+        // Shown first, flushed next: when the standby recorded it durable.
+        let marker = replica
+            .with_file_name(".replica.checkpoints")
+            .join(".durable");
+        let flushed = || {
+            let label = std::fs::read_to_string(&marker).unwrap_or_default();
+            let flushed = label
+                .split_once('-')
+                .and_then(|(s, _)| s.parse::<u64>().ok());
+            flushed.is_some_and(|s| s >= sequence)
+        };
+        while !flushed() {
+            assert!(written.elapsed() < WAIT, "{standby} never flushed {label}");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        durable.push(written.elapsed().as_secs_f64() * 1000.0);
         while c.acks().get(standby).is_none_or(|a| *a < sequence) {
             assert!(
                 written.elapsed() < WAIT,
@@ -1054,13 +1070,15 @@ fn replication_benchmark() {
         acked.push(written.elapsed().as_secs_f64() * 1000.0);
     }
     let block_ms = t0.elapsed().as_secs_f64() * 1000.0 / (height(&c) - h0).max(1) as f64;
-    for list in [&mut applied, &mut acked] {
+    for list in [&mut applied, &mut durable, &mut acked] {
         list.sort_by(f64::total_cmp);
     }
     println!(
-        "4 KiB write → on the standby's target ({trials} trials): p50 {:.1} ms, p99 {:.1} ms; → acknowledged on chain: p50 {:.1} ms, p99 {:.1} ms; mean block interval {block_ms:.0} ms",
+        "4 KiB write → on the standby's target ({trials} trials): p50 {:.1} ms, p99 {:.1} ms; → flushed there: p50 {:.1} ms, p99 {:.1} ms; → acknowledged on chain: p50 {:.1} ms, p99 {:.1} ms; mean block interval {block_ms:.0} ms",
         percentile(&applied, 50.0),
         percentile(&applied, 99.0),
+        percentile(&durable, 50.0),
+        percentile(&durable, 99.0),
         percentile(&acked, 50.0),
         percentile(&acked, 99.0),
     );
