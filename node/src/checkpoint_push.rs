@@ -12,18 +12,19 @@
 //! replaces the old), one frame of at most `MAX_PUSH_BYTES` buffered by each, one push being
 //! verified at a time by each. A push is kept only from the member the chain says holds the
 //! service, and only by a candidate of it; bytes that are not a push, or a push whose chunks
-//! or manifest do not match their names, get the sender disconnected.
+//! or manifest do not match their names, get the sender disconnected. Verified pushes wait for
+//! the agent in a small ring ([`RecentPushes`]), each within `MAX_PUSH_PLAIN_BYTES` decoded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use drchain_consensus::store::ChainReader;
-use drchain_replication::push::{CheckpointPush, PushRejected, MAX_PUSH_BYTES};
+use drchain_replication::push::{CheckpointPush, PushRejected, VerifiedPush, MAX_PUSH_BYTES};
 use drchain_replication::ChunkStore;
 use drchain_rpc::Announcement;
 use drchain_runtime::pallet_failover;
-use drchain_support::{AccountId, Overlay, ServiceName, StateRead};
+use drchain_support::{AccountId, Overlay, ServiceName, StateRead, H256};
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, IncomingStreams};
@@ -42,6 +43,30 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/drchain/replication-p
 const QUEUED_PER_CANDIDATE: usize = 2;
 /// Opening a stream or writing a push that takes longer drops the stream.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Verified pushes kept in memory for the agent, at most (each at most
+/// `MAX_PUSH_PLAIN_BYTES` of chunks): the agent takes the one it was told of at once.
+const PUSHES_KEPT: usize = 4;
+
+/// The last few verified pushes, with their chunks in memory, for the agent
+/// (`NodeApi::pushed_checkpoint`).
+#[derive(Debug, Default)]
+pub struct RecentPushes(Mutex<VecDeque<Arc<VerifiedPush>>>);
+
+impl RecentPushes {
+    fn keep(&self, push: Arc<VerifiedPush>) {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() >= PUSHES_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(push);
+    }
+
+    /// Checkpoint `root`, if among the last pushed.
+    pub fn get(&self, root: &H256) -> Option<Arc<VerifiedPush>> {
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.iter().rev().find(|p| p.push.root == *root).cloned()
+    }
+}
 
 /// The node holding `service` on chain (active or promoting) and its candidates.
 pub(crate) fn service_members(
@@ -214,6 +239,8 @@ pub struct PushReceiver {
     pub me: Option<AccountId>,
     /// Where verified pushes are stored.
     pub store: Arc<ChunkStore>,
+    /// Where the agent finds them before they are stored.
+    pub recent: Arc<RecentPushes>,
     /// Where the agent hears of them.
     pub announcements: broadcast::Sender<Announcement>,
     /// To the node loop: disconnect a member that sent bad bytes.
@@ -280,29 +307,39 @@ impl PushReceiver {
             tracing::debug!(%peer, service = %push.service, "checkpoint push from a node not holding the service, or for a service this node is no candidate of: dropped");
             return Ok(());
         }
-        let (store, announcements) = (self.store.clone(), self.announcements.clone());
+        let (store, announcements, recent) = (
+            self.store.clone(),
+            self.announcements.clone(),
+            self.recent.clone(),
+        );
         let kept = tokio::task::spawn_blocking(move || {
-            let mut announcement = Announcement {
+            let announcement = Announcement {
                 from,
                 service: push.service.clone(),
                 sequence: push.sequence,
                 root: push.root,
-                pushed: None,
             };
-            match push.verify(&store) {
-                Ok(verified) => {
-                    let verified = Arc::new(verified);
-                    announcement.pushed = Some(verified.clone());
-                    let _ = announcements.send(announcement);
-                    verified.store(&store).map_err(PushRejected::Local)
-                }
-                Err(e @ PushRejected::Bad { .. }) => Err(e),
+            let verified = match push.verify(&store) {
+                Ok(verified) => Arc::new(verified),
+                Err(e @ PushRejected::Bad { .. }) => return Err(e),
                 // Announced all the same: the agent fetches it.
                 Err(e @ PushRejected::Local(_)) => {
                     let _ = announcements.send(announcement);
-                    Err(e)
+                    return Err(e);
                 }
+            };
+            // With its chunks in memory the agent can apply it now, while it is stored;
+            // without (too large decoded), once stored.
+            let in_memory = verified.chunks.is_some();
+            if in_memory {
+                recent.keep(verified.clone());
+                let _ = announcements.send(announcement.clone());
             }
+            let stored = verified.store(&store).map_err(PushRejected::Local);
+            if !in_memory {
+                let _ = announcements.send(announcement);
+            }
+            stored
         })
         .await;
         match kept {

@@ -19,6 +19,11 @@ use crate::store::ChunkStore;
 /// chunks and the manifest of a service of some tens of MiB) while keeping what a member can
 /// make another buffer small.
 pub const MAX_PUSH_BYTES: usize = 256 * 1024;
+/// Plain bytes of a push's chunks kept in memory at most. Chunks compress, so a push within
+/// `MAX_PUSH_BYTES` can decode to far more (a member could craft one that decodes to hundreds
+/// of MiB): beyond this each chunk is verified and dropped, and the push is applied from the
+/// store like a fetched checkpoint.
+pub const MAX_PUSH_PLAIN_BYTES: usize = 8 * 1024 * 1024;
 
 /// Checkpoint `sequence` of `service`, pushed by the node that took it.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -131,10 +136,12 @@ impl CheckpointPush {
         })
     }
 
+    /// The manifest, and the chunks' plain bytes if they fit in `MAX_PUSH_PLAIN_BYTES` (else
+    /// `None`: every chunk was verified all the same).
     fn check(
         &self,
         store: &ChunkStore,
-    ) -> Result<(Manifest, HashMap<H256, Vec<u8>>), PushRejected> {
+    ) -> Result<(Manifest, Option<PlainChunks>), PushRejected> {
         let bad = |reason: String| PushRejected::Bad { reason };
         let manifest = match Manifest::decode_verified(&self.manifest, &self.root) {
             Ok(m) => m,
@@ -151,7 +158,8 @@ impl CheckpointPush {
                 None => store.dictionary(&id).map_err(PushRejected::Local)?,
             });
         }
-        let mut chunks = HashMap::with_capacity(self.objects.len());
+        let mut chunks = Some(HashMap::with_capacity(self.objects.len()));
+        let mut plain_bytes = 0usize;
         for (id, encoded) in &self.objects {
             if manifest.dictionary == Some(*id) {
                 continue;
@@ -166,11 +174,20 @@ impl CheckpointPush {
                 e @ ReplicationError::BadChunk { .. } => bad(e.to_string()),
                 other => PushRejected::Local(other),
             })?;
-            chunks.insert(*id, plain);
+            plain_bytes += plain.len();
+            if plain_bytes > MAX_PUSH_PLAIN_BYTES {
+                chunks = None;
+            }
+            if let Some(chunks) = &mut chunks {
+                chunks.insert(*id, plain);
+            }
         }
         Ok((manifest, chunks))
     }
 }
+
+/// Chunks' plain bytes by name.
+pub type PlainChunks = HashMap<H256, Vec<u8>>;
 
 /// A pushed checkpoint whose manifest and objects are verified, their plain bytes at hand.
 #[derive(Debug)]
@@ -179,8 +196,9 @@ pub struct VerifiedPush {
     pub push: CheckpointPush,
     /// Its manifest.
     pub manifest: Manifest,
-    /// The plain bytes of the chunks it carries, by name.
-    pub chunks: HashMap<H256, Vec<u8>>,
+    /// The plain bytes of the chunks it carries, by name; `None` when they exceed
+    /// [`MAX_PUSH_PLAIN_BYTES`] (apply it from the store once stored).
+    pub chunks: Option<PlainChunks>,
 }
 
 impl VerifiedPush {
@@ -272,13 +290,36 @@ mod tests {
         let rebuilt: Vec<u8> = manifest.files[0]
             .chunks
             .iter()
-            .flat_map(|c| verified.chunks[&c.id].clone())
+            .flat_map(|c| verified.chunks.as_ref().unwrap()[&c.id].clone())
             .collect();
         assert_eq!(rebuilt, data);
         assert!(standby.manifest(&manifest.root()).is_err());
         assert!(manifest.chunk_ids().iter().all(|id| !standby.contains(id)));
         verified.store(&standby).unwrap();
         assert_eq!(standby.manifest(&manifest.root()).unwrap(), manifest);
+        assert!(missing(&manifest, |id| standby.contains(id)).is_empty());
+    }
+
+    /// A small push of very compressible chunks decodes to far more than it weighs: beyond
+    /// `MAX_PUSH_PLAIN_BYTES` its chunks are verified but not kept in memory.
+    #[test]
+    fn a_push_that_decodes_to_too_much_is_verified_without_keeping_its_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        std::fs::create_dir(&source).unwrap();
+        let runs: Vec<u8> = (0..200u32).flat_map(|i| vec![i as u8; 64 * 1024]).collect();
+        std::fs::write(source.join("runs"), &runs).unwrap();
+        let active = ChunkStore::open(dir.path().join("active")).unwrap();
+        let standby = ChunkStore::open(dir.path().join("standby")).unwrap();
+        let (manifest, _) =
+            snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
+        let push = CheckpointPush::build(&active, service(), 1, &manifest, || None)
+            .unwrap()
+            .expect("compresses into one push");
+        assert!(runs.len() > MAX_PUSH_PLAIN_BYTES);
+        let verified = push.verify(&standby).unwrap();
+        assert!(verified.chunks.is_none());
+        verified.store(&standby).unwrap();
         assert!(missing(&manifest, |id| standby.contains(id)).is_empty());
     }
 

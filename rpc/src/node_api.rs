@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use drchain_consensus::pool::PoolError;
 use drchain_consensus::store::kv::KeyValueDb;
-use drchain_replication::push::CheckpointPush;
+use drchain_replication::push::{CheckpointPush, VerifiedPush};
 use drchain_replication::{ChunkStore, Manifest};
 use drchain_runtime::{EventRecord, Header, UncheckedExtrinsic};
 use drchain_support::{AccountId, ServiceName, H256};
@@ -63,7 +63,7 @@ pub struct PeerInfo {
 
 /// A member said it took a checkpoint (before any block records it), so standbys fetch it at
 /// once. Only what the chain's active node of the service announces deserves a fetch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announcement {
     /// The admitted member that sent it.
     pub from: AccountId,
@@ -73,9 +73,6 @@ pub struct Announcement {
     pub sequence: u64,
     /// The checkpoint's manifest root.
     pub root: H256,
-    /// When the member pushed the checkpoint: its manifest and new chunks, verified (being
-    /// stored meanwhile). A standby that holds the rest can apply it without a fetch.
-    pub pushed: Option<std::sync::Arc<drchain_replication::push::VerifiedPush>>,
 }
 
 /// The node's task is gone (stopped, or stopped on a fatal error).
@@ -145,6 +142,13 @@ pub trait NodeApi: Send + Sync + std::fmt::Debug + 'static {
     }
     /// Checkpoints announced by members, from now on.
     fn subscribe_announcements(&self) -> broadcast::Receiver<Announcement>;
+    /// Checkpoint `root` as its holder pushed it, verified, with its new chunks in memory
+    /// (being stored meanwhile), if it is among the last few pushed here: a standby that
+    /// holds the rest applies it without a fetch or a read.
+    fn pushed_checkpoint(&self, root: &H256) -> Option<Arc<VerifiedPush>> {
+        let _ = root;
+        None
+    }
     /// The database's size and its disk's free space, measured now; `None` where the node
     /// has no database on disk.
     async fn disk(&self) -> Option<crate::views::DiskView> {

@@ -28,13 +28,16 @@ use drchain_rpc::Announcement;
 
 use super::{applies, label, Applied, ReplicaInput, Task, ACK_RESEND, RETRY};
 
-/// An announced checkpoint whose manifest and chunks are all in the store.
+/// An announced checkpoint whose manifest and chunks are all in the store, or in memory as
+/// pushed.
 #[derive(Debug)]
 pub(super) struct Fetched {
     announced: Announcement,
     /// The epoch the standby knew when the announcement came.
     epoch: Epoch,
     manifest: Manifest,
+    /// The push it came in, its chunks in memory (`None`: fetched, all in the store).
+    pushed: Option<Arc<VerifiedPush>>,
 }
 
 /// Why a checkpoint was not applied.
@@ -86,9 +89,6 @@ impl Task {
         let hold = self.store.hold();
         let timeout = Duration::from_millis(self.config.fetch_timeout_ms);
         let (service, epoch, fetched) = (self.service.clone(), input.epoch, fetched.clone());
-        let mut announced = announced;
-        // What the push carried is in the store by now or soon; the fetch gathers the rest.
-        announced.pushed = None;
         tokio::spawn(async move {
             let started = Instant::now();
             let result = node
@@ -107,6 +107,7 @@ impl Task {
                             announced,
                             epoch,
                             manifest,
+                            pushed: None,
                         })
                         .await;
                 }
@@ -138,27 +139,33 @@ impl Task {
             && newer_than_chain
     }
 
-    /// The active node pushed a checkpoint: applied at once from the verified chunks it
-    /// carried and those in the store, if this standby follows it; fetched first when chunks
-    /// it needs are missing here (a push carries only what is new since the active's previous
-    /// checkpoint, which this standby may have missed).
-    pub(super) async fn apply_pushed(
+    /// A member announced a checkpoint. One the active pushed here (the node keeps the last
+    /// few, verified, chunks in memory) is applied at once from those chunks and the store, if
+    /// this standby follows it; anything else is fetched first ([`Task::prefetch`]), and so
+    /// is a push that needs chunks missing here (it carries only what is new since the
+    /// active's previous checkpoint, which this standby may have missed).
+    pub(super) async fn announced(
         &mut self,
         input: &ReplicaInput,
         announced: Announcement,
         fetched: &mpsc::Sender<Fetched>,
     ) {
-        let Some(pushed) = announced.pushed.clone() else {
+        let pushed = self
+            .ctx
+            .node
+            .pushed_checkpoint(&announced.root)
+            .filter(|p| p.chunks.is_some());
+        let Some(pushed) = pushed else {
             return self.prefetch(input, announced, fetched);
         };
         if announced.service != self.service || !self.follows(input, &announced) {
             return;
         }
-        let manifest = pushed.manifest.clone();
         let applying = Fetched {
             announced,
             epoch: input.epoch,
-            manifest,
+            manifest: pushed.manifest.clone(),
+            pushed: Some(pushed),
         };
         if let Some(Fetched { announced, .. }) = self.apply_announced(input, applying).await {
             self.prefetch(input, announced, fetched);
@@ -181,7 +188,7 @@ impl Task {
         let started = Instant::now();
         let hold = self.store.hold();
         let (sequence, root) = (fetched.announced.sequence, fetched.announced.root);
-        let pushed = fetched.announced.pushed.clone();
+        let pushed = fetched.pushed.clone();
         match self
             .materialize(fetched.manifest.clone(), sequence, root, pushed.clone())
             .await
@@ -209,7 +216,7 @@ impl Task {
                 }
                 None
             }
-            Err(NotApplied::Incomplete(_)) if fetched.announced.pushed.is_some() => Some(fetched),
+            Err(NotApplied::Incomplete(_)) if fetched.pushed.is_some() => Some(fetched),
             Err(e) => {
                 self.apply_failed(sequence, e.reason());
                 None
@@ -315,7 +322,10 @@ impl Task {
             let manifest = applying;
             let no_chunks = HashMap::new();
             let chunks = WithChunks {
-                verified: pushed.as_ref().map_or(&no_chunks, |p| &p.chunks),
+                verified: pushed
+                    .as_ref()
+                    .and_then(|p| p.chunks.as_ref())
+                    .unwrap_or(&no_chunks),
                 store: &store,
             };
             let path = materialize_after(

@@ -296,7 +296,7 @@ impl Task {
                     Ok(a) => {
                         let now = input.borrow().clone();
                         if let Some(now) = now {
-                            self.apply_pushed(&now, a, &fetched_tx).await;
+                            self.announced(&now, a, &fetched_tx).await;
                         }
                         continue;
                     }

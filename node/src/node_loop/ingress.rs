@@ -15,9 +15,9 @@ use crate::network::{self};
 use crate::replication::FetchCommand;
 use crate::rocks::RocksDb;
 use drchain_consensus::pool::PoolError;
-use drchain_replication::push::CheckpointPush;
+use drchain_replication::push::{CheckpointPush, VerifiedPush};
 
-use crate::checkpoint_push::Pusher;
+use crate::checkpoint_push::{Pusher, RecentPushes};
 use drchain_replication::{ChunkStore, Manifest};
 use drchain_rpc::{Announcement, ChainStatus, FinalizedBlock, NodeApi, NodeStopped, PeerInfo};
 
@@ -59,6 +59,7 @@ pub struct NodeHandle {
     pub(super) fetches: mpsc::Sender<FetchCommand>,
     pub(super) announcements: broadcast::Sender<Announcement>,
     pub(super) pusher: Arc<Pusher>,
+    pub(super) recent_pushes: Arc<RecentPushes>,
     pub(super) db_path: std::path::PathBuf,
 }
 
@@ -74,6 +75,8 @@ pub struct NodeClient {
     pub(super) announcements: broadcast::Sender<Announcement>,
     /// Sends this node's checkpoints to the candidates of their services.
     pub(super) pusher: Arc<Pusher>,
+    /// Pushes received lately, verified, chunks in memory.
+    pub(super) recent_pushes: Arc<RecentPushes>,
     /// Where the database lives (its size and free space, `disk`).
     pub(super) db_path: std::path::PathBuf,
 }
@@ -175,6 +178,10 @@ impl NodeApi for NodeClient {
         self.announcements.subscribe()
     }
 
+    fn pushed_checkpoint(&self, root: &H256) -> Option<Arc<VerifiedPush>> {
+        self.recent_pushes.get(root)
+    }
+
     async fn disk(&self) -> Option<drchain_rpc::views::DiskView> {
         let (db, path) = (self.db.clone(), self.db_path.clone());
         tokio::task::spawn_blocking(move || {
@@ -229,6 +236,7 @@ impl NodeHandle {
             fetches: self.fetches.clone(),
             announcements: self.announcements.clone(),
             pusher: self.pusher.clone(),
+            recent_pushes: self.recent_pushes.clone(),
             db_path: self.db_path.clone(),
         }
     }

@@ -30,7 +30,7 @@ use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::checkpoint_push::{PushContext, PushReceiver, Pusher};
+use crate::checkpoint_push::{PushContext, PushReceiver, Pusher, RecentPushes};
 use crate::metrics::Metrics;
 use crate::network::{self, Behaviour, Topics};
 use crate::replication::{NetOut, ReplicationTask};
@@ -163,11 +163,13 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let incoming_pushes = push_control
         .accept(crate::checkpoint_push::PROTOCOL)
         .map_err(|e| anyhow::anyhow!("checkpoint push protocol: {e}"))?;
+    let recent_pushes = Arc::new(RecentPushes::default());
     tokio::spawn(
         PushReceiver {
             context: push_context.clone(),
             me: network::account_of(&peer_id),
             store: chunk_store.clone(),
+            recent: recent_pushes.clone(),
             announcements: announcements.clone(),
             out: task_out.clone(),
         }
@@ -226,6 +228,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         fetches,
         announcements,
         pusher,
+        recent_pushes,
         db_path: database_path,
     })
 }

@@ -123,7 +123,6 @@ impl NodeLoop {
                             service,
                             sequence,
                             root,
-                            pushed: None,
                         });
                     }
                     let _ = self
