@@ -138,10 +138,7 @@ impl CheckpointPush {
 
     /// The manifest, and the chunks' plain bytes if they fit in `MAX_PUSH_PLAIN_BYTES` (else
     /// `None`: every chunk was verified all the same).
-    fn check(
-        &self,
-        store: &ChunkStore,
-    ) -> Result<(Manifest, Option<PlainChunks>), PushRejected> {
+    fn check(&self, store: &ChunkStore) -> Result<(Manifest, Option<PlainChunks>), PushRejected> {
         let bad = |reason: String| PushRejected::Bad { reason };
         let manifest = match Manifest::decode_verified(&self.manifest, &self.root) {
             Ok(m) => m,

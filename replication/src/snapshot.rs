@@ -67,12 +67,21 @@ const RACY: Duration = Duration::from_millis(100);
 /// What the previous snapshots of a directory read: each file's stamp and chunk list, so an
 /// unchanged file (same device, inode, size, modification and change time — a file replaced
 /// by a rename is a new inode) is not read and chunked again. Its chunks must still be in the
-/// store; if any is gone the file is read again.
+/// store; if any is gone the file is read again. Looking each chunk up costs a `stat` per chunk
+/// of the whole directory at every checkpoint (some 100 ms for a GiB), so it is done only when
+/// the store removed objects since the last snapshot (garbage collection, a damaged object),
+/// and every [`FULL_CHECK_EVERY`] against anything else that removes them.
 #[derive(Debug, Default)]
 pub struct FileCache {
     chunking: Option<ChunkingParams>,
     files: HashMap<String, (FileStamp, FileEntry)>,
+    /// The store's removal count when the cached chunks were last known present, and when
+    /// they were last each looked up.
+    checked: Option<(u64, std::time::Instant)>,
 }
+
+/// The longest time cached files' chunks go without being looked up in the store.
+pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// Snapshots `source` into `store`, durably.
 pub fn snapshot_dir(
@@ -106,7 +115,7 @@ pub fn snapshot_dir_cached(
     if cache.chunking != Some(chunking) {
         *cache = FileCache {
             chunking: Some(chunking),
-            files: HashMap::new(),
+            ..FileCache::default()
         };
     }
     let started_ns = SystemTime::now()
@@ -114,6 +123,11 @@ pub fn snapshot_dir_cached(
         .map_or(0, |d| d.as_nanos() as i128);
     let settled_before = started_ns - RACY.as_nanos() as i128;
     let mut seen: HashMap<String, (FileStamp, FileEntry)> = HashMap::new();
+    let removals = store.removals();
+    let checked_at = match cache.checked {
+        Some((r, at)) if r == removals && at.elapsed() < FULL_CHECK_EVERY => Some(at),
+        _ => None,
+    };
     if let Some(d) = dictionary {
         store.put_dictionary(d)?;
     }
@@ -144,7 +158,8 @@ pub fn snapshot_dir_cached(
                 let known = cache.files.get(&relative).filter(|(old, file)| {
                     Some(*old) == stamp
                         && old.ctime_ns < settled_before
-                        && file.chunks.iter().all(|c| store.contains(&c.id))
+                        && (checked_at.is_some()
+                            || file.chunks.iter().all(|c| store.contains(&c.id)))
                 });
                 if let Some((old, file)) = known {
                     stats.unchanged_files += 1;
@@ -174,6 +189,9 @@ pub fn snapshot_dir_cached(
     let manifest = Manifest::new(chunking, dictionary.map(Dictionary::id), files);
     store.put_manifest(&manifest)?;
     cache.files = seen;
+    // What is cached now is in the store (read or looked up in this snapshot), unless
+    // something was removed meanwhile: then the count differs next time.
+    cache.checked = Some((removals, checked_at.unwrap_or_else(std::time::Instant::now)));
     Ok((manifest, stats))
 }
 

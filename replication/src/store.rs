@@ -29,6 +29,8 @@ pub struct ChunkStore {
     temp_counter: AtomicU64,
     /// Writers and readers now using objects no manifest may hold yet (see [`StoreHold`]).
     holds: Arc<Mutex<u64>>,
+    /// Objects removed since the store was opened (see [`ChunkStore::removals`]).
+    removals: AtomicU64,
     /// Compression measured on what this store wrote.
     pub stats: CompressionStats,
 }
@@ -66,6 +68,7 @@ impl ChunkStore {
             dictionaries: Mutex::default(),
             temp_counter: AtomicU64::new(0),
             holds: Arc::default(),
+            removals: AtomicU64::new(0),
             stats: CompressionStats::default(),
         };
         store.remove_temporaries()?;
@@ -222,6 +225,7 @@ impl ChunkStore {
         };
         let decoded = decode_chunk(id, &encoded, dictionary.as_deref());
         if let Err(ReplicationError::BadChunk { .. }) = &decoded {
+            self.removals.fetch_add(1, Ordering::Relaxed);
             let _ = fs::remove_file(self.object_path(id));
         }
         decoded
@@ -298,6 +302,13 @@ impl ChunkStore {
         Manifest::decode_verified(&self.manifest_bytes(root)?, root)
     }
 
+    /// How many objects this store removed since it was opened (garbage collection, damaged
+    /// ones): what was present stays present while this does not change — but for removals
+    /// by anything else.
+    pub fn removals(&self) -> u64 {
+        self.removals.load(Ordering::Relaxed)
+    }
+
     /// Keeps garbage collection from removing anything until the hold is dropped.
     pub fn hold(&self) -> StoreHold {
         *self.holds.lock().unwrap_or_else(PoisonError::into_inner) += 1;
@@ -333,6 +344,7 @@ impl ChunkStore {
                 stats.interrupted = true;
                 break;
             }
+            self.removals.fetch_add(1, Ordering::Relaxed);
             fs::remove_file(&path).map_err(|e| ReplicationError::write(&path, e))?;
             drop(holds);
             stats.removed += 1;

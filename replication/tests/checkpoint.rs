@@ -423,6 +423,22 @@ fn a_cached_snapshot_skips_unchanged_files_and_gives_the_same_manifest() {
     std::thread::sleep(std::time::Duration::from_millis(150));
     store.collect_garbage(&[]).unwrap();
     let (rebuilt, stats) = snapshot_dir_cached(&source, &store, params, None, &mut cache).unwrap();
-    assert_eq!((rebuilt, stats.unchanged_files), (plain, 0));
+    assert_eq!((rebuilt, stats.unchanged_files), (plain.clone(), 0));
     assert!(store.manifest(&changed.root()).is_ok());
+
+    // Unchanged and nothing removed: the cached files are trusted without a lookup per chunk.
+    let (same, stats) = snapshot_dir_cached(&source, &store, params, None, &mut cache).unwrap();
+    assert_eq!((same, stats.unchanged_files), (plain.clone(), 2));
+    // A damaged object the store finds (and removes) on a read: the file is read again.
+    let log_chunk = plain.files.iter().find(|f| f.path == "log/1").unwrap().chunks[0].id;
+    let hex = log_chunk.to_string();
+    let hex = hex.trim_start_matches("0x");
+    let object = base.path().join("store/objects").join(&hex[..2]).join(hex);
+    let mut bytes = fs::read(&object).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    fs::write(&object, bytes).unwrap();
+    assert!(store.get(&log_chunk).is_err());
+    let (repaired, stats) = snapshot_dir_cached(&source, &store, params, None, &mut cache).unwrap();
+    assert_eq!((repaired, stats.unchanged_files), (plain, 1));
+    assert!(store.get(&log_chunk).is_ok());
 }
