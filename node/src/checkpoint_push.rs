@@ -43,6 +43,10 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/drchain/replication-p
 const QUEUED_PER_CANDIDATE: usize = 2;
 /// Opening a stream or writing a push that takes longer drops the stream.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(5);
+/// A push of at most this many objects and manifest bytes is verified on the reader's task
+/// (decoding at most four chunks of 64 KiB), a larger one on a blocking thread.
+const INLINE_OBJECTS: usize = 4;
+const INLINE_MANIFEST_BYTES: usize = 64 * 1024;
 /// Verified pushes kept in memory for the agent, at most (each at most
 /// `MAX_PUSH_PLAIN_BYTES` of chunks): the agent takes the one it was told of at once.
 const PUSHES_KEPT: usize = 4;
@@ -307,48 +311,50 @@ impl PushReceiver {
             tracing::debug!(%peer, service = %push.service, "checkpoint push from a node not holding the service, or for a service this node is no candidate of: dropped");
             return Ok(());
         }
-        let (store, announcements, recent) = (
-            self.store.clone(),
-            self.announcements.clone(),
-            self.recent.clone(),
-        );
-        let kept = tokio::task::spawn_blocking(move || {
-            let announcement = Announcement {
-                from,
-                service: push.service.clone(),
-                sequence: push.sequence,
-                root: push.root,
-            };
-            let verified = match push.verify(&store) {
-                Ok(verified) => Arc::new(verified),
-                Err(e @ PushRejected::Bad { .. }) => return Err(e),
+        let announcement = Announcement {
+            from,
+            service: push.service.clone(),
+            sequence: push.sequence,
+            root: push.root,
+        };
+        // A small push (a write or two) is checked here: a hop to a blocking thread costs
+        // more than decoding a few chunks. Anything larger is checked on a blocking thread.
+        let small =
+            push.objects.len() <= INLINE_OBJECTS && push.manifest.len() <= INLINE_MANIFEST_BYTES;
+        let verified = if small {
+            push.verify(&self.store)
+        } else {
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || push.verify(&store)).await {
+                Ok(verified) => verified,
+                Err(_) => return Ok(()),
+            }
+        };
+        let verified = match verified {
+            Ok(verified) => Arc::new(verified),
+            Err(PushRejected::Bad { reason }) => return Err(reason),
+            Err(e @ PushRejected::Local(_)) => {
                 // Announced all the same: the agent fetches it.
-                Err(e @ PushRejected::Local(_)) => {
-                    let _ = announcements.send(announcement);
-                    return Err(e);
-                }
-            };
-            // With its chunks in memory the agent can apply it now, while it is stored;
-            // without (too large decoded), once stored.
-            let in_memory = verified.chunks.is_some();
-            if in_memory {
-                recent.keep(verified.clone());
-                let _ = announcements.send(announcement.clone());
+                tracing::warn!(error = %e, "checkpoint push not kept");
+                let _ = self.announcements.send(announcement);
+                return Ok(());
             }
-            let stored = verified.store(&store).map_err(PushRejected::Local);
-            if !in_memory {
-                let _ = announcements.send(announcement);
-            }
-            stored
-        })
-        .await;
-        match kept {
-            Ok(Ok(())) | Err(_) => Ok(()),
-            Ok(Err(PushRejected::Bad { reason })) => Err(reason),
-            Ok(Err(e @ PushRejected::Local(_))) => {
-                tracing::warn!(error = %e, "checkpoint push not stored");
-                Ok(())
-            }
+        };
+        // With its chunks in memory the agent can apply it now, while it is stored; without
+        // (too large decoded), once stored.
+        let in_memory = verified.chunks.is_some();
+        if in_memory {
+            self.recent.keep(verified.clone());
+            let _ = self.announcements.send(announcement.clone());
         }
+        let store = self.store.clone();
+        let stored = tokio::task::spawn_blocking(move || verified.store(&store)).await;
+        if let Ok(Err(e)) = stored {
+            tracing::warn!(error = %e, "checkpoint push not stored");
+        }
+        if !in_memory {
+            let _ = self.announcements.send(announcement);
+        }
+        Ok(())
     }
 }

@@ -430,7 +430,13 @@ fn a_cached_snapshot_skips_unchanged_files_and_gives_the_same_manifest() {
     let (same, stats) = snapshot_dir_cached(&source, &store, params, None, &mut cache).unwrap();
     assert_eq!((same, stats.unchanged_files), (plain.clone(), 2));
     // A damaged object the store finds (and removes) on a read: the file is read again.
-    let log_chunk = plain.files.iter().find(|f| f.path == "log/1").unwrap().chunks[0].id;
+    let log_chunk = plain
+        .files
+        .iter()
+        .find(|f| f.path == "log/1")
+        .unwrap()
+        .chunks[0]
+        .id;
     let hex = log_chunk.to_string();
     let hex = hex.trim_start_matches("0x");
     let object = base.path().join("store/objects").join(&hex[..2]).join(hex);
