@@ -12,7 +12,8 @@
 //!
 //! Layout for a target `/srv/db`: `/srv/.db.checkpoints/<label>/…` holds the applied
 //! checkpoints (the current one, the one before it for readers still inside it, and the last
-//! durable one), `/srv/.db.checkpoints/.durable` names the last durable label, and
+//! durable one), `/srv/.db.checkpoints/.durable` names the last durable label,
+//! `/srv/.db.checkpoints/.spare` is an empty directory made ready for the next apply, and
 //! `/srv/db -> .db.checkpoints/<label>`.
 
 use std::borrow::Cow;
