@@ -239,6 +239,36 @@ mod tests {
         ServiceName::new("db").unwrap()
     }
 
+    /// An active and a standby store, and the push of a first checkpoint of one file `f`.
+    struct FirstPush {
+        dir: tempfile::TempDir,
+        active: ChunkStore,
+        standby: ChunkStore,
+        manifest: Manifest,
+        push: CheckpointPush,
+    }
+
+    fn first_push(data: &[u8]) -> FirstPush {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        std::fs::create_dir(&source).unwrap();
+        std::fs::write(source.join("f"), data).unwrap();
+        let active = ChunkStore::open(dir.path().join("active")).unwrap();
+        let standby = ChunkStore::open(dir.path().join("standby")).unwrap();
+        let (manifest, _) =
+            snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
+        let push = CheckpointPush::build(&active, service(), 1, &manifest, || None)
+            .unwrap()
+            .expect("small enough to push");
+        FirstPush {
+            dir,
+            active,
+            standby,
+            manifest,
+            push,
+        }
+    }
+
     #[test]
     fn a_push_carries_what_is_new_and_completes_a_standby_that_held_the_previous_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
@@ -270,18 +300,13 @@ mod tests {
     /// exactly the checkpoint's new chunks, and nothing is written until `store`.
     #[test]
     fn a_verified_push_gives_its_plain_chunks_and_writes_nothing_until_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("source");
-        std::fs::create_dir(&source).unwrap();
         let data = pseudo_random(60_000, 4);
-        std::fs::write(source.join("f"), &data).unwrap();
-        let active = ChunkStore::open(dir.path().join("active")).unwrap();
-        let standby = ChunkStore::open(dir.path().join("standby")).unwrap();
-        let (manifest, _) =
-            snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
-        let push = CheckpointPush::build(&active, service(), 1, &manifest, || None)
-            .unwrap()
-            .unwrap();
+        let FirstPush {
+            standby,
+            manifest,
+            push,
+            ..
+        } = first_push(&data);
         let verified = push.verify(&standby).unwrap();
         assert_eq!(verified.manifest, manifest);
         let rebuilt: Vec<u8> = manifest.files[0]
@@ -301,18 +326,13 @@ mod tests {
     /// `MAX_PUSH_PLAIN_BYTES` its chunks are verified but not kept in memory.
     #[test]
     fn a_push_that_decodes_to_too_much_is_verified_without_keeping_its_chunks() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("source");
-        std::fs::create_dir(&source).unwrap();
         let runs: Vec<u8> = (0..200u32).flat_map(|i| vec![i as u8; 64 * 1024]).collect();
-        std::fs::write(source.join("runs"), &runs).unwrap();
-        let active = ChunkStore::open(dir.path().join("active")).unwrap();
-        let standby = ChunkStore::open(dir.path().join("standby")).unwrap();
-        let (manifest, _) =
-            snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
-        let push = CheckpointPush::build(&active, service(), 1, &manifest, || None)
-            .unwrap()
-            .expect("compresses into one push");
+        let FirstPush {
+            standby,
+            manifest,
+            push,
+            ..
+        } = first_push(&runs);
         assert!(runs.len() > MAX_PUSH_PLAIN_BYTES);
         let verified = push.verify(&standby).unwrap();
         assert!(verified.chunks.is_none());
@@ -322,17 +342,14 @@ mod tests {
 
     #[test]
     fn a_bad_or_foreign_object_or_manifest_is_refused_and_a_large_checkpoint_is_not_pushed() {
-        let dir = tempfile::tempdir().unwrap();
+        let FirstPush {
+            dir,
+            active,
+            standby,
+            manifest,
+            push: good,
+        } = first_push(&pseudo_random(50_000, 2));
         let source = dir.path().join("source");
-        std::fs::create_dir(&source).unwrap();
-        std::fs::write(source.join("f"), pseudo_random(50_000, 2)).unwrap();
-        let active = ChunkStore::open(dir.path().join("active")).unwrap();
-        let standby = ChunkStore::open(dir.path().join("standby")).unwrap();
-        let (manifest, _) =
-            snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
-        let good = CheckpointPush::build(&active, service(), 1, &manifest, || None)
-            .unwrap()
-            .unwrap();
 
         let mut corrupt = good.clone();
         if let Some(byte) = corrupt.objects[0].1.last_mut() {
