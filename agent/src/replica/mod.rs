@@ -139,13 +139,22 @@ fn applied_in(target: &Path) -> Option<Applied> {
 
 /// Before the target is used: if a crash came between showing a checkpoint and making it
 /// durable, checks it against its manifest and keeps it, or goes back to the last durable one.
-/// (Rare and at start: reads the shown checkpoint once, on this thread.)
+/// Rare and at start, but it reads the whole shown checkpoint: the runtime's other tasks (the
+/// node's) move to other threads meanwhile.
 fn recover_target(service: &ServiceName, target: &Path, store: &ChunkStore) {
     let manifest_of = |label: &str| {
         let root: H256 = label.split_once('-')?.1.parse().ok()?;
         store.manifest(&root).ok()
     };
-    match drchain_replication::materialize::recover(target, manifest_of) {
+    let recover = || drchain_replication::materialize::recover(target, manifest_of);
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let recovered = if multi_thread {
+        tokio::task::block_in_place(recover)
+    } else {
+        recover()
+    };
+    match recovered {
         Ok(Recovery::Intact) => {}
         Ok(Recovery::Verified { label }) => tracing::info!(
             "replication target checked after an unclean stop service={service} checkpoint={label}: complete, kept"
