@@ -73,7 +73,7 @@ impl RecentPushes {
 }
 
 /// The node holding `service` on chain (active or promoting) and its candidates.
-pub(crate) fn service_members(
+fn service_members(
     state: &impl StateRead,
     service: &ServiceName,
 ) -> (Option<AccountId>, Vec<AccountId>) {
