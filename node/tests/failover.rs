@@ -87,13 +87,15 @@ impl TcpService {
 }
 
 struct Cluster {
-    dir: tempfile::TempDir,
     nodes: Vec<NodeProcess>,
     services: BTreeMap<&'static str, TcpService>,
     spec: PathBuf,
     proxy: Option<Child>,
     proxy_port: u16,
     proxy_metrics_port: u16,
+    /// Last: fields drop in order, and the nodes must be dead before their directories go
+    /// (a live node would recreate them, leaking them in the system's temporary directory).
+    dir: tempfile::TempDir,
 }
 
 impl Cluster {

@@ -165,10 +165,12 @@ impl ServiceDirs for NodeProcess {
 }
 
 struct Cluster {
-    _dir: tempfile::TempDir,
     nodes: Vec<NodeProcess>,
     spec: PathBuf,
     mode: Mode,
+    /// Last: fields drop in order, and the nodes must be dead before their directories go
+    /// (a live node would recreate them, leaking them in the system's temporary directory).
+    _dir: tempfile::TempDir,
 }
 
 impl Cluster {
