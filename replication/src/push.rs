@@ -301,7 +301,9 @@ mod tests {
     #[test]
     fn a_verified_push_gives_its_plain_chunks_and_writes_nothing_until_stored() {
         let data = pseudo_random(60_000, 4);
+        // `dir` bound: left to `..`, it would be dropped (removed) at once.
         let FirstPush {
+            dir: _dir,
             standby,
             manifest,
             push,
@@ -327,7 +329,9 @@ mod tests {
     #[test]
     fn a_push_that_decodes_to_too_much_is_verified_without_keeping_its_chunks() {
         let runs: Vec<u8> = (0..200u32).flat_map(|i| vec![i as u8; 64 * 1024]).collect();
+        // `dir` bound: left to `..`, it would be dropped (removed) at once.
         let FirstPush {
+            dir: _dir,
             standby,
             manifest,
             push,
