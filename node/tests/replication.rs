@@ -284,6 +284,39 @@ impl Cluster {
             .collect()
     }
 
+    /// How many blocks after the one that recorded checkpoint `sequence` the block carrying
+    /// `node`'s acknowledgement of it was (a standby acknowledges what the chain recorded:
+    /// one at best).
+    fn blocks_to_acknowledgement(&self, node: &str, sequence: u64) -> u64 {
+        let recorded = self
+            .rpc("checkpoints_list", serde_json::json!(["svc"]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["sequence"].as_u64() == Some(sequence))
+            .and_then(|c| c["checkpoint"]["block"].as_u64())
+            .unwrap_or_else(|| panic!("checkpoint {sequence} is not recorded"));
+        let account = dev_account(node).to_string();
+        let mut number = recorded;
+        loop {
+            let hash = self.rpc("chain_getBlockHash", serde_json::json!([number]));
+            assert!(
+                !hash.is_null(),
+                "no block after #{recorded} carries {node}'s acknowledgement of {sequence}"
+            );
+            let events = self.rpc("chain_getEvents", serde_json::json!([hash]));
+            let acknowledged = events["events"].as_array().unwrap().iter().any(|e| {
+                let ack = &e["event"]["checkpoints"]["checkpoint_acknowledged"];
+                ack["node"].as_str() == Some(account.as_str())
+                    && ack["sequence"].as_u64() == Some(sequence)
+            });
+            if acknowledged {
+                return number - recorded;
+            }
+            number += 1;
+        }
+    }
+
     /// The checkpoint each candidate holds on chain.
     fn acks(&self) -> BTreeMap<&'static str, u64> {
         let acks = self.rpc("checkpoints_acks", serde_json::json!(["svc"]));
@@ -1042,6 +1075,7 @@ fn replication_benchmark() {
     };
     let (h0, t0) = (height(&c), Instant::now());
     let (mut writing, mut applied, mut durable, mut acked) = (vec![], vec![], vec![], vec![]);
+    let mut blocks_to_ack: BTreeMap<u64, usize> = BTreeMap::new();
     for i in 0..trials {
         std::thread::sleep(Duration::from_millis(300));
         let name = format!("bench-{i}");
@@ -1086,6 +1120,9 @@ fn replication_benchmark() {
             std::thread::sleep(Duration::from_millis(2));
         }
         acked.push(written.elapsed().as_secs_f64() * 1000.0);
+        *blocks_to_ack
+            .entry(c.blocks_to_acknowledgement(standby, sequence))
+            .or_insert(0usize) += 1;
     }
     let block_ms = t0.elapsed().as_secs_f64() * 1000.0 / (height(&c) - h0).max(1) as f64;
     for list in [&mut writing, &mut applied, &mut durable, &mut acked] {
@@ -1100,6 +1137,14 @@ fn replication_benchmark() {
         percentile(&durable, 99.0),
         percentile(&acked, 50.0),
         percentile(&acked, 99.0),
+    );
+    let blocks: Vec<String> = blocks_to_ack
+        .iter()
+        .map(|(after, n)| format!("{after} after: {n}"))
+        .collect();
+    println!(
+        "  the acknowledgement's block, counted from the one that recorded the checkpoint: {}",
+        blocks.join(", ")
     );
 
     // 64 MiB in 16 files of 4 MiB (half compressible), then a cold restore through dave.
