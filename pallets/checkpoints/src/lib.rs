@@ -105,6 +105,18 @@ pub enum Call {
         /// A recorded sequence, not below the node's previous acknowledgement.
         sequence: u64,
     },
+    /// [`Call::Acknowledge`], naming the manifest root the standby applied: valid only if the
+    /// chain recorded that root under `sequence` (earlier in the same block will do). A
+    /// standby can send it as soon as it applied a checkpoint the active pushed, before it
+    /// sees the checkpoint recorded, and the acknowledgement lands in the recording block.
+    #[codec(index = 2)]
+    AcknowledgeRoot {
+        service: ServiceName,
+        /// A recorded sequence, not below the node's previous acknowledgement.
+        sequence: u64,
+        /// The root recorded under `sequence`.
+        manifest_root: H256,
+    },
 }
 
 /// Events of this pallet.
@@ -177,6 +189,16 @@ pub enum Error {
         /// Previous acknowledgement.
         previous: u64,
         given: u64,
+    },
+    /// The acknowledged root is not the one recorded under the sequence.
+    #[error("checkpoint {sequence} of {service} was recorded with root {recorded}, not {given}")]
+    RootMismatch {
+        service: ServiceName,
+        sequence: u64,
+        /// What the chain recorded.
+        recorded: H256,
+        /// What the standby applied.
+        given: H256,
     },
 }
 
@@ -306,32 +328,56 @@ pub fn dispatch<E: From<Event>>(
             Ok(())
         }
         Call::Acknowledge { service, sequence } => {
-            directory.candidate_epoch(env.state, &service, &node)?;
-            if directory
-                .active(env.state, &service)
-                .is_some_and(|(active, _)| active == node)
-            {
-                return Err(Error::ActiveCannotAcknowledge { service, node });
-            }
-            if Checkpoints::get(env.state, &service, &sequence).is_none() {
-                return Err(Error::UnknownCheckpoint { service, sequence });
-            }
-            if let Some(previous) = Acks::get(env.state, &service, &node).filter(|p| *p > sequence)
-            {
-                return Err(Error::AckRegression {
-                    previous,
-                    given: sequence,
-                });
-            }
-            Acks::insert(env.state, &service, &node, &sequence);
-            env.deposit(Event::CheckpointAcknowledged {
-                service,
-                node,
-                sequence,
-            });
-            Ok(())
+            acknowledge(env, directory, node, service, sequence, None)
         }
+        Call::AcknowledgeRoot {
+            service,
+            sequence,
+            manifest_root,
+        } => acknowledge(env, directory, node, service, sequence, Some(manifest_root)),
     }
+}
+
+/// `node` holds checkpoint `sequence` of `service` (with root `root`, if it says).
+fn acknowledge<E: From<Event>>(
+    env: &mut Env<'_, '_, E>,
+    directory: &dyn ServiceDirectory,
+    node: AccountId,
+    service: ServiceName,
+    sequence: u64,
+    root: Option<H256>,
+) -> Result<(), Error> {
+    directory.candidate_epoch(env.state, &service, &node)?;
+    if directory
+        .active(env.state, &service)
+        .is_some_and(|(active, _)| active == node)
+    {
+        return Err(Error::ActiveCannotAcknowledge { service, node });
+    }
+    let Some(recorded) = Checkpoints::get(env.state, &service, &sequence) else {
+        return Err(Error::UnknownCheckpoint { service, sequence });
+    };
+    if let Some(given) = root.filter(|r| *r != recorded.manifest_root) {
+        return Err(Error::RootMismatch {
+            service,
+            sequence,
+            recorded: recorded.manifest_root,
+            given,
+        });
+    }
+    if let Some(previous) = Acks::get(env.state, &service, &node).filter(|p| *p > sequence) {
+        return Err(Error::AckRegression {
+            previous,
+            given: sequence,
+        });
+    }
+    Acks::insert(env.state, &service, &node, &sequence);
+    env.deposit(Event::CheckpointAcknowledged {
+        service,
+        node,
+        sequence,
+    });
+    Ok(())
 }
 
 /// Keeps the newest [`RETAINED_CHECKPOINTS`] checkpoints of a service.

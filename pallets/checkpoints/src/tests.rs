@@ -132,6 +132,54 @@ fn standbys_acknowledge_recorded_checkpoints_monotonically() {
     );
 }
 
+/// A standby may acknowledge a pushed checkpoint before it sees it recorded: naming the root
+/// it applied, the acknowledgement counts only once the chain recorded that very root.
+#[test]
+fn an_acknowledgement_naming_its_root_counts_only_for_the_root_recorded() {
+    let mut s = MemoryState::new();
+    let ack = |sequence, root| Call::AcknowledgeRoot {
+        service: db(),
+        sequence,
+        manifest_root: root,
+    };
+    // Sent before the record: refused, nothing held.
+    assert_eq!(
+        call(&mut s, STANDBY, ack(1, H256([1; 32]))).0,
+        Err(Error::UnknownCheckpoint {
+            service: db(),
+            sequence: 1
+        })
+    );
+    call(&mut s, ACTIVE, submit(5, 1)).0.unwrap();
+    // Another root than the one recorded (a checkpoint the chain never saw): refused.
+    assert_eq!(
+        call(&mut s, STANDBY, ack(1, H256([7; 32]))).0,
+        Err(Error::RootMismatch {
+            service: db(),
+            sequence: 1,
+            recorded: H256([1; 32]),
+            given: H256([7; 32]),
+        })
+    );
+    assert_eq!(acks(&Overlay::new(&s), &db()), vec![(ACTIVE, 1)]);
+    let (result, events) = call(&mut s, STANDBY, ack(1, H256([1; 32])));
+    result.unwrap();
+    assert_eq!(
+        events,
+        vec![Event::CheckpointAcknowledged {
+            service: db(),
+            node: STANDBY,
+            sequence: 1
+        }]
+    );
+    assert_eq!(
+        acks(&Overlay::new(&s), &db()),
+        vec![(ACTIVE, 1), (STANDBY, 1)]
+    );
+    // The wire format: a call of its own, index 2.
+    assert_eq!(ack(1, H256([1; 32])).encode()[0], 2);
+}
+
 #[test]
 fn data_lag_is_the_time_between_the_held_and_the_latest_checkpoint() {
     let mut s = MemoryState::new();
