@@ -8,7 +8,9 @@
 //! chain records it the target is *ahead*: the standby acknowledges the latest recorded
 //! checkpoint (its data is at least that new, so the election's view stays conservative)
 //! and does not go back to it. If the chain records something else under that sequence, or
-//! another node becomes active, the target returns to the chain's latest.
+//! another node becomes active, the target returns to the chain's latest. Once durable, the
+//! applied checkpoint is also acknowledged at once with its root, which the chain counts only
+//! when it records that root under that sequence ([`Task::acknowledge_early`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -207,11 +209,14 @@ impl Task {
                 let durable = self.make_durable(pushed).await;
                 drop(hold);
                 match durable {
-                    Ok(()) => tracing::debug!(
-                        "announced checkpoint applied service={} sequence={sequence} root={root} ms={}",
-                        self.service,
-                        started.elapsed().as_millis()
-                    ),
+                    Ok(()) => {
+                        tracing::debug!(
+                            "announced checkpoint applied service={} sequence={sequence} root={root} ms={}",
+                            self.service,
+                            started.elapsed().as_millis()
+                        );
+                        self.acknowledge_early(sequence, root).await;
+                    }
                     Err(reason) => self.apply_failed(sequence, &reason),
                 }
                 None
@@ -248,7 +253,7 @@ impl Task {
             return;
         };
         if self.ahead_of(input, sequence) {
-            return self.acknowledge(input, sequence).await;
+            return self.acknowledge(input, sequence, root).await;
         }
         self.ahead = None;
         let current = self.applied.borrow().clone();
@@ -292,7 +297,7 @@ impl Task {
                 Err(e) => return self.apply_failed(sequence, e.reason()),
             }
         }
-        self.acknowledge(input, sequence).await;
+        self.acknowledge(input, sequence, root).await;
     }
 
     /// Shows the checkpoint in the target (not yet durable: see [`Task::make_durable`]).
@@ -377,6 +382,19 @@ impl Task {
         Ok(())
     }
 
+    /// Whether the acknowledgement of `sequence` sent before its record is no longer in the
+    /// pool while the chain does not show it: it was executed before the record, and failed.
+    /// (Still in the pool, it lands in the next block.)
+    async fn came_too_early(&self, sequence: u64) -> bool {
+        let Some((_, hash)) = self.early_ack.filter(|(s, _)| *s == sequence) else {
+            return false;
+        };
+        match self.ctx.node.pending().await {
+            Ok(pending) => !pending.iter().any(|x| x.hash() == hash),
+            Err(_) => false,
+        }
+    }
+
     fn apply_failed(&mut self, sequence: u64, reason: &str) {
         tracing::warn!(
             "cannot apply checkpoint service={} sequence={sequence}: {reason}; the target keeps the previous one",
@@ -386,28 +404,56 @@ impl Task {
         self.retry_at = Some(Instant::now() + RETRY);
     }
 
-    /// Tells the chain this node holds `sequence`, unless it knows or was told lately. What
-    /// the target shows must be durable first.
-    async fn acknowledge(&mut self, input: &ReplicaInput, sequence: u64) {
+    /// Tells the chain at once that this node holds the announced checkpoint `sequence` it
+    /// just made durable, naming its root: the acknowledgement counts once the chain records
+    /// that root under `sequence`, and lands in the recording block when the active's record
+    /// reaches it first, else in the next. If it left the pool without the chain showing it
+    /// (it came before the record), [`Task::acknowledge`] sends it again.
+    async fn acknowledge_early(&mut self, sequence: u64, root: H256) {
+        let call = RuntimeCall::Checkpoints(pallet_checkpoints::Call::AcknowledgeRoot {
+            service: self.service.clone(),
+            sequence,
+            manifest_root: root,
+        });
+        let sent = self
+            .ctx
+            .submitter
+            .submit_for_hash(call, "checkpoint acknowledgement")
+            .await;
+        if let Some(hash) = sent {
+            self.ack_sent = Some((sequence, Instant::now() + ACK_RESEND));
+            self.early_ack = Some((sequence, hash));
+        }
+    }
+
+    /// Tells the chain this node holds `sequence` (recorded with `root`), unless it knows or
+    /// was told lately. What the target shows must be durable first.
+    async fn acknowledge(&mut self, input: &ReplicaInput, sequence: u64, root: H256) {
         let shown = self.applied.borrow().as_ref().map(|a| (a.sequence, a.root));
         if shown.is_some() && shown != self.durable {
             if let Err(reason) = self.make_durable(None).await {
                 return self.apply_failed(sequence, &reason);
             }
         }
-        if input.chain.held.is_some_and(|h| h >= sequence) {
-            self.ack_sent = None;
+        if let Some(held) = input.chain.held.filter(|h| *h >= sequence) {
+            // Not one sent early for a newer checkpoint, still on its way.
+            if self.ack_sent.is_some_and(|(s, _)| s <= held) {
+                self.ack_sent = None;
+                self.early_ack = None;
+            }
             return;
         }
         if self
             .ack_sent
-            .is_some_and(|(s, at)| s == sequence && at.elapsed() < ACK_RESEND)
+            .is_some_and(|(s, resend_at)| s == sequence && Instant::now() < resend_at)
+            && !self.came_too_early(sequence).await
         {
             return;
         }
-        let call = RuntimeCall::Checkpoints(pallet_checkpoints::Call::Acknowledge {
+        let call = RuntimeCall::Checkpoints(pallet_checkpoints::Call::AcknowledgeRoot {
             service: self.service.clone(),
             sequence,
+            manifest_root: root,
         });
         if self
             .ctx
@@ -415,7 +461,8 @@ impl Task {
             .submit(call, "checkpoint acknowledgement")
             .await
         {
-            self.ack_sent = Some((sequence, Instant::now()));
+            self.ack_sent = Some((sequence, Instant::now() + ACK_RESEND));
+            self.early_ack = None;
             self.retry_at = None;
         } else {
             self.retry_at = Some(Instant::now() + RETRY);

@@ -207,6 +207,7 @@ pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContex
         next_checkpoint: Instant::now(),
         last_checkpoint: None,
         ack_sent: None,
+        early_ack: None,
         retry_at: None,
         prefetching: Arc::default(),
         ahead: None,
@@ -262,8 +263,10 @@ struct Task {
     next_checkpoint: Instant,
     /// When the last one was taken.
     last_checkpoint: Option<Instant>,
-    /// The last acknowledgement sent and when.
+    /// The last acknowledgement sent, and when it is sent again if the chain does not show it.
     ack_sent: Option<(u64, Instant)>,
+    /// One sent before its checkpoint was seen recorded: the sequence and the extrinsic.
+    early_ack: Option<(u64, H256)>,
     /// After a failure, when the standby tries again.
     retry_at: Option<Instant>,
     /// Whether a prefetch of an announced checkpoint runs (one at a time).
@@ -367,7 +370,7 @@ impl Task {
         let later = now + Duration::from_secs(3600);
         match input {
             Some(i) if produces(i) => self.next_checkpoint,
-            Some(i) if applies(i) => [self.retry_at, self.ack_sent.map(|(_, at)| at + ACK_RESEND)]
+            Some(i) if applies(i) => [self.retry_at, self.ack_sent.map(|(_, resend_at)| resend_at)]
                 .into_iter()
                 .flatten()
                 .filter(|t| *t > now)
