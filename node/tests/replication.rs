@@ -1138,13 +1138,31 @@ fn replication_benchmark() {
         percentile(&acked, 50.0),
         percentile(&acked, 99.0),
     );
+    // Acknowledgements sent twice (one early that was still on its way when the record
+    // showed, or one that came before the record and was sent again).
+    let (mut per_sequence, head) = (BTreeMap::<u64, usize>::new(), height(&c));
+    let account = dev_account(standby).to_string();
+    for number in h0..=head {
+        let hash = c.rpc("chain_getBlockHash", serde_json::json!([number]));
+        let events = c.rpc("chain_getEvents", serde_json::json!([hash]));
+        for e in events["events"].as_array().unwrap() {
+            let ack = &e["event"]["checkpoints"]["checkpoint_acknowledged"];
+            if ack["node"].as_str() == Some(account.as_str()) {
+                *per_sequence
+                    .entry(ack["sequence"].as_u64().unwrap())
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    let twice = per_sequence.values().filter(|n| **n > 1).count();
     let blocks: Vec<String> = blocks_to_ack
         .iter()
         .map(|(after, n)| format!("{after} after: {n}"))
         .collect();
     println!(
-        "  the acknowledgement's block, counted from the one that recorded the checkpoint: {}",
-        blocks.join(", ")
+        "  the acknowledgement's block, counted from the one that recorded the checkpoint: {}; acknowledged twice: {twice} of {} checkpoints",
+        blocks.join(", "),
+        per_sequence.len()
     );
 
     // 64 MiB in 16 files of 4 MiB (half compressible), then a cold restore through dave.
