@@ -108,7 +108,8 @@ pub enum Call {
     /// [`Call::Acknowledge`], naming the manifest root the standby applied: valid only if the
     /// chain recorded that root under `sequence` (earlier in the same block will do). A
     /// standby can send it as soon as it applied a checkpoint the active pushed, before it
-    /// sees the checkpoint recorded, and the acknowledgement lands in the recording block.
+    /// sees the checkpoint recorded: the acknowledgement lands in the recording block or the
+    /// next, instead of a block after the standby saw the record.
     #[codec(index = 2)]
     AcknowledgeRoot {
         service: ServiceName,
