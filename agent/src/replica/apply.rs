@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 
 use drchain_rpc::Announcement;
 
-use super::{applies, label, Applied, ReplicaInput, Task, ACK_RESEND, RETRY};
+use super::{applies, label, Applied, ReplicaInput, Task, ACK_RESEND, EARLY_ACK_CHECK, RETRY};
 
 /// An announced checkpoint whose manifest and chunks are all in the store, or in memory as
 /// pushed.
@@ -384,15 +384,26 @@ impl Task {
 
     /// Whether the acknowledgement of `sequence` sent before its record is no longer in the
     /// pool while the chain does not show it: it was executed before the record, and failed.
-    /// (Still in the pool, it lands in the next block.)
-    async fn came_too_early(&self, sequence: u64) -> bool {
-        let Some((_, hash)) = self.early_ack.filter(|(s, _)| *s == sequence) else {
+    /// Still in the pool, it lands in the next block: the pool is looked at again in
+    /// `EARLY_ACK_CHECK` (a block may show it, or the pool may drop it, without anything else
+    /// waking this task).
+    async fn came_too_early(&mut self, sequence: u64) -> bool {
+        let Some((_, hash, _)) = self.early_ack.filter(|(s, _, _)| *s == sequence) else {
             return false;
         };
-        match self.ctx.node.pending().await {
+        let gone = match self.ctx.node.pending().await {
             Ok(pending) => !pending.iter().any(|x| x.hash() == hash),
             Err(_) => false,
+        };
+        if gone {
+            tracing::debug!(
+                "checkpoint acknowledgement service={} sequence={sequence} came before the checkpoint was recorded: sending it again",
+                self.service
+            );
+        } else {
+            self.early_ack = Some((sequence, hash, Instant::now() + EARLY_ACK_CHECK));
         }
+        gone
     }
 
     fn apply_failed(&mut self, sequence: u64, reason: &str) {
@@ -422,7 +433,7 @@ impl Task {
             .await;
         if let Some(hash) = sent {
             self.ack_sent = Some((sequence, Instant::now() + ACK_RESEND));
-            self.early_ack = Some((sequence, hash));
+            self.early_ack = Some((sequence, hash, Instant::now() + EARLY_ACK_CHECK));
         }
     }
 

@@ -44,6 +44,9 @@ pub use gc::KeptRoots;
 const RETRY: Duration = Duration::from_secs(1);
 /// An acknowledgement the chain has not shown after this long is sent again.
 const ACK_RESEND: Duration = Duration::from_secs(3);
+/// How often a standby looks whether an acknowledgement it sent before the checkpoint was
+/// recorded is still in the pool (it lands in the next block) or gone without counting.
+const EARLY_ACK_CHECK: Duration = Duration::from_millis(50);
 /// In `watch` mode, a change that does not complete a write (a file created or written) waits
 /// this long at most for one that does (its rename into place), so a write and its rename make
 /// one checkpoint; a rename or removal is acted on at once.
@@ -265,8 +268,9 @@ struct Task {
     last_checkpoint: Option<Instant>,
     /// The last acknowledgement sent, and when it is sent again if the chain does not show it.
     ack_sent: Option<(u64, Instant)>,
-    /// One sent before its checkpoint was seen recorded: the sequence and the extrinsic.
-    early_ack: Option<(u64, H256)>,
+    /// One sent before its checkpoint was seen recorded: the sequence, the extrinsic, and
+    /// when to look at the pool again.
+    early_ack: Option<(u64, H256, Instant)>,
     /// After a failure, when the standby tries again.
     retry_at: Option<Instant>,
     /// Whether a prefetch of an announced checkpoint runs (one at a time).
@@ -370,12 +374,16 @@ impl Task {
         let later = now + Duration::from_secs(3600);
         match input {
             Some(i) if produces(i) => self.next_checkpoint,
-            Some(i) if applies(i) => [self.retry_at, self.ack_sent.map(|(_, resend_at)| resend_at)]
-                .into_iter()
-                .flatten()
-                .filter(|t| *t > now)
-                .min()
-                .unwrap_or(later),
+            Some(i) if applies(i) => [
+                self.retry_at,
+                self.ack_sent.map(|(_, resend_at)| resend_at),
+                self.early_ack.map(|(_, _, check_at)| check_at),
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
+            .unwrap_or(later),
             _ => later,
         }
     }
