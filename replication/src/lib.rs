@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assemble;
+pub mod changes;
 pub mod chunk;
 pub mod compress;
 pub mod error;
@@ -26,10 +27,13 @@ pub mod testdata;
 pub mod transfer;
 
 pub use assemble::Assembly;
+pub use changes::Changes;
 pub use chunk::{ChunkId, ChunkingParams};
 pub use compress::Dictionary;
 pub use error::ReplicationError;
 pub use manifest::Manifest;
 pub use materialize::{materialize, materialize_after};
-pub use snapshot::{snapshot_dir, snapshot_dir_cached, FileCache};
+pub use snapshot::{
+    snapshot_dir, snapshot_dir_cached, snapshot_dir_deferred, FileCache, Unwritten,
+};
 pub use store::ChunkStore;

@@ -10,10 +10,16 @@
 //! byte, and goes back to the last durable one if anything is missing or torn: a crash at any
 //! point leaves a complete checkpoint in the target.
 //!
+//! Once durable and acknowledged, [`prepare_next`] readies the next apply: a copy of the
+//! shown checkpoint, its files hard-linked, which the next apply turns into its checkpoint by
+//! writing only what changed (linking every unchanged file costs ~20 µs a file, on the path
+//! from a write to the standby showing it).
+//!
 //! Layout for a target `/srv/db`: `/srv/.db.checkpoints/<label>/…` holds the applied
 //! checkpoints (the current one, the one before it for readers still inside it, and the last
 //! durable one), `/srv/.db.checkpoints/.durable` names the last durable label,
-//! `/srv/.db.checkpoints/.spare` is an empty directory made ready for the next apply, and
+//! `/srv/.db.checkpoints/.next-<label>` is the copy of the durable checkpoint for the next
+//! apply (`.spare`, an empty directory, when there is none), and
 //! `/srv/db -> .db.checkpoints/<label>`.
 
 use std::borrow::Cow;
@@ -34,6 +40,10 @@ const STAGING: &str = ".staging";
 const SPARE: &str = ".spare";
 /// In the checkpoints directory: the label of the last checkpoint made durable.
 const DURABLE: &str = ".durable";
+/// In the checkpoints directory, `.next-LABEL`: checkpoint LABEL's files hard-linked into a
+/// directory of their own once it is durable, so the next apply writes only what changed
+/// instead of linking every unchanged file on the way to showing it.
+const NEXT: &str = ".next-";
 
 /// Where an apply reads the plain bytes of a checkpoint's chunks.
 pub trait ChunkSource {
@@ -114,6 +124,7 @@ pub fn materialize(
 ) -> Result<PathBuf, ReplicationError> {
     let done = materialize_after(manifest, store, target, label, None)?;
     make_durable(target)?;
+    prepare_next(target)?;
     Ok(done)
 }
 
@@ -160,22 +171,43 @@ pub fn materialize_after(
     fs::create_dir_all(&versions).map_err(io(&versions))?;
     let done = versions.join(label);
     if !done.is_dir() {
-        // The empty directory the last flush left ready, if there: creating a directory is
-        // among the slowest steps of an apply on a busy filesystem.
-        let spare = versions.join(SPARE);
-        let staging = if is_empty_dir(&spare) {
-            spare
-        } else {
-            versions.join(format!("{label}{STAGING}"))
-        };
-        if staging.exists() && !is_empty_dir(&staging) {
-            fs::remove_dir_all(&staging).map_err(io(&staging))?;
-        }
         let previous = match (shown, shown_label) {
-            (Some(m), Some(l)) if l != label => Some((m, versions.join(l))),
+            (Some(m), Some(l)) if l != label => Some((m, l)),
             _ => None,
         };
-        let written = write_files(manifest, chunks, &staging, previous);
+        // The shown checkpoint's copy [`make_durable`] left, if there: only what changed is
+        // written into it.
+        let mirror = previous
+            .as_ref()
+            .map(|(_, l)| versions.join(format!("{NEXT}{l}")))
+            .filter(|p| p.is_dir());
+        let (staging, written) = match (mirror, previous) {
+            (Some(mirror), Some((shown, _))) => {
+                let staging = versions.join(format!("{label}{STAGING}"));
+                if staging.exists() {
+                    fs::remove_dir_all(&staging).map_err(io(&staging))?;
+                }
+                fs::rename(&mirror, &staging).map_err(io(&staging))?;
+                let written = update_files(manifest, chunks, &staging, shown);
+                (staging, written)
+            }
+            (_, previous) => {
+                // The empty directory the last flush left ready, if there: creating a
+                // directory is among the slowest steps of an apply on a busy filesystem.
+                let spare = versions.join(SPARE);
+                let staging = if is_empty_dir(&spare) {
+                    spare
+                } else {
+                    versions.join(format!("{label}{STAGING}"))
+                };
+                if staging.exists() && !is_empty_dir(&staging) {
+                    fs::remove_dir_all(&staging).map_err(io(&staging))?;
+                }
+                let previous = previous.map(|(m, l)| (m, versions.join(l)));
+                let written = write_files(manifest, chunks, &staging, previous);
+                (staging, written)
+            }
+        };
         if let Err(e) = written {
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
@@ -207,6 +239,52 @@ pub fn make_durable(target: &Path) -> Result<(), ReplicationError> {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io(&versions)(e)),
         _ => Ok(()),
     }
+}
+
+/// Readies the next apply: the files of the checkpoint `target` shows, once durable, are
+/// hard-linked into a directory of their own (`.next-LABEL`), which the next apply changes
+/// into its checkpoint — writing what changed — instead of linking every unchanged file
+/// while a write waits to be shown. Costs a link per file: call it after acknowledging.
+/// Does nothing if the shown checkpoint is not durable or its copy is made.
+pub fn prepare_next(target: &Path) -> Result<(), ReplicationError> {
+    let (Some(label), durable) = (applied_label(target)?, durable_label(target)?) else {
+        return Ok(());
+    };
+    if durable.as_deref() != Some(label.as_str()) {
+        return Ok(());
+    }
+    let (versions, _) = layout(target)?;
+    let next = versions.join(format!("{NEXT}{label}"));
+    if next.is_dir() {
+        return Ok(());
+    }
+    let temp = versions.join(format!("{NEXT}{label}{STAGING}"));
+    if temp.exists() {
+        fs::remove_dir_all(&temp).map_err(io(&temp))?;
+    }
+    if let Err(e) = link_tree(&versions.join(label), &temp) {
+        let _ = fs::remove_dir_all(&temp);
+        return Err(e);
+    }
+    fs::rename(&temp, &next).map_err(io(&next))
+}
+
+/// Recreates the directories under `from` at `to`, hard-linking each regular file.
+fn link_tree(from: &Path, to: &Path) -> Result<(), ReplicationError> {
+    fs::create_dir(to).map_err(io(to))?;
+    for entry in fs::read_dir(from).map_err(|e| ReplicationError::read(from.display(), e))? {
+        let entry = entry.map_err(|e| ReplicationError::read(from.display(), e))?;
+        let kind = entry
+            .file_type()
+            .map_err(|e| ReplicationError::read(from.display(), e))?;
+        let path = to.join(entry.file_name());
+        if kind.is_dir() {
+            link_tree(&entry.path(), &path)?;
+        } else if kind.is_file() {
+            fs::hard_link(entry.path(), &path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
 }
 
 fn is_empty_dir(path: &Path) -> bool {
@@ -371,22 +449,86 @@ fn write_files(
                 continue;
             }
         }
-        let mut file = std::io::BufWriter::new(fs::File::create(&path).map_err(io(&path))?);
-        for chunk in &entry.chunks {
-            let data = chunks.chunk(&chunk.id)?;
-            if data.len() != chunk.len as usize {
-                return Err(ReplicationError::BadChunk {
-                    id: chunk.id,
-                    reason: format!("{} bytes, the manifest says {}", data.len(), chunk.len),
-                });
-            }
-            file.write_all(&data).map_err(io(&path))?;
-        }
-        let file = file.into_inner().map_err(|e| io(&path)(e.into_error()))?;
-        file.set_permissions(fs::Permissions::from_mode(entry.mode))
-            .map_err(io(&path))?;
+        write_file(entry, chunks, &path)?;
     }
     Ok(())
+}
+
+/// Turns `dir`, a copy of the checkpoint `shown` (its files hard-linked), into `manifest`'s:
+/// removes the files it no longer has and writes those that changed — each as a new file,
+/// never into one shared with the checkpoint shown.
+fn update_files(
+    manifest: &Manifest,
+    chunks: &dyn ChunkSource,
+    dir: &Path,
+    shown: &Manifest,
+) -> Result<(), ReplicationError> {
+    let kept: std::collections::HashSet<&str> =
+        manifest.files.iter().map(|f| f.path.as_str()).collect();
+    for gone in shown
+        .files
+        .iter()
+        .filter(|f| !kept.contains(f.path.as_str()))
+    {
+        let path = dir.join(&gone.path);
+        remove_if_there(&path)?;
+        // A directory left empty goes too: the checkpoint lists files only.
+        let mut parent = path.parent();
+        while let Some(p) = parent.filter(|p| *p != dir) {
+            if fs::remove_dir(p).is_err() {
+                break;
+            }
+            parent = p.parent();
+        }
+    }
+    let before: HashMap<&str, &FileEntry> =
+        shown.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    for entry in &manifest.files {
+        if before.get(entry.path.as_str()) == Some(&entry) {
+            continue;
+        }
+        let path = dir.join(&entry.path);
+        remove_if_there(&path)?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        write_file(entry, chunks, &path)?;
+    }
+    Ok(())
+}
+
+fn remove_if_there(path: &Path) -> Result<(), ReplicationError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `entry`'s bytes into a new file at `path`.
+fn write_file(
+    entry: &FileEntry,
+    chunks: &dyn ChunkSource,
+    path: &Path,
+) -> Result<(), ReplicationError> {
+    let created = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io(path))?;
+    let mut file = std::io::BufWriter::new(created);
+    for chunk in &entry.chunks {
+        let data = chunks.chunk(&chunk.id)?;
+        if data.len() != chunk.len as usize {
+            return Err(ReplicationError::BadChunk {
+                id: chunk.id,
+                reason: format!("{} bytes, the manifest says {}", data.len(), chunk.len),
+            });
+        }
+        file.write_all(&data).map_err(io(path))?;
+    }
+    let file = file.into_inner().map_err(|e| io(path)(e.into_error()))?;
+    file.set_permissions(fs::Permissions::from_mode(entry.mode))
+        .map_err(io(path))
 }
 
 fn switch_link(
@@ -415,6 +557,12 @@ fn remove_old(versions: &Path, current: &str) -> Result<(), ReplicationError> {
             continue;
         }
         let path = entry.path();
+        if let Some(of) = name.strip_prefix(NEXT) {
+            if of != current {
+                fs::remove_dir_all(&path).map_err(io(&path))?;
+            }
+            continue;
+        }
         if name.ends_with(STAGING) {
             let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
             continue;

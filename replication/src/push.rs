@@ -13,6 +13,7 @@ use parity_scale_codec::{Decode, DecodeLimit, Encode};
 use crate::compress::{decode_chunk, Dictionary};
 use crate::error::ReplicationError;
 use crate::manifest::Manifest;
+use crate::snapshot::Unwritten;
 use crate::store::ChunkStore;
 
 /// Largest push, encoded. Sized for the checkpoints that matter for latency (a few changed
@@ -66,6 +67,26 @@ impl CheckpointPush {
         manifest: &Manifest,
         previous: impl FnOnce() -> Option<Manifest>,
     ) -> Result<Option<Self>, ReplicationError> {
+        Self::build_with(
+            store,
+            &Unwritten::default(),
+            service,
+            sequence,
+            manifest,
+            previous,
+        )
+    }
+
+    /// [`CheckpointPush::build`] for a checkpoint whose new objects may not be written yet:
+    /// those `unwritten` holds are taken from there.
+    pub fn build_with(
+        store: &ChunkStore,
+        unwritten: &Unwritten,
+        service: ServiceName,
+        sequence: u64,
+        manifest: &Manifest,
+        previous: impl FnOnce() -> Option<Manifest>,
+    ) -> Result<Option<Self>, ReplicationError> {
         let manifest_bytes = manifest.to_bytes();
         let mut size = manifest_bytes.len() + 128;
         if size > MAX_PUSH_BYTES {
@@ -81,7 +102,10 @@ impl CheckpointPush {
             .filter(|id| !had.contains(id));
         let mut objects = vec![];
         for id in new {
-            let encoded = store.get_encoded(&id)?;
+            let encoded = match unwritten.object(&id) {
+                Some(held) => held.to_vec(),
+                None => store.get_encoded(&id)?,
+            };
             size += encoded.len() + 40;
             if size > MAX_PUSH_BYTES {
                 return Ok(None);

@@ -2,17 +2,19 @@
 //! the store, and the manifest that lists them. The directory must hold a consistent copy
 //! while this runs (a snapshot command's output, or files replaced atomically).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::changes::Changes;
 use crate::chunk::{chunk_stream, ChunkingParams};
 use crate::compress::Dictionary;
 use crate::error::ReplicationError;
 use crate::manifest::{ChunkRef, FileEntry, Manifest, MAX_PATH_BYTES};
 use crate::store::ChunkStore;
+use drchain_support::H256;
 
 /// What a snapshot read and stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,10 +80,78 @@ pub struct FileCache {
     /// The store's removal count when the cached chunks were last known present, and when
     /// they were last each looked up.
     checked: Option<(u64, std::time::Instant)>,
+    /// Whether `files` lists every file of the last snapshot (one whose stamp could not be
+    /// taken is not cached).
+    complete: bool,
 }
 
 /// The longest time cached files' chunks go without being looked up in the store.
 pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// What a deferred snapshot ([`snapshot_dir_deferred`]) encoded but did not write: its new
+/// objects, up to a budget of bytes, and its manifest. The active pushes a checkpoint to its
+/// standbys from these first — the two file creations of storing a small change would
+/// otherwise come before the push — and then writes them with [`Unwritten::write`].
+#[derive(Debug, Default)]
+pub struct Unwritten {
+    /// Encoded bytes held at most; an object beyond that is written at once.
+    budget: usize,
+    bytes: usize,
+    objects: HashMap<H256, Vec<u8>>,
+    manifest: Option<Manifest>,
+}
+
+impl Unwritten {
+    fn with_budget(budget: usize) -> Self {
+        Self {
+            budget,
+            ..Self::default()
+        }
+    }
+
+    /// Whether it holds no object.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// Object `id`'s encoding, if held here.
+    pub fn object(&self, id: &H256) -> Option<&[u8]> {
+        self.objects.get(id).map(Vec::as_slice)
+    }
+
+    /// Stores chunk `data` (here, within the budget, or in `store`); whether it was new.
+    fn put(
+        &mut self,
+        store: &ChunkStore,
+        data: &[u8],
+        dictionary: Option<&Dictionary>,
+    ) -> Result<(H256, bool), ReplicationError> {
+        let (id, encoded) =
+            store.encode_new(data, dictionary, |id| self.objects.contains_key(id))?;
+        let Some(encoded) = encoded else {
+            return Ok((id, false));
+        };
+        if self.bytes + encoded.len() <= self.budget {
+            self.bytes += encoded.len();
+            self.objects.insert(id, encoded);
+        } else {
+            store.put_verified(&id, &encoded)?;
+        }
+        Ok((id, true))
+    }
+
+    /// Writes what is held into `store`, the objects before the manifest that names them.
+    /// Not flushed: call [`ChunkStore::sync`] before the checkpoint is recorded.
+    pub fn write(self, store: &ChunkStore) -> Result<(), ReplicationError> {
+        for (id, encoded) in &self.objects {
+            store.put_verified(id, encoded)?;
+        }
+        if let Some(manifest) = &self.manifest {
+            store.put_manifest(manifest)?;
+        }
+        Ok(())
+    }
+}
 
 /// Snapshots `source` into `store`, durably.
 pub fn snapshot_dir(
@@ -111,6 +181,59 @@ pub fn snapshot_dir_cached(
     dictionary: Option<&Dictionary>,
     cache: &mut FileCache,
 ) -> Result<(Manifest, SnapshotStats), ReplicationError> {
+    let mut written = Unwritten::default();
+    let (manifest, stats) = snapshot_into(
+        source,
+        store,
+        chunking,
+        dictionary,
+        cache,
+        &mut written,
+        None,
+    )?;
+    store.put_manifest(&manifest)?;
+    Ok((manifest, stats))
+}
+
+/// [`snapshot_dir_cached`], keeping new objects (up to `budget` encoded bytes) and the
+/// manifest in memory instead of writing them: store them with [`Unwritten::write`], and keep
+/// the store from collecting garbage ([`ChunkStore::hold`]) until then.
+///
+/// With `changes` (what a watcher saw change since the previous snapshot into `cache`), only
+/// those paths are looked at, if the cache allows: it must hold a listing of every file and
+/// its chunks must be known stored; otherwise, or without `changes`, every file is.
+pub fn snapshot_dir_deferred(
+    source: &Path,
+    store: &ChunkStore,
+    chunking: ChunkingParams,
+    dictionary: Option<&Dictionary>,
+    cache: &mut FileCache,
+    budget: usize,
+    changes: Option<&Changes>,
+) -> Result<(Manifest, SnapshotStats, Unwritten), ReplicationError> {
+    let mut unwritten = Unwritten::with_budget(budget);
+    let (manifest, stats) = snapshot_into(
+        source,
+        store,
+        chunking,
+        dictionary,
+        cache,
+        &mut unwritten,
+        changes,
+    )?;
+    unwritten.manifest = Some(manifest.clone());
+    Ok((manifest, stats, unwritten))
+}
+
+fn snapshot_into(
+    source: &Path,
+    store: &ChunkStore,
+    chunking: ChunkingParams,
+    dictionary: Option<&Dictionary>,
+    cache: &mut FileCache,
+    unwritten: &mut Unwritten,
+    changes: Option<&Changes>,
+) -> Result<(Manifest, SnapshotStats), ReplicationError> {
     chunking.validate()?;
     if cache.chunking != Some(chunking) {
         *cache = FileCache {
@@ -121,8 +244,6 @@ pub fn snapshot_dir_cached(
     let started_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
-    let settled_before = started_ns - RACY.as_nanos() as i128;
-    let mut seen: HashMap<String, (FileStamp, FileEntry)> = HashMap::new();
     let removals = store.removals();
     let checked_at = match cache.checked {
         Some((r, at)) if r == removals && at.elapsed() < FULL_CHECK_EVERY => Some(at),
@@ -131,68 +252,187 @@ pub fn snapshot_dir_cached(
     if let Some(d) = dictionary {
         store.put_dictionary(d)?;
     }
-    let mut stats = SnapshotStats::default();
-    let mut files = vec![];
-    let mut pending = vec![(source.to_path_buf(), String::new())];
-    while let Some((dir, prefix)) = pending.pop() {
-        let entries = fs::read_dir(&dir).map_err(|e| ReplicationError::read(dir.display(), e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| ReplicationError::read(dir.display(), e))?;
-            let path = entry.path();
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                stats.skipped.push(path.display().to_string());
-                continue;
-            };
-            let relative = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let kind = entry
-                .file_type()
-                .map_err(|e| ReplicationError::read(path.display(), e))?;
-            if kind.is_dir() {
-                pending.push((path, relative));
-            } else if kind.is_file() && relative.len() <= MAX_PATH_BYTES {
-                let stamp = entry.metadata().ok().map(|m| FileStamp::of(&m));
-                let known = cache.files.get(&relative).filter(|(old, file)| {
-                    Some(*old) == stamp
-                        && old.ctime_ns < settled_before
-                        && (checked_at.is_some()
-                            || file.chunks.iter().all(|c| store.contains(&c.id)))
-                });
-                if let Some((old, file)) = known {
-                    stats.unchanged_files += 1;
-                    stats.files += 1;
-                    stats.bytes += file.size();
-                    stats.chunks += file.chunks.len() as u64;
-                    seen.insert(relative, (*old, file.clone()));
-                    files.push(file.clone());
-                    continue;
-                }
-                match snapshot_file(&path, relative, store, &chunking, dictionary, &mut stats)? {
-                    Some(file) => {
-                        if let Some(stamp) = stamp {
-                            seen.insert(file.path.clone(), (stamp, file.clone()));
-                        }
-                        files.push(file)
-                    }
-                    // Renamed or removed since it was listed (a watched directory whose
-                    // service replaces files): the change that did it brings a new checkpoint.
-                    None => stats.vanished += 1,
-                }
-            } else {
-                stats.skipped.push(relative);
-            }
-        }
+    let mut scan = Scan {
+        store,
+        chunking,
+        dictionary,
+        cache,
+        settled_before: started_ns - RACY.as_nanos() as i128,
+        checked: checked_at.is_some(),
+        unwritten,
+        stats: SnapshotStats::default(),
+        seen: HashMap::new(),
+        unstamped: vec![],
+    };
+    // Only what changed is looked at when the watcher saw every change since a snapshot that
+    // listed the whole directory, and the cached files' chunks are known to be stored.
+    match changes.and_then(Changes::paths) {
+        Some(changed) if scan.cache.complete && scan.checked => scan.changed(source, changed)?,
+        _ => scan.walk(source.to_path_buf(), String::new())?,
     }
+    let Scan {
+        stats,
+        seen,
+        unstamped,
+        ..
+    } = scan;
+    let files: Vec<FileEntry> = seen
+        .values()
+        .map(|(_, f)| f.clone())
+        .chain(unstamped)
+        .collect();
+    cache.complete = files.len() == seen.len();
     let manifest = Manifest::new(chunking, dictionary.map(Dictionary::id), files);
-    store.put_manifest(&manifest)?;
     cache.files = seen;
     // What is cached now is in the store (read or looked up in this snapshot), unless
     // something was removed meanwhile: then the count differs next time.
     cache.checked = Some((removals, checked_at.unwrap_or_else(std::time::Instant::now)));
     Ok((manifest, stats))
+}
+
+/// One snapshot's reading of a directory.
+struct Scan<'a> {
+    store: &'a ChunkStore,
+    chunking: ChunkingParams,
+    dictionary: Option<&'a Dictionary>,
+    cache: &'a FileCache,
+    /// A file changed after this (ns since the epoch) is read even if its stamp matches.
+    settled_before: i128,
+    /// Whether the cached files' chunks are known to be in the store.
+    checked: bool,
+    unwritten: &'a mut Unwritten,
+    stats: SnapshotStats,
+    /// The files read or found unchanged, by path, with their stamps.
+    seen: HashMap<String, (FileStamp, FileEntry)>,
+    /// Files read whose stamp could not be taken (not cached: read again next time).
+    unstamped: Vec<FileEntry>,
+}
+
+impl Scan<'_> {
+    /// Reads every file under `dir`, whose path relative to the source is `prefix`.
+    fn walk(&mut self, dir: std::path::PathBuf, prefix: String) -> Result<(), ReplicationError> {
+        let mut pending = vec![(dir, prefix)];
+        while let Some((dir, prefix)) = pending.pop() {
+            let entries =
+                fs::read_dir(&dir).map_err(|e| ReplicationError::read(dir.display(), e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| ReplicationError::read(dir.display(), e))?;
+                let path = entry.path();
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    self.stats.skipped.push(path.display().to_string());
+                    continue;
+                };
+                let relative = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                let kind = entry
+                    .file_type()
+                    .map_err(|e| ReplicationError::read(path.display(), e))?;
+                if kind.is_dir() {
+                    pending.push((path, relative));
+                } else if kind.is_file() {
+                    let stamp = entry.metadata().ok().map(|m| FileStamp::of(&m));
+                    self.file(&path, relative, stamp)?;
+                } else {
+                    self.stats.skipped.push(relative);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `path` (`relative` to the source) unless the cache knows it unchanged.
+    fn file(
+        &mut self,
+        path: &Path,
+        relative: String,
+        stamp: Option<FileStamp>,
+    ) -> Result<(), ReplicationError> {
+        if relative.len() > MAX_PATH_BYTES {
+            self.stats.skipped.push(relative);
+            return Ok(());
+        }
+        let known = self.cache.files.get(&relative).filter(|(old, file)| {
+            Some(*old) == stamp
+                && old.ctime_ns < self.settled_before
+                && (self.checked || file.chunks.iter().all(|c| self.store.contains(&c.id)))
+        });
+        if let Some((old, file)) = known {
+            self.keep(relative, *old, file.clone());
+            return Ok(());
+        }
+        let read = snapshot_file(
+            path,
+            relative,
+            self.store,
+            &self.chunking,
+            self.dictionary,
+            &mut self.stats,
+            self.unwritten,
+        )?;
+        match (read, stamp) {
+            (Some(file), Some(stamp)) => {
+                self.seen.insert(file.path.clone(), (stamp, file));
+            }
+            (Some(file), None) => self.unstamped.push(file),
+            // Renamed or removed since it was listed (a watched directory whose service
+            // replaces files): the change that did it brings a new checkpoint.
+            (None, _) => self.stats.vanished += 1,
+        }
+        Ok(())
+    }
+
+    /// Counts a cached file, unchanged, into this snapshot.
+    fn keep(&mut self, relative: String, stamp: FileStamp, file: FileEntry) {
+        self.stats.unchanged_files += 1;
+        self.stats.files += 1;
+        self.stats.bytes += file.size();
+        self.stats.chunks += file.chunks.len() as u64;
+        self.seen.insert(relative, (stamp, file));
+    }
+
+    /// The cached files, but those at or under a `changed` path, which are looked at again.
+    fn changed(
+        &mut self,
+        source: &Path,
+        changed: &BTreeSet<String>,
+    ) -> Result<(), ReplicationError> {
+        // Sorted, a path's descendants follow it: each changed path that has no changed
+        // ancestor is looked at, once.
+        let mut roots: Vec<&str> = vec![];
+        for path in changed {
+            if !roots.last().is_some_and(|r| is_under(path, r)) {
+                roots.push(path);
+            }
+        }
+        let cache = self.cache;
+        for (relative, (stamp, file)) in &cache.files {
+            if !roots.iter().any(|r| is_under(relative, r)) {
+                self.keep(relative.clone(), *stamp, file.clone());
+            }
+        }
+        for relative in roots {
+            let path = source.join(relative);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => self.walk(path, relative.to_owned())?,
+                Ok(m) if m.is_file() => {
+                    self.file(&path, relative.to_owned(), Some(FileStamp::of(&m)))?
+                }
+                Ok(_) => self.stats.skipped.push(relative.to_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ReplicationError::read(path.display(), e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `path` is `root` or lies under it (relative paths, `/`-separated).
+fn is_under(path: &str, root: &str) -> bool {
+    path.strip_prefix(root)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn snapshot_file(
@@ -202,6 +442,7 @@ fn snapshot_file(
     chunking: &ChunkingParams,
     dictionary: Option<&Dictionary>,
     stats: &mut SnapshotStats,
+    unwritten: &mut Unwritten,
 ) -> Result<Option<FileEntry>, ReplicationError> {
     let file = match fs::File::open(path) {
         Ok(f) => f,
@@ -217,7 +458,7 @@ fn snapshot_file(
     let mut chunks = vec![];
     chunk_stream(std::io::BufReader::new(file), chunking, |chunk| {
         let len = chunk.data.len() as u32;
-        let (id, new) = store.put(&chunk.data, dictionary)?;
+        let (id, new) = unwritten.put(store, &chunk.data, dictionary)?;
         stats.chunks += 1;
         stats.bytes += u64::from(len);
         if new {

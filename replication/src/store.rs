@@ -163,6 +163,21 @@ impl ChunkStore {
         Ok((id, true))
     }
 
+    /// Chunk `data`'s name and its encoding for the store, if neither `known` nor the store
+    /// holds it yet (`None`: one does). Writes nothing: [`ChunkStore::put_verified`] stores it later.
+    pub(crate) fn encode_new(
+        &self,
+        data: &[u8],
+        dictionary: Option<&Dictionary>,
+        known: impl Fn(&ChunkId) -> bool,
+    ) -> Result<(ChunkId, Option<Vec<u8>>), ReplicationError> {
+        let id = blake3_hash(data);
+        if known(&id) || self.contains(&id) {
+            return Ok((id, None));
+        }
+        Ok((id, Some(encode_chunk(data, dictionary, &self.stats)?)))
+    }
+
     /// Stores a dictionary (raw, as an object of its own: peers fetch it like a chunk).
     pub fn put_dictionary(&self, dictionary: &Dictionary) -> Result<(), ReplicationError> {
         if !self.contains(&dictionary.id()) {

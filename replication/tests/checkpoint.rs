@@ -389,6 +389,222 @@ fn applying_after_a_shown_checkpoint_links_unchanged_files_and_writes_only_the_c
 }
 
 #[test]
+fn an_apply_after_a_durable_one_changes_its_copy_and_leaves_the_shown_checkpoint_as_it_was() {
+    use drchain_replication::materialize::{make_durable, prepare_next};
+    use std::os::unix::fs::MetadataExt;
+    let base = tempfile::tempdir().unwrap();
+    let source = base.path().join("source");
+    write(&source.join("big.db"), &pseudo_random(1 << 20, 1));
+    write(&source.join("log/1"), b"first entry");
+    write(&source.join("old/only"), b"goes away with its directory");
+    write(&source.join("keep"), b"unchanged");
+    let store = ChunkStore::open(base.path().join("store")).unwrap();
+    let target = base.path().join("target");
+    let versions = base.path().join(".target.checkpoints");
+    let (first, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
+    materialize(&first, &store, &target, "1").unwrap();
+    assert!(
+        versions.join(".next-1").is_dir(),
+        "a durable checkpoint leaves its copy"
+    );
+    let inode = |p: &Path| fs::metadata(p).unwrap().ino();
+    let big_before = inode(&target.join("big.db"));
+
+    // Changed in place by the service, removed with its directory, added in a new one, and
+    // the mode of one changed.
+    write(&source.join("log/1"), b"first entry, then a second");
+    fs::remove_dir_all(source.join("old")).unwrap();
+    write(&source.join("new/dir/file"), b"added");
+    fs::set_permissions(source.join("keep"), fs::Permissions::from_mode(0o600)).unwrap();
+    let (second, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
+    materialize_after(&second, &store, &target, "2", Some(&first)).unwrap();
+    assert_eq!(tree(&target), tree(&source));
+    assert!(
+        !target.join("old").exists(),
+        "an emptied directory goes too"
+    );
+    assert_eq!(
+        fs::metadata(target.join("keep")).unwrap().mode() & 0o7777,
+        0o600
+    );
+    assert_eq!(inode(&target.join("big.db")), big_before, "unchanged: kept");
+    assert!(
+        !versions.join(".next-1").exists(),
+        "the copy became checkpoint 2"
+    );
+    // Checkpoint 1, shown until the switch and kept for its readers, shares the unchanged
+    // files' inodes with the copy: none was written through.
+    let previous = versions.join("1");
+    assert_eq!(fs::read(previous.join("log/1")).unwrap(), b"first entry");
+    assert_eq!(fs::read(previous.join("keep")).unwrap(), b"unchanged");
+    let mode_before = first.files.iter().find(|f| f.path == "keep").unwrap().mode;
+    assert_ne!(mode_before, 0o600);
+    assert_eq!(
+        fs::metadata(previous.join("keep")).unwrap().mode() & 0o7777,
+        mode_before,
+        "a mode change is a new file, not a chmod of the shared one"
+    );
+    assert!(previous.join("old/only").is_file());
+
+    make_durable(&target).unwrap();
+    assert!(
+        !versions.join(".next-2").exists(),
+        "made after acknowledging"
+    );
+    prepare_next(&target).unwrap();
+    assert!(versions.join(".next-2").is_dir());
+    assert!(!versions.join(".next-1").exists());
+    assert_eq!(tree(&versions.join(".next-2")), tree(&source));
+}
+
+#[test]
+fn an_apply_that_fails_halfway_through_the_copy_does_not_leave_it_for_the_next() {
+    use drchain_replication::materialize::make_durable;
+    let base = tempfile::tempdir().unwrap();
+    let source = base.path().join("source");
+    write(&source.join("a"), b"one");
+    write(&source.join("b"), b"two");
+    let active = ChunkStore::open(base.path().join("active")).unwrap();
+    let standby = ChunkStore::open(base.path().join("standby")).unwrap();
+    let target = base.path().join("target");
+    let versions = base.path().join(".target.checkpoints");
+    let (first, _) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
+    transfer(&active, &standby, &first.root());
+    materialize(&first, &standby, &target, "1").unwrap();
+
+    write(&source.join("a"), b"one, changed");
+    write(&source.join("b"), b"two, changed");
+    let (second, _) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
+    standby
+        .put_manifest_bytes(
+            &second.root(),
+            &active.manifest_bytes(&second.root()).unwrap(),
+        )
+        .unwrap();
+    // Only one of the two changed files' chunks is here.
+    let b = second.files.iter().find(|f| f.path == "b").unwrap();
+    for chunk in &b.chunks {
+        standby
+            .put_encoded(&chunk.id, &active.get_encoded(&chunk.id).unwrap())
+            .unwrap();
+    }
+    let err = materialize_after(&second, &standby, &target, "2", Some(&first)).unwrap_err();
+    assert!(matches!(err, ReplicationError::Missing { .. }), "{err}");
+    assert_eq!(applied_label(&target).unwrap().as_deref(), Some("1"));
+    assert_eq!(fs::read(target.join("a")).unwrap(), b"one");
+    assert!(
+        !versions.join(".next-1").exists(),
+        "a half-changed copy is not kept"
+    );
+
+    transfer(&active, &standby, &second.root());
+    materialize_after(&second, &standby, &target, "2", Some(&first)).unwrap();
+    make_durable(&target).unwrap();
+    assert_eq!(tree(&target), tree(&source));
+}
+
+#[test]
+fn a_deferred_snapshot_writes_nothing_until_told_and_its_push_carries_the_new_objects() {
+    use drchain_replication::push::CheckpointPush;
+    use drchain_replication::{snapshot_dir_deferred, FileCache};
+    let base = tempfile::tempdir().unwrap();
+    let source = base.path().join("source");
+    write(&source.join("a"), &pseudo_random(100 * 1024, 1));
+    let store = ChunkStore::open(base.path().join("store")).unwrap();
+    let params = ChunkingParams::default();
+    let mut cache = FileCache::default();
+    let (first, _, unwritten) =
+        snapshot_dir_deferred(&source, &store, params, None, &mut cache, 1 << 20, None).unwrap();
+    assert!(first.chunk_ids().iter().all(|id| !store.contains(id)));
+    assert!(
+        store.manifest(&first.root()).is_err(),
+        "nothing written yet"
+    );
+    let push = CheckpointPush::build_with(
+        &store,
+        &unwritten,
+        drchain_support::ServiceName::new("svc").unwrap(),
+        1,
+        &first,
+        || None,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(push.objects.len(), first.chunk_ids().len());
+    unwritten.write(&store).unwrap();
+    assert_eq!(store.manifest(&first.root()).unwrap(), first);
+    assert!(first.chunk_ids().iter().all(|id| store.contains(id)));
+
+    // Beyond the budget, objects are written at once (a push could not carry them anyway).
+    write(&source.join("b"), &pseudo_random(100 * 1024, 2));
+    let (second, stats, unwritten) =
+        snapshot_dir_deferred(&source, &store, params, None, &mut cache, 0, None).unwrap();
+    assert!(stats.new_chunks > 0);
+    assert!(second.chunk_ids().iter().all(|id| store.contains(id)));
+    assert!(store.manifest(&second.root()).is_err());
+    unwritten.write(&store).unwrap();
+    assert_eq!(store.manifest(&second.root()).unwrap(), second);
+}
+
+#[test]
+fn a_snapshot_told_what_changed_reads_only_that_and_agrees_with_a_full_one() {
+    use drchain_replication::{snapshot_dir_cached, snapshot_dir_deferred, Changes, FileCache};
+    let base = tempfile::tempdir().unwrap();
+    let source = base.path().join("source");
+    for name in ["a", "b", "c", "old/x", "old/y", "keep/z"] {
+        write(&source.join(name), name.as_bytes());
+    }
+    let store = ChunkStore::open(base.path().join("store")).unwrap();
+    let params = ChunkingParams::default();
+    let mut cache = FileCache::default();
+    let take = |cache: &mut FileCache, changes: &Changes| {
+        let (m, stats, unwritten) =
+            snapshot_dir_deferred(&source, &store, params, None, cache, 1 << 20, Some(changes))
+                .unwrap();
+        unwritten.write(&store).unwrap();
+        (m, stats)
+    };
+    let full = |dir: &Path| {
+        let (m, _) =
+            snapshot_dir_cached(dir, &store, params, None, &mut FileCache::default()).unwrap();
+        m
+    };
+    // Nothing cached yet: everything is read whatever the watcher says.
+    let (first, stats) = take(&mut cache, &Changes::none());
+    assert_eq!(stats.files, 6);
+    assert_eq!(first, full(&source));
+    // Let the files' change times settle (a file changed just before a snapshot is read
+    // again by a full one).
+    std::thread::sleep(std::time::Duration::from_millis(150));
+
+    let mut changes = Changes::none();
+    write(&source.join("a"), b"a, changed");
+    fs::remove_file(source.join("b")).unwrap();
+    fs::rename(source.join("old"), source.join("moved")).unwrap();
+    write(&source.join("new/dir/file"), b"added");
+    for changed in ["a", "b", "old", "moved", "new"] {
+        changes.note(&source, &source.join(changed));
+    }
+    let (second, stats) = take(&mut cache, &changes);
+    assert_eq!(
+        second,
+        full(&source),
+        "the same checkpoint as a full reading"
+    );
+    assert_eq!(stats.files, 6);
+    assert_eq!(stats.unchanged_files, 2, "c and keep/z were not looked at");
+
+    // A change the watcher did not report is not seen until a full reading.
+    write(&source.join("c"), b"c, changed behind the watcher's back");
+    let (third, _) = take(&mut cache, &Changes::none());
+    assert_eq!(third, second);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let (fourth, _) = take(&mut cache, &Changes::everything());
+    assert_eq!(fourth, full(&source));
+    assert_ne!(fourth, second);
+}
+
+#[test]
 fn a_cached_snapshot_skips_unchanged_files_and_gives_the_same_manifest() {
     use drchain_replication::{snapshot_dir_cached, FileCache};
     let base = tempfile::tempdir().unwrap();
