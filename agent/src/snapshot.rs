@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use drchain_replication::push::MAX_PUSH_BYTES;
 use drchain_replication::snapshot::SnapshotStats;
+use drchain_replication::store::StoreHold;
 use drchain_replication::{
-    snapshot_dir_cached, ChunkStore, ChunkingParams, Dictionary, FileCache, Manifest,
-    ReplicationError,
+    snapshot_dir_deferred, Changes, ChunkStore, ChunkingParams, Dictionary, FileCache, Manifest,
+    ReplicationError, Unwritten,
 };
 use drchain_support::{ServiceName, H256};
 
@@ -83,10 +85,75 @@ impl SnapshotError {
 /// A checkpoint taken.
 #[derive(Debug)]
 pub struct Taken {
-    /// Its manifest (already in the store).
-    pub manifest: Manifest,
+    /// Its manifest.
+    pub manifest: Arc<Manifest>,
     /// What was read and stored.
     pub stats: SnapshotStats,
+    /// Its manifest and new objects, not in the store yet (at most [`MAX_UNWRITTEN_BYTES`]
+    /// of objects: the rest is): push them, then write them ([`Taken::write`]).
+    unwritten: Unwritten,
+    /// Keeps the store from collecting the new objects before the manifest naming them is
+    /// written.
+    hold: Option<StoreHold>,
+    /// The producer's cache, which already counts the new objects as stored: cleared if they
+    /// never are (a failed write, or dropped unwritten), else the next checkpoint would name
+    /// chunks no store holds.
+    cache: Arc<Mutex<FileCache>>,
+}
+
+/// New objects of a checkpoint held in memory at most before they are stored: as much as one
+/// push carries (a larger checkpoint is announced, not pushed, and needs them stored first).
+pub const MAX_UNWRITTEN_BYTES: usize = MAX_PUSH_BYTES;
+
+impl Taken {
+    /// What is not in the store yet.
+    pub fn unwritten(&self) -> &Unwritten {
+        &self.unwritten
+    }
+
+    /// Writes what is not in `store` yet (not flushed: the caller flushes before the
+    /// checkpoint is recorded).
+    pub async fn write(mut self, store: Arc<ChunkStore>) -> Result<(), ReplicationError> {
+        let unwritten = std::mem::take(&mut self.unwritten);
+        let (hold, cache) = (self.hold.take(), self.cache.clone());
+        let dir = store.dir().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let written = unwritten.write(&store);
+            if written.is_err() {
+                forget(&cache);
+            }
+            drop(hold);
+            written
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ReplicationError::write(
+                dir,
+                std::io::Error::other(format!("storing task failed: {e}")),
+            ))
+        })
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if !self.unwritten.is_empty() {
+            forget(&self.cache);
+        }
+    }
+}
+
+/// The next snapshot reads every file (whatever a watcher noted).
+pub fn forget_changes(changes: &Mutex<Changes>) {
+    changes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .note_everything();
+}
+
+/// Clears what `cache` knows: the next snapshot reads and stores every file again.
+fn forget(cache: &Mutex<FileCache>) {
+    *cache.lock().unwrap_or_else(PoisonError::into_inner) = FileCache::default();
 }
 
 /// Where and how one service's checkpoints are taken.
@@ -105,6 +172,10 @@ pub struct Producer {
     /// What the previous checkpoints read, so unchanged files of a watched source are not
     /// read again (a snapshot command's fresh copies are always read).
     pub cache: Arc<Mutex<FileCache>>,
+    /// What changed in a watched source since the last checkpoint, as its watcher saw it:
+    /// the next checkpoint looks at those paths only (everything, until a watcher notes
+    /// otherwise; [`Changes::note_everything`] forces a full reading).
+    pub changes: Arc<Mutex<Changes>>,
 }
 
 impl Producer {
@@ -116,7 +187,7 @@ impl Producer {
         previous: Option<H256>,
     ) -> Result<Option<Taken>, SnapshotError> {
         // Until its manifest is stored, nothing names the new chunks: no collection meanwhile.
-        let _hold = store.hold();
+        let hold = store.hold();
         let (dir, scratch) = match &self.consistency {
             Consistency::Command { command, timeout } => {
                 let dir = self.prepare_scratch()?;
@@ -148,9 +219,22 @@ impl Producer {
         let chunking = self.chunking;
         let read = dir.clone();
         let cache = self.cache.clone();
+        // What the watcher notes from now on is for the next checkpoint.
+        let changes = (!scratch).then(|| {
+            let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+            std::mem::replace(&mut *changes, Changes::none())
+        });
         let result = tokio::task::spawn_blocking(move || {
             let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
-            snapshot_dir_cached(&read, &store, chunking, dictionary.as_deref(), &mut cache)
+            snapshot_dir_deferred(
+                &read,
+                &store,
+                chunking,
+                dictionary.as_deref(),
+                &mut cache,
+                MAX_UNWRITTEN_BYTES,
+                changes.as_ref(),
+            )
         })
         .await
         .unwrap_or_else(|e| {
@@ -162,11 +246,20 @@ impl Producer {
         if scratch {
             let _ = std::fs::remove_dir_all(&dir);
         }
-        let (manifest, stats) = result?;
+        let (manifest, stats, unwritten) = result.inspect_err(|_| {
+            // The changes taken for this checkpoint are not in any: read everything next.
+            forget_changes(&self.changes);
+        })?;
         if Some(manifest.root()) == previous {
             return Ok(None);
         }
-        Ok(Some(Taken { manifest, stats }))
+        Ok(Some(Taken {
+            manifest: Arc::new(manifest),
+            stats,
+            unwritten,
+            hold: Some(hold),
+            cache: self.cache.clone(),
+        }))
     }
 
     /// An empty scratch directory for this service's snapshot command.
@@ -211,12 +304,42 @@ mod tests {
             scratch: base.path().join("scratch"),
             chunking: ChunkingParams::default(),
             cache: Arc::default(),
+            changes: Arc::default(),
         };
         Setup {
             _base: base,
             store,
             producer,
         }
+    }
+
+    #[tokio::test]
+    async fn new_chunks_are_stored_when_written_and_taken_again_if_never_written() {
+        let s = setup(Consistency::Watch);
+        let first = s
+            .producer
+            .take(s.store.clone(), None, None)
+            .await
+            .unwrap()
+            .unwrap();
+        let ids = first.manifest.chunk_ids();
+        assert!(ids.iter().all(|id| !s.store.contains(id)), "not yet");
+        assert!(ids.iter().all(|id| first.unwritten().object(id).is_some()));
+        // Dropped unwritten (a failed push build, a failed write): the files are read and
+        // their chunks kept again, not taken for stored.
+        drop(first);
+        let again = s
+            .producer
+            .take(s.store.clone(), None, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(ids.iter().all(|id| again.unwritten().object(id).is_some()));
+        again.write(s.store.clone()).await.unwrap();
+        assert!(ids.iter().all(|id| s.store.contains(id)));
+        let root = s.producer.take(s.store.clone(), None, None).await.unwrap();
+        let root = root.unwrap();
+        assert!(root.unwritten().is_empty(), "stored: nothing new");
     }
 
     fn command(command: &str, timeout_ms: u64) -> Consistency {

@@ -216,6 +216,7 @@ impl Task {
                             started.elapsed().as_millis()
                         );
                         self.acknowledge_early(sequence, root).await;
+                        self.prepare_next_apply().await;
                     }
                     Err(reason) => self.apply_failed(sequence, &reason),
                 }
@@ -298,6 +299,7 @@ impl Task {
             }
         }
         self.acknowledge(input, sequence, root).await;
+        self.prepare_next_apply().await;
     }
 
     /// Shows the checkpoint in the target (not yet durable: see [`Task::make_durable`]).
@@ -380,6 +382,27 @@ impl Task {
         .unwrap_or_else(|e| Err(format!("flush task failed: {e}")))?;
         self.durable = Some((shown.sequence, shown.root));
         Ok(())
+    }
+
+    /// Readies the next apply once the shown checkpoint is durable and acknowledged
+    /// (`materialize::prepare_next`: a link per file, so off the paths to showing and to
+    /// acknowledging). Without it the next apply links every unchanged file itself.
+    async fn prepare_next_apply(&mut self) {
+        if self.durable.is_none() || self.next_prepared == self.durable {
+            return;
+        }
+        let target = self.config.target.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            drchain_replication::materialize::prepare_next(&target)
+        })
+        .await;
+        match prepared {
+            Ok(Ok(())) => self.next_prepared = self.durable,
+            Ok(Err(e)) => {
+                tracing::debug!(service = %self.service, error = %e, "the next apply is not readied")
+            }
+            Err(_) => {}
+        }
     }
 
     /// Whether the acknowledgement of `sequence` sent before its record is no longer in the

@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use drchain_replication::materialize::Recovery;
@@ -31,7 +31,7 @@ use crate::chain::CheckpointView;
 use crate::config::ReplicationConfig;
 use crate::machine::LocalRole;
 use crate::metrics::AgentMetrics;
-use crate::snapshot::{Consistency, Producer};
+use crate::snapshot::{forget_changes, Consistency, Producer};
 use crate::submit::Submitter;
 
 mod apply;
@@ -196,6 +196,7 @@ pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContex
             scratch,
             chunking: ChunkingParams::default(),
             cache: Arc::default(),
+            changes: Arc::default(),
         },
         store,
         service,
@@ -203,18 +204,21 @@ pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContex
         ctx,
         applied: applied_tx,
         last_taken: None,
+        last_manifest: None,
         last_submitted: None,
         dictionary: None,
         taken: 0,
         next_training: 1,
         next_checkpoint: Instant::now(),
         last_checkpoint: None,
+        last_rescan: None,
         ack_sent: None,
         early_ack: None,
         retry_at: None,
         prefetching: Arc::default(),
         ahead: None,
         durable: applied_now.as_ref().map(|a| (a.sequence, a.root)),
+        next_prepared: None,
         shown_manifest: None,
     };
     Replica {
@@ -255,6 +259,8 @@ struct Task {
     applied: watch::Sender<Option<Applied>>,
     /// The root of the last checkpoint this node took (unchanged data gives none).
     last_taken: Option<H256>,
+    /// Its manifest (the next push carries what is new since).
+    last_manifest: Option<Arc<Manifest>>,
     /// The last sequence it recorded.
     last_submitted: Option<u64>,
     /// The dictionary new chunks are compressed with, while it pays.
@@ -266,6 +272,8 @@ struct Task {
     next_checkpoint: Instant,
     /// When the last one was taken.
     last_checkpoint: Option<Instant>,
+    /// When the last one read every file of a watched source.
+    last_rescan: Option<Instant>,
     /// The last acknowledgement sent, and when it is sent again if the chain does not show it.
     ack_sent: Option<(u64, Instant)>,
     /// One sent before its checkpoint was seen recorded: the sequence, the extrinsic, and
@@ -279,6 +287,9 @@ struct Task {
     ahead: Option<apply::Ahead>,
     /// The checkpoint last made durable in the target (only that one is acknowledged).
     durable: Option<(u64, H256)>,
+    /// The durable checkpoint whose copy the next apply changes is made
+    /// (`materialize::prepare_next`).
+    next_prepared: Option<(u64, H256)>,
     /// The manifest of the checkpoint the target shows, once this task applied one.
     shown_manifest: Option<(H256, Arc<Manifest>)>,
 }
@@ -355,7 +366,7 @@ impl Task {
                     watch_again = Instant::now() + WATCH_RETRY;
                 }
                 if Instant::now() >= self.next_checkpoint {
-                    self.produce(&now).await;
+                    self.produce(&now, watcher.is_some()).await;
                 }
             } else {
                 watcher = None;
@@ -392,11 +403,26 @@ impl Task {
     fn watch_source(&self, changes: &mpsc::Sender<bool>) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher;
         let changes = changes.clone();
+        let (noted, source) = (self.producer.changes.clone(), self.producer.source.clone());
+        // Whatever changed before the watch began is unknown.
+        forget_changes(&noted);
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Some(kind) = event.ok().map(|e| e.kind).filter(|k| !k.is_access()) {
-                // Full means a checkpoint is already coming.
-                let _ = changes.try_send(completes_a_write(&kind));
+            let event = match event {
+                Ok(event) if !event.kind.is_access() => event,
+                Ok(_) => return,
+                Err(_) => return forget_changes(&noted),
+            };
+            {
+                let mut noted = noted.lock().unwrap_or_else(PoisonError::into_inner);
+                if event.need_rescan() || event.paths.is_empty() {
+                    noted.note_everything();
+                }
+                for path in &event.paths {
+                    noted.note(&source, path);
+                }
             }
+            // Full means a checkpoint is already coming.
+            let _ = changes.try_send(completes_a_write(&event.kind));
         })
         .map_err(|e| tracing::warn!(error = %e, "cannot watch for changes; rescanning every interval_ms only"))
         .ok()?;

@@ -12,11 +12,20 @@ use drchain_runtime::RuntimeCall;
 use drchain_support::H256;
 
 use super::{ReplicaInput, Task, MIN_TRAINING_SAMPLES, TRAINING_SAMPLES, TRAIN_EVERY};
+use crate::snapshot::forget_changes;
 
 impl Task {
-    /// Takes a checkpoint and records it on chain.
-    pub(super) async fn produce(&mut self, input: &ReplicaInput) {
+    /// Takes a checkpoint and records it on chain. With a watcher on the source (`watching`)
+    /// it reads only what the watcher saw change, but for a full reading every `interval_ms`
+    /// (a change inotify missed — in a directory made just before its watch was added — is
+    /// seen then).
+    pub(super) async fn produce(&mut self, input: &ReplicaInput, watching: bool) {
         let started = Instant::now();
+        let rescan = Duration::from_millis(self.config.interval_ms);
+        if !watching || self.last_rescan.is_none_or(|t| started >= t + rescan) {
+            forget_changes(&self.producer.changes);
+            self.last_rescan = Some(started);
+        }
         self.next_checkpoint = started + Duration::from_millis(self.config.interval_ms);
         self.last_checkpoint = Some(started);
         // After a promotion the service starts from the applied checkpoint: unchanged, it
@@ -50,73 +59,104 @@ impl Task {
         let latest = input.chain.latest.map(|(s, _)| s);
         let sequence = latest.max(self.last_submitted).map_or(1, |s| s + 1);
         // Standbys get it now, while the block that records it is being decided: pushed with
-        // what is new in it when that is small, else announced (they fetch it).
-        let push = {
-            let (store, service, manifest) = (
-                self.store.clone(),
-                self.service.clone(),
-                taken.manifest.clone(),
+        // what is new in it when that is small (from memory: it is stored after), else
+        // announced (they fetch it, from the store: stored first).
+        let known = self
+            .last_manifest
+            .clone()
+            .filter(|_| self.last_taken.is_some() && self.last_taken == previous);
+        let (store, service) = (self.store.clone(), self.service.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            let previous = || match known {
+                Some(m) => Some(Manifest::clone(&m)),
+                None => previous.and_then(|root| store.manifest(&root).ok()),
+            };
+            let push = CheckpointPush::build_with(
+                &store,
+                taken.unwritten(),
+                service,
+                sequence,
+                &taken.manifest,
+                previous,
             );
-            tokio::task::spawn_blocking(move || {
-                let previous = || previous.and_then(|root| store.manifest(&root).ok());
-                CheckpointPush::build(&store, service, sequence, &manifest, previous)
-            })
-            .await
+            (push, taken)
+        })
+        .await;
+        let Ok((push, taken)) = built else {
+            return tracing::warn!(service = %self.service, "building a checkpoint push failed: no checkpoint this time");
         };
-        let sent = match push {
-            Ok(Ok(Some(push))) => self.ctx.node.push_checkpoint(push).await,
+        let stats = taken.stats.clone();
+        let manifest = taken.manifest.clone();
+        let written = match push {
+            Ok(Some(push)) => {
+                if let Err(e) = self.ctx.node.push_checkpoint(push).await {
+                    tracing::warn!(error = %e, "cannot push a checkpoint");
+                }
+                taken.write(self.store.clone()).await
+            }
             _ => {
-                self.ctx
-                    .node
-                    .announce_checkpoint(self.service.clone(), sequence, root)
-                    .await
+                let written = taken.write(self.store.clone()).await;
+                if written.is_ok() {
+                    let announced = self
+                        .ctx
+                        .node
+                        .announce_checkpoint(self.service.clone(), sequence, root)
+                        .await;
+                    if let Err(e) = announced {
+                        tracing::warn!(error = %e, "cannot announce a checkpoint");
+                    }
+                }
+                written
             }
         };
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, "cannot announce a checkpoint");
-        }
         // Durable before the chain records it (members fetch from this store after a crash).
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.sync()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return tracing::warn!(service = %self.service, error = %e, "checkpoint not recorded: the chunk store cannot be flushed")
-            }
-            Err(e) => return tracing::warn!(error = %e, "flushing the chunk store failed"),
+        let flushed = match written {
+            Ok(()) => tokio::task::spawn_blocking(move || store.sync())
+                .await
+                .unwrap_or_else(|e| {
+                    Err(drchain_replication::ReplicationError::read(
+                        "the chunk store",
+                        format!("flush task failed: {e}"),
+                    ))
+                }),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = flushed {
+            return tracing::warn!(service = %self.service, error = %e, "checkpoint not recorded: the chunk store cannot be written or flushed");
         }
         let call = RuntimeCall::Checkpoints(pallet_checkpoints::Call::Submit {
             service: self.service.clone(),
             epoch: input.epoch,
             sequence,
             manifest_root: root,
-            size_bytes: taken.stats.bytes,
-            changed_bytes: taken.stats.new_bytes,
+            size_bytes: stats.bytes,
+            changed_bytes: stats.new_bytes,
         });
         if !self.ctx.submitter.submit(call, "checkpoint").await {
             return;
         }
         self.last_taken = Some(root);
+        self.last_manifest = Some(manifest.clone());
         self.last_submitted = Some(sequence);
-        self.ctx.metrics.replication_checkpoint_taken(
-            &self.service,
-            &taken.stats,
-            started.elapsed(),
-        );
+        self.ctx
+            .metrics
+            .replication_checkpoint_taken(&self.service, &stats, started.elapsed());
         // One per interval: debug, like the per-block lines.
         tracing::debug!(
             "checkpoint taken service={} sequence={sequence} epoch={} root={root} files={} unchanged_files={} bytes={} new_bytes={} ms={}",
             self.service,
             input.epoch,
-            taken.stats.files,
-            taken.stats.unchanged_files,
-            taken.stats.bytes,
-            taken.stats.new_bytes,
+            stats.files,
+            stats.unchanged_files,
+            stats.bytes,
+            stats.new_bytes,
             started.elapsed().as_millis()
         );
         self.ctx.metrics.replication_compression(&self.store.stats);
         self.taken += 1;
         if self.taken >= self.next_training {
-            self.train_dictionary(&taken.manifest).await;
+            self.train_dictionary(&manifest).await;
         }
     }
 
