@@ -219,7 +219,8 @@ pub fn materialize_after(
 }
 
 /// Makes what the target shows durable — its files, its directory and the link, with one
-/// flush — and records its label as the last durable one.
+/// flush — and records its label as the last durable one. Older checkpoints stay until
+/// [`prepare_next`].
 pub fn make_durable(target: &Path) -> Result<(), ReplicationError> {
     let Some(label) = applied_label(target)? else {
         return Ok(());
@@ -231,21 +232,15 @@ pub fn make_durable(target: &Path) -> Result<(), ReplicationError> {
     let marker = versions.join(DURABLE);
     let temp = versions.join(format!("{DURABLE}{STAGING}"));
     fs::write(&temp, label.as_bytes()).map_err(io(&temp))?;
-    fs::rename(&temp, &marker).map_err(io(&marker))?;
-    // Off the path to showing a checkpoint: removing a directory costs a call per file, and
-    // the next apply finds its directory made.
-    remove_old(&versions, &label)?;
-    match fs::create_dir(versions.join(SPARE)) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io(&versions)(e)),
-        _ => Ok(()),
-    }
+    fs::rename(&temp, &marker).map_err(io(&marker))
 }
 
-/// Readies the next apply: the files of the checkpoint `target` shows, once durable, are
-/// hard-linked into a directory of their own (`.next-LABEL`), which the next apply changes
-/// into its checkpoint — writing what changed — instead of linking every unchanged file
-/// while a write waits to be shown. Costs a link per file: call it after acknowledging.
-/// Does nothing if the shown checkpoint is not durable or its copy is made.
+/// Tidies up after the shown checkpoint was made durable and readies the next apply: removes
+/// checkpoints older than the one it replaced, and hard-links its files into a directory of
+/// their own (`.next-LABEL`), which the next apply changes into its checkpoint — writing what
+/// changed — instead of linking every unchanged file while a write waits to be shown. Costs
+/// a call per file: call it after acknowledging. Does nothing if the shown checkpoint is not
+/// durable; links nothing if its copy is made.
 pub fn prepare_next(target: &Path) -> Result<(), ReplicationError> {
     let (Some(label), durable) = (applied_label(target)?, durable_label(target)?) else {
         return Ok(());
@@ -254,6 +249,12 @@ pub fn prepare_next(target: &Path) -> Result<(), ReplicationError> {
         return Ok(());
     }
     let (versions, _) = layout(target)?;
+    remove_old(&versions, &label)?;
+    // The empty directory an apply without a copy starts from.
+    match fs::create_dir(versions.join(SPARE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io(&versions)(e)),
+        _ => Ok(()),
+    }?;
     let next = versions.join(format!("{NEXT}{label}"));
     if next.is_dir() {
         return Ok(());

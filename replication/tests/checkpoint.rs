@@ -455,6 +455,21 @@ fn an_apply_after_a_durable_one_changes_its_copy_and_leaves_the_shown_checkpoint
     assert!(versions.join(".next-2").is_dir());
     assert!(!versions.join(".next-1").exists());
     assert_eq!(tree(&versions.join(".next-2")), tree(&source));
+
+    // Disk stays bounded: once the third is durable and the next apply readied, only it, the
+    // one it replaced (readers may be inside) and the copy remain.
+    write(&source.join("log/1"), b"third");
+    let (third, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
+    materialize_after(&third, &store, &target, "3", Some(&second)).unwrap();
+    make_durable(&target).unwrap();
+    prepare_next(&target).unwrap();
+    let mut names: Vec<String> = fs::read_dir(&versions)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".durable", ".next-3", ".spare", "2", "3"]);
+    assert_eq!(tree(&target), tree(&source));
 }
 
 #[test]
