@@ -228,13 +228,18 @@ pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContex
     }
 }
 
-/// Whether a change in a watched source completes a write: a file renamed into place (or out)
-/// or removed. A file being created or written is usually followed by its rename.
+/// Whether a change in a watched source completes a write: a file renamed into place or
+/// removed. A file being created or written is usually followed by its rename. The first half
+/// of a rename (its old name) is not: the checkpoint would be taken before the watcher noted
+/// the new name, and the file would wait for the next one (`min_interval_ms` later); a file
+/// renamed out of the source is checkpointed `WATCH_SETTLE` after it.
 fn completes_a_write(kind: &notify::EventKind) -> bool {
-    use notify::event::{EventKind, ModifyKind};
+    use notify::event::{EventKind, ModifyKind, RenameMode};
     matches!(
         kind,
-        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_)
+        EventKind::Modify(ModifyKind::Name(
+            RenameMode::To | RenameMode::Both | RenameMode::Any | RenameMode::Other
+        )) | EventKind::Remove(_)
     )
 }
 
@@ -438,5 +443,22 @@ impl Task {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, EventKind, ModifyKind, RemoveKind, RenameMode};
+
+    use super::completes_a_write;
+
+    #[test]
+    fn a_write_completes_when_its_file_has_its_new_name_not_before() {
+        let renamed = |mode| EventKind::Modify(ModifyKind::Name(mode));
+        assert!(!completes_a_write(&renamed(RenameMode::From)));
+        assert!(completes_a_write(&renamed(RenameMode::To)));
+        assert!(completes_a_write(&renamed(RenameMode::Both)));
+        assert!(completes_a_write(&EventKind::Remove(RemoveKind::File)));
+        assert!(!completes_a_write(&EventKind::Create(CreateKind::File)));
     }
 }
