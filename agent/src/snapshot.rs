@@ -316,30 +316,30 @@ mod tests {
     #[tokio::test]
     async fn new_chunks_are_stored_when_written_and_taken_again_if_never_written() {
         let s = setup(Consistency::Watch);
-        let first = s
-            .producer
-            .take(s.store.clone(), None, None)
-            .await
-            .unwrap()
-            .unwrap();
+        let first = take(&s, None).await;
         let ids = first.manifest.chunk_ids();
         assert!(ids.iter().all(|id| !s.store.contains(id)), "not yet");
         assert!(ids.iter().all(|id| first.unwritten().object(id).is_some()));
         // Dropped unwritten (a failed push build, a failed write): the files are read and
         // their chunks kept again, not taken for stored.
         drop(first);
-        let again = s
-            .producer
-            .take(s.store.clone(), None, None)
-            .await
-            .unwrap()
-            .unwrap();
+        let again = take(&s, None).await;
         assert!(ids.iter().all(|id| again.unwritten().object(id).is_some()));
         again.write(s.store.clone()).await.unwrap();
         assert!(ids.iter().all(|id| s.store.contains(id)));
-        let root = s.producer.take(s.store.clone(), None, None).await.unwrap();
-        let root = root.unwrap();
-        assert!(root.unwritten().is_empty(), "stored: nothing new");
+        assert!(
+            take(&s, None).await.unwritten().is_empty(),
+            "stored: nothing new"
+        );
+    }
+
+    /// A checkpoint of `s`'s source, which must give one.
+    async fn take(s: &Setup, previous: Option<H256>) -> Taken {
+        s.producer
+            .take(s.store.clone(), None, previous)
+            .await
+            .unwrap()
+            .expect("a checkpoint")
     }
 
     fn command(command: &str, timeout_ms: u64) -> Consistency {

@@ -181,17 +181,10 @@ pub fn snapshot_dir_cached(
     dictionary: Option<&Dictionary>,
     cache: &mut FileCache,
 ) -> Result<(Manifest, SnapshotStats), ReplicationError> {
-    let mut written = Unwritten::default();
-    let (manifest, stats) = snapshot_into(
-        source,
-        store,
-        chunking,
-        dictionary,
-        cache,
-        &mut written,
-        None,
-    )?;
-    store.put_manifest(&manifest)?;
+    // With no budget every object is written as it is read; the manifest after.
+    let (manifest, stats, unwritten) =
+        snapshot_dir_deferred(source, store, chunking, dictionary, cache, 0, None)?;
+    unwritten.write(store)?;
     Ok((manifest, stats))
 }
 
