@@ -175,7 +175,7 @@ pub fn materialize_after(
             (Some(m), Some(l)) if l != label => Some((m, l)),
             _ => None,
         };
-        // The shown checkpoint's copy [`make_durable`] left, if there: only what changed is
+        // The shown checkpoint's copy [`prepare_next`] left, if there: only what changed is
         // written into it.
         let mirror = previous
             .as_ref()
