@@ -89,8 +89,8 @@ pub struct Taken {
     pub manifest: Arc<Manifest>,
     /// What was read and stored.
     pub stats: SnapshotStats,
-    /// Its manifest and new objects, not in the store yet (at most [`MAX_UNWRITTEN_BYTES`]
-    /// of objects: the rest is): push them, then write them ([`Taken::write`]).
+    /// Its new objects not in the store yet (at most [`MAX_UNWRITTEN_BYTES`]: the rest is);
+    /// neither is its manifest. Push them, then write both ([`Taken::write`]).
     unwritten: Unwritten,
     /// Keeps the store from collecting the new objects before the manifest naming them is
     /// written.
@@ -115,10 +115,10 @@ impl Taken {
     /// checkpoint is recorded).
     pub async fn write(mut self, store: Arc<ChunkStore>) -> Result<(), ReplicationError> {
         let unwritten = std::mem::take(&mut self.unwritten);
-        let (hold, cache) = (self.hold.take(), self.cache.clone());
+        let (hold, cache, manifest) = (self.hold.take(), self.cache.clone(), self.manifest.clone());
         let dir = store.dir().to_path_buf();
         tokio::task::spawn_blocking(move || {
-            let written = unwritten.write(&store);
+            let written = unwritten.write(&store, &manifest);
             if written.is_err() {
                 forget(&cache);
             }

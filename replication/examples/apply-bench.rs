@@ -82,7 +82,7 @@ fn main() {
             let ((manifest, _, unwritten), ms) = take(Some(&changes));
             told.push(ms);
             assert_eq!(manifest, full);
-            unwritten.write(&store).unwrap();
+            unwritten.write(&store, &manifest).unwrap();
             store.sync().unwrap();
             // A standby. Every other round starts without the copy prepare_next leaves (as
             // after a restart): it links every file while the write waits.

@@ -89,7 +89,7 @@ pub struct FileCache {
 pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// What a deferred snapshot ([`snapshot_dir_deferred`]) encoded but did not write: its new
-/// objects, up to a budget of bytes, and its manifest. The active pushes a checkpoint to its
+/// objects, up to a budget of bytes (its manifest is not written either). The active pushes a checkpoint to its
 /// standbys from these first — the two file creations of storing a small change would
 /// otherwise come before the push — and then writes them with [`Unwritten::write`].
 #[derive(Debug, Default)]
@@ -98,7 +98,6 @@ pub struct Unwritten {
     budget: usize,
     bytes: usize,
     objects: HashMap<H256, Vec<u8>>,
-    manifest: Option<Manifest>,
 }
 
 impl Unwritten {
@@ -140,15 +139,14 @@ impl Unwritten {
         Ok((id, true))
     }
 
-    /// Writes what is held into `store`, the objects before the manifest that names them.
-    /// Not flushed: call [`ChunkStore::sync`] before the checkpoint is recorded.
-    pub fn write(self, store: &ChunkStore) -> Result<(), ReplicationError> {
+    /// Writes what is held into `store`, then `manifest` — the one the snapshot gave with
+    /// this — which names them. Not flushed: call [`ChunkStore::sync`] before the checkpoint
+    /// is recorded.
+    pub fn write(self, store: &ChunkStore, manifest: &Manifest) -> Result<(), ReplicationError> {
         for (id, encoded) in &self.objects {
             store.put_verified(id, encoded)?;
         }
-        if let Some(manifest) = &self.manifest {
-            store.put_manifest(manifest)?;
-        }
+        store.put_manifest(manifest)?;
         Ok(())
     }
 }
@@ -184,7 +182,7 @@ pub fn snapshot_dir_cached(
     // With no budget every object is written as it is read; the manifest after.
     let (manifest, stats, unwritten) =
         snapshot_dir_deferred(source, store, chunking, dictionary, cache, 0, None)?;
-    unwritten.write(store)?;
+    unwritten.write(store, &manifest)?;
     Ok((manifest, stats))
 }
 
@@ -214,7 +212,6 @@ pub fn snapshot_dir_deferred(
         &mut unwritten,
         changes,
     )?;
-    unwritten.manifest = Some(manifest.clone());
     Ok((manifest, stats, unwritten))
 }
 

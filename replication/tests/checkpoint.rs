@@ -546,7 +546,7 @@ fn a_deferred_snapshot_writes_nothing_until_told_and_its_push_carries_the_new_ob
     .unwrap()
     .unwrap();
     assert_eq!(push.objects.len(), first.chunk_ids().len());
-    unwritten.write(&store).unwrap();
+    unwritten.write(&store, &first).unwrap();
     assert_eq!(store.manifest(&first.root()).unwrap(), first);
     assert!(first.chunk_ids().iter().all(|id| store.contains(id)));
 
@@ -557,7 +557,7 @@ fn a_deferred_snapshot_writes_nothing_until_told_and_its_push_carries_the_new_ob
     assert!(stats.new_chunks > 0);
     assert!(second.chunk_ids().iter().all(|id| store.contains(id)));
     assert!(store.manifest(&second.root()).is_err());
-    unwritten.write(&store).unwrap();
+    unwritten.write(&store, &second).unwrap();
     assert_eq!(store.manifest(&second.root()).unwrap(), second);
 }
 
@@ -576,7 +576,7 @@ fn a_snapshot_told_what_changed_reads_only_that_and_agrees_with_a_full_one() {
         let (m, stats, unwritten) =
             snapshot_dir_deferred(&source, &store, params, None, cache, 1 << 20, Some(changes))
                 .unwrap();
-        unwritten.write(&store).unwrap();
+        unwritten.write(&store, &m).unwrap();
         (m, stats)
     };
     let full = |dir: &Path| {
