@@ -14,6 +14,7 @@
 //! services that check it), [`replica`] and [`snapshot`] (replication), [`submit`] (its
 //! transactions), this module (the loop) and `execute` (carrying out the machines' actions).
 
+mod blocking;
 pub mod chain;
 pub mod checks;
 pub mod config;

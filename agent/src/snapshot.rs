@@ -224,7 +224,7 @@ impl Producer {
             let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
             std::mem::replace(&mut *changes, Changes::none())
         });
-        let result = tokio::task::spawn_blocking(move || {
+        let result = crate::blocking::on_this_thread(move || {
             let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
             snapshot_dir_deferred(
                 &read,
@@ -236,11 +236,10 @@ impl Producer {
                 changes.as_ref(),
             )
         })
-        .await
         .unwrap_or_else(|e| {
             Err(ReplicationError::read(
                 dir.display(),
-                format!("chunking task failed: {e}"),
+                format!("chunking failed: {e}"),
             ))
         });
         if scratch {

@@ -319,7 +319,7 @@ impl Task {
             .filter(|m| Some(m.0) == shown_root);
         let manifest = Arc::new(manifest);
         let applying = manifest.clone();
-        let applied = tokio::task::spawn_blocking(move || {
+        let applied = crate::blocking::on_this_thread(move || {
             // Unchanged files are linked from the checkpoint shown now, not written again (its
             // manifest kept from the last apply: reading and checking it costs its size).
             let shown = match cached {
@@ -352,8 +352,7 @@ impl Task {
                 path,
             })
         })
-        .await
-        .unwrap_or_else(|e| Err(NotApplied::Failed(format!("apply task failed: {e}"))));
+        .unwrap_or_else(|e| Err(NotApplied::Failed(format!("apply failed: {e}"))));
         if let Ok(a) = &applied {
             self.shown_manifest = Some((a.root, manifest));
         }

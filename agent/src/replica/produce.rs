@@ -66,7 +66,7 @@ impl Task {
             .clone()
             .filter(|_| self.last_taken.is_some() && self.last_taken == previous);
         let (store, service) = (self.store.clone(), self.service.clone());
-        let built = tokio::task::spawn_blocking(move || {
+        let built = crate::blocking::on_this_thread(move || {
             let previous = || match known {
                 Some(m) => Some(Manifest::clone(&m)),
                 None => previous.and_then(|root| store.manifest(&root).ok()),
@@ -80,8 +80,7 @@ impl Task {
                 previous,
             );
             (push, taken)
-        })
-        .await;
+        });
         let Ok((push, taken)) = built else {
             return tracing::warn!(service = %self.service, "building a checkpoint push failed: no checkpoint this time");
         };
