@@ -1044,6 +1044,42 @@ fn with_allow_data_loss_the_freshest_standby_is_promoted_and_the_loss_recorded()
     drop(writer);
 }
 
+/// Tells when a link in a directory is switched (renamed into place) or a file created there:
+/// how a reader of a standby's target learns of a new checkpoint at once. The benchmark used to
+/// look every 0.2 ms instead, which added ~0.2–0.4 ms (half a poll period and the sleeping
+/// thread's wake-up) to every measurement.
+struct LinkSwitches {
+    inotify: rustix::fd::OwnedFd,
+}
+
+impl LinkSwitches {
+    fn watch(dir: &Path) -> Self {
+        use rustix::fs::inotify;
+        let inotify =
+            inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
+        inotify::add_watch(
+            &inotify,
+            dir,
+            inotify::WatchFlags::MOVED_TO | inotify::WatchFlags::CREATE,
+        )
+        .unwrap();
+        Self { inotify }
+    }
+
+    /// Returns after the next switch in the directory, or after `at_most`; forgets earlier ones.
+    fn wait(&self, at_most: Duration) {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let timeout = Timespec {
+            tv_sec: 0,
+            tv_nsec: at_most.as_nanos().min(999_999_999) as _,
+        };
+        let mut fds = [PollFd::new(&self.inotify, PollFlags::IN)];
+        let _ = poll(&mut fds, Some(&timeout));
+        let mut events = [0u8; 4096];
+        while rustix::io::read(&self.inotify, &mut events).is_ok_and(|n| n > 0) {}
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
@@ -1073,6 +1109,7 @@ fn replication_benchmark() {
         let number = head["number"].as_str().unwrap().trim_start_matches("0x");
         u64::from_str_radix(number, 16).unwrap()
     };
+    let switches = LinkSwitches::watch(replica.parent().unwrap());
     let (h0, t0) = (height(&c), Instant::now());
     let (mut writing, mut applied, mut durable, mut acked) = (vec![], vec![], vec![], vec![]);
     let mut blocks_to_ack: BTreeMap<u64, usize> = BTreeMap::new();
@@ -1090,7 +1127,7 @@ fn replication_benchmark() {
         let on_target = replica.join(&name);
         while !on_target.exists() {
             assert!(written.elapsed() < WAIT, "{name} never reached {standby}");
-            std::thread::sleep(Duration::from_micros(200));
+            switches.wait(Duration::from_millis(5));
         }
         applied.push(written.elapsed().as_secs_f64() * 1000.0);
         let link = std::fs::read_link(&replica).unwrap();
