@@ -13,7 +13,9 @@
 //! Once durable and acknowledged, [`prepare_next`] readies the next apply: a copy of the
 //! shown checkpoint, its files hard-linked, which the next apply turns into its checkpoint by
 //! writing only what changed (linking every unchanged file costs ~20 µs a file, on the path
-//! from a write to the standby showing it).
+//! from a write to the standby showing it). The copy is made out of the oldest checkpoint
+//! directory no reader needs any more, relinking only the files that differ, when the
+//! manifests of both are at hand; else every file is linked.
 //!
 //! Layout for a target `/srv/db`: `/srv/.db.checkpoints/<label>/…` holds the applied
 //! checkpoints (the current one, the one before it for readers still inside it, and the last
@@ -124,7 +126,7 @@ pub fn materialize(
 ) -> Result<PathBuf, ReplicationError> {
     let done = materialize_after(manifest, store, target, label, None)?;
     make_durable(target)?;
-    prepare_next(target)?;
+    prepare_next(target, |_| None)?;
     Ok(done)
 }
 
@@ -236,12 +238,21 @@ pub fn make_durable(target: &Path) -> Result<(), ReplicationError> {
 }
 
 /// Tidies up after the shown checkpoint was made durable and readies the next apply: removes
-/// checkpoints older than the one it replaced, and hard-links its files into a directory of
-/// their own (`.next-LABEL`), which the next apply changes into its checkpoint — writing what
-/// changed — instead of linking every unchanged file while a write waits to be shown. Costs
-/// a call per file: call it after acknowledging. Does nothing if the shown checkpoint is not
-/// durable; links nothing if its copy is made.
-pub fn prepare_next(target: &Path) -> Result<(), ReplicationError> {
+/// checkpoints older than the one it replaced, and makes a copy of the shown one, its files
+/// hard-linked, in a directory of its own (`.next-LABEL`), which the next apply changes into
+/// its checkpoint — writing what changed — instead of linking every unchanged file while a
+/// write waits to be shown. Call it after acknowledging. Does nothing if the shown checkpoint
+/// is not durable; nothing more if its copy is made.
+///
+/// The copy is made out of the newest checkpoint directory no reader needs any more (older
+/// than the one the shown checkpoint replaced) when `manifest_of` gives the manifests of both
+/// (by label): only the files that differ are removed or linked — a call per changed file,
+/// not per file (10,000 files: ~100 ms of links and as many removals otherwise, on every
+/// apply). Without them every file is linked into a new directory.
+pub fn prepare_next(
+    target: &Path,
+    mut manifest_of: impl FnMut(&str) -> Option<Manifest>,
+) -> Result<(), ReplicationError> {
     let (Some(label), durable) = (applied_label(target)?, durable_label(target)?) else {
         return Ok(());
     };
@@ -249,13 +260,18 @@ pub fn prepare_next(target: &Path) -> Result<(), ReplicationError> {
         return Ok(());
     }
     let (versions, _) = layout(target)?;
-    remove_old(&versions, &label)?;
+    let next = versions.join(format!("{NEXT}{label}"));
+    let reusable = if next.is_dir() {
+        None
+    } else {
+        unneeded(&versions, &label)?.pop()
+    };
+    remove_old(&versions, &label, reusable.as_deref())?;
     // The empty directory an apply without a copy starts from.
     match fs::create_dir(versions.join(SPARE)) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io(&versions)(e)),
         _ => Ok(()),
     }?;
-    let next = versions.join(format!("{NEXT}{label}"));
     if next.is_dir() {
         return Ok(());
     }
@@ -263,11 +279,58 @@ pub fn prepare_next(target: &Path) -> Result<(), ReplicationError> {
     if temp.exists() {
         fs::remove_dir_all(&temp).map_err(io(&temp))?;
     }
-    if let Err(e) = link_tree(&versions.join(label), &temp) {
+    let shown = versions.join(&label);
+    let manifests = reusable
+        .as_ref()
+        .and_then(|old| Some((old, manifest_of(old)?, manifest_of(&label)?)));
+    let made = match manifests {
+        Some((old, from, to)) => fs::rename(versions.join(old), &temp)
+            .map_err(io(&temp))
+            .and_then(|()| relink_changed(&temp, &from, &to, &shown)),
+        None => {
+            if let Some(old) = &reusable {
+                let old = versions.join(old);
+                fs::remove_dir_all(&old).map_err(io(&old))?;
+            }
+            link_tree(&shown, &temp)
+        }
+    };
+    if let Err(e) = made {
         let _ = fs::remove_dir_all(&temp);
         return Err(e);
     }
     fs::rename(&temp, &next).map_err(io(&next))
+}
+
+/// Turns `dir`, holding the files of manifest `from`, into a copy of the checkpoint `shown`,
+/// whose manifest is `to`: removes the files `to` does not have or has otherwise, and links
+/// from `shown` those that differ.
+fn relink_changed(
+    dir: &Path,
+    from: &Manifest,
+    to: &Manifest,
+    shown: &Path,
+) -> Result<(), ReplicationError> {
+    let wanted: HashMap<&str, &FileEntry> = to.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let had: HashMap<&str, &FileEntry> = from.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    for old in &from.files {
+        match wanted.get(old.path.as_str()) {
+            Some(new) if *new == old => {}
+            Some(_) => remove_if_there(&dir.join(&old.path))?,
+            None => remove_with_emptied_parents(dir, &old.path)?,
+        }
+    }
+    for new in &to.files {
+        if had.get(new.path.as_str()) == Some(&new) {
+            continue;
+        }
+        let path = dir.join(&new.path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        fs::hard_link(shown.join(&new.path), &path).map_err(io(&path))?;
+    }
+    Ok(())
 }
 
 /// Recreates the directories under `from` at `to`, hard-linking each regular file.
@@ -471,16 +534,7 @@ fn update_files(
         .iter()
         .filter(|f| !kept.contains(f.path.as_str()))
     {
-        let path = dir.join(&gone.path);
-        remove_if_there(&path)?;
-        // A directory left empty goes too: the checkpoint lists files only.
-        let mut parent = path.parent();
-        while let Some(p) = parent.filter(|p| *p != dir) {
-            if fs::remove_dir(p).is_err() {
-                break;
-            }
-            parent = p.parent();
-        }
+        remove_with_emptied_parents(dir, &gone.path)?;
     }
     let before: HashMap<&str, &FileEntry> =
         shown.files.iter().map(|f| (f.path.as_str(), f)).collect();
@@ -494,6 +548,21 @@ fn update_files(
             fs::create_dir_all(parent).map_err(io(parent))?;
         }
         write_file(entry, chunks, &path)?;
+    }
+    Ok(())
+}
+
+/// Removes `relative` from `dir`, and the directories it leaves empty: a checkpoint lists
+/// files only.
+fn remove_with_emptied_parents(dir: &Path, relative: &str) -> Result<(), ReplicationError> {
+    let path = dir.join(relative);
+    remove_if_there(&path)?;
+    let mut parent = path.parent();
+    while let Some(p) = parent.filter(|p| *p != dir) {
+        if fs::remove_dir(p).is_err() {
+            break;
+        }
+        parent = p.parent();
     }
     Ok(())
 }
@@ -544,41 +613,60 @@ fn switch_link(
     fs::rename(&temp, target).map_err(io(target))
 }
 
-/// Keeps the applied (and durable) checkpoint and the one it replaced; removes older ones and
-/// leftovers.
-fn remove_old(versions: &Path, current: &str) -> Result<(), ReplicationError> {
-    let mut labels: Vec<(std::time::SystemTime, PathBuf)> = vec![];
+/// The checkpoints of `versions` no reader needs: all but `current` and the newest other one
+/// (the checkpoint `current` replaced: readers may still be in it), oldest first.
+///
+/// Newest by change time: a checkpoint's directory is renamed to its label when it is
+/// applied, which sets it (its modification time is older when a copy made long ago became it
+/// with changes below its top level only).
+fn unneeded(versions: &Path, current: &str) -> Result<Vec<String>, ReplicationError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut labels: Vec<((i64, i64), String)> = vec![];
+    for entry in
+        fs::read_dir(versions).map_err(|e| ReplicationError::read(versions.display(), e))?
+    {
+        let entry = entry.map_err(|e| ReplicationError::read(versions.display(), e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == current || !is_label(&name) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let changed = entry
+            .metadata()
+            .map_or((0, 0), |m| (m.ctime(), m.ctime_nsec()));
+        labels.push((changed, name));
+    }
+    labels.sort();
+    labels.pop();
+    Ok(labels.into_iter().map(|(_, label)| label).collect())
+}
+
+/// Keeps the applied (and durable) checkpoint, the one it replaced, and `reused` (about to
+/// become the next apply's copy); removes older ones and leftovers.
+fn remove_old(
+    versions: &Path,
+    current: &str,
+    reused: Option<&str>,
+) -> Result<(), ReplicationError> {
     for entry in
         fs::read_dir(versions).map_err(|e| ReplicationError::read(versions.display(), e))?
     {
         let entry = entry.map_err(|e| ReplicationError::read(versions.display(), e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name == current || name.starts_with(DURABLE) || name == SPARE {
-            continue;
-        }
         let path = entry.path();
         if let Some(of) = name.strip_prefix(NEXT) {
             if of != current {
                 fs::remove_dir_all(&path).map_err(io(&path))?;
             }
-            continue;
-        }
-        if name.ends_with(STAGING) {
+        } else if name.ends_with(STAGING) && !name.starts_with(DURABLE) {
             let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
-            continue;
         }
-        let modified = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .unwrap_or(std::time::UNIX_EPOCH);
-        labels.push((modified, path));
     }
-    labels.sort();
-    // The newest other one is the checkpoint just replaced: readers may still be in it.
-    labels.pop();
-    for (_, path) in labels {
-        fs::remove_dir_all(&path).map_err(io(&path))?;
+    for label in unneeded(versions, current)? {
+        if Some(label.as_str()) != reused {
+            let path = versions.join(label);
+            fs::remove_dir_all(&path).map_err(io(&path))?;
+        }
     }
     Ok(())
 }

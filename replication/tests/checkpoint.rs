@@ -451,7 +451,7 @@ fn an_apply_after_a_durable_one_changes_its_copy_and_leaves_the_shown_checkpoint
         !versions.join(".next-2").exists(),
         "made after acknowledging"
     );
-    prepare_next(&target).unwrap();
+    prepare_next(&target, |_| None).unwrap();
     assert!(versions.join(".next-2").is_dir());
     assert!(!versions.join(".next-1").exists());
     assert_eq!(tree(&versions.join(".next-2")), tree(&source));
@@ -462,7 +462,7 @@ fn an_apply_after_a_durable_one_changes_its_copy_and_leaves_the_shown_checkpoint
     let (third, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
     materialize_after(&third, &store, &target, "3", Some(&second)).unwrap();
     make_durable(&target).unwrap();
-    prepare_next(&target).unwrap();
+    prepare_next(&target, |_| None).unwrap();
     let mut names: Vec<String> = fs::read_dir(&versions)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -470,6 +470,110 @@ fn an_apply_after_a_durable_one_changes_its_copy_and_leaves_the_shown_checkpoint
     names.sort();
     assert_eq!(names, [".durable", ".next-3", ".spare", "2", "3"]);
     assert_eq!(tree(&target), tree(&source));
+}
+
+#[test]
+fn readying_the_next_apply_reuses_a_checkpoint_no_reader_needs_and_relinks_only_what_changed() {
+    use drchain_replication::materialize::{make_durable, prepare_next};
+    use drchain_replication::Manifest;
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    let base = tempfile::tempdir().unwrap();
+    let source = base.path().join("source");
+    write(&source.join("same"), b"never changes");
+    write(&source.join("log/1"), b"first");
+    write(&source.join("old/only"), b"goes away with its directory");
+    write(&source.join("mode"), b"its mode changes");
+    let store = ChunkStore::open(base.path().join("store")).unwrap();
+    let target = base.path().join("target");
+    let versions = base.path().join(".target.checkpoints");
+    let inode = |p: &Path| fs::metadata(p).unwrap().ino();
+    let snapshot = || {
+        snapshot_dir(&source, &store, ChunkingParams::default(), None)
+            .unwrap()
+            .0
+    };
+    let mut manifests: HashMap<String, Manifest> = HashMap::new();
+
+    let first = snapshot();
+    materialize(&first, &store, &target, "1").unwrap();
+    manifests.insert("1".into(), first.clone());
+    write(&source.join("log/1"), b"second");
+    let second = snapshot();
+    materialize_after(&second, &store, &target, "2", Some(&first)).unwrap();
+    make_durable(&target).unwrap();
+    manifests.insert("2".into(), second.clone());
+    // Checkpoint 1 is the one 2 replaced: readers may be in it, so the copy is linked anew.
+    prepare_next(&target, |l| manifests.get(l).cloned()).unwrap();
+    assert!(versions.join("1").is_dir());
+    assert_eq!(tree(&versions.join(".next-2")), tree(&source));
+
+    fs::remove_dir_all(source.join("old")).unwrap();
+    write(&source.join("new/dir/file"), b"added");
+    fs::set_permissions(source.join("mode"), fs::Permissions::from_mode(0o600)).unwrap();
+    let third = snapshot();
+    materialize_after(&third, &store, &target, "3", Some(&second)).unwrap();
+    make_durable(&target).unwrap();
+    manifests.insert("3".into(), third.clone());
+    let unneeded = inode(&versions.join("1"));
+    prepare_next(&target, |l| manifests.get(l).cloned()).unwrap();
+
+    let copy = versions.join(".next-3");
+    assert_eq!(
+        inode(&copy),
+        unneeded,
+        "checkpoint 1's directory became the copy"
+    );
+    assert_eq!(tree(&copy), tree(&source));
+    for file in &third.files {
+        assert_eq!(
+            inode(&copy.join(&file.path)),
+            inode(&versions.join("3").join(&file.path)),
+            "{} is the shown checkpoint's file",
+            file.path
+        );
+    }
+    assert!(!copy.join("old").exists(), "an emptied directory goes too");
+    assert_eq!(
+        fs::metadata(copy.join("mode")).unwrap().mode() & 0o7777,
+        0o600
+    );
+    // Checkpoint 2, the one 3 replaced, is as it was for its readers.
+    assert_eq!(fs::read(versions.join("2/log/1")).unwrap(), b"second");
+    assert!(versions.join("2/old/only").is_file());
+    let mut names: Vec<String> = fs::read_dir(&versions)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".durable", ".next-3", ".spare", "2", "3"]);
+
+    // The next applies turn each copy into their checkpoint; whichever directory a copy was
+    // made of, the checkpoint just replaced stays as it was for its readers.
+    let mut shown = third;
+    for sequence in 4..=9 {
+        let label = sequence.to_string();
+        write(&source.join("log/1"), label.as_bytes());
+        let next = snapshot();
+        materialize_after(&next, &store, &target, &label, Some(&shown)).unwrap();
+        assert_eq!(tree(&target), tree(&source));
+        make_durable(&target).unwrap();
+        manifests.insert(label.clone(), next.clone());
+        let replaced = versions.join((sequence - 1).to_string());
+        let before = tree(&replaced);
+        prepare_next(&target, |l| manifests.get(l).cloned()).unwrap();
+        assert_eq!(
+            tree(&replaced),
+            before,
+            "checkpoint {} changed",
+            sequence - 1
+        );
+        assert_eq!(
+            tree(&versions.join(format!(".next-{label}"))),
+            tree(&source)
+        );
+        shown = next;
+    }
 }
 
 #[test]

@@ -28,7 +28,9 @@ use tokio::sync::{mpsc, watch};
 
 use drchain_rpc::Announcement;
 
-use super::{applies, label, Applied, ReplicaInput, Task, ACK_RESEND, EARLY_ACK_CHECK, RETRY};
+use super::{
+    applies, label, root_of, Applied, ReplicaInput, Task, ACK_RESEND, EARLY_ACK_CHECK, RETRY,
+};
 
 /// An announced checkpoint whose manifest and chunks are all in the store, or in memory as
 /// pushed.
@@ -384,15 +386,25 @@ impl Task {
     }
 
     /// Readies the next apply once the shown checkpoint is durable and acknowledged
-    /// (`materialize::prepare_next`: a link per file, so off the paths to showing and to
-    /// acknowledging). Without it the next apply links every unchanged file itself.
+    /// (`materialize::prepare_next`: out of an older checkpoint's directory, relinking what
+    /// changed since — the manifests come from the store, the shown one from memory — or a
+    /// link per file; off the paths to showing and to acknowledging either way). Without it
+    /// the next apply links every unchanged file itself.
     async fn prepare_next_apply(&mut self) {
         if self.durable.is_none() || self.next_prepared == self.durable {
             return;
         }
         let target = self.config.target.clone();
+        let (store, shown) = (self.store.clone(), self.shown_manifest.clone());
         let prepared = tokio::task::spawn_blocking(move || {
-            drchain_replication::materialize::prepare_next(&target)
+            let manifest_of = |label: &str| {
+                let root = root_of(label)?;
+                match &shown {
+                    Some((r, m)) if *r == root => Some(Manifest::clone(m)),
+                    _ => store.manifest(&root).ok(),
+                }
+            };
+            drchain_replication::materialize::prepare_next(&target, manifest_of)
         })
         .await;
         match prepared {

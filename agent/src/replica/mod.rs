@@ -121,6 +121,11 @@ fn label(sequence: u64, root: &H256) -> String {
     format!("{sequence}-{root}")
 }
 
+/// The root in a checkpoint's [`label`].
+fn root_of(label: &str) -> Option<H256> {
+    label.split_once('-')?.1.parse().ok()
+}
+
 /// The checkpoint `target` shows, if the agent materialized it.
 fn applied_in(target: &Path) -> Option<Applied> {
     let label = match drchain_replication::materialize::applied_label(target) {
@@ -145,10 +150,7 @@ fn applied_in(target: &Path) -> Option<Applied> {
 /// Rare and at start, but it reads the whole shown checkpoint: the runtime's other tasks (the
 /// node's) move to other threads meanwhile.
 fn recover_target(service: &ServiceName, target: &Path, store: &ChunkStore) {
-    let manifest_of = |label: &str| {
-        let root: H256 = label.split_once('-')?.1.parse().ok()?;
-        store.manifest(&root).ok()
-    };
+    let manifest_of = |label: &str| store.manifest(&root_of(label)?).ok();
     let recover = || drchain_replication::materialize::recover(target, manifest_of);
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
