@@ -155,7 +155,7 @@ impl CheckpointPush {
         let (manifest, chunks) = self.check(store)?;
         Ok(VerifiedPush {
             push: self,
-            manifest,
+            manifest: Arc::new(manifest),
             chunks,
         })
     }
@@ -215,8 +215,8 @@ pub type PlainChunks = HashMap<H256, Vec<u8>>;
 pub struct VerifiedPush {
     /// The push as received (its objects encoded, as stored).
     pub push: CheckpointPush,
-    /// Its manifest.
-    pub manifest: Manifest,
+    /// Its manifest (shared: the standby applies from it while the node stores it).
+    pub manifest: Arc<Manifest>,
     /// The plain bytes of the chunks it carries, by name; `None` when they exceed
     /// [`MAX_PUSH_PLAIN_BYTES`] (apply it from the store once stored).
     pub chunks: Option<PlainChunks>,
@@ -334,7 +334,7 @@ mod tests {
             ..
         } = first_push(&data);
         let verified = push.verify(&standby).unwrap();
-        assert_eq!(verified.manifest, manifest);
+        assert_eq!(*verified.manifest, manifest);
         let rebuilt: Vec<u8> = manifest.files[0]
             .chunks
             .iter()

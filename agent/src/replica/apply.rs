@@ -39,7 +39,7 @@ pub(super) struct Fetched {
     announced: Announcement,
     /// The epoch the standby knew when the announcement came.
     epoch: Epoch,
-    manifest: Manifest,
+    manifest: Arc<Manifest>,
     /// The push it came in, its chunks in memory (`None`: fetched, all in the store).
     pushed: Option<Arc<VerifiedPush>>,
 }
@@ -110,7 +110,7 @@ impl Task {
                         .send(Fetched {
                             announced,
                             epoch,
-                            manifest,
+                            manifest: Arc::new(manifest),
                             pushed: None,
                         })
                         .await;
@@ -282,7 +282,10 @@ impl Task {
                 Ok(Err(reason)) => return self.apply_failed(sequence, &reason),
                 Err(e) => return self.apply_failed(sequence, &e.to_string()),
             };
-            match self.materialize(manifest, sequence, root, None).await {
+            match self
+                .materialize(Arc::new(manifest), sequence, root, None)
+                .await
+            {
                 Ok(applied) => {
                     drop(hold);
                     // One a second or so per service: debug (the metrics and `drchain status` show
@@ -307,7 +310,7 @@ impl Task {
     /// Shows the checkpoint in the target (not yet durable: see [`Task::make_durable`]).
     async fn materialize(
         &mut self,
-        manifest: Manifest,
+        manifest: Arc<Manifest>,
         sequence: u64,
         root: H256,
         pushed: Option<Arc<VerifiedPush>>,
@@ -319,7 +322,6 @@ impl Task {
             .shown_manifest
             .take()
             .filter(|m| Some(m.0) == shown_root);
-        let manifest = Arc::new(manifest);
         let applying = manifest.clone();
         let applied = crate::blocking::on_this_thread(move || {
             // Unchanged files are linked from the checkpoint shown now, not written again (its
