@@ -1,5 +1,6 @@
 //! Garbage collection of the chunk store, which every replicated service of the node shares.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
@@ -14,6 +15,8 @@ pub struct KeptRoots {
     services: usize,
     by_service: Mutex<Vec<(ServiceName, Vec<H256>)>>,
     last_collection: Mutex<Option<Instant>>,
+    /// A collection runs (one at a time).
+    collecting: AtomicBool,
 }
 
 impl KeptRoots {
@@ -24,6 +27,7 @@ impl KeptRoots {
             services,
             by_service: Mutex::default(),
             last_collection: Mutex::default(),
+            collecting: AtomicBool::new(false),
         }
     }
 
@@ -46,8 +50,12 @@ impl KeptRoots {
         all.iter().flat_map(|(_, r)| r.iter().copied()).collect()
     }
 
-    /// Whether a collection is due; if so, marks it started.
+    /// Whether a collection is due and none runs; if so, marks it started (call
+    /// [`KeptRoots::finished`] when it ends).
     pub(super) fn due(&self, now: Instant) -> bool {
+        if self.collecting.load(Ordering::Acquire) {
+            return false;
+        }
         let known = self
             .by_service
             .lock()
@@ -64,13 +72,21 @@ impl KeptRoots {
             return false;
         }
         *last = Some(now);
+        self.collecting.store(true, Ordering::Release);
         true
+    }
+
+    fn finished(&self) {
+        self.collecting.store(false, Ordering::Release);
     }
 }
 
 impl Task {
-    /// Removes from the shared chunk store what no service's kept checkpoints need.
-    pub(super) async fn collect_garbage(&self, input: &ReplicaInput) {
+    /// Removes from the shared chunk store what no service's kept checkpoints need, beside
+    /// this task: a checkpoint to take or apply does not wait for a collection (tens of
+    /// milliseconds of removals on a busy disk). A checkpoint being taken or applied holds
+    /// the store, which stops a collection early.
+    pub(super) fn collect_garbage(&self, input: &ReplicaInput) {
         let mut roots = input.chain.keep_roots.clone();
         roots.extend(self.last_taken);
         roots.extend(self.applied.borrow().as_ref().map(|a| a.root));
@@ -79,29 +95,33 @@ impl Task {
             return;
         }
         let store = self.store.clone();
-        let roots = self.ctx.kept.all();
+        let kept = self.ctx.kept.clone();
+        let roots = kept.all();
         let metrics = self.ctx.metrics.clone();
-        let collected = tokio::task::spawn_blocking(move || {
-            let manifests: Vec<Manifest> = roots
-                .iter()
-                .filter_map(|r| store.manifest(r).ok())
-                .collect();
-            let keep: Vec<&Manifest> = manifests.iter().collect();
-            let stats = store.collect_garbage(&keep)?;
-            metrics.replication_store_bytes(store.disk_usage()?);
-            Ok::<_, drchain_replication::ReplicationError>(stats)
-        })
-        .await;
-        match collected {
-            Ok(Ok(stats)) if stats.removed > 0 => tracing::info!(
-                "chunk store collected: removed={} freed_bytes={} kept_bytes={}",
-                stats.removed,
-                stats.freed_bytes,
-                stats.kept_bytes
-            ),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "chunk store collection failed"),
-            Err(e) => tracing::warn!(error = %e, "chunk store collection task failed"),
-        }
+        tokio::spawn(async move {
+            let collected = tokio::task::spawn_blocking(move || {
+                let manifests: Vec<Manifest> = roots
+                    .iter()
+                    .filter_map(|r| store.manifest(r).ok())
+                    .collect();
+                let keep: Vec<&Manifest> = manifests.iter().collect();
+                let stats = store.collect_garbage(&keep)?;
+                metrics.replication_store_bytes(store.disk_usage()?);
+                Ok::<_, drchain_replication::ReplicationError>(stats)
+            })
+            .await;
+            kept.finished();
+            match collected {
+                Ok(Ok(stats)) if stats.removed > 0 => tracing::info!(
+                    "chunk store collected: removed={} freed_bytes={} kept_bytes={}",
+                    stats.removed,
+                    stats.freed_bytes,
+                    stats.kept_bytes
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "chunk store collection failed"),
+                Err(e) => tracing::warn!(error = %e, "chunk store collection task failed"),
+            }
+        });
     }
 }

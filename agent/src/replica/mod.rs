@@ -381,7 +381,7 @@ impl Task {
                     self.apply(&now, &mut input).await;
                 }
             }
-            self.collect_garbage(&now).await;
+            self.collect_garbage(&now);
         }
     }
 
