@@ -10,7 +10,9 @@
 //!
 //! Bounds, against a member that sends anything: one reader per member (a new stream from it
 //! replaces the old), one frame of at most `MAX_PUSH_BYTES` buffered by each, one push being
-//! verified at a time by each. A push is kept only from the member the chain says holds the
+//! verified at a time by each, and at most `PUSHES_KEPT` verified pushes waiting to be stored
+//! by each (a push the agent can apply from memory is stored `STORE_GRACE` later, unless the
+//! agent stored it first: storing at once slowed that apply). A push is kept only from the member the chain says holds the
 //! service, and only by a candidate of it; bytes that are not a push, or a push whose chunks
 //! or manifest do not match their names, get the sender disconnected. Verified pushes wait for
 //! the agent in a small ring ([`RecentPushes`]), each within `MAX_PUSH_PLAIN_BYTES` decoded.
@@ -50,6 +52,12 @@ const INLINE_MANIFEST_BYTES: usize = 64 * 1024;
 /// Verified pushes kept in memory for the agent, at most (each at most
 /// `MAX_PUSH_PLAIN_BYTES` of chunks): the agent takes the one it was told of at once.
 const PUSHES_KEPT: usize = 4;
+/// A push kept in memory for the agent is stored by this node this long after it came, unless
+/// the agent stored it first (it applies the push from memory, then stores it before
+/// flushing). Storing at once competed with that apply for the CPU and the disk: on the
+/// 2-vCPU VM of docs/benchmarks.md a write reached the standby's target at p50 1.9–2.2 ms,
+/// 1.2–1.4 ms with the store put off.
+const STORE_GRACE: Duration = Duration::from_millis(50);
 
 /// The last few verified pushes, with their chunks in memory, for the agent
 /// (`NodeApi::pushed_checkpoint`).
@@ -287,12 +295,17 @@ impl PushReceiver {
     async fn read_pushes(self, peer: PeerId, mut stream: Stream) {
         // Decoded once per stream (a curve point decompressed), not per push.
         let from = network::account_of(&peer);
+        // As many pushes wait to be stored as are kept for the agent (the same ones, shared),
+        // and one is being stored: a member that pushes faster waits here (its stream is not
+        // read meanwhile).
+        let (store_later, waiting) = mpsc::channel(PUSHES_KEPT);
+        tokio::spawn(store_when_due(self.store.clone(), waiting));
         loop {
             let read: std::io::Result<CheckpointPush> =
                 network::read_framed(&mut stream, MAX_PUSH_BYTES, "checkpoint push").await;
             match read {
                 Ok(push) => {
-                    if let Err(reason) = self.receive(peer, from, push).await {
+                    if let Err(reason) = self.receive(peer, from, push, &store_later).await {
                         return self.disconnect(peer, reason);
                     }
                 }
@@ -311,13 +324,15 @@ impl PushReceiver {
     }
 
     /// Keeps `push` if it comes from the node holding its service and this node is a
-    /// candidate: verified, announced to the agent with its chunks, then stored. `Err` means
+    /// candidate: verified, announced to the agent with its chunks, then stored (`STORE_GRACE`
+    /// later, unless the agent stored it while applying it). `Err` means
     /// the sender sent bad bytes.
     async fn receive(
         &self,
         peer: PeerId,
         from: Option<AccountId>,
         push: CheckpointPush,
+        store_later: &mpsc::Sender<(tokio::time::Instant, Arc<VerifiedPush>)>,
     ) -> Result<(), String> {
         let Some(from) = from else {
             return Ok(());
@@ -357,21 +372,37 @@ impl PushReceiver {
                 return Ok(());
             }
         };
-        // With its chunks in memory the agent can apply it now, while it is stored; without
-        // (too large decoded), once stored.
-        let in_memory = verified.chunks.is_some();
-        if in_memory {
+        // With its chunks in memory the agent can apply it now, and this node stores it a
+        // little later (`STORE_GRACE`); without (too large decoded), once stored.
+        if verified.chunks.is_some() {
             self.recent.keep(verified.clone());
-            let _ = self.announcements.send(announcement.clone());
-        }
-        let store = self.store.clone();
-        let stored = tokio::task::spawn_blocking(move || verified.store(&store)).await;
-        if let Ok(Err(e)) = stored {
-            tracing::warn!(error = %e, "checkpoint push not stored");
-        }
-        if !in_memory {
             let _ = self.announcements.send(announcement);
+            let due = tokio::time::Instant::now() + STORE_GRACE;
+            let _ = store_later.send((due, verified)).await;
+            return Ok(());
         }
+        store_push(self.store.clone(), verified).await;
+        let _ = self.announcements.send(announcement);
         Ok(())
+    }
+}
+
+/// Stores each push sent here once it is due, unless it was stored meanwhile (by the agent).
+async fn store_when_due(
+    store: Arc<ChunkStore>,
+    mut waiting: mpsc::Receiver<(tokio::time::Instant, Arc<VerifiedPush>)>,
+) {
+    while let Some((due, push)) = waiting.recv().await {
+        tokio::time::sleep_until(due).await;
+        if !push.is_stored() {
+            store_push(store.clone(), push).await;
+        }
+    }
+}
+
+async fn store_push(store: Arc<ChunkStore>, push: Arc<VerifiedPush>) {
+    let stored = tokio::task::spawn_blocking(move || push.store(&store)).await;
+    if let Ok(Err(e)) = stored {
+        tracing::warn!(error = %e, "checkpoint push not stored");
     }
 }

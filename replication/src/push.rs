@@ -5,6 +5,7 @@
 //! whatever a push lacks is fetched as usual.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use drchain_support::{ServiceName, H256};
@@ -157,6 +158,7 @@ impl CheckpointPush {
             push: self,
             manifest: Arc::new(manifest),
             chunks,
+            stored: AtomicBool::new(false),
         })
     }
 
@@ -220,12 +222,26 @@ pub struct VerifiedPush {
     /// The plain bytes of the chunks it carries, by name; `None` when they exceed
     /// [`MAX_PUSH_PLAIN_BYTES`] (apply it from the store once stored).
     pub chunks: Option<PlainChunks>,
+    /// Whether [`VerifiedPush::store`] completed (by whoever came first: the node or the
+    /// agent that applied it).
+    stored: AtomicBool,
 }
 
 impl VerifiedPush {
-    /// Writes its objects and manifest into `store` (what is there already is skipped).
+    /// Writes its objects and manifest into `store` (what is there already is skipped); once
+    /// that succeeded, it does nothing.
     pub fn store(&self, store: &ChunkStore) -> Result<(), ReplicationError> {
-        write_objects(&self.push, &self.manifest, store)
+        if self.is_stored() {
+            return Ok(());
+        }
+        write_objects(&self.push, &self.manifest, store)?;
+        self.stored.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether it was stored.
+    pub fn is_stored(&self) -> bool {
+        self.stored.load(Ordering::Acquire)
     }
 }
 
