@@ -39,6 +39,16 @@ fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Copies what `to` lacks of `root` from `from`, as the transfer does: encoded objects,
 /// verified on arrival.
 fn transfer(from: &ChunkStore, to: &ChunkStore, root: &drchain_support::H256) -> usize {
@@ -463,12 +473,10 @@ fn an_apply_after_a_durable_one_changes_its_copy_and_leaves_the_shown_checkpoint
     materialize_after(&third, &store, &target, "3", Some(&second)).unwrap();
     make_durable(&target).unwrap();
     prepare_next(&target, |_| None).unwrap();
-    let mut names: Vec<String> = fs::read_dir(&versions)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, [".durable", ".next-3", ".spare", "2", "3"]);
+    assert_eq!(
+        names(&versions),
+        [".durable", ".next-3", ".spare", "2", "3"]
+    );
     assert_eq!(tree(&target), tree(&source));
 }
 
@@ -541,12 +549,10 @@ fn readying_the_next_apply_reuses_a_checkpoint_no_reader_needs_and_relinks_only_
     // Checkpoint 2, the one 3 replaced, is as it was for its readers.
     assert_eq!(fs::read(versions.join("2/log/1")).unwrap(), b"second");
     assert!(versions.join("2/old/only").is_file());
-    let mut names: Vec<String> = fs::read_dir(&versions)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, [".durable", ".next-3", ".spare", "2", "3"]);
+    assert_eq!(
+        names(&versions),
+        [".durable", ".next-3", ".spare", "2", "3"]
+    );
 
     // The next applies turn each copy into their checkpoint; whichever directory a copy was
     // made of, the checkpoint just replaced stays as it was for its readers.
