@@ -12,10 +12,11 @@
 //! replaces the old), one frame of at most `MAX_PUSH_BYTES` buffered by each, one push being
 //! verified at a time by each, and at most `PUSHES_KEPT` verified pushes waiting to be stored
 //! by each (a push the agent can apply from memory is stored `STORE_GRACE` later, unless the
-//! agent stored it first: storing at once slowed that apply). A push is kept only from the member the chain says holds the
-//! service, and only by a candidate of it; bytes that are not a push, or a push whose chunks
-//! or manifest do not match their names, get the sender disconnected. Verified pushes wait for
-//! the agent in a small ring ([`RecentPushes`]), each within `MAX_PUSH_PLAIN_BYTES` decoded.
+//! agent stored it first: storing at once slowed that apply). A push is kept only from the
+//! member the chain says holds the service, and only by a candidate of it; bytes that are not
+//! a push, or a push whose chunks or manifest do not match their names, get the sender
+//! disconnected. Verified pushes wait for the agent in a small ring ([`RecentPushes`]), each
+//! within `MAX_PUSH_PLAIN_BYTES` decoded.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,8 +56,8 @@ const PUSHES_KEPT: usize = 4;
 /// A push kept in memory for the agent is stored by this node this long after it came, unless
 /// the agent stored it first (it applies the push from memory, then stores it before
 /// flushing). Storing at once competed with that apply for the CPU and the disk: on the
-/// 2-vCPU VM of docs/benchmarks.md a write reached the standby's target at p50 1.9–2.2 ms,
-/// 1.2–1.4 ms with the store put off.
+/// 2-vCPU VM of docs/benchmarks.md a write reached the standby's target at p50 1.9–2.2 ms
+/// with it, 1.2–1.4 ms with the store put off by 20 ms (interleaved runs).
 const STORE_GRACE: Duration = Duration::from_millis(50);
 
 /// The last few verified pushes, with their chunks in memory, for the agent
