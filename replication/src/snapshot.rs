@@ -37,6 +37,16 @@ pub struct SnapshotStats {
     pub unchanged_files: u64,
 }
 
+impl SnapshotStats {
+    /// Counts a file not read again: unchanged since the previous snapshot.
+    fn count_unchanged(&mut self, file: &FileEntry) {
+        self.unchanged_files += 1;
+        self.files += 1;
+        self.bytes += file.size();
+        self.chunks += file.chunks.len() as u64;
+    }
+}
+
 /// A file's identity and change marks: equal stamps mean the same bytes, provided the change
 /// time was safely in the past when the stamp was taken (see [`FileCache`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,30 +252,55 @@ fn snapshot_into(
     if let Some(d) = dictionary {
         store.put_dictionary(d)?;
     }
+    // Only what changed is looked at when the watcher saw every change since a snapshot that
+    // listed the whole directory, and the cached files' chunks are known to be stored. The
+    // other files' entries are moved into this snapshot, not copied: a write costs what it
+    // changed, not a copy of the directory's listing.
+    let changed = changes
+        .and_then(Changes::paths)
+        .filter(|_| cache.complete && checked_at.is_some())
+        .map(|changed| outermost(changed));
+    let mut listed = std::mem::take(&mut cache.files);
+    let (known, carried) = match &changed {
+        Some(roots) => {
+            let again = listed
+                .extract_if(|path, _| roots.iter().any(|r| is_under(path, r)))
+                .collect();
+            (again, listed)
+        }
+        None => (listed, HashMap::new()),
+    };
     let mut scan = Scan {
         store,
         chunking,
         dictionary,
-        cache,
+        known: &known,
         settled_before: started_ns - RACY.as_nanos() as i128,
         checked: checked_at.is_some(),
         unwritten,
         stats: SnapshotStats::default(),
-        seen: HashMap::new(),
+        seen: carried,
         unstamped: vec![],
     };
-    // Only what changed is looked at when the watcher saw every change since a snapshot that
-    // listed the whole directory, and the cached files' chunks are known to be stored.
-    match changes.and_then(Changes::paths) {
-        Some(changed) if scan.cache.complete && scan.checked => scan.changed(source, changed)?,
-        _ => scan.walk(source.to_path_buf(), String::new())?,
+    for (_, file) in scan.seen.values() {
+        scan.stats.count_unchanged(file);
     }
+    let scanned = match &changed {
+        Some(roots) => scan.changed(source, roots),
+        None => scan.walk(source.to_path_buf(), String::new()),
+    };
     let Scan {
         stats,
-        seen,
+        mut seen,
         unstamped,
         ..
     } = scan;
+    if let Err(e) = scanned {
+        // The listing as it was: the next snapshot compares with it again.
+        seen.extend(known);
+        cache.files = seen;
+        return Err(e);
+    }
     let files: Vec<FileEntry> = seen
         .values()
         .map(|(_, f)| f.clone())
@@ -285,7 +320,9 @@ struct Scan<'a> {
     store: &'a ChunkStore,
     chunking: ChunkingParams,
     dictionary: Option<&'a Dictionary>,
-    cache: &'a FileCache,
+    /// The previous snapshot's entries of the files to look at (all of them, or those under
+    /// the changed paths).
+    known: &'a HashMap<String, (FileStamp, FileEntry)>,
     /// A file changed after this (ns since the epoch) is read even if its stamp matches.
     settled_before: i128,
     /// Whether the cached files' chunks are known to be in the store.
@@ -344,7 +381,7 @@ impl Scan<'_> {
             self.stats.skipped.push(relative);
             return Ok(());
         }
-        let known = self.cache.files.get(&relative).filter(|(old, file)| {
+        let known = self.known.get(&relative).filter(|(old, file)| {
             Some(*old) == stamp
                 && old.ctime_ns < self.settled_before
                 && (self.checked || file.chunks.iter().all(|c| self.store.contains(&c.id)))
@@ -376,34 +413,13 @@ impl Scan<'_> {
 
     /// Counts a cached file, unchanged, into this snapshot.
     fn keep(&mut self, relative: String, stamp: FileStamp, file: FileEntry) {
-        self.stats.unchanged_files += 1;
-        self.stats.files += 1;
-        self.stats.bytes += file.size();
-        self.stats.chunks += file.chunks.len() as u64;
+        self.stats.count_unchanged(&file);
         self.seen.insert(relative, (stamp, file));
     }
 
-    /// The cached files, but those at or under a `changed` path, which are looked at again.
-    fn changed(
-        &mut self,
-        source: &Path,
-        changed: &BTreeSet<String>,
-    ) -> Result<(), ReplicationError> {
-        // Sorted, a path's descendants follow it: each changed path that has no changed
-        // ancestor is looked at, once.
-        let mut roots: Vec<&str> = vec![];
-        for path in changed {
-            if !roots.last().is_some_and(|r| is_under(path, r)) {
-                roots.push(path);
-            }
-        }
-        let cache = self.cache;
-        for (relative, (stamp, file)) in &cache.files {
-            if !roots.iter().any(|r| is_under(relative, r)) {
-                self.keep(relative.clone(), *stamp, file.clone());
-            }
-        }
-        for relative in roots {
+    /// Looks at the files at or under the changed paths `roots` again ([`outermost`]).
+    fn changed(&mut self, source: &Path, roots: &[&str]) -> Result<(), ReplicationError> {
+        for &relative in roots {
             let path = source.join(relative);
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => self.walk(path, relative.to_owned())?,
@@ -417,6 +433,18 @@ impl Scan<'_> {
         }
         Ok(())
     }
+}
+
+/// The changed paths that lie under no other changed path: each is looked at, once.
+fn outermost(changed: &BTreeSet<String>) -> Vec<&str> {
+    // Sorted, a path's descendants follow it.
+    let mut roots: Vec<&str> = vec![];
+    for path in changed {
+        if !roots.last().is_some_and(|r| is_under(path, r)) {
+            roots.push(path);
+        }
+    }
+    roots
 }
 
 /// Whether `path` is `root` or lies under it (relative paths, `/`-separated).

@@ -719,6 +719,24 @@ fn a_snapshot_told_what_changed_reads_only_that_and_agrees_with_a_full_one() {
     assert_eq!(stats.files, 6);
     assert_eq!(stats.unchanged_files, 2, "c and keep/z were not looked at");
 
+    // A snapshot that fails on a changed path (under a file: not a directory) loses none of
+    // what the earlier ones listed: the next one told nothing changed gives the same files.
+    let mut bad = Changes::none();
+    bad.note(&source, &source.join("a/under-a-file"));
+    let failed = snapshot_dir_deferred(
+        &source,
+        &store,
+        params,
+        None,
+        &mut cache,
+        1 << 20,
+        Some(&bad),
+    );
+    assert!(failed.is_err());
+    let (after_failure, stats) = take(&mut cache, &Changes::none());
+    assert_eq!(after_failure, second);
+    assert_eq!(stats.unchanged_files, 6);
+
     // A change the watcher did not report is not seen until a full reading.
     write(&source.join("c"), b"c, changed behind the watcher's back");
     let (third, _) = take(&mut cache, &Changes::none());
