@@ -521,6 +521,17 @@ fn readying_the_next_apply_reuses_a_checkpoint_no_reader_needs_and_relinks_only_
     fs::set_permissions(source.join("mode"), fs::Permissions::from_mode(0o600)).unwrap();
     let third = snapshot();
     materialize_after(&third, &store, &target, "3", Some(&second)).unwrap();
+    // The link the switch replaced keeps a name of its own until the next apply is readied
+    // (then its removal frees it, off the way to showing a checkpoint).
+    let replaced = versions.join(".replaced-link");
+    assert_eq!(
+        fs::read_link(&replaced).unwrap(),
+        Path::new(".target.checkpoints/2")
+    );
+    assert_eq!(
+        fs::read_link(&target).unwrap(),
+        Path::new(".target.checkpoints/3")
+    );
     make_durable(&target).unwrap();
     manifests.insert("3".into(), third.clone());
     let unneeded = inode(&versions.join("1"));
