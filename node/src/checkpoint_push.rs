@@ -25,7 +25,7 @@ use std::time::Duration;
 use drchain_consensus::store::ChainReader;
 use drchain_replication::push::{CheckpointPush, PushRejected, VerifiedPush, MAX_PUSH_BYTES};
 use drchain_replication::ChunkStore;
-use drchain_rpc::Announcement;
+use drchain_rpc::{Announcement, ChainStatus};
 use drchain_runtime::pallet_failover;
 use drchain_support::{AccountId, Overlay, ServiceName, StateRead, H256};
 use futures::{AsyncWriteExt, StreamExt};
@@ -81,11 +81,11 @@ impl RecentPushes {
     }
 }
 
+/// The node holding a service on chain (active or promoting), and its candidates.
+type Members = (Option<AccountId>, Vec<AccountId>);
+
 /// The node holding `service` on chain (active or promoting) and its candidates.
-fn service_members(
-    state: &impl StateRead,
-    service: &ServiceName,
-) -> (Option<AccountId>, Vec<AccountId>) {
+fn service_members(state: &impl StateRead, service: &ServiceName) -> Members {
     let state = Overlay::new(state);
     let holder = pallet_failover::service_state(&state, service).and_then(|s| s.phase.holder());
     let candidates = pallet_failover::config(&state, service)
@@ -94,13 +94,82 @@ fn service_members(
     (holder, candidates)
 }
 
+/// Services kept in [`KnownMembers`] at most; pushes for others read the state each time.
+const MEMBERS_KEPT: usize = 64;
+
+/// The members of the services pushes were sent or received for, as of the latest finalized
+/// block. Reading them takes a database snapshot and decodes the service's state (40–50 µs
+/// with a cold cache on the VM of docs/benchmarks.md), which every push needed at both ends
+/// on the path of the write it carries; they are read again after each block instead
+/// ([`refresh_members`]). Between a block and that refresh a push is checked against the
+/// block before (the agent checks what it applies against its own view of the chain).
+#[derive(Debug, Default)]
+struct KnownMembers(std::sync::RwLock<HashMap<ServiceName, Members>>);
+
+impl KnownMembers {
+    /// `service`'s members: kept ones, or read with `read` (and kept, if the service exists).
+    fn get(&self, service: &ServiceName, read: impl FnOnce() -> Members) -> Members {
+        let kept = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(members) = kept.get(service) {
+            return members.clone();
+        }
+        drop(kept);
+        let members = read();
+        // Only a service with candidates is kept: a push may name any service.
+        let mut kept = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if !members.1.is_empty() && kept.len() < MEMBERS_KEPT {
+            kept.insert(service.clone(), members.clone());
+        }
+        members
+    }
+
+    /// Reads the kept services' members again with `read`, dropping services without
+    /// candidates any more.
+    fn refresh(&self, read: impl Fn(&ServiceName) -> Members) {
+        let services: Vec<ServiceName> = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        if services.is_empty() {
+            return;
+        }
+        let fresh: HashMap<ServiceName, Members> = services
+            .into_iter()
+            .map(|service| {
+                let members = read(&service);
+                (service, members)
+            })
+            .filter(|(_, members)| !members.1.is_empty())
+            .collect();
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+    }
+}
+
+/// Reads the known services' members again whenever the node's status changes (a finalized
+/// block, or a peer connecting or leaving), until the node stops.
+async fn refresh_members(
+    db: RocksDb,
+    members: Arc<KnownMembers>,
+    mut status: watch::Receiver<ChainStatus>,
+) {
+    while status.changed().await.is_ok() {
+        let snapshot = db.snapshot();
+        let state = ChainReader::new(&snapshot).state();
+        members.refresh(|service| service_members(&state, service));
+    }
+}
+
 /// What both ends read: the finalized state and the admitted, connected members.
 #[derive(Clone)]
 pub struct PushContext {
     /// The node's database, read through snapshots (the finalized state).
-    pub db: RocksDb,
+    db: RocksDb,
     /// Admitted, connected members (kept by the node loop).
-    pub peers: watch::Receiver<Vec<PeerId>>,
+    peers: watch::Receiver<Vec<PeerId>>,
+    members: Arc<KnownMembers>,
 }
 
 impl std::fmt::Debug for PushContext {
@@ -110,9 +179,25 @@ impl std::fmt::Debug for PushContext {
 }
 
 impl PushContext {
-    fn members(&self, service: &ServiceName) -> (Option<AccountId>, Vec<AccountId>) {
-        let snapshot = self.db.snapshot();
-        service_members(&ChainReader::new(&snapshot).state(), service)
+    /// The context of a node whose database is `db` and whose connected members are `peers`;
+    /// the members of services are read again whenever `status` (the node's) changes, on a
+    /// task of the current runtime.
+    pub fn new(
+        db: RocksDb,
+        peers: watch::Receiver<Vec<PeerId>>,
+        status: watch::Receiver<ChainStatus>,
+    ) -> Self {
+        let members = Arc::new(KnownMembers::default());
+        tokio::spawn(refresh_members(db.clone(), members.clone(), status));
+        Self { db, peers, members }
+    }
+
+    /// `service`'s holder and candidates in the finalized state.
+    fn members(&self, service: &ServiceName) -> Members {
+        self.members.get(service, || {
+            let snapshot = self.db.snapshot();
+            service_members(&ChainReader::new(&snapshot).state(), service)
+        })
     }
 
     fn connected(&self, peer: &PeerId) -> bool {
@@ -405,5 +490,52 @@ async fn store_push(store: Arc<ChunkStore>, push: Arc<VerifiedPush>) {
     let stored = tokio::task::spawn_blocking(move || push.store(&store)).await;
     if let Ok(Err(e)) = stored {
         tracing::warn!(error = %e, "checkpoint push not stored");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str) -> ServiceName {
+        ServiceName::new(name).unwrap()
+    }
+
+    fn held_by(holder: u8) -> Members {
+        let account = |b: u8| AccountId([b; 32]);
+        (Some(account(holder)), vec![account(1), account(2)])
+    }
+
+    #[test]
+    fn members_are_read_once_then_again_after_each_block() {
+        let known = KnownMembers::default();
+        let reads = std::cell::Cell::new(0);
+        let read = |holder: u8| {
+            reads.set(reads.get() + 1);
+            held_by(holder)
+        };
+        assert_eq!(known.get(&service("db"), || read(1)), held_by(1));
+        assert_eq!(known.get(&service("db"), || read(9)), held_by(1));
+        assert_eq!(reads.get(), 1, "the second push is checked without a read");
+        // A block moves the service to node 2: the refresh reads it.
+        known.refresh(|_| held_by(2));
+        assert_eq!(known.get(&service("db"), || read(9)), held_by(2));
+        // A block removes the service: it is not kept, and read again when named.
+        known.refresh(|_| (None, vec![]));
+        assert_eq!(known.get(&service("db"), || (None, vec![])), (None, vec![]));
+        assert_eq!(reads.get(), 1);
+    }
+
+    #[test]
+    fn pushes_naming_services_that_do_not_exist_are_not_kept() {
+        let known = KnownMembers::default();
+        for i in 0..(4 * MEMBERS_KEPT) {
+            known.get(&service(&format!("nonexistent-{i}")), || (None, vec![]));
+        }
+        assert!(known.0.read().unwrap().is_empty());
+        for i in 0..(4 * MEMBERS_KEPT) {
+            known.get(&service(&format!("real-{i}")), || held_by(1));
+        }
+        assert_eq!(known.0.read().unwrap().len(), MEMBERS_KEPT);
     }
 }

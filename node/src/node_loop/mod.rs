@@ -155,10 +155,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let (announcements, _) = broadcast::channel(ANNOUNCEMENT_BACKLOG);
     // Bounded by MAX_SYNC_SERVING answers in flight.
     let (sync_answers, sync_answers_rx) = mpsc::unbounded_channel();
-    let push_context = PushContext {
-        db: shared_db.clone(),
-        peers: peers_rx.clone(),
-    };
+    let push_context = PushContext::new(shared_db.clone(), peers_rx.clone(), status.clone());
     let mut push_control = swarm.behaviour().push_streams.new_control();
     let incoming_pushes = push_control
         .accept(crate::checkpoint_push::PROTOCOL)
