@@ -678,7 +678,9 @@ fn remove_old(
         } else if name.ends_with(STAGING) && !name.starts_with(DURABLE) {
             let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
         } else if name == REPLACED_LINK {
-            fs::remove_file(&path).map_err(io(&path))?;
+            fs::remove_file(&path)
+                .or_else(|_| fs::remove_dir_all(&path))
+                .map_err(io(&path))?;
         }
     }
     for label in unneeded(versions, current)? {
