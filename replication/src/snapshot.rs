@@ -2,7 +2,7 @@
 //! the store, and the manifest that lists them. The directory must hold a consistent copy
 //! while this runs (a snapshot command's output, or files replaced atomically).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -86,7 +86,9 @@ const RACY: Duration = Duration::from_millis(100);
 #[derive(Debug, Default)]
 pub struct FileCache {
     chunking: Option<ChunkingParams>,
-    files: HashMap<String, (FileStamp, FileEntry)>,
+    /// By path, in order: the next manifest's entries come sorted (sorting them again costs
+    /// a pass, not a sort of every file on every checkpoint).
+    files: BTreeMap<String, (FileStamp, FileEntry)>,
     /// The store's removal count when the cached chunks were last known present, and when
     /// they were last each looked up.
     checked: Option<(u64, std::time::Instant)>,
@@ -263,12 +265,13 @@ fn snapshot_into(
     let mut listed = std::mem::take(&mut cache.files);
     let (known, carried) = match &changed {
         Some(roots) => {
-            let again = listed
-                .extract_if(|path, _| roots.iter().any(|r| is_under(path, r)))
+            let again = roots
+                .iter()
+                .flat_map(|root| take_under(&mut listed, root))
                 .collect();
             (again, listed)
         }
-        None => (listed, HashMap::new()),
+        None => (listed, BTreeMap::new()),
     };
     let mut scan = Scan {
         store,
@@ -322,7 +325,7 @@ struct Scan<'a> {
     dictionary: Option<&'a Dictionary>,
     /// The previous snapshot's entries of the files to look at (all of them, or those under
     /// the changed paths).
-    known: &'a HashMap<String, (FileStamp, FileEntry)>,
+    known: &'a BTreeMap<String, (FileStamp, FileEntry)>,
     /// A file changed after this (ns since the epoch) is read even if its stamp matches.
     settled_before: i128,
     /// Whether the cached files' chunks are known to be in the store.
@@ -330,7 +333,7 @@ struct Scan<'a> {
     unwritten: &'a mut Unwritten,
     stats: SnapshotStats,
     /// The files read or found unchanged, by path, with their stamps.
-    seen: HashMap<String, (FileStamp, FileEntry)>,
+    seen: BTreeMap<String, (FileStamp, FileEntry)>,
     /// Files read whose stamp could not be taken (not cached: read again next time).
     unstamped: Vec<FileEntry>,
 }
@@ -447,6 +450,21 @@ fn outermost(changed: &BTreeSet<String>) -> Vec<&str> {
     roots
 }
 
+/// Takes the entries at or under `root` out of `listed` (the paths under it sort together,
+/// between `root/` and `root0`: a lookup, not a pass over every file).
+fn take_under<V>(listed: &mut BTreeMap<String, V>, root: &str) -> Vec<(String, V)> {
+    use std::ops::Bound;
+    let (from, to) = (format!("{root}/"), format!("{root}0"));
+    let below: Vec<String> = listed
+        .range::<str, _>((Bound::Included(from.as_str()), Bound::Excluded(to.as_str())))
+        .map(|(path, _)| path.clone())
+        .collect();
+    std::iter::once(root.to_owned())
+        .chain(below)
+        .filter_map(|path| listed.remove_entry(&path))
+        .collect()
+}
+
 /// Whether `path` is `root` or lies under it (relative paths, `/`-separated).
 fn is_under(path: &str, root: &str) -> bool {
     path.strip_prefix(root)
@@ -492,4 +510,28 @@ fn snapshot_file(
         mode,
         chunks,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_entries_under_a_changed_path_are_taken_and_only_those() {
+        let paths = ["a", "a-b", "a.txt", "a/x", "a/y/z", "ab", "b/a"];
+        let mut listed: BTreeMap<String, ()> = paths.iter().map(|p| (p.to_string(), ())).collect();
+        let taken: Vec<String> = take_under(&mut listed, "a")
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(taken, ["a", "a/x", "a/y/z"]);
+        let left: Vec<&str> = listed.keys().map(String::as_str).collect();
+        assert_eq!(left, ["a-b", "a.txt", "ab", "b/a"]);
+        assert!(take_under(&mut listed, "missing").is_empty());
+        let taken: Vec<String> = take_under(&mut listed, "b")
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(taken, ["b/a"]);
+    }
 }
