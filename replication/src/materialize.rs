@@ -23,8 +23,7 @@
 //! `/srv/.db.checkpoints/.next-<label>` is the copy of the durable checkpoint for the next
 //! apply (`.spare`, an empty directory, when there is none),
 //! `/srv/.db.checkpoints/.replaced-link` is the link the last switch replaced (removed by the
-//! next [`prepare_next`]), `/srv/.db.checkpoints/.spare-files/` holds empty files the next
-//! apply writes changed files into, and `/srv/db -> .db.checkpoints/<label>`.
+//! next [`prepare_next`]), and `/srv/db -> .db.checkpoints/<label>`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -51,16 +50,6 @@ const NEXT: &str = ".next-";
 /// In the checkpoints directory: the link the last switch replaced, kept until the next
 /// [`prepare_next`] (see [`switch_link`]).
 const REPLACED_LINK: &str = ".replaced-link";
-/// In the checkpoints directory: empty files (`0`, `1`, …) made ready for the next apply to
-/// write changed files into. Making a file allocates an inode, and ext4 without a journal
-/// skips every inode freed in the last minute or more while looking for one
-/// (`recently_deleted`): where files come and go, as beside a chunk store, making the changed
-/// file took 0.16–0.27 ms (p50) in the replication benchmark on the VM of
-/// docs/benchmarks.md, renaming a spare one 0.03 ms.
-const SPARE_FILES: &str = ".spare-files";
-/// How many spare files [`prepare_next`] keeps ready: a write or two per checkpoint is the
-/// case it speeds up; an apply that writes more makes the rest.
-const SPARE_FILE_COUNT: usize = 4;
 
 /// Where an apply reads the plain bytes of a checkpoint's chunks.
 pub trait ChunkSource {
@@ -194,7 +183,6 @@ pub fn materialize_after(
         };
         // The shown checkpoint's copy [`prepare_next`] left, if there: only what changed is
         // written into it.
-        let mut spares = SpareFiles::at(&versions);
         let mirror = previous
             .as_ref()
             .map(|(_, l)| versions.join(format!("{NEXT}{l}")))
@@ -206,7 +194,7 @@ pub fn materialize_after(
                     fs::remove_dir_all(&staging).map_err(io(&staging))?;
                 }
                 fs::rename(&mirror, &staging).map_err(io(&staging))?;
-                let written = update_files(manifest, chunks, &staging, shown, &mut spares);
+                let written = update_files(manifest, chunks, &staging, shown);
                 (staging, written)
             }
             (_, previous) => {
@@ -222,7 +210,7 @@ pub fn materialize_after(
                     fs::remove_dir_all(&staging).map_err(io(&staging))?;
                 }
                 let previous = previous.map(|(m, l)| (m, versions.join(l)));
-                let written = write_files(manifest, chunks, &staging, previous, &mut spares);
+                let written = write_files(manifest, chunks, &staging, previous);
                 (staging, written)
             }
         };
@@ -288,7 +276,6 @@ pub fn prepare_next(
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io(&versions)(e)),
         _ => Ok(()),
     }?;
-    SpareFiles::make(&versions)?;
     if next.is_dir() {
         return Ok(());
     }
@@ -508,7 +495,6 @@ fn write_files(
     chunks: &dyn ChunkSource,
     staging: &Path,
     previous: Option<(&Manifest, PathBuf)>,
-    spares: &mut SpareFiles,
 ) -> Result<(), ReplicationError> {
     fs::create_dir_all(staging).map_err(io(staging))?;
     // Directories made so far: each is made once, not looked up for every file in it (with
@@ -531,7 +517,7 @@ fn write_files(
                 continue;
             }
         }
-        write_file(entry, chunks, &path, spares)?;
+        write_file(entry, chunks, &path)?;
     }
     Ok(())
 }
@@ -544,7 +530,6 @@ fn update_files(
     chunks: &dyn ChunkSource,
     dir: &Path,
     shown: &Manifest,
-    spares: &mut SpareFiles,
 ) -> Result<(), ReplicationError> {
     let kept: std::collections::HashSet<&str> =
         manifest.files.iter().map(|f| f.path.as_str()).collect();
@@ -566,7 +551,7 @@ fn update_files(
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io(parent))?;
         }
-        write_file(entry, chunks, &path, spares)?;
+        write_file(entry, chunks, &path)?;
     }
     Ok(())
 }
@@ -593,84 +578,17 @@ fn remove_if_there(path: &Path) -> Result<(), ReplicationError> {
     }
 }
 
-/// The empty files [`prepare_next`] made ready in a checkpoints directory, taken in turn.
-struct SpareFiles {
-    dir: PathBuf,
-    next: usize,
-}
-
-impl SpareFiles {
-    fn at(versions: &Path) -> Self {
-        Self {
-            dir: versions.join(SPARE_FILES),
-            next: 0,
-        }
-    }
-
-    /// Makes the spare files missing in `versions`.
-    fn make(versions: &Path) -> Result<(), ReplicationError> {
-        let dir = versions.join(SPARE_FILES);
-        match fs::create_dir(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io(&dir)(e)),
-            _ => Ok(()),
-        }?;
-        for n in 0..SPARE_FILE_COUNT {
-            let path = dir.join(n.to_string());
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                    return Err(io(&path)(e))
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Moves a spare file to `path`, which must not exist, and opens it for writing;
-    /// `None` when none is left (or the filesystem cannot rename without replacing).
-    fn take(&mut self, path: &Path) -> Result<Option<fs::File>, ReplicationError> {
-        use rustix::fs::{renameat_with, RenameFlags, CWD};
-        while self.next < SPARE_FILE_COUNT {
-            let spare = self.dir.join(self.next.to_string());
-            self.next += 1;
-            match renameat_with(CWD, &spare, CWD, path, RenameFlags::NOREPLACE) {
-                Ok(()) => {
-                    // Not truncated: spares are made empty, and truncating a file makes ext4
-                    // write it out when it is closed (its `auto_da_alloc`).
-                    return fs::OpenOptions::new()
-                        .write(true)
-                        .open(path)
-                        .map(Some)
-                        .map_err(io(path));
-                }
-                // Taken before (an apply that failed part-way), or never made.
-                Err(rustix::io::Errno::NOENT) => continue,
-                Err(_) => break,
-            }
-        }
-        Ok(None)
-    }
-}
-
-/// Writes `entry`'s bytes into a new file at `path`: a spare file if one is left.
+/// Writes `entry`'s bytes into a new file at `path`.
 fn write_file(
     entry: &FileEntry,
     chunks: &dyn ChunkSource,
     path: &Path,
-    spares: &mut SpareFiles,
 ) -> Result<(), ReplicationError> {
-    let created = match spares.take(path)? {
-        Some(file) => file,
-        None => fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(io(path))?,
-    };
+    let created = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io(path))?;
     let mut file = std::io::BufWriter::new(created);
     for chunk in &entry.chunks {
         let data = chunks.chunk(&chunk.id)?;

@@ -4,13 +4,6 @@
 //! [`ChunkStore::sync`] (one `syncfs`, not an fsync per chunk: a checkpoint has thousands).
 //! Every read is verified, so an object a crash left torn before its sync is found, removed
 //! and fetched again rather than used.
-//!
-//! A write fills one of a few empty files made earlier (`spare/`, made again after each
-//! [`ChunkStore::sync`]) when one is left: making a file allocates an inode, and ext4 without
-//! a journal skips every inode freed in the last minute or more while looking for one: on a
-//! filesystem where files come and go (a store collects garbage all the time) that costs
-//! 0.1–0.3 ms a file on the VM of docs/benchmarks.md, spent right after the active pushed a
-//! checkpoint and while its standbys apply it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -34,10 +27,6 @@ pub struct ChunkStore {
     dir: PathBuf,
     dictionaries: Mutex<HashMap<H256, Arc<Dictionary>>>,
     temp_counter: AtomicU64,
-    /// Empty files in `spare/` no write has taken yet.
-    spares: Mutex<Vec<PathBuf>>,
-    /// Tells this opening's spare files from another's in the same process.
-    instance: u64,
     /// Writers and readers now using objects no manifest may hold yet (see [`StoreHold`]).
     holds: Arc<Mutex<u64>>,
     /// Objects removed since the store was opened (see [`ChunkStore::removals`]).
@@ -62,12 +51,6 @@ impl Drop for StoreHold {
     }
 }
 
-/// The store's directory of spare files.
-const SPARE: &str = "spare";
-/// How many spare files the store keeps: a small checkpoint writes a chunk or two and its
-/// manifest.
-const SPARE_FILES: usize = 6;
-
 fn hex_name(id: &H256) -> String {
     hex::encode(id.0)
 }
@@ -76,15 +59,7 @@ impl ChunkStore {
     /// Opens (creating) the store in `dir`, removing temporary files a crash left.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, ReplicationError> {
         let dir = dir.into();
-        // Spare files left by an earlier run may hold part of a write: made anew.
-        let spare = dir.join(SPARE);
-        match fs::remove_dir_all(&spare) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(ReplicationError::write(&spare, e))
-            }
-            _ => {}
-        }
-        for sub in ["objects", "manifests", SPARE] {
+        for sub in ["objects", "manifests"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(|e| ReplicationError::write(&path, e))?;
         }
@@ -92,17 +67,11 @@ impl ChunkStore {
             dir,
             dictionaries: Mutex::default(),
             temp_counter: AtomicU64::new(0),
-            spares: Mutex::default(),
-            instance: {
-                static OPENED: AtomicU64 = AtomicU64::new(0);
-                OPENED.fetch_add(1, Ordering::Relaxed)
-            },
             holds: Arc::default(),
             removals: AtomicU64::new(0),
             stats: CompressionStats::default(),
         };
         store.remove_temporaries()?;
-        store.make_spares()?;
         Ok(store)
     }
 
@@ -149,47 +118,17 @@ impl ChunkStore {
         Ok(out)
     }
 
-    /// Makes the spare files writes take up to [`SPARE_FILES`] again. [`ChunkStore::sync`]
-    /// calls it; a writer that does not sync calls it off its hot path.
-    pub fn make_spares(&self) -> Result<(), ReplicationError> {
-        let missing = SPARE_FILES.saturating_sub(self.lock_spares().len());
-        for _ in 0..missing {
-            let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-            let path =
-                self.dir
-                    .join(SPARE)
-                    .join(format!("{}-{}-{n}", std::process::id(), self.instance));
-            fs::File::create_new(&path).map_err(|e| ReplicationError::write(&path, e))?;
-            self.lock_spares().push(path);
-        }
-        Ok(())
-    }
-
-    fn lock_spares(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
-        self.spares.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Writes `bytes` at `path` atomically, through a spare file if one is left.
+    /// Writes `bytes` at `path` atomically.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), ReplicationError> {
         let parent = path.parent().unwrap_or(&self.dir);
         fs::create_dir_all(parent).map_err(|e| ReplicationError::write(parent, e))?;
-        let write = |temp: &Path, file: std::io::Result<fs::File>| {
-            file?.write_all(bytes)?;
-            fs::rename(temp, path)
-        };
-        if let Some(spare) = self.lock_spares().pop() {
-            // Opened as it is: a spare is empty, and truncating a file makes ext4 write it
-            // out when it is closed. Gone (another opening of this store made the spares
-            // anew) or failing, it is left for a file of this write's own.
-            let file = fs::OpenOptions::new().write(true).open(&spare);
-            if write(&spare, file).is_ok() {
-                return Ok(());
-            }
-            let _ = fs::remove_file(&spare);
-        }
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         let temp = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
-        let result = write(&temp, fs::File::create(&temp));
+        let result = (|| {
+            let mut file = fs::File::create(&temp)?;
+            file.write_all(bytes)?;
+            fs::rename(&temp, path)
+        })();
         if let Err(e) = result {
             let _ = fs::remove_file(&temp);
             return Err(ReplicationError::write(path, e));
@@ -200,8 +139,7 @@ impl ChunkStore {
     /// Makes every write so far durable, renames included: call before a checkpoint is
     /// recorded or acknowledged.
     pub fn sync(&self) -> Result<(), ReplicationError> {
-        sync_filesystem(&self.dir)?;
-        self.make_spares()
+        sync_filesystem(&self.dir)
     }
 
     /// Whether object `id` (chunk or dictionary) is here.
@@ -496,65 +434,6 @@ mod tests {
             !store.contains(&id),
             "a damaged object reads as missing, to be fetched again"
         );
-    }
-
-    /// The inode numbers of the files in the store's spare directory.
-    fn spare_inodes(store: &ChunkStore) -> BTreeSet<u64> {
-        use std::os::unix::fs::MetadataExt;
-        fs::read_dir(store.dir().join(SPARE))
-            .unwrap()
-            .map(|e| e.unwrap().metadata().unwrap().ino())
-            .collect()
-    }
-
-    #[test]
-    fn writes_fill_spare_files_made_beforehand_and_a_reopened_store_makes_them_anew() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(dir.path()).unwrap();
-        let spares = spare_inodes(&store);
-        assert_eq!(spares.len(), SPARE_FILES, "made when opened");
-        let (id, _) = store.put(b"a chunk", None).unwrap();
-        let written = fs::metadata(store.object_path(&id)).unwrap().ino();
-        assert!(spares.contains(&written), "the chunk went into a spare file");
-        assert_eq!(spare_inodes(&store).len(), SPARE_FILES - 1);
-        store.sync().unwrap();
-        assert_eq!(spare_inodes(&store).len(), SPARE_FILES, "made again by a sync");
-
-        // More writes than spares: the rest make files of their own.
-        let ids: Vec<H256> = (0..SPARE_FILES + 2)
-            .map(|n| store.put(format!("chunk {n}").as_bytes(), None).unwrap().0)
-            .collect();
-        assert!(spare_inodes(&store).is_empty());
-        for (n, id) in ids.iter().enumerate() {
-            assert_eq!(store.get(id).unwrap(), format!("chunk {n}").as_bytes());
-        }
-
-        // A crash in the middle of a write leaves bytes in a spare file: a reopened store
-        // makes its spare files anew, and what it writes reads back whole.
-        store.sync().unwrap();
-        let spare = fs::read_dir(dir.path().join(SPARE))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
-        fs::write(&spare, vec![7u8; 10_000]).unwrap();
-        drop(store);
-        let store = ChunkStore::open(dir.path()).unwrap();
-        assert!(!spare.exists());
-        for entry in fs::read_dir(dir.path().join(SPARE)).unwrap() {
-            assert_eq!(entry.unwrap().metadata().unwrap().len(), 0);
-        }
-        let (short, _) = store.put(b"short", None).unwrap();
-        assert_eq!(store.get(&short).unwrap(), b"short");
-
-        // Spare files taken from under the store (another opening of it made them anew): a
-        // write makes a file of its own.
-        fs::remove_dir_all(dir.path().join(SPARE)).unwrap();
-        fs::create_dir(dir.path().join(SPARE)).unwrap();
-        let (late, _) = store.put(b"written all the same", None).unwrap();
-        assert_eq!(store.get(&late).unwrap(), b"written all the same");
     }
 
     #[test]

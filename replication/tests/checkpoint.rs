@@ -475,61 +475,9 @@ fn an_apply_after_a_durable_one_changes_its_copy_and_leaves_the_shown_checkpoint
     prepare_next(&target, |_| None).unwrap();
     assert_eq!(
         names(&versions),
-        [".durable", ".next-3", ".spare", ".spare-files", "2", "3"]
+        [".durable", ".next-3", ".spare", "2", "3"]
     );
     assert_eq!(tree(&target), tree(&source));
-}
-
-#[test]
-fn an_apply_writes_changed_files_into_spare_files_readied_before_it() {
-    use drchain_replication::materialize::{make_durable, prepare_next};
-    use std::collections::BTreeSet;
-    use std::os::unix::fs::MetadataExt;
-    let base = tempfile::tempdir().unwrap();
-    let source = base.path().join("source");
-    let files: Vec<String> = (0..6).map(|n| format!("dir/file-{n}")).collect();
-    for (n, file) in files.iter().enumerate() {
-        write(&source.join(file), &pseudo_random(5_000 + n, n as u64));
-    }
-    let store = ChunkStore::open(base.path().join("store")).unwrap();
-    let target = base.path().join("target");
-    let spares = base.path().join(".target.checkpoints/.spare-files");
-    let (first, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
-    materialize(&first, &store, &target, "1").unwrap();
-    let inodes = |dir: &Path| -> BTreeSet<u64> {
-        fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().metadata().unwrap().ino())
-            .collect()
-    };
-    let readied = inodes(&spares);
-    assert_eq!(readied.len(), 4, "readied with the next apply");
-
-    // Every file changes, one of them its mode too: more files than spares.
-    for (n, file) in files.iter().enumerate() {
-        write(&source.join(file), &pseudo_random(6_000 + n, 100 + n as u64));
-    }
-    fs::set_permissions(source.join(&files[0]), fs::Permissions::from_mode(0o640)).unwrap();
-    let (second, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
-    materialize_after(&second, &store, &target, "2", Some(&first)).unwrap();
-    assert_eq!(tree(&target), tree(&source));
-    let mode = fs::metadata(target.join(&files[0])).unwrap().mode() & 0o7777;
-    assert_eq!(mode, 0o640);
-    let written = inodes(&target.join("dir"));
-    assert_eq!(
-        written.intersection(&readied).count(),
-        4,
-        "four of the six went into the spare files, the others made their own"
-    );
-    assert!(inodes(&spares).is_empty());
-
-    make_durable(&target).unwrap();
-    prepare_next(&target, |_| None).unwrap();
-    assert_eq!(inodes(&spares).len(), 4, "readied again");
-    assert!(
-        inodes(&spares).is_disjoint(&written),
-        "none of the shown files"
-    );
 }
 
 #[test]
@@ -614,7 +562,7 @@ fn readying_the_next_apply_reuses_a_checkpoint_no_reader_needs_and_relinks_only_
     assert!(versions.join("2/old/only").is_file());
     assert_eq!(
         names(&versions),
-        [".durable", ".next-3", ".spare", ".spare-files", "2", "3"]
+        [".durable", ".next-3", ".spare", "2", "3"]
     );
 
     // The next applies turn each copy into their checkpoint; whichever directory a copy was

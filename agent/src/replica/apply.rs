@@ -391,8 +391,7 @@ impl Task {
     /// (`materialize::prepare_next`: out of an older checkpoint's directory, relinking what
     /// changed since — the manifests come from the store, the shown one from memory — or a
     /// link per file; off the paths to showing and to acknowledging either way). Without it
-    /// the next apply links every unchanged file itself. Makes the chunk store's spare files
-    /// again too.
+    /// the next apply links every unchanged file itself.
     async fn prepare_next_apply(&mut self) {
         if self.durable.is_none() || self.next_prepared == self.durable {
             return;
@@ -407,13 +406,7 @@ impl Task {
                     _ => store.manifest(&root).ok(),
                 }
             };
-            let prepared = drchain_replication::materialize::prepare_next(&target, manifest_of);
-            // The store's spare files, used by the apply's chunks (a standby that flushes the
-            // target's filesystem does not sync the store, which makes them otherwise).
-            if let Err(e) = store.make_spares() {
-                tracing::debug!(error = %e, "the chunk store's spare files are not made");
-            }
-            prepared
+            drchain_replication::materialize::prepare_next(&target, manifest_of)
         })
         .await;
         match prepared {
