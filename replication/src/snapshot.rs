@@ -299,9 +299,18 @@ fn snapshot_into(
         ..
     } = scan;
     if let Err(e) = scanned {
-        // The listing as it was: the next snapshot compares with it again.
-        seen.extend(known);
-        cache.files = seen;
+        // The listing as it was, without anything this snapshot read (the chunks of a file
+        // new in it were never stored): the next snapshot compares with it again.
+        match &changed {
+            Some(roots) => {
+                for root in roots {
+                    take_under(&mut seen, root);
+                }
+                seen.extend(known);
+                cache.files = seen;
+            }
+            None => cache.files = known,
+        }
         return Err(e);
     }
     let files: Vec<FileEntry> = seen

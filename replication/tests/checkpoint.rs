@@ -731,8 +731,11 @@ fn a_snapshot_told_what_changed_reads_only_that_and_agrees_with_a_full_one() {
     assert_eq!(stats.unchanged_files, 2, "c and keep/z were not looked at");
 
     // A snapshot that fails on a changed path (under a file: not a directory) loses none of
-    // what the earlier ones listed: the next one told nothing changed gives the same files.
+    // what the earlier ones listed and keeps nothing it read before failing (a new file's
+    // chunks were never stored): the next one told nothing changed gives the same files.
+    write(&source.join("0-new"), b"read, then the snapshot fails");
     let mut bad = Changes::none();
+    bad.note(&source, &source.join("0-new"));
     bad.note(&source, &source.join("a/under-a-file"));
     let failed = snapshot_dir_deferred(
         &source,
