@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use drchain_replication::manifest::EncodedManifest;
 use drchain_replication::push::MAX_PUSH_BYTES;
 use drchain_replication::snapshot::SnapshotStats;
 use drchain_replication::store::StoreHold;
@@ -87,6 +88,9 @@ impl SnapshotError {
 pub struct Taken {
     /// Its manifest.
     pub manifest: Arc<Manifest>,
+    /// The manifest's encoding and root, computed once (the root is compared, recorded and
+    /// pushed; the encoding pushed and stored).
+    pub encoded: Arc<EncodedManifest>,
     /// What was read and stored.
     pub stats: SnapshotStats,
     /// Its new objects not in the store yet (at most [`MAX_UNWRITTEN_BYTES`]: the rest is);
@@ -115,7 +119,7 @@ impl Taken {
     /// checkpoint is recorded).
     pub async fn write(mut self, store: Arc<ChunkStore>) -> Result<(), ReplicationError> {
         let unwritten = std::mem::take(&mut self.unwritten);
-        let (hold, cache, manifest) = (self.hold.take(), self.cache.clone(), self.manifest.clone());
+        let (hold, cache, manifest) = (self.hold.take(), self.cache.clone(), self.encoded.clone());
         let dir = store.dir().to_path_buf();
         tokio::task::spawn_blocking(move || {
             let written = unwritten.write(&store, &manifest);
@@ -235,6 +239,10 @@ impl Producer {
                 MAX_UNWRITTEN_BYTES,
                 changes.as_ref(),
             )
+            .map(|(manifest, stats, unwritten)| {
+                let encoded = manifest.encoded();
+                (manifest, encoded, stats, unwritten)
+            })
         })
         .unwrap_or_else(|e| {
             Err(ReplicationError::read(
@@ -245,15 +253,16 @@ impl Producer {
         if scratch {
             let _ = std::fs::remove_dir_all(&dir);
         }
-        let (manifest, stats, unwritten) = result.inspect_err(|_| {
+        let (manifest, encoded, stats, unwritten) = result.inspect_err(|_| {
             // The changes taken for this checkpoint are not in any: read everything next.
             forget_changes(&self.changes);
         })?;
-        if Some(manifest.root()) == previous {
+        if Some(encoded.root) == previous {
             return Ok(None);
         }
         Ok(Some(Taken {
             manifest: Arc::new(manifest),
+            encoded: Arc::new(encoded),
             stats,
             unwritten,
             hold: Some(hold),

@@ -4,7 +4,7 @@
 //! bounded ([`MAX_PUSH_BYTES`]); a larger checkpoint is announced and fetched instead, and
 //! whatever a push lacks is fetched as usual.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use parity_scale_codec::{Decode, DecodeLimit, Encode};
 
 use crate::compress::{decode_chunk, Dictionary};
 use crate::error::ReplicationError;
-use crate::manifest::Manifest;
+use crate::manifest::{EncodedManifest, Manifest};
 use crate::snapshot::Unwritten;
 use crate::store::ChunkStore;
 
@@ -66,7 +66,7 @@ impl CheckpointPush {
         service: ServiceName,
         sequence: u64,
         manifest: &Manifest,
-        previous: impl FnOnce() -> Option<Manifest>,
+        previous: impl FnOnce() -> Option<Arc<Manifest>>,
     ) -> Result<Option<Self>, ReplicationError> {
         Self::build_with(
             store,
@@ -74,35 +74,29 @@ impl CheckpointPush {
             service,
             sequence,
             manifest,
+            &manifest.encoded(),
             previous,
         )
     }
 
-    /// [`CheckpointPush::build`] for a checkpoint whose new objects may not be written yet:
-    /// those `unwritten` holds are taken from there.
+    /// [`CheckpointPush::build`] for a checkpoint whose new objects may not be written yet
+    /// (those `unwritten` holds are taken from there), its manifest encoded already
+    /// (`encoded`: the active encoded it once, for its root).
     pub fn build_with(
         store: &ChunkStore,
         unwritten: &Unwritten,
         service: ServiceName,
         sequence: u64,
         manifest: &Manifest,
-        previous: impl FnOnce() -> Option<Manifest>,
+        encoded: &EncodedManifest,
+        previous: impl FnOnce() -> Option<Arc<Manifest>>,
     ) -> Result<Option<Self>, ReplicationError> {
-        let manifest_bytes = manifest.to_bytes();
-        let mut size = manifest_bytes.len() + 128;
+        let mut size = encoded.bytes.len() + 128;
         if size > MAX_PUSH_BYTES {
             return Ok(None);
         }
-        let had: BTreeSet<H256> = previous()
-            .map(|m| m.chunk_ids().into_iter().chain(m.dictionary).collect())
-            .unwrap_or_default();
-        let new = manifest
-            .dictionary
-            .into_iter()
-            .chain(manifest.chunk_ids())
-            .filter(|id| !had.contains(id));
         let mut objects = vec![];
-        for id in new {
+        for id in manifest.new_since(previous().as_deref()) {
             let encoded = match unwritten.object(&id) {
                 Some(held) => held.to_vec(),
                 None => store.get_encoded(&id)?,
@@ -116,8 +110,8 @@ impl CheckpointPush {
         Ok(Some(Self {
             service,
             sequence,
-            root: manifest.root(),
-            manifest: manifest_bytes,
+            root: encoded.root,
+            manifest: encoded.bytes.clone(),
             objects,
         }))
     }
@@ -170,7 +164,26 @@ impl CheckpointPush {
             Ok(m) => m,
             Err(e) => return Err(bad(format!("manifest: {e}"))),
         };
-        let wanted = manifest.chunk_ids();
+        // Each object must be the dictionary or one of the manifest's chunks: the objects are
+        // few and the chunks many, so the chunks are passed over once, not gathered in a set.
+        let mut unmatched: HashSet<H256> = self
+            .objects
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| manifest.dictionary != Some(*id))
+            .collect();
+        for chunk in manifest.files.iter().flat_map(|f| &f.chunks) {
+            if unmatched.is_empty() {
+                break;
+            }
+            unmatched.remove(&chunk.id);
+        }
+        if let Some(id) = unmatched.iter().next() {
+            return Err(bad(format!(
+                "object {id} is not part of checkpoint {}",
+                self.root
+            )));
+        }
         let mut dictionary = None;
         if let Some(id) = manifest.dictionary {
             let pushed = self.objects.iter().find(|(o, _)| *o == id);
@@ -186,12 +199,6 @@ impl CheckpointPush {
         for (id, encoded) in &self.objects {
             if manifest.dictionary == Some(*id) {
                 continue;
-            }
-            if !wanted.contains(id) {
-                return Err(bad(format!(
-                    "object {id} is not part of checkpoint {}",
-                    self.root
-                )));
             }
             let plain = decode_chunk(id, encoded, dictionary.as_deref()).map_err(|e| match e {
                 e @ ReplicationError::BadChunk { .. } => bad(e.to_string()),
@@ -263,8 +270,8 @@ fn write_objects(
     for (id, encoded) in dictionary_first {
         store.put_verified(id, encoded)?;
     }
-    store.put_manifest(manifest)?;
-    Ok(())
+    // The bytes as pushed: checked against the root when the push was verified.
+    store.put_encoded_manifest(&push.root, &push.manifest)
 }
 
 #[cfg(test)]
@@ -326,9 +333,11 @@ mod tests {
 
         std::fs::write(source.join("small"), b"a 4 KiB write, or so").unwrap();
         let (second, _) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
-        let push = CheckpointPush::build(&active, service(), 2, &second, || Some(first.clone()))
-            .unwrap()
-            .expect("fits");
+        let push = CheckpointPush::build(&active, service(), 2, &second, || {
+            Some(Arc::new(first.clone()))
+        })
+        .unwrap()
+        .expect("fits");
         assert_eq!(push.objects.len(), 1, "only the new chunk travels");
         let decoded = CheckpointPush::decode_bounded(&push.encode()).unwrap();
         decoded.store(&standby).unwrap();
@@ -421,9 +430,11 @@ mod tests {
         std::fs::write(source.join("big"), pseudo_random(2 * MAX_PUSH_BYTES, 3)).unwrap();
         let (big, _) = snapshot_dir(&source, &active, ChunkingParams::default(), None).unwrap();
         assert!(
-            CheckpointPush::build(&active, service(), 2, &big, || Some(manifest.clone()))
-                .unwrap()
-                .is_none()
+            CheckpointPush::build(&active, service(), 2, &big, || Some(Arc::new(
+                manifest.clone()
+            )))
+            .unwrap()
+            .is_none()
         );
     }
 }

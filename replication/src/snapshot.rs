@@ -12,7 +12,7 @@ use crate::changes::Changes;
 use crate::chunk::{chunk_stream, ChunkingParams};
 use crate::compress::Dictionary;
 use crate::error::ReplicationError;
-use crate::manifest::{ChunkRef, FileEntry, Manifest, MAX_PATH_BYTES};
+use crate::manifest::{ChunkRef, EncodedManifest, FileEntry, Manifest, MAX_PATH_BYTES};
 use crate::store::ChunkStore;
 use drchain_support::H256;
 
@@ -151,15 +151,18 @@ impl Unwritten {
         Ok((id, true))
     }
 
-    /// Writes what is held into `store`, then `manifest` — the one the snapshot gave with
-    /// this — which names them. Not flushed: call [`ChunkStore::sync`] before the checkpoint
-    /// is recorded.
-    pub fn write(self, store: &ChunkStore, manifest: &Manifest) -> Result<(), ReplicationError> {
+    /// Writes what is held into `store`, then `manifest` — the encoding of the one the
+    /// snapshot gave with this — which names them. Not flushed: call [`ChunkStore::sync`]
+    /// before the checkpoint is recorded.
+    pub fn write(
+        self,
+        store: &ChunkStore,
+        manifest: &EncodedManifest,
+    ) -> Result<(), ReplicationError> {
         for (id, encoded) in &self.objects {
             store.put_verified(id, encoded)?;
         }
-        store.put_manifest(manifest)?;
-        Ok(())
+        store.put_encoded_manifest(&manifest.root, &manifest.bytes)
     }
 }
 
@@ -194,7 +197,7 @@ pub fn snapshot_dir_cached(
     // With no budget every object is written as it is read; the manifest after.
     let (manifest, stats, unwritten) =
         snapshot_dir_deferred(source, store, chunking, dictionary, cache, 0, None)?;
-    unwritten.write(store, &manifest)?;
+    unwritten.write(store, &manifest.encoded())?;
     Ok((manifest, stats))
 }
 

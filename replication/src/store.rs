@@ -273,12 +273,23 @@ impl ChunkStore {
 
     /// Keeps a manifest (its canonical bytes, under its root).
     pub fn put_manifest(&self, manifest: &Manifest) -> Result<H256, ReplicationError> {
-        let root = manifest.root();
-        let path = self.manifest_path(&root);
+        let encoded = manifest.encoded();
+        self.put_encoded_manifest(&encoded.root, &encoded.bytes)?;
+        Ok(encoded.root)
+    }
+
+    /// Keeps a manifest's canonical `bytes` under their `root`, which the caller took from
+    /// them ([`Manifest::encoded`]) or checked ([`Manifest::decode_verified`]).
+    pub(crate) fn put_encoded_manifest(
+        &self,
+        root: &H256,
+        bytes: &[u8],
+    ) -> Result<(), ReplicationError> {
+        let path = self.manifest_path(root);
         if !path.is_file() {
-            self.write_atomic(&path, &manifest.to_bytes())?;
+            self.write_atomic(&path, bytes)?;
         }
-        Ok(root)
+        Ok(())
     }
 
     /// Stores manifest bytes received from a peer, if they match `root`.
@@ -288,7 +299,7 @@ impl ChunkStore {
         bytes: &[u8],
     ) -> Result<Manifest, ReplicationError> {
         let manifest = Manifest::decode_verified(bytes, root)?;
-        self.put_manifest(&manifest)?;
+        self.put_encoded_manifest(root, bytes)?;
         Ok(manifest)
     }
 

@@ -662,12 +662,13 @@ fn a_deferred_snapshot_writes_nothing_until_told_and_its_push_carries_the_new_ob
         drchain_support::ServiceName::new("svc").unwrap(),
         1,
         &first,
+        &first.encoded(),
         || None,
     )
     .unwrap()
     .unwrap();
     assert_eq!(push.objects.len(), first.chunk_ids().len());
-    unwritten.write(&store, &first).unwrap();
+    unwritten.write(&store, &first.encoded()).unwrap();
     assert_eq!(store.manifest(&first.root()).unwrap(), first);
     assert!(first.chunk_ids().iter().all(|id| store.contains(id)));
 
@@ -678,7 +679,7 @@ fn a_deferred_snapshot_writes_nothing_until_told_and_its_push_carries_the_new_ob
     assert!(stats.new_chunks > 0);
     assert!(second.chunk_ids().iter().all(|id| store.contains(id)));
     assert!(store.manifest(&second.root()).is_err());
-    unwritten.write(&store, &second).unwrap();
+    unwritten.write(&store, &second.encoded()).unwrap();
     assert_eq!(store.manifest(&second.root()).unwrap(), second);
 }
 
@@ -697,7 +698,7 @@ fn a_snapshot_told_what_changed_reads_only_that_and_agrees_with_a_full_one() {
         let (m, stats, unwritten) =
             snapshot_dir_deferred(&source, &store, params, None, cache, 1 << 20, Some(changes))
                 .unwrap();
-        unwritten.write(&store, &m).unwrap();
+        unwritten.write(&store, &m.encoded()).unwrap();
         (m, stats)
     };
     let full = |dir: &Path| {

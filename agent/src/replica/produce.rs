@@ -55,7 +55,7 @@ impl Task {
                 return;
             }
         };
-        let root = taken.manifest.root();
+        let root = taken.encoded.root;
         let latest = input.chain.latest.map(|(s, _)| s);
         let sequence = latest.max(self.last_submitted).map_or(1, |s| s + 1);
         // Standbys get it now, while the block that records it is being decided: pushed with
@@ -68,8 +68,8 @@ impl Task {
         let (store, service) = (self.store.clone(), self.service.clone());
         let built = crate::blocking::on_this_thread(move || {
             let previous = || match known {
-                Some(m) => Some(Manifest::clone(&m)),
-                None => previous.and_then(|root| store.manifest(&root).ok()),
+                Some(m) => Some(m),
+                None => previous.and_then(|root| store.manifest(&root).ok().map(Arc::new)),
             };
             let push = CheckpointPush::build_with(
                 &store,
@@ -77,6 +77,7 @@ impl Task {
                 service,
                 sequence,
                 &taken.manifest,
+                &taken.encoded,
                 previous,
             );
             (push, taken)
