@@ -331,7 +331,7 @@ mod tests {
         let previous = sample();
         // A chunk moved to another file and one the previous checkpoint had elsewhere are not
         // new; a chunk used twice is listed once; a new dictionary comes first.
-        let mut next = Manifest::new(
+        let next = Manifest::new(
             ChunkingParams::default(),
             Some(H256([9; 32])),
             vec![
@@ -347,7 +347,6 @@ mod tests {
         // Without a previous checkpoint, everything is new; with the same dictionary, it is
         // not.
         assert_eq!(previous.new_since(None), vec![H256([2; 32]), H256([1; 32])]);
-        next.dictionary = None;
         let mut with_dictionary = previous.clone();
         with_dictionary.dictionary = Some(H256([9; 32]));
         assert_eq!(

@@ -97,15 +97,15 @@ impl CheckpointPush {
         }
         let mut objects = vec![];
         for id in manifest.new_since(previous().as_deref()) {
-            let encoded = match unwritten.object(&id) {
+            let object = match unwritten.object(&id) {
                 Some(held) => held.to_vec(),
                 None => store.get_encoded(&id)?,
             };
-            size += encoded.len() + 40;
+            size += object.len() + 40;
             if size > MAX_PUSH_BYTES {
                 return Ok(None);
             }
-            objects.push((id, encoded));
+            objects.push((id, object));
         }
         Ok(Some(Self {
             service,
