@@ -419,7 +419,8 @@ impl Task {
     }
 
     /// Whether the acknowledgement of `sequence` sent before its record is no longer in the
-    /// pool while the chain does not show it: it was executed before the record, and failed.
+    /// pool while the chain does not show it: it was executed and the record did not count it
+    /// (the chain recorded another root, or it named a sequence too far ahead).
     /// Still in the pool, it lands in the next block: the pool is looked at again in
     /// `EARLY_ACK_CHECK` (a block may show it, or the pool may drop it, without anything else
     /// waking this task).
@@ -453,9 +454,10 @@ impl Task {
 
     /// Tells the chain at once that this node holds the announced checkpoint `sequence` it
     /// just made durable, naming its root: the acknowledgement counts once the chain records
-    /// that root under `sequence`, and lands in the recording block when the active's record
-    /// reaches it first, else in the next. If it left the pool without the chain showing it
-    /// (it came before the record), [`Task::acknowledge`] sends it again.
+    /// that root under `sequence` — in the recording block when it reaches a block no later
+    /// than the record (one executed first is held by the chain until the record), else in
+    /// the next. If it left the pool without the chain showing it, [`Task::acknowledge`] sends
+    /// it again.
     async fn acknowledge_early(&mut self, sequence: u64, root: H256) {
         let call = RuntimeCall::Checkpoints(pallet_checkpoints::Call::AcknowledgeRoot {
             service: self.service.clone(),

@@ -45,7 +45,8 @@ const RETRY: Duration = Duration::from_secs(1);
 /// An acknowledgement the chain has not shown after this long is sent again.
 const ACK_RESEND: Duration = Duration::from_secs(3);
 /// How often a standby looks whether an acknowledgement it sent before the checkpoint was
-/// recorded is still in the pool (it lands in the next block) or gone without counting.
+/// recorded is still in the pool (it lands in the next block) or gone without counting (the
+/// record it waited for never came).
 const EARLY_ACK_CHECK: Duration = Duration::from_millis(50);
 /// In `watch` mode, a change that does not complete a write (a file created or written) waits
 /// this long at most for one that does (its rename into place), so a write and its rename make

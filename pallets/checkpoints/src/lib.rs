@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 /// Checkpoints kept per service; older ones are pruned.
 pub const RETAINED_CHECKPOINTS: u64 = 128;
+/// How far beyond the latest recorded checkpoint an acknowledgement that comes before its
+/// record may name (the active numbers its next checkpoints from the latest record).
+pub const MAX_EARLY_ACK_AHEAD: u64 = 16;
 
 /// A recorded checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
@@ -54,6 +57,13 @@ storage_double_map!(
     /// Highest sequence each node holds, per service: acknowledged by a standby, or recorded
     /// by the node as the active.
     pub Acks: (ServiceName, AccountId) => u64, "Checkpoints"
+);
+storage_double_map!(
+    /// A standby's [`Call::AcknowledgeRoot`] that came before the checkpoint it names was
+    /// recorded, per service: `(sequence, root)`, counted when the active records that root
+    /// under that sequence, dropped once a record reaches that sequence otherwise. One per
+    /// node: a newer one replaces it.
+    pub EarlyAcks: (ServiceName, AccountId) => (u64, H256), "Checkpoints"
 );
 
 /// How far a node's data is behind a service's latest checkpoint.
@@ -105,17 +115,19 @@ pub enum Call {
         /// A recorded sequence, not below the node's previous acknowledgement.
         sequence: u64,
     },
-    /// [`Call::Acknowledge`], naming the manifest root the standby applied: valid only if the
-    /// chain recorded that root under `sequence` (earlier in the same block will do). A
-    /// standby can send it as soon as it applied a checkpoint the active pushed, before it
-    /// sees the checkpoint recorded: the acknowledgement lands in the recording block or the
-    /// next, instead of a block after the standby saw the record.
+    /// [`Call::Acknowledge`], naming the manifest root the standby applied: it counts only if
+    /// the chain records that root under `sequence`. A standby sends it as soon as it applied
+    /// a checkpoint the active pushed, before it sees the checkpoint recorded; one that
+    /// executes before the record (an earlier block, or earlier in the same one) is held
+    /// ([`EarlyAcks`], up to [`MAX_EARLY_ACK_AHEAD`] beyond the latest record) and counted in
+    /// the record's block, instead of a block after the standby saw the record.
     #[codec(index = 2)]
     AcknowledgeRoot {
         service: ServiceName,
-        /// A recorded sequence, not below the node's previous acknowledgement.
+        /// A recorded sequence, not below the node's previous acknowledgement, or one not
+        /// recorded yet (held until it is).
         sequence: u64,
-        /// The root recorded under `sequence`.
+        /// The root recorded, or to be recorded, under `sequence`.
         manifest_root: H256,
     },
 }
@@ -267,6 +279,7 @@ pub fn data_lag(state: &Overlay<'_>, service: &ServiceName, node: &AccountId) ->
 pub fn clear_service(state: &mut Overlay<'_>, service: &ServiceName) {
     Checkpoints::remove_prefix(state, service);
     Acks::remove_prefix(state, service);
+    EarlyAcks::remove_prefix(state, service);
     Latest::remove(state, service);
 }
 
@@ -320,12 +333,13 @@ pub fn dispatch<E: From<Event>>(
             Acks::insert(env.state, &service, &node, &sequence);
             prune(env.state, &service, sequence);
             env.deposit(Event::CheckpointRecorded {
-                service,
+                service: service.clone(),
                 sequence,
                 epoch,
                 producer: node,
                 manifest_root,
             });
+            settle_early_acks(env, directory, &service, sequence, manifest_root);
             Ok(())
         }
         Call::Acknowledge { service, sequence } => {
@@ -356,7 +370,15 @@ fn acknowledge<E: From<Event>>(
         return Err(Error::ActiveCannotAcknowledge { service, node });
     }
     let Some(recorded) = Checkpoints::get(env.state, &service, &sequence) else {
-        return Err(Error::UnknownCheckpoint { service, sequence });
+        // Before the record, with the root it will have to match: held until then.
+        let latest = Latest::get(env.state, &service).unwrap_or(0);
+        return match root {
+            Some(root) if sequence > latest && sequence - latest <= MAX_EARLY_ACK_AHEAD => {
+                EarlyAcks::insert(env.state, &service, &node, &(sequence, root));
+                Ok(())
+            }
+            _ => Err(Error::UnknownCheckpoint { service, sequence }),
+        };
     };
     if let Some(given) = root.filter(|r| *r != recorded.manifest_root) {
         return Err(Error::RootMismatch {
@@ -379,6 +401,36 @@ fn acknowledge<E: From<Event>>(
         sequence,
     });
     Ok(())
+}
+
+/// Counts the held acknowledgements of checkpoint `sequence` of `service`, just recorded with
+/// `root`, from nodes still its candidates; drops every held one this record settles (for
+/// `sequence` or before: none of those can be recorded any more).
+fn settle_early_acks<E: From<Event>>(
+    env: &mut Env<'_, '_, E>,
+    directory: &dyn ServiceDirectory,
+    service: &ServiceName,
+    sequence: u64,
+    root: H256,
+) {
+    for (node, (acked, acked_root)) in EarlyAcks::iter_prefix(env.state, service) {
+        if acked > sequence {
+            continue;
+        }
+        EarlyAcks::remove(env.state, service, &node);
+        let counts = acked == sequence
+            && acked_root == root
+            && directory.candidate_epoch(env.state, service, &node).is_ok()
+            && Acks::get(env.state, service, &node).is_none_or(|held| held < sequence);
+        if counts {
+            Acks::insert(env.state, service, &node, &sequence);
+            env.deposit(Event::CheckpointAcknowledged {
+                service: service.clone(),
+                node,
+                sequence,
+            });
+        }
+    }
 }
 
 /// Keeps the newest [`RETAINED_CHECKPOINTS`] checkpoints of a service.

@@ -142,14 +142,8 @@ fn an_acknowledgement_naming_its_root_counts_only_for_the_root_recorded() {
         sequence,
         manifest_root: root,
     };
-    // Sent before the record: refused, nothing held.
-    assert_eq!(
-        call(&mut s, STANDBY, ack(1, H256([1; 32]))).0,
-        Err(Error::UnknownCheckpoint {
-            service: db(),
-            sequence: 1
-        })
-    );
+    // Sent before the record with another root: held, and not counted when it lands.
+    call(&mut s, STANDBY, ack(1, H256([7; 32]))).0.unwrap();
     call(&mut s, ACTIVE, submit(5, 1)).0.unwrap();
     // Another root than the one recorded (a checkpoint the chain never saw): refused.
     assert_eq!(
@@ -178,6 +172,75 @@ fn an_acknowledgement_naming_its_root_counts_only_for_the_root_recorded() {
     );
     // The wire format: a call of its own, index 2.
     assert_eq!(ack(1, H256([1; 32])).encode()[0], 2);
+}
+
+/// A standby acknowledges a pushed checkpoint as soon as it applied it, which can be before
+/// the active's record executes (an earlier block, or earlier in the same one): held, and
+/// counted in the record's block if the root matches.
+#[test]
+fn an_acknowledgement_that_comes_before_the_record_counts_when_the_record_lands() {
+    let mut s = MemoryState::new();
+    let ack = |sequence, root| Call::AcknowledgeRoot {
+        service: db(),
+        sequence,
+        manifest_root: root,
+    };
+    let (result, events) = call(&mut s, STANDBY, ack(1, H256([1; 32])));
+    result.unwrap();
+    assert_eq!(events, vec![], "nothing counted before the record");
+    assert_eq!(acks(&Overlay::new(&s), &db()), vec![]);
+    let (result, events) = call(&mut s, ACTIVE, submit(5, 1));
+    result.unwrap();
+    assert_eq!(
+        events[1..],
+        [Event::CheckpointAcknowledged {
+            service: db(),
+            node: STANDBY,
+            sequence: 1
+        }]
+    );
+    assert_eq!(
+        acks(&Overlay::new(&s), &db()),
+        vec![(ACTIVE, 1), (STANDBY, 1)]
+    );
+
+    // Held for another root than the one recorded: not counted, and dropped.
+    call(&mut s, STANDBY, ack(2, H256([9; 32]))).0.unwrap();
+    let (result, events) = call(&mut s, ACTIVE, submit(5, 2));
+    result.unwrap();
+    assert_eq!(events.len(), 1, "only the record: {events:?}");
+    assert_eq!(data_lag(&Overlay::new(&s), &db(), &STANDBY).held, Some(1));
+    // A newer one replaces the one held; one for a sequence the record skipped is dropped.
+    call(&mut s, STANDBY, ack(3, H256([3; 32]))).0.unwrap();
+    call(&mut s, STANDBY, ack(4, H256([4; 32]))).0.unwrap();
+    call(&mut s, ACTIVE, submit(5, 3)).0.unwrap();
+    assert_eq!(data_lag(&Overlay::new(&s), &db(), &STANDBY).held, Some(1));
+    call(&mut s, STANDBY, ack(5, H256([5; 32]))).0.unwrap();
+    call(&mut s, ACTIVE, submit(5, 6)).0.unwrap();
+    call(&mut s, ACTIVE, submit(5, 5)).0.unwrap_err();
+    assert_eq!(data_lag(&Overlay::new(&s), &db(), &STANDBY).held, Some(1));
+
+    // Not without a root, not by the active, not far beyond the latest record.
+    let unknown = |sequence| {
+        Err(Error::UnknownCheckpoint {
+            service: db(),
+            sequence,
+        })
+    };
+    let plain = Call::Acknowledge {
+        service: db(),
+        sequence: 7,
+    };
+    assert_eq!(call(&mut s, STANDBY, plain).0, unknown(7));
+    assert!(matches!(
+        call(&mut s, ACTIVE, ack(7, H256([7; 32]))).0,
+        Err(Error::ActiveCannotAcknowledge { .. })
+    ));
+    let far = 6 + MAX_EARLY_ACK_AHEAD + 1;
+    assert_eq!(
+        call(&mut s, STANDBY, ack(far, H256([1; 32]))).0,
+        unknown(far)
+    );
 }
 
 #[test]
