@@ -49,6 +49,14 @@ fn call_at(
     (r, events)
 }
 
+fn ack_root(sequence: u64, root: H256) -> Call {
+    Call::AcknowledgeRoot {
+        service: db(),
+        sequence,
+        manifest_root: root,
+    }
+}
+
 fn submit(epoch: Epoch, sequence: u64) -> Call {
     Call::Submit {
         service: db(),
@@ -137,17 +145,12 @@ fn standbys_acknowledge_recorded_checkpoints_monotonically() {
 #[test]
 fn an_acknowledgement_naming_its_root_counts_only_for_the_root_recorded() {
     let mut s = MemoryState::new();
-    let ack = |sequence, root| Call::AcknowledgeRoot {
-        service: db(),
-        sequence,
-        manifest_root: root,
-    };
     // Sent before the record with another root: held, and not counted when it lands.
-    call(&mut s, STANDBY, ack(1, H256([7; 32]))).0.unwrap();
+    call(&mut s, STANDBY, ack_root(1, H256([7; 32]))).0.unwrap();
     call(&mut s, ACTIVE, submit(5, 1)).0.unwrap();
     // Another root than the one recorded (a checkpoint the chain never saw): refused.
     assert_eq!(
-        call(&mut s, STANDBY, ack(1, H256([7; 32]))).0,
+        call(&mut s, STANDBY, ack_root(1, H256([7; 32]))).0,
         Err(Error::RootMismatch {
             service: db(),
             sequence: 1,
@@ -156,22 +159,25 @@ fn an_acknowledgement_naming_its_root_counts_only_for_the_root_recorded() {
         })
     );
     assert_eq!(acks(&Overlay::new(&s), &db()), vec![(ACTIVE, 1)]);
-    let (result, events) = call(&mut s, STANDBY, ack(1, H256([1; 32])));
+    let (result, events) = call(&mut s, STANDBY, ack_root(1, H256([1; 32])));
     result.unwrap();
+    assert_standby_acknowledged_first(&s, &events);
+    // The wire format: a call of its own, index 2.
+    assert_eq!(ack_root(1, H256([1; 32])).encode()[0], 2);
+}
+
+/// `events` are the standby's acknowledgement of checkpoint 1, which both nodes now hold.
+fn assert_standby_acknowledged_first(s: &MemoryState, events: &[Event]) {
+    let acknowledged = Event::CheckpointAcknowledged {
+        service: db(),
+        node: STANDBY,
+        sequence: 1,
+    };
+    assert_eq!(events, [acknowledged]);
     assert_eq!(
-        events,
-        vec![Event::CheckpointAcknowledged {
-            service: db(),
-            node: STANDBY,
-            sequence: 1
-        }]
-    );
-    assert_eq!(
-        acks(&Overlay::new(&s), &db()),
+        acks(&Overlay::new(s), &db()),
         vec![(ACTIVE, 1), (STANDBY, 1)]
     );
-    // The wire format: a call of its own, index 2.
-    assert_eq!(ack(1, H256([1; 32])).encode()[0], 2);
 }
 
 /// A standby acknowledges a pushed checkpoint as soon as it applied it, which can be before
@@ -180,42 +186,26 @@ fn an_acknowledgement_naming_its_root_counts_only_for_the_root_recorded() {
 #[test]
 fn an_acknowledgement_that_comes_before_the_record_counts_when_the_record_lands() {
     let mut s = MemoryState::new();
-    let ack = |sequence, root| Call::AcknowledgeRoot {
-        service: db(),
-        sequence,
-        manifest_root: root,
-    };
-    let (result, events) = call(&mut s, STANDBY, ack(1, H256([1; 32])));
+    let (result, events) = call(&mut s, STANDBY, ack_root(1, H256([1; 32])));
     result.unwrap();
     assert_eq!(events, vec![], "nothing counted before the record");
     assert_eq!(acks(&Overlay::new(&s), &db()), vec![]);
     let (result, events) = call(&mut s, ACTIVE, submit(5, 1));
     result.unwrap();
-    assert_eq!(
-        events[1..],
-        [Event::CheckpointAcknowledged {
-            service: db(),
-            node: STANDBY,
-            sequence: 1
-        }]
-    );
-    assert_eq!(
-        acks(&Overlay::new(&s), &db()),
-        vec![(ACTIVE, 1), (STANDBY, 1)]
-    );
+    assert_standby_acknowledged_first(&s, &events[1..]);
 
     // Held for another root than the one recorded: not counted, and dropped.
-    call(&mut s, STANDBY, ack(2, H256([9; 32]))).0.unwrap();
+    call(&mut s, STANDBY, ack_root(2, H256([9; 32]))).0.unwrap();
     let (result, events) = call(&mut s, ACTIVE, submit(5, 2));
     result.unwrap();
     assert_eq!(events.len(), 1, "only the record: {events:?}");
     assert_eq!(data_lag(&Overlay::new(&s), &db(), &STANDBY).held, Some(1));
     // A newer one replaces the one held; one for a sequence the record skipped is dropped.
-    call(&mut s, STANDBY, ack(3, H256([3; 32]))).0.unwrap();
-    call(&mut s, STANDBY, ack(4, H256([4; 32]))).0.unwrap();
+    call(&mut s, STANDBY, ack_root(3, H256([3; 32]))).0.unwrap();
+    call(&mut s, STANDBY, ack_root(4, H256([4; 32]))).0.unwrap();
     call(&mut s, ACTIVE, submit(5, 3)).0.unwrap();
     assert_eq!(data_lag(&Overlay::new(&s), &db(), &STANDBY).held, Some(1));
-    call(&mut s, STANDBY, ack(5, H256([5; 32]))).0.unwrap();
+    call(&mut s, STANDBY, ack_root(5, H256([5; 32]))).0.unwrap();
     call(&mut s, ACTIVE, submit(5, 6)).0.unwrap();
     call(&mut s, ACTIVE, submit(5, 5)).0.unwrap_err();
     assert_eq!(data_lag(&Overlay::new(&s), &db(), &STANDBY).held, Some(1));
@@ -233,12 +223,12 @@ fn an_acknowledgement_that_comes_before_the_record_counts_when_the_record_lands(
     };
     assert_eq!(call(&mut s, STANDBY, plain).0, unknown(7));
     assert!(matches!(
-        call(&mut s, ACTIVE, ack(7, H256([7; 32]))).0,
+        call(&mut s, ACTIVE, ack_root(7, H256([7; 32]))).0,
         Err(Error::ActiveCannotAcknowledge { .. })
     ));
     let far = 6 + MAX_EARLY_ACK_AHEAD + 1;
     assert_eq!(
-        call(&mut s, STANDBY, ack(far, H256([1; 32]))).0,
+        call(&mut s, STANDBY, ack_root(far, H256([1; 32]))).0,
         unknown(far)
     );
 }
