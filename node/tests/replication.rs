@@ -168,6 +168,8 @@ struct Cluster {
     nodes: Vec<NodeProcess>,
     spec: PathBuf,
     mode: Mode,
+    /// More `[service.replication]` lines (the defaults otherwise).
+    replication: &'static str,
     /// Last: fields drop in order, and the nodes must be dead before their directories go
     /// (a live node would recreate them, leaking them in the system's temporary directory).
     _dir: tempfile::TempDir,
@@ -175,11 +177,12 @@ struct Cluster {
 
 impl Cluster {
     fn start(mode: Mode) -> Self {
-        Self::start_with(mode, false)
+        Self::start_with(mode, false, "")
     }
 
-    /// A cluster whose service has `allow_data_loss` as given.
-    fn start_with(mode: Mode, allow_data_loss: bool) -> Self {
+    /// A cluster whose service has `allow_data_loss` as given, and `replication`'s lines in
+    /// each agent's `[service.replication]`.
+    fn start_with(mode: Mode, allow_data_loss: bool, replication: &'static str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let spec = write_spec(dir.path(), allow_data_loss);
         let nodes = NAMES
@@ -191,6 +194,7 @@ impl Cluster {
             nodes,
             spec,
             mode,
+            replication,
         };
         for i in 0..NAMES.len() {
             cluster.spawn(i);
@@ -207,7 +211,7 @@ impl Cluster {
         let node = &mut self.nodes[i];
         let config = CANDIDATES
             .contains(&node.name)
-            .then(|| agent_config(node, self.mode));
+            .then(|| agent_config(node, self.mode, self.replication));
         node.spawn(
             &self.spec,
             &boot,
@@ -388,7 +392,7 @@ impl Cluster {
     }
 }
 
-fn agent_config(node: &NodeProcess, mode: Mode) -> String {
+fn agent_config(node: &NodeProcess, mode: Mode, replication: &str) -> String {
     let data = node.data();
     let promoted = node.promoted();
     // Restores the data from the checkpoint its target shows, then says which one it was.
@@ -409,6 +413,7 @@ kind = "none"
 source = "{data}"
 {consistency}
 target = "{replica}"
+{replication}
 "#,
         consistency = mode.consistency(),
         promoted = promoted.display(),
@@ -865,6 +870,49 @@ fn a_standby_applies_the_active_s_checkpoint_before_a_block_records_it() {
     assert_target_is_a_recorded_checkpoint(&c, watched);
 }
 
+/// `min_interval_ms` is the shortest time between two checkpoints, not between two readings
+/// of the source: a write after a quiet while is checkpointed at once, even though the
+/// periodic reading (`interval_ms`) just found nothing to checkpoint. Both are 2 s here, so a
+/// write waiting for the next reading would show it.
+#[test]
+fn a_write_after_a_quiet_while_reaches_the_standby_at_once() {
+    let c = Cluster::start_with(
+        Mode::Watch,
+        false,
+        "interval_ms = 2000\nmin_interval_ms = 2000",
+    );
+    let (first, _, _) = c.wait_for("no node was promoted", || c.active());
+    let watched = CANDIDATES.into_iter().find(|n| *n != first).unwrap();
+    let (data, replica) = (c.node(first).data(), c.node(watched).replica());
+    c.wait_for("the standby never acknowledged a checkpoint", || {
+        c.acks().get(watched).copied()
+    });
+    for i in 0..4 {
+        // Quiet for longer than min_interval_ms: the periodic reading finds nothing new.
+        std::thread::sleep(Duration::from_millis(2500));
+        let name = format!("after-quiet-{i}");
+        std::fs::write(
+            data.join(format!(".{name}.tmp")),
+            b"written after a quiet while",
+        )
+        .unwrap();
+        std::fs::rename(data.join(format!(".{name}.tmp")), data.join(&name)).unwrap();
+        let written = Instant::now();
+        while !replica.join(&name).exists() {
+            assert!(
+                written.elapsed() < Duration::from_millis(500),
+                "{name} was not on the standby 500 ms after it was written\n{}",
+                c.dump()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        println!(
+            "{name} on the standby after {} ms",
+            written.elapsed().as_millis()
+        );
+    }
+}
+
 /// The checkpoint a target shows: its sequence and root (from the label it links to).
 fn shown_checkpoint(target: &Path) -> (u64, H256) {
     let link = std::fs::read_link(target).unwrap();
@@ -921,7 +969,7 @@ fn assert_target_is_a_recorded_checkpoint(c: &Cluster, name: &str) {
 fn standbys_beyond_the_rpo_then_kill(
     allow_data_loss: bool,
 ) -> (Cluster, Writer, &'static str, u64, Vec<&'static str>) {
-    let mut c = Cluster::start_with(Mode::Watch, allow_data_loss);
+    let mut c = Cluster::start_with(Mode::Watch, allow_data_loss, "");
     let target: Route = Arc::default();
     let writer = Writer::start(target.clone(), Mode::Watch);
     let (first, e1, _) = c.wait_for("no node was promoted", || c.active());

@@ -27,7 +27,6 @@ impl Task {
             self.last_rescan = Some(started);
         }
         self.next_checkpoint = started + Duration::from_millis(self.config.interval_ms);
-        self.last_checkpoint = Some(started);
         // After a promotion the service starts from the applied checkpoint: unchanged, it
         // needs no new one — if the chain recorded it as its latest. One the old active
         // announced but never recorded (or an older one) is recorded now, under this epoch, so
@@ -46,6 +45,8 @@ impl Task {
             .await
         {
             Ok(Some(taken)) => taken,
+            // Nothing new: not a checkpoint, so the next change need not wait
+            // `min_interval_ms` after this reading.
             Ok(None) => return,
             Err(e) => {
                 tracing::warn!(service = %self.service, error = %e, "no checkpoint this time");
@@ -55,6 +56,7 @@ impl Task {
                 return;
             }
         };
+        self.last_checkpoint = Some(started);
         let root = taken.encoded.root;
         let latest = input.chain.latest.map(|(s, _)| s);
         let sequence = latest.max(self.last_submitted).map_or(1, |s| s + 1);
