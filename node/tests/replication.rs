@@ -870,6 +870,64 @@ fn a_standby_applies_the_active_s_checkpoint_before_a_block_records_it() {
     assert_target_is_a_recorded_checkpoint(&c, watched);
 }
 
+/// inotify misses some changes (a file written through a hard link outside the watched
+/// source is one: its events go to the other directory); the active reads the whole source
+/// every `interval_ms` for them. That reading must come while writes inotify does see keep
+/// the active busy with checkpoints of what they named — a service written to all the time
+/// is the one that needs it.
+#[test]
+fn a_change_inotify_misses_reaches_the_standby_while_seen_writes_keep_coming() {
+    let c = Cluster::start(Mode::Watch);
+    let (first, _, _) = c.wait_for("no node was promoted", || c.active());
+    let watched = CANDIDATES.into_iter().find(|n| *n != first).unwrap();
+    let (data, replica) = (c.node(first).data(), c.node(watched).replica());
+    std::fs::write(data.join(".linked.tmp"), b"as first written").unwrap();
+    std::fs::rename(data.join(".linked.tmp"), data.join("linked")).unwrap();
+    c.wait_for("the standby never applied the linked file", || {
+        std::fs::read(replica.join("linked")).ok()
+    });
+    let outside = data.with_file_name("outside-the-source");
+    std::fs::hard_link(data.join("linked"), &outside).unwrap();
+
+    // A write inotify sees every 100 ms, all along.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = std::thread::spawn({
+        let (stop, data) = (stop.clone(), data.clone());
+        move || {
+            for i in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let aside = data.join(format!(".seen-{i}.tmp"));
+                std::fs::write(&aside, format!("seen {i}")).unwrap();
+                std::fs::rename(&aside, data.join(format!("seen-{i}"))).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    c.wait_for("the seen writes never reached the standby", || {
+        std::fs::read(replica.join("seen-3")).ok()
+    });
+    std::fs::write(&outside, b"changed where inotify does not look").unwrap();
+    let changed = Instant::now();
+    // Read whole every `interval_ms` (the default, 1 s); the bound leaves room for a slow
+    // machine but not for the full check of the store's chunks every minute.
+    while std::fs::read(replica.join("linked")).unwrap() != b"changed where inotify does not look" {
+        assert!(
+            changed.elapsed() < Duration::from_secs(10),
+            "the change inotify missed was not on the standby 10 s later\n{}",
+            c.dump()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "the change inotify missed was on the standby {} ms after it was made",
+        changed.elapsed().as_millis()
+    );
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+}
+
 /// `min_interval_ms` is the shortest time between two checkpoints, not between two readings
 /// of the source: a write after a quiet while is checkpointed at once, even though the
 /// periodic reading (`interval_ms`) just found nothing to checkpoint. Both are 2 s here, so a

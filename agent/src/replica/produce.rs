@@ -15,14 +15,13 @@ use super::{ReplicaInput, Task, MIN_TRAINING_SAMPLES, TRAINING_SAMPLES, TRAIN_EV
 use crate::snapshot::forget_changes;
 
 impl Task {
-    /// Takes a checkpoint and records it on chain. With a watcher on the source (`watching`)
-    /// it reads only what the watcher saw change, but for a full reading every `interval_ms`
-    /// (a change inotify missed — in a directory made just before its watch was added — is
-    /// seen then).
-    pub(super) async fn produce(&mut self, input: &ReplicaInput, watching: bool) {
+    /// Takes a checkpoint and records it on chain. It reads the whole source if `read_whole`
+    /// (no watcher, or the periodic reading for changes inotify missed — in a directory made
+    /// just before its watch was added, through a hard link from elsewhere), else only what
+    /// the watcher saw change.
+    pub(super) async fn produce(&mut self, input: &ReplicaInput, read_whole: bool) {
         let started = Instant::now();
-        let rescan = Duration::from_millis(self.config.interval_ms);
-        if !watching || self.last_rescan.is_none_or(|t| started >= t + rescan) {
+        if read_whole {
             forget_changes(&self.producer.changes);
             self.last_rescan = Some(started);
         }
