@@ -252,14 +252,20 @@ impl Cluster {
             .max_by_key(|(_, e, _)| *e)
     }
 
-    fn wait_for<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
+    fn wait_for<T>(&self, what: &str, f: impl FnMut() -> Option<T>) -> T {
+        self.wait_within(WAIT, what, f)
+    }
+
+    /// [`Self::wait_for`] with a bound of its own, looking a hundred times within it (at
+    /// most every 50 ms).
+    fn wait_within<T>(&self, bound: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + bound;
         loop {
             if let Some(v) = f() {
                 return v;
             }
             assert!(Instant::now() < deadline, "{what}\n{}", self.dump());
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep((bound / 100).min(Duration::from_millis(50)));
         }
     }
 
@@ -912,14 +918,12 @@ fn a_change_inotify_misses_reaches_the_standby_while_seen_writes_keep_coming() {
     let changed = Instant::now();
     // Read whole every `interval_ms` (the default, 1 s); the bound leaves room for a slow
     // machine but not for the full check of the store's chunks every minute.
-    while std::fs::read(replica.join("linked")).unwrap() != b"changed where inotify does not look" {
-        assert!(
-            changed.elapsed() < Duration::from_secs(10),
-            "the change inotify missed was not on the standby 10 s later\n{}",
-            c.dump()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let missed = b"changed where inotify does not look";
+    c.wait_within(
+        Duration::from_secs(10),
+        "the change inotify missed was not on the standby 10 s later",
+        || (std::fs::read(replica.join("linked")).ok()? == missed).then_some(()),
+    );
     println!(
         "the change inotify missed was on the standby {} ms after it was made",
         changed.elapsed().as_millis()
@@ -956,14 +960,11 @@ fn a_write_after_a_quiet_while_reaches_the_standby_at_once() {
         .unwrap();
         std::fs::rename(data.join(format!(".{name}.tmp")), data.join(&name)).unwrap();
         let written = Instant::now();
-        while !replica.join(&name).exists() {
-            assert!(
-                written.elapsed() < Duration::from_millis(500),
-                "{name} was not on the standby 500 ms after it was written\n{}",
-                c.dump()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        c.wait_within(
+            Duration::from_millis(500),
+            &format!("{name} was not on the standby 500 ms after it was written"),
+            || replica.join(&name).exists().then_some(()),
+        );
         println!(
             "{name} on the standby after {} ms",
             written.elapsed().as_millis()
