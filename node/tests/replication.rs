@@ -914,11 +914,11 @@ fn a_change_inotify_misses_reaches_the_standby_while_seen_writes_keep_coming() {
     c.wait_for("the seen writes never reached the standby", || {
         std::fs::read(replica.join("seen-3")).ok()
     });
-    std::fs::write(&outside, b"changed where inotify does not look").unwrap();
+    let missed = b"changed where inotify does not look";
+    std::fs::write(&outside, missed).unwrap();
     let changed = Instant::now();
     // Read whole every `interval_ms` (the default, 1 s); the bound leaves room for a slow
     // machine but not for the full check of the store's chunks every minute.
-    let missed = b"changed where inotify does not look";
     c.wait_within(
         Duration::from_secs(10),
         "the change inotify missed was not on the standby 10 s later",
