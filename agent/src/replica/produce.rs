@@ -172,6 +172,12 @@ impl Task {
         self.next_training = self.taken + TRAIN_EVERY;
         let step = ids.len().div_ceil(TRAINING_SAMPLES);
         let sample: Vec<H256> = ids.into_iter().step_by(step).collect();
+        let started = Instant::now();
+        tracing::debug!(
+            "training a compression dictionary service={} samples={}",
+            self.service,
+            sample.len()
+        );
         let store = self.store.clone();
         let current = self.dictionary.clone();
         let trained = tokio::task::spawn_blocking(move || {
@@ -195,10 +201,11 @@ impl Task {
             Err(e) => return tracing::warn!(error = %e, "dictionary training task failed"),
         };
         let current_gain = current_gain.map_or(0.0, |g: DictionaryGain| g.gain());
+        let ms = started.elapsed().as_millis();
         let chosen = match candidate {
             Some((d, gain)) if gain.pays() && gain.gain() > current_gain + 0.02 => {
                 tracing::info!(
-                    "compression dictionary trained service={} gain={:.1}% (zstd alone: {} bytes, with it: {} bytes): in use",
+                    "compression dictionary trained service={} gain={:.1}% (zstd alone: {} bytes, with it: {} bytes): in use ms={ms}",
                     self.service,
                     gain.gain() * 100.0,
                     gain.without,
@@ -207,14 +214,27 @@ impl Task {
                 self.dictionary = Some(Arc::new(d));
                 gain.gain()
             }
-            _ if current_gain >= drchain_replication::compress::MIN_DICTIONARY_GAIN => current_gain,
+            _ if current_gain >= drchain_replication::compress::MIN_DICTIONARY_GAIN => {
+                tracing::debug!(
+                    "compression dictionary trained service={}: the one in use saves {:.1}%, as much, and stays ms={ms}",
+                    self.service,
+                    current_gain * 100.0
+                );
+                current_gain
+            }
             other => {
-                if self.dictionary.take().is_some() || other.is_some() {
-                    tracing::info!(
-                        "compression dictionary not used service={}: it saves less than {:.0}% on this data",
-                        self.service,
-                        drchain_replication::compress::MIN_DICTIONARY_GAIN * 100.0
-                    );
+                let said = self.dictionary.take().is_some() || other.is_some();
+                let message = format!(
+                    "compression dictionary not used service={}: it saves less than {:.0}% on this data ms={ms}",
+                    self.service,
+                    drchain_replication::compress::MIN_DICTIONARY_GAIN * 100.0
+                );
+                // When one was dropped or a new one did not pay; else (too few samples) for who
+                // debugs.
+                if said {
+                    tracing::info!("{message}");
+                } else {
+                    tracing::debug!("{message}");
                 }
                 0.0
             }
