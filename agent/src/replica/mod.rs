@@ -212,6 +212,7 @@ pub fn start(service: ServiceName, config: ReplicationConfig, ctx: ReplicaContex
         dictionary: None,
         taken: 0,
         next_training: 1,
+        training: false,
         next_checkpoint: Instant::now(),
         last_checkpoint: None,
         last_rescan: None,
@@ -276,6 +277,8 @@ struct Task {
     /// Checkpoints taken since start, and the count at which a dictionary is next trained.
     taken: u64,
     next_training: u64,
+    /// Whether a dictionary is being trained (beside the task: `produce::Trained`).
+    training: bool,
     /// When the next checkpoint is due while serving.
     next_checkpoint: Instant,
     /// When the last one was taken.
@@ -323,6 +326,7 @@ impl Task {
         let mut watch_again = Instant::now();
         let mut announcements = self.ctx.node.subscribe_announcements();
         let (fetched_tx, mut fetched) = mpsc::channel(1);
+        let (trained_tx, mut trained) = mpsc::channel(1);
         loop {
             let wake = self.wake_at(input.borrow().as_ref(), watcher.is_some());
             // Whether this turn comes from a change the watcher saw.
@@ -340,6 +344,10 @@ impl Task {
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
+                Some(t) = trained.recv() => {
+                    self.use_trained(t);
+                    continue;
+                }
                 Some(f) = fetched.recv() => {
                     let now = input.borrow().clone();
                     if let Some(now) = now {
@@ -378,7 +386,8 @@ impl Task {
                 }
                 let rescan = watcher.is_some() && !seen_change && self.rescan_due();
                 if Instant::now() >= self.next_checkpoint || rescan {
-                    self.produce(&now, watcher.is_none() || rescan).await;
+                    self.produce(&now, watcher.is_none() || rescan, &trained_tx)
+                        .await;
                 }
             } else {
                 watcher = None;
