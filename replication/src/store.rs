@@ -28,7 +28,7 @@ pub struct ChunkStore {
     dictionaries: Mutex<HashMap<H256, Arc<Dictionary>>>,
     temp_counter: AtomicU64,
     /// Writers and readers now using objects no manifest may hold yet (see [`StoreHold`]).
-    holds: Arc<Mutex<u64>>,
+    holds: Arc<Mutex<Holds>>,
     /// Objects removed since the store was opened (see [`ChunkStore::removals`]).
     removals: AtomicU64,
     /// Compression measured on what this store wrote.
@@ -41,14 +41,22 @@ pub struct ChunkStore {
 #[derive(Debug)]
 #[must_use = "the hold protects objects only while it is alive"]
 pub struct StoreHold {
-    holds: Arc<Mutex<u64>>,
+    holds: Arc<Mutex<Holds>>,
 }
 
 impl Drop for StoreHold {
     fn drop(&mut self) {
         let mut holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
-        *holds = holds.saturating_sub(1);
+        holds.alive = holds.alive.saturating_sub(1);
+        holds.changes += 1;
     }
+}
+
+/// The [`StoreHold`]s alive, and how many were taken or dropped since the store was opened.
+#[derive(Debug, Default)]
+struct Holds {
+    alive: u64,
+    changes: u64,
 }
 
 fn hex_name(id: &H256) -> String {
@@ -337,7 +345,10 @@ impl ChunkStore {
 
     /// Keeps garbage collection from removing anything until the hold is dropped.
     pub fn hold(&self) -> StoreHold {
-        *self.holds.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        let mut holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        holds.alive += 1;
+        holds.changes += 1;
+        drop(holds);
         StoreHold {
             holds: self.holds.clone(),
         }
@@ -348,28 +359,58 @@ impl ChunkStore {
     /// the holds' lock, so an object is either gone before a hold begins (and written again
     /// by its holder, who finds it missing) or kept.
     pub fn collect_garbage(&self, keep: &[&Manifest]) -> Result<GcStats, ReplicationError> {
-        let mut live: BTreeSet<String> = BTreeSet::new();
-        for manifest in keep {
-            live.insert(hex_name(&manifest.root()));
-            live.extend(manifest.chunk_ids().iter().map(hex_name));
-            live.extend(manifest.dictionary.iter().map(hex_name));
-        }
+        self.collect_garbage_keeping(|| keep.iter().map(|m| (*m).clone()).collect())
+    }
+
+    /// [`ChunkStore::collect_garbage`] of what the manifests `keep` returns do not need, asked
+    /// again whenever a [`StoreHold`] was taken or dropped since it last answered: a writer
+    /// makes its checkpoint one to keep before it lets go of its hold, and the objects it
+    /// wrote meanwhile may already be in this collection's listing.
+    pub fn collect_garbage_keeping(
+        &self,
+        mut keep: impl FnMut() -> Vec<Manifest>,
+    ) -> Result<GcStats, ReplicationError> {
+        let mut live = |holds_seen: &mut u64| {
+            *holds_seen = self
+                .holds
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .changes;
+            let mut live: BTreeSet<String> = BTreeSet::new();
+            for manifest in keep() {
+                live.insert(hex_name(&manifest.root()));
+                live.extend(manifest.chunk_ids().iter().map(hex_name));
+                live.extend(manifest.dictionary.iter().map(hex_name));
+            }
+            live
+        };
+        let mut holds_seen = 0;
+        let mut live_now = live(&mut holds_seen);
         let mut stats = GcStats::default();
-        for path in self.files()? {
+        let mut files = self.files()?.into_iter().peekable();
+        while let Some(path) = files.peek() {
             let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            if live.contains(name) {
-                stats.kept_bytes += fs::metadata(&path).map_or(0, |m| m.len());
+            if live_now.contains(name) {
+                stats.kept_bytes += fs::metadata(path).map_or(0, |m| m.len());
+                files.next();
                 continue;
             }
-            let bytes = fs::metadata(&path).map_or(0, |m| m.len());
+            let bytes = fs::metadata(path).map_or(0, |m| m.len());
             let holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
-            if *holds > 0 {
+            if holds.alive > 0 {
                 stats.interrupted = true;
                 break;
             }
+            if holds.changes != holds_seen {
+                // A writer came and went: what to keep may have grown. This file again.
+                drop(holds);
+                live_now = live(&mut holds_seen);
+                continue;
+            }
+            let Some(path) = files.next() else { break };
             self.removals.fetch_add(1, Ordering::Relaxed);
             fs::remove_file(&path).map_err(|e| ReplicationError::write(&path, e))?;
             drop(holds);
@@ -379,7 +420,7 @@ impl ChunkStore {
         self.dictionaries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|id, _| live.contains(&hex_name(id)));
+            .retain(|id, _| live_now.contains(&hex_name(id)));
         Ok(stats)
     }
 
@@ -502,5 +543,49 @@ mod tests {
         let stats = store.collect_garbage(&[]).unwrap();
         assert!(!stats.interrupted && stats.removed == 1);
         assert!(!store.contains(&chunk));
+    }
+
+    #[test]
+    fn a_checkpoint_written_while_a_collection_runs_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path()).unwrap();
+        let (garbage, _) = store
+            .put(b"a chunk no checkpoint uses any more", None)
+            .unwrap();
+        // A checkpoint being written, under a hold: its chunk and manifest are stored.
+        let mut hold = Some(store.hold());
+        let (chunk, _) = store
+            .put(b"chunk of the checkpoint being recorded", None)
+            .unwrap();
+        let checkpoint = Manifest::new(
+            ChunkingParams::default(),
+            None,
+            vec![FileEntry {
+                path: "f".into(),
+                mode: 0o600,
+                chunks: vec![ChunkRef { id: chunk, len: 38 }],
+            }],
+        );
+        store.put_manifest(&checkpoint).unwrap();
+        // The collection asks what to keep before the writer said "this one"; the writer says
+        // it, then lets go of its hold, before the collection removes anything (the objects
+        // are in its listing already).
+        let mut asked = 0;
+        let stats = store
+            .collect_garbage_keeping(|| {
+                asked += 1;
+                if asked == 1 {
+                    hold.take();
+                    vec![]
+                } else {
+                    vec![checkpoint.clone()]
+                }
+            })
+            .unwrap();
+        assert_eq!(asked, 2, "asked again after the writer let go");
+        assert!(store.contains(&chunk), "the new checkpoint's chunk is kept");
+        assert_eq!(store.manifest(&checkpoint.root()).unwrap(), checkpoint);
+        assert!(!store.contains(&garbage) && stats.removed == 1);
+        assert!(!stats.interrupted);
     }
 }

@@ -42,6 +42,20 @@ impl KeptRoots {
         }
     }
 
+    /// Adds `root` to what `service` keeps until its next [`KeptRoots::set`]: a checkpoint
+    /// being written, made one to keep before its writer lets go of the store's hold (a
+    /// collection running meanwhile asks again what to keep once the hold is gone).
+    pub(super) fn keep_also(&self, service: &ServiceName, root: H256) {
+        let mut all = self
+            .by_service
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match all.iter_mut().find(|(s, _)| s == service) {
+            Some((_, r)) => r.push(root),
+            None => all.push((service.clone(), vec![root])),
+        }
+    }
+
     pub(super) fn all(&self) -> Vec<H256> {
         let all = self
             .by_service
@@ -85,7 +99,8 @@ impl Task {
     /// Removes from the shared chunk store what no service's kept checkpoints need, beside
     /// this task: a checkpoint to take or apply does not wait for a collection (tens of
     /// milliseconds of removals on a busy disk). A checkpoint being taken or applied holds
-    /// the store, which stops a collection early.
+    /// the store, which stops a collection early; one taken is kept (`KeptRoots::keep_also`)
+    /// before its hold ends, and the collection asks again what to keep after any hold ended.
     pub(super) fn collect_garbage(&self, input: &ReplicaInput) {
         let mut roots = input.chain.keep_roots.clone();
         roots.extend(self.last_taken);
@@ -96,16 +111,19 @@ impl Task {
         }
         let store = self.store.clone();
         let kept = self.ctx.kept.clone();
-        let roots = kept.all();
         let metrics = self.ctx.metrics.clone();
         tokio::spawn(async move {
+            let kept_roots = kept.clone();
             let collected = tokio::task::spawn_blocking(move || {
-                let manifests: Vec<Manifest> = roots
-                    .iter()
-                    .filter_map(|r| store.manifest(r).ok())
-                    .collect();
-                let keep: Vec<&Manifest> = manifests.iter().collect();
-                let stats = store.collect_garbage(&keep)?;
+                // Asked again after any checkpoint was written meanwhile.
+                let keep = || -> Vec<Manifest> {
+                    kept_roots
+                        .all()
+                        .iter()
+                        .filter_map(|r| store.manifest(r).ok())
+                        .collect()
+                };
+                let stats = store.collect_garbage_keeping(keep)?;
                 metrics.replication_store_bytes(store.disk_usage()?);
                 Ok::<_, drchain_replication::ReplicationError>(stats)
             })

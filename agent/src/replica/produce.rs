@@ -74,6 +74,9 @@ impl Task {
         };
         self.last_checkpoint = Some(started);
         let root = taken.encoded.root;
+        // Kept from now: a collection must not remove what it writes once it lets go of its
+        // hold on the store (after writing, before the chain records it).
+        self.ctx.kept.keep_also(&self.service, root);
         let latest = input.chain.latest.map(|(s, _)| s);
         let sequence = latest.max(self.last_submitted).map_or(1, |s| s + 1);
         // Standbys get it now, while the block that records it is being decided: pushed with
