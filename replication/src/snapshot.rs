@@ -82,7 +82,10 @@ const RACY: Duration = Duration::from_millis(100);
 /// store; if any is gone the file is read again. Looking each chunk up costs a `stat` per chunk
 /// of the whole directory at every checkpoint (some 100 ms for a GiB), so it is done only when
 /// the store removed objects since the last snapshot (garbage collection, a damaged object),
-/// and every [`FULL_CHECK_EVERY`] against anything else that removes them.
+/// and every [`FULL_CHECK_EVERY`] against anything else that removes them — by a reading of
+/// the whole source, not by one of the paths a watcher named: that one carries a write to the
+/// standbys, which must not wait for the whole directory's look-ups (a watched source is read
+/// whole every `interval_ms` anyway).
 #[derive(Debug, Default)]
 pub struct FileCache {
     chunking: Option<ChunkingParams>,
@@ -250,8 +253,11 @@ fn snapshot_into(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
     let removals = store.removals();
+    let of_changed_paths = changes.and_then(Changes::paths).is_some();
     let checked_at = match cache.checked {
-        Some((r, at)) if r == removals && at.elapsed() < FULL_CHECK_EVERY => Some(at),
+        Some((r, at)) if r == removals && (of_changed_paths || at.elapsed() < FULL_CHECK_EVERY) => {
+            Some(at)
+        }
         _ => None,
     };
     if let Some(d) = dictionary {
@@ -545,5 +551,55 @@ mod tests {
             .map(|(p, _)| p)
             .collect();
         assert_eq!(taken, ["b/a"]);
+    }
+
+    #[test]
+    fn the_periodic_look_up_of_every_chunk_waits_for_a_reading_of_the_whole_source() {
+        let (source, store_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = ChunkStore::open(store_dir.path()).unwrap();
+        let params = ChunkingParams::default();
+        fs::write(source.path().join("kept"), b"a file nobody changes").unwrap();
+        fs::write(source.path().join("written"), b"first version").unwrap();
+        let mut cache = FileCache::default();
+        let snapshot = |cache: &mut FileCache, changes: Option<&Changes>| {
+            snapshot_into(
+                source.path(),
+                &store,
+                params,
+                None,
+                cache,
+                &mut Unwritten::with_budget(0),
+                changes,
+            )
+            .unwrap()
+        };
+        let (first, _) = snapshot(&mut cache, None);
+        let kept_chunk = first.files[0].chunks[0].id;
+        // Something other than the store removes the unchanged file's chunk, and the last
+        // look-up of every chunk is older than FULL_CHECK_EVERY.
+        fs::remove_file(store.object_path(&kept_chunk)).unwrap();
+        let long_ago = std::time::Instant::now()
+            .checked_sub(FULL_CHECK_EVERY * 2)
+            .expect("the machine has been up for two minutes");
+        cache.checked = cache.checked.map(|(removals, _)| (removals, long_ago));
+        // A write the watcher named: only its path is read, no chunk looked up.
+        fs::write(source.path().join("written"), b"second version").unwrap();
+        let mut changes = Changes::none();
+        changes.note(source.path(), &source.path().join("written"));
+        let (_, stats) = snapshot(&mut cache, Some(&changes));
+        assert_eq!(
+            stats.unchanged_files, 1,
+            "the unchanged file was not looked at"
+        );
+        assert!(
+            !store.contains(&kept_chunk),
+            "no look-up on the write's way"
+        );
+        // The next reading of the whole source looks every chunk up and stores the lost one.
+        snapshot(&mut cache, None);
+        assert!(
+            store.contains(&kept_chunk),
+            "looked up, read again and stored"
+        );
     }
 }

@@ -88,7 +88,7 @@ impl ChunkStore {
         &self.dir
     }
 
-    fn object_path(&self, id: &H256) -> PathBuf {
+    pub(crate) fn object_path(&self, id: &H256) -> PathBuf {
         let name = hex_name(id);
         self.dir.join("objects").join(&name[..2]).join(name)
     }
