@@ -35,6 +35,9 @@ pub struct SnapshotStats {
     pub vanished: u64,
     /// Files not read again: unchanged since the previous snapshot (see [`FileCache`]).
     pub unchanged_files: u64,
+    /// Chunks of unchanged files looked up in the store (none unless it removed objects since,
+    /// or the last look-up is older than [`FULL_CHECK_EVERY`]).
+    pub chunks_looked_up: u64,
 }
 
 impl SnapshotStats {
@@ -402,11 +405,17 @@ impl Scan<'_> {
             self.stats.skipped.push(relative);
             return Ok(());
         }
+        let (store, mut looked_up) = (self.store, 0);
         let known = self.known.get(&relative).filter(|(old, file)| {
             Some(*old) == stamp
                 && old.ctime_ns < self.settled_before
-                && (self.checked || file.chunks.iter().all(|c| self.store.contains(&c.id)))
+                && (self.checked
+                    || file.chunks.iter().all(|c| {
+                        looked_up += 1;
+                        store.contains(&c.id)
+                    }))
         });
+        self.stats.chunks_looked_up += looked_up;
         if let Some((old, file)) = known {
             self.keep(relative, *old, file.clone());
             return Ok(());
@@ -560,6 +569,8 @@ mod tests {
         let params = ChunkingParams::default();
         fs::write(source.path().join("kept"), b"a file nobody changes").unwrap();
         fs::write(source.path().join("written"), b"first version").unwrap();
+        // Older than RACY: an unchanged file is trusted, not read again.
+        std::thread::sleep(RACY + Duration::from_millis(50));
         let mut cache = FileCache::default();
         let snapshot = |cache: &mut FileCache, changes: Option<&Changes>| {
             snapshot_into(
@@ -592,11 +603,12 @@ mod tests {
             "the unchanged file was not looked at"
         );
         assert!(
-            !store.contains(&kept_chunk),
+            !store.contains(&kept_chunk) && stats.chunks_looked_up == 0,
             "no look-up on the write's way"
         );
         // The next reading of the whole source looks every chunk up and stores the lost one.
-        snapshot(&mut cache, None);
+        let (_, stats) = snapshot(&mut cache, None);
+        assert_eq!(stats.chunks_looked_up, 1);
         assert!(
             store.contains(&kept_chunk),
             "looked up, read again and stored"

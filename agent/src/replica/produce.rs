@@ -165,11 +165,12 @@ impl Task {
             .replication_checkpoint_taken(&self.service, &stats, started.elapsed());
         // One per interval: debug, like the per-block lines.
         tracing::debug!(
-            "checkpoint taken service={} sequence={sequence} epoch={} root={root} files={} unchanged_files={} bytes={} new_bytes={} ms={}",
+            "checkpoint taken service={} sequence={sequence} epoch={} root={root} files={} unchanged_files={} chunks_looked_up={} bytes={} new_bytes={} ms={}",
             self.service,
             input.epoch,
             stats.files,
             stats.unchanged_files,
+            stats.chunks_looked_up,
             stats.bytes,
             stats.new_bytes,
             started.elapsed().as_millis()
