@@ -1065,6 +1065,63 @@ fn writes_reach_the_standby_while_the_active_trains_its_dictionary() {
     );
 }
 
+/// After a garbage collection removed objects, the active looks every cached chunk up in the
+/// store again (what it removed may be named by the next checkpoint): on a turn of its own,
+/// reading the source whole, not on the way of the next write. Source read whole only every
+/// minute here, so nothing else does that look-up first.
+#[test]
+fn after_a_collection_the_next_write_does_not_look_up_every_chunk() {
+    let c = Cluster::start_with(
+        Mode::Watch,
+        false,
+        "interval_ms = 60000\nkeep_checkpoints = 1",
+    );
+    let (first, _, _) = c.wait_for("no node was promoted", || c.active());
+    let watched = CANDIDATES.into_iter().find(|n| *n != first).unwrap();
+    let (data, replica) = (c.node(first).data(), c.node(watched).replica());
+    let write = |name: &str| {
+        let aside = data.join(format!(".{name}.tmp"));
+        std::fs::write(&aside, format!("{name}: a row of the service's data")).unwrap();
+        std::fs::rename(&aside, data.join(name)).unwrap();
+        c.wait_within(WAIT, &format!("{name} never reached {watched}"), || {
+            replica.join(name).exists().then_some(())
+        });
+    };
+    // A write a second: checkpoints beyond the one kept, garbage for the next collection
+    // (every 30 s, when the task has a turn), until one removed something.
+    let log = c.node(first).lines.clone();
+    let seen = log.lock().unwrap().len();
+    let collected = || {
+        let lines = log.lock().unwrap();
+        lines[seen..]
+            .iter()
+            .any(|l| l.contains("chunk store collected: removed="))
+    };
+    for i in 0.. {
+        assert!(i < 60, "no collection removed anything\n{}", c.dump());
+        write(&format!("before-{i}"));
+        if collected() {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Its own turn comes at once; the write after it finds every cached chunk looked up.
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = log.lock().unwrap().len();
+    write("after-collection");
+    let taken = c.wait_within(WAIT, "the write's checkpoint was not logged", || {
+        let lines = log.lock().unwrap();
+        lines[seen..]
+            .iter()
+            .find(|l| l.contains("checkpoint taken"))
+            .cloned()
+    });
+    assert!(
+        taken.contains(" chunks_looked_up=0 "),
+        "the write's checkpoint looked chunks up: {taken}"
+    );
+}
+
 /// `bytes` of text records, as a service's table dump or log: the same fields and words in
 /// every record, ids and values that differ (seeded, deterministic).
 fn records(seed: u64, bytes: usize) -> Vec<u8> {

@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
+use tokio::sync::watch;
+
 use drchain_replication::Manifest;
 use drchain_support::{ServiceName, H256};
 
@@ -17,6 +19,9 @@ pub struct KeptRoots {
     last_collection: Mutex<Option<Instant>>,
     /// A collection runs (one at a time).
     collecting: AtomicBool,
+    /// Collections that removed objects, counted: each service's task then reads its source
+    /// whole, on a turn of its own, to look its cached chunks up in the store.
+    removed: watch::Sender<u64>,
 }
 
 impl KeptRoots {
@@ -28,7 +33,13 @@ impl KeptRoots {
             by_service: Mutex::default(),
             last_collection: Mutex::default(),
             collecting: AtomicBool::new(false),
+            removed: watch::Sender::new(0),
         }
+    }
+
+    /// Changes after each collection that removed objects.
+    pub(super) fn removals(&self) -> watch::Receiver<u64> {
+        self.removed.subscribe()
     }
 
     pub(super) fn set(&self, service: &ServiceName, roots: Vec<H256>) {
@@ -129,6 +140,9 @@ impl Task {
             })
             .await;
             kept.finished();
+            if matches!(&collected, Ok(Ok(stats)) if stats.removed > 0) {
+                kept.removed.send_modify(|n| *n += 1);
+            }
             match collected {
                 Ok(Ok(stats)) if stats.removed > 0 => tracing::info!(
                     "chunk store collected: removed={} freed_bytes={} kept_bytes={}",
@@ -136,7 +150,11 @@ impl Task {
                     stats.freed_bytes,
                     stats.kept_bytes
                 ),
-                Ok(Ok(_)) => {}
+                Ok(Ok(stats)) => tracing::debug!(
+                    "chunk store collected: nothing to remove kept_bytes={} interrupted={}",
+                    stats.kept_bytes,
+                    stats.interrupted
+                ),
                 Ok(Err(e)) => tracing::warn!(error = %e, "chunk store collection failed"),
                 Err(e) => tracing::warn!(error = %e, "chunk store collection task failed"),
             }

@@ -327,6 +327,7 @@ impl Task {
         let mut announcements = self.ctx.node.subscribe_announcements();
         let (fetched_tx, mut fetched) = mpsc::channel(1);
         let (trained_tx, mut trained) = mpsc::channel(1);
+        let mut collected = self.ctx.kept.removals();
         loop {
             let wake = self.wake_at(input.borrow().as_ref(), watcher.is_some());
             // Whether this turn comes from a change the watcher saw.
@@ -347,6 +348,12 @@ impl Task {
                 Some(t) = trained.recv() => {
                     self.use_trained(t);
                     continue;
+                }
+                Ok(()) = collected.changed() => {
+                    // The store removed objects: the next snapshot looks every cached chunk
+                    // up. A reading of the whole source does it now, on this turn, not the
+                    // checkpoint of the next write.
+                    self.last_rescan = None;
                 }
                 Some(f) = fetched.recv() => {
                     let now = input.borrow().clone();
