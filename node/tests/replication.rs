@@ -269,6 +269,19 @@ impl Cluster {
         }
     }
 
+    /// Waits for an active; returns it, the standby next in line (the first other candidate by
+    /// priority), the active's source and that standby's target.
+    fn active_and_next_in_line(&self) -> (&'static str, &'static str, PathBuf, PathBuf) {
+        let (first, _, _) = self.wait_for("no node was promoted", || self.active());
+        let next = CANDIDATES.into_iter().find(|n| *n != first).unwrap();
+        (
+            first,
+            next,
+            self.node(first).data(),
+            self.node(next).replica(),
+        )
+    }
+
     /// A JSON-RPC call to dave (never killed).
     fn rpc(&self, method: &str, params: serde_json::Value) -> serde_json::Value {
         common::rpc_call(self.node("dave").rpc, method, &params)
@@ -884,11 +897,8 @@ fn a_standby_applies_the_active_s_checkpoint_before_a_block_records_it() {
 #[test]
 fn a_change_inotify_misses_reaches_the_standby_while_seen_writes_keep_coming() {
     let c = Cluster::start(Mode::Watch);
-    let (first, _, _) = c.wait_for("no node was promoted", || c.active());
-    let watched = CANDIDATES.into_iter().find(|n| *n != first).unwrap();
-    let (data, replica) = (c.node(first).data(), c.node(watched).replica());
-    std::fs::write(data.join(".linked.tmp"), b"as first written").unwrap();
-    std::fs::rename(data.join(".linked.tmp"), data.join("linked")).unwrap();
+    let (_, _, data, replica) = c.active_and_next_in_line();
+    write_renamed(&data, "linked", b"as first written");
     c.wait_for("the standby never applied the linked file", || {
         std::fs::read(replica.join("linked")).ok()
     });
@@ -904,9 +914,7 @@ fn a_change_inotify_misses_reaches_the_standby_while_seen_writes_keep_coming() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let aside = data.join(format!(".seen-{i}.tmp"));
-                std::fs::write(&aside, format!("seen {i}")).unwrap();
-                std::fs::rename(&aside, data.join(format!("seen-{i}"))).unwrap();
+                write_renamed(&data, &format!("seen-{i}"), format!("seen {i}").as_bytes());
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -943,9 +951,7 @@ fn a_write_after_a_quiet_while_reaches_the_standby_at_once() {
         false,
         "interval_ms = 2000\nmin_interval_ms = 2000",
     );
-    let (first, _, _) = c.wait_for("no node was promoted", || c.active());
-    let watched = CANDIDATES.into_iter().find(|n| *n != first).unwrap();
-    let (data, replica) = (c.node(first).data(), c.node(watched).replica());
+    let (_, watched, data, replica) = c.active_and_next_in_line();
     c.wait_for("the standby never acknowledged a checkpoint", || {
         c.acks().get(watched).copied()
     });
@@ -953,12 +959,7 @@ fn a_write_after_a_quiet_while_reaches_the_standby_at_once() {
         // Quiet for longer than min_interval_ms: the periodic reading finds nothing new.
         std::thread::sleep(Duration::from_millis(2500));
         let name = format!("after-quiet-{i}");
-        std::fs::write(
-            data.join(format!(".{name}.tmp")),
-            b"written after a quiet while",
-        )
-        .unwrap();
-        std::fs::rename(data.join(format!(".{name}.tmp")), data.join(&name)).unwrap();
+        write_renamed(&data, &name, b"written after a quiet while");
         let written = Instant::now();
         c.wait_within(
             Duration::from_millis(500),
@@ -981,20 +982,13 @@ fn a_write_after_a_quiet_while_reaches_the_standby_at_once() {
 fn writes_reach_the_standby_while_the_active_trains_its_dictionary() {
     // A checkpoint for each write (not one per 100 ms), so 64 come quickly.
     let c = Cluster::start_with(Mode::Watch, false, "min_interval_ms = 5");
-    let (first, _, _) = c.wait_for("no node was promoted", || c.active());
-    let watched = CANDIDATES.into_iter().find(|n| *n != first).unwrap();
-    let (data, replica) = (c.node(first).data(), c.node(watched).replica());
+    let (first, watched, data, replica) = c.active_and_next_in_line();
     c.wait_for("the standby never acknowledged a checkpoint", || {
         c.acks().get(watched).copied()
     });
     // 16 MiB of records: enough chunks to train on, and a training long enough to write in.
-    let write = |name: &str, bytes: &[u8]| {
-        let aside = data.join(format!(".{name}.tmp"));
-        std::fs::write(&aside, bytes).unwrap();
-        std::fs::rename(&aside, data.join(name)).unwrap();
-    };
     for file in 0..256 {
-        write(&format!("records-{file}"), &records(file, 64 * 1024));
+        write_renamed(&data, &format!("records-{file}"), &records(file, 64 * 1024));
     }
     c.wait_within(WAIT, "the records never reached the standby", || {
         replica.join("records-255").exists().then_some(())
@@ -1036,7 +1030,7 @@ fn writes_reach_the_standby_while_the_active_trains_its_dictionary() {
         }
         if now >= next_write {
             let name = format!("during-{}", writes.len());
-            write(&name, format!("written at {:?}", now).as_bytes());
+            write_renamed(&data, &name, format!("written at {now:?}").as_bytes());
             writes.push((name, now, None));
             next_write = now + Duration::from_millis(20);
         }
@@ -1076,13 +1070,13 @@ fn after_a_collection_the_next_write_does_not_look_up_every_chunk() {
         false,
         "interval_ms = 60000\nkeep_checkpoints = 1",
     );
-    let (first, _, _) = c.wait_for("no node was promoted", || c.active());
-    let watched = CANDIDATES.into_iter().find(|n| *n != first).unwrap();
-    let (data, replica) = (c.node(first).data(), c.node(watched).replica());
+    let (first, watched, data, replica) = c.active_and_next_in_line();
     let write = |name: &str| {
-        let aside = data.join(format!(".{name}.tmp"));
-        std::fs::write(&aside, format!("{name}: a row of the service's data")).unwrap();
-        std::fs::rename(&aside, data.join(name)).unwrap();
+        write_renamed(
+            &data,
+            name,
+            format!("{name}: a row of the service's data").as_bytes(),
+        );
         c.wait_within(WAIT, &format!("{name} never reached {watched}"), || {
             replica.join(name).exists().then_some(())
         });
@@ -1120,6 +1114,13 @@ fn after_a_collection_the_next_write_does_not_look_up_every_chunk() {
         taken.contains(" chunks_looked_up=0 "),
         "the write's checkpoint looked chunks up: {taken}"
     );
+}
+
+/// Writes `bytes` to `dir/name` as a service should: aside, then renamed into place.
+fn write_renamed(dir: &Path, name: &str, bytes: &[u8]) {
+    let aside = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&aside, bytes).unwrap();
+    std::fs::rename(&aside, dir.join(name)).unwrap();
 }
 
 /// `bytes` of text records, as a service's table dump or log: the same fields and words in
