@@ -183,7 +183,7 @@ impl Task {
     }
 
     /// Starts training a dictionary on the chunks of `manifest`, beside this task: 0.5–1.7 s
-    /// of a CPU for ~1,000 chunks of 16 KiB on the VM of docs/benchmarks.md, which writes must
+    /// of a CPU for 500–900 sampled chunks of 16 KiB on the VM of docs/benchmarks.md, which writes must
     /// not wait for. [`Task::use_trained`] takes what it found when it sends it on `trained`.
     fn train_dictionary(&mut self, manifest: &Manifest, trained: &mpsc::Sender<Trained>) {
         let ids: Vec<H256> = manifest.chunk_ids().into_iter().collect();
