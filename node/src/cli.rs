@@ -377,6 +377,11 @@ pub struct RunArgs {
     /// P2P TCP port (0: any free port).
     #[arg(long, default_value_t = 30333)]
     pub port: u16,
+    /// Port for the direct connections checkpoint pushes take to this node, a candidate of a
+    /// service (0: any free port; on the interfaces `--port` listens on). Where members cannot
+    /// reach it, pushes go through the P2P connection, a little slower.
+    #[arg(long, default_value_t = 0)]
+    pub push_port: u16,
     /// Listen on every interface instead of loopback only.
     #[arg(long)]
     pub listen_external: bool,

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub gossip_messages: Family<Labels, Counter>,
     /// Sync requests refused: over the peer's rate, or too many being answered.
     pub sync_requests_refused: Counter,
+    /// Per path (`direct`, `libp2p`): checkpoint pushes sent to candidates.
+    pub checkpoint_pushes: Family<Labels, Counter>,
     /// How long this node's state sync took (0: it did not join by state sync).
     pub state_sync_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Per unrevoked member: seconds from the head's time until its admission ends (its
@@ -215,6 +217,12 @@ impl Metrics {
             "Block-sync requests refused: over the asking peer's rate, or too many being answered at once",
             sync_requests_refused.clone(),
         );
+        let checkpoint_pushes = Family::default();
+        registry.register(
+            "checkpoint_pushes",
+            "Checkpoint pushes sent to candidates, per path: direct (a connection of their own) or libp2p (a stream of the member connection, when no direct one could be made)",
+            checkpoint_pushes.clone(),
+        );
         let state_sync_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "state_sync_duration_seconds",
@@ -288,6 +296,7 @@ impl Metrics {
             gossip_publish_failures,
             gossip_messages,
             sync_requests_refused,
+            checkpoint_pushes,
             state_sync_seconds,
             member_expiry,
             rpc,
@@ -300,6 +309,19 @@ impl Metrics {
             last_timestamp: std::sync::atomic::AtomicU64::new(0),
             agent,
             disk,
+        }
+    }
+
+    /// The counters of checkpoint pushes sent, one per path.
+    pub fn checkpoint_push_counters(&self) -> crate::checkpoint_push::PushCounters {
+        let path = |p: &str| {
+            self.checkpoint_pushes
+                .get_or_create(&vec![("path", p.to_owned())])
+                .clone()
+        };
+        crate::checkpoint_push::PushCounters {
+            direct: path("direct"),
+            libp2p: path("libp2p"),
         }
     }
 

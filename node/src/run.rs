@@ -142,6 +142,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         listen,
         bootnodes,
         public_addrs,
+        push_listen: Some(SocketAddr::new(ip(args.listen_external), args.push_port)),
         driver: DriverConfig::default(),
         clock: Arc::new(SystemClock),
         sync: args.sync,

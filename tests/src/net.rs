@@ -25,6 +25,8 @@ pub struct TestNode {
     pub address: Option<Multiaddr>,
     /// The running node.
     pub handle: Option<NodeHandle>,
+    /// Whether it listens for direct checkpoint push connections (from its next start).
+    pub direct_pushes: bool,
 }
 
 /// Several nodes of the local chain on loopback.
@@ -51,6 +53,7 @@ impl TestNetwork {
                 database: dir.path().join(name),
                 address: None,
                 handle: None,
+                direct_pushes: true,
             })
             .collect();
         let mut net = Self {
@@ -82,6 +85,7 @@ impl TestNetwork {
             database,
             address: None,
             handle: None,
+            direct_pushes: true,
         });
         let i = self.nodes.len() - 1;
         self.start_with(i, validator).await;
@@ -115,6 +119,9 @@ impl TestNetwork {
                 .expect("multiaddr"),
             bootnodes: self.bootnodes(i),
             public_addrs: vec![],
+            push_listen: self.nodes[i]
+                .direct_pushes
+                .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             driver: DriverConfig::default(),
             clock: std::sync::Arc::new(drchain_consensus::clock::SystemClock),
             sync: drchain_node::node_loop::SyncMode::Full,

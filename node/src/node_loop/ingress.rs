@@ -61,6 +61,8 @@ pub struct NodeHandle {
     pub(super) pusher: Arc<Pusher>,
     pub(super) recent_pushes: Arc<RecentPushes>,
     pub(super) db_path: std::path::PathBuf,
+    /// The port it takes direct checkpoint push connections on (0: none).
+    pub direct_push_port: u16,
 }
 
 /// What the RPC server and the metrics need from a running node: cheap to clone.

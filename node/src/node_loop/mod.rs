@@ -30,7 +30,9 @@ use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::checkpoint_push::{PushContext, PushReceiver, Pusher, RecentPushes};
+use crate::checkpoint_push::{
+    Dialer, Handshake, PeerHosts, PushContext, PushReceiver, Pusher, RecentPushes,
+};
 use crate::metrics::Metrics;
 use crate::network::{self, Behaviour, Topics};
 use crate::replication::{NetOut, ReplicationTask};
@@ -85,6 +87,9 @@ pub struct NodeConfig {
     pub bootnodes: Vec<Multiaddr>,
     /// Addresses members are told to reach this node at, besides those it listens on.
     pub public_addrs: Vec<Multiaddr>,
+    /// Where to listen for direct checkpoint push connections (port 0: any free port; `None`:
+    /// pushes come only through libp2p).
+    pub push_listen: Option<std::net::SocketAddr>,
     /// Consensus timers and limits.
     pub driver: DriverConfig,
     /// Where the node reads wall-clock time (block timestamps, the driver's `now_ms`).
@@ -160,6 +165,20 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let incoming_pushes = push_control
         .accept(crate::checkpoint_push::PROTOCOL)
         .map_err(|e| anyhow::anyhow!("checkpoint push protocol: {e}"))?;
+    let handshake = Handshake::new(network::keypair(&config.key)?, &genesis_hash);
+    let (direct_pushes_tx, direct_pushes) = mpsc::channel(8);
+    let direct_port = match config.push_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for checkpoint pushes on {address}"))?;
+            let port = listener.local_addr()?.port();
+            tracing::info!(address = %std::net::SocketAddr::new(address.ip(), port), "listening for direct checkpoint pushes");
+            tokio::spawn(handshake.clone().accept(listener, direct_pushes_tx));
+            port
+        }
+        None => 0,
+    };
     let recent_pushes = Arc::new(RecentPushes::default());
     tokio::spawn(
         PushReceiver {
@@ -170,9 +189,19 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
             announcements: announcements.clone(),
             out: task_out.clone(),
         }
-        .run(incoming_pushes),
+        .run(incoming_pushes, direct_pushes, direct_port),
     );
-    let pusher = Arc::new(Pusher::new(push_control, push_context));
+    let peer_hosts = Arc::new(PeerHosts::default());
+    let dialer = Dialer {
+        handshake,
+        hosts: peer_hosts.clone(),
+    };
+    let pusher = Arc::new(Pusher::new(
+        push_control,
+        push_context,
+        dialer,
+        metrics.checkpoint_push_counters(),
+    ));
     tokio::spawn(
         ReplicationTask::new(chunk_store.clone(), peers_rx, task_out).run(task_in, fetches_rx),
     );
@@ -208,6 +237,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         replication: ReplicationLink::new(to_task, peers_tx, announcements.clone()),
         discovery: crate::discovery::Discovery::default(),
         state_sync,
+        peer_hosts,
     };
     let task =
         tokio::spawn(node_loop.run(commands_rx, shutdown_rx, replication_out, sync_answers_rx));
@@ -227,6 +257,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         pusher,
         recent_pushes,
         db_path: database_path,
+        direct_push_port: direct_port,
     })
 }
 
@@ -274,6 +305,8 @@ struct NodeLoop {
     discovery: crate::discovery::Discovery,
     /// Sync points served and, while joining, the state being fetched.
     state_sync: StateSyncLink,
+    /// Where each admitted peer's connection came from, for direct checkpoint pushes.
+    peer_hosts: Arc<PeerHosts>,
 }
 
 impl NodeLoop {

@@ -93,10 +93,13 @@ impl NodeLoop {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 num_established,
+                endpoint,
                 ..
             } => {
                 if self.admitted(&peer_id) {
                     tracing::debug!(peer = %peer_id, "peer connected");
+                    self.peer_hosts
+                        .connected(peer_id, endpoint.get_remote_address());
                     self.discovery.connected(&peer_id);
                     self.state_sync.peer_connected(peer_id);
                     if num_established.get() == 1 {
@@ -117,6 +120,7 @@ impl NodeLoop {
             } => {
                 if num_established == 0 {
                     self.connected_since.remove(&peer_id);
+                    self.peer_hosts.disconnected(&peer_id);
                     self.state_sync.peer_disconnected(&peer_id);
                 }
                 self.publish_status();
