@@ -314,31 +314,47 @@ async fn a_direct_push_connection_from_a_non_member_is_closed_unread() {
     assert!(bob.chunk_store.manifest(&push.root).is_err());
 }
 
+/// Eve, a member, dials node `i` from a swarm of her own: her stream control, the peers whose
+/// connections to her closed, and the task driving her swarm.
+fn eve_dials(
+    net: &TestNetwork,
+    i: usize,
+) -> (
+    libp2p_stream::Control,
+    tokio::sync::mpsc::UnboundedReceiver<libp2p::PeerId>,
+    tokio::task::JoinHandle<()>,
+) {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+
+    let mut swarm =
+        drchain_node::network::build_swarm(&dev_key("eve"), &net.genesis.hash()).unwrap();
+    let control = swarm.behaviour().push_streams.new_control();
+    swarm.dial(net.nodes[i].address.clone().unwrap()).unwrap();
+    let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    let eve = tokio::spawn(async move {
+        while let Some(event) = swarm.next().await {
+            if let SwarmEvent::ConnectionClosed { peer_id, .. } = event {
+                let _ = closed_tx.send(peer_id);
+            }
+        }
+    });
+    (control, closed, eve)
+}
+
 /// A member that sends anything but checkpoint pushes on a push stream — a frame larger than
 /// any push, or bytes that are not one — is disconnected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_sending_garbage_on_a_push_stream_is_disconnected() {
-    use futures::{AsyncWriteExt, StreamExt};
-    use libp2p::swarm::SwarmEvent;
+    use futures::AsyncWriteExt;
 
     let net = TestNetwork::local_validators().await;
     net.wait_for_height(&[0, 1, 2, 3], 1, WAIT).await;
-    let genesis = net.genesis.hash();
     let bob = net.nodes[1].handle.as_ref().unwrap().peer_id;
     let oversized = u32::MAX.to_be_bytes().to_vec();
     let not_a_push = [&8u32.to_be_bytes()[..], &[0xff; 8]].concat();
     for frame in [oversized, not_a_push] {
-        let mut swarm = drchain_node::network::build_swarm(&dev_key("eve"), &genesis).unwrap();
-        let mut control = swarm.behaviour().push_streams.new_control();
-        swarm.dial(net.nodes[1].address.clone().unwrap()).unwrap();
-        let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
-        let eve = tokio::spawn(async move {
-            while let Some(event) = swarm.next().await {
-                if let SwarmEvent::ConnectionClosed { peer_id, .. } = event {
-                    let _ = closed_tx.send(peer_id);
-                }
-            }
-        });
+        let (mut control, mut closed, eve) = eve_dials(&net, 1);
         // Bob reads a stream only once it has admitted eve: until then, send again.
         let disconnected = tokio::time::timeout(WAIT, async {
             loop {
@@ -379,24 +395,13 @@ async fn a_member_sending_garbage_on_a_push_stream_is_disconnected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_sending_garbage_on_a_direct_push_connection_is_disconnected() {
     use drchain_node::checkpoint_push::{Handshake, Hello, PROTOCOL};
-    use futures::{AsyncWriteExt, StreamExt};
-    use libp2p::swarm::SwarmEvent;
+    use futures::AsyncWriteExt;
 
     let net = TestNetwork::local_validators().await;
     net.wait_for_height(&[0, 1, 2, 3], 1, WAIT).await;
     let genesis = net.genesis.hash();
     let bob = net.nodes[1].handle.as_ref().unwrap().peer_id;
-    let mut swarm = drchain_node::network::build_swarm(&dev_key("eve"), &genesis).unwrap();
-    let mut control = swarm.behaviour().push_streams.new_control();
-    swarm.dial(net.nodes[1].address.clone().unwrap()).unwrap();
-    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
-    let eve = tokio::spawn(async move {
-        while let Some(event) = swarm.next().await {
-            if let SwarmEvent::ConnectionClosed { peer_id, .. } = event {
-                let _ = closed_tx.send(peer_id);
-            }
-        }
-    });
+    let (mut control, mut closed, eve) = eve_dials(&net, 1);
     let handshake = Handshake::new(
         drchain_node::network::keypair(&dev_key("eve")).unwrap(),
         &genesis,

@@ -56,8 +56,9 @@ impl std::fmt::Debug for PushReceiver {
 
 impl PushReceiver {
     /// Accepts members' push streams (`incoming`) and direct connections (`direct`, after
-    /// their handshake) until the node stops (`incoming` ends): one reader per member and path. A push stream
-    /// is first told `direct_port` (0: none), for the member to connect directly.
+    /// their handshake) until the node stops (`incoming` ends): one reader per member and
+    /// path. A push stream is first told `direct_port` (0: none), for the member to connect
+    /// directly.
     pub async fn run(
         self,
         mut incoming: IncomingStreams,
