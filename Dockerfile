@@ -25,7 +25,8 @@ COPY chain-spec/ /usr/share/drchain/chain-spec/
 USER drchain
 WORKDIR /var/lib/drchain
 VOLUME ["/var/lib/drchain"]
-# p2p, JSON-RPC and the dashboard, Prometheus metrics, health endpoints
-EXPOSE 30333 9944 9615 8008
+# p2p, checkpoint pushes (with --push-port 30343), JSON-RPC and the dashboard, Prometheus
+# metrics, health endpoints
+EXPOSE 30333 30343 9944 9615 8008
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/bin/drchain"]
 CMD ["--help"]
