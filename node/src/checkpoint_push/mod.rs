@@ -47,7 +47,8 @@ pub use send::{PushCounters, Pusher};
 
 /// The protocol of a push stream.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/drchain/replication-push/3");
-/// Opening a stream or writing a push that takes longer drops the stream.
+/// Opening a stream, telling or reading the push port, or writing a push that takes longer
+/// drops the connection.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Verified pushes kept in memory for the agent, at most (each at most
 /// `MAX_PUSH_PLAIN_BYTES` of chunks): the agent takes the one it was told of at once.

@@ -19,7 +19,7 @@ use super::direct::{Dialer, DirectStream, Hello};
 use super::{Path, PushContext, PROTOCOL, STREAM_TIMEOUT};
 use crate::network;
 
-/// Pushes waiting for one candidate's stream at most; more are dropped (the candidate fetches
+/// Pushes waiting for one candidate's connection at most; more are dropped (the candidate fetches
 /// the checkpoint when a block records it).
 const QUEUED_PER_CANDIDATE: usize = 2;
 /// While a candidate's pushes go through the libp2p connection because a direct one could not
@@ -68,7 +68,7 @@ impl Pusher {
     }
 
     /// Sends `push` to the service's admitted, connected candidates, without waiting: a
-    /// candidate whose stream is behind misses it (and fetches the checkpoint when recorded).
+    /// candidate whose connection is behind misses it (and fetches the checkpoint when recorded).
     pub fn push(&self, push: &CheckpointPush) {
         let (_, candidates) = self.context.members(&push.service);
         let connected = self.context.peers.borrow().clone();
