@@ -285,10 +285,7 @@ pub fn encode_chunk(
         out.extend_from_slice(&compressed);
         out
     } else {
-        let mut out = Vec::with_capacity(1 + data.len());
-        out.push(RAW);
-        out.extend_from_slice(data);
-        out
+        encode_raw(data)
     };
     stats
         .plain_bytes
@@ -297,6 +294,22 @@ pub fn encode_chunk(
         .stored_bytes
         .fetch_add(encoded.len() as u64, Ordering::Relaxed);
     Ok(encoded)
+}
+
+/// A chunk's plain bytes encoded unchanged (for a push that must not wait for compression).
+pub(crate) fn encode_raw(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + data.len());
+    out.push(RAW);
+    out.extend_from_slice(data);
+    out
+}
+
+/// The plain bytes of an encoding that is unchanged (RAW); `None` for a compressed one.
+pub(crate) fn raw_bytes(encoded: &[u8]) -> Option<&[u8]> {
+    match encoded {
+        [RAW, data @ ..] => Some(data),
+        _ => None,
+    }
 }
 
 /// The dictionary an encoded chunk needs, if any.
@@ -349,33 +362,14 @@ pub fn decode_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn records(n: usize, seed: u32) -> Vec<Vec<u8>> {
-        // Database-like pages: repeated structure, varying values.
-        (0..n)
-            .map(|i| {
-                let mut page = Vec::with_capacity(4096);
-                let mut k = 0u32;
-                while page.len() < 4096 {
-                    let v = (i as u32).wrapping_mul(2_654_435_761) ^ seed ^ k;
-                    page.extend_from_slice(
-                        format!("{{\"id\":{k},\"user\":\"user{}\",\"balance\":{},\"status\":\"active\"}}\n", v % 9973, v % 100_000)
-                            .as_bytes(),
-                    );
-                    k += 1;
-                }
-                page.truncate(4096);
-                page
-            })
-            .collect()
-    }
+    use crate::testdata::database_pages;
 
     #[test]
     fn chunks_round_trip_with_and_without_a_dictionary() {
-        let samples = records(2000, 1);
+        let samples = database_pages(2000, 1);
         let dictionary = Dictionary::train(&samples).expect("enough samples to train");
         let stats = CompressionStats::default();
-        for chunk in records(64, 2) {
+        for chunk in database_pages(64, 2) {
             let id = blake3_hash(&chunk);
             let with = encode_chunk(&chunk, Some(&dictionary), &stats).unwrap();
             assert_eq!(needed_dictionary(&with), Some(dictionary.id()));
@@ -410,7 +404,7 @@ mod tests {
 
     #[test]
     fn corrupt_forged_and_oversized_chunks_are_refused() {
-        let data = records(1, 3).remove(0);
+        let data = database_pages(1, 3).remove(0);
         let id = blake3_hash(&data);
         let stats = CompressionStats::default();
         let mut encoded = encode_chunk(&data, None, &stats).unwrap();
@@ -447,7 +441,7 @@ mod tests {
             Err(ReplicationError::BadChunk { .. })
         ));
         // A dictionary chunk without its dictionary: named as missing, not garbage.
-        let samples = records(2000, 4);
+        let samples = database_pages(2000, 4);
         let dictionary = Dictionary::train(&samples).unwrap();
         let with = encode_chunk(&data, Some(&dictionary), &stats).unwrap();
         assert!(matches!(

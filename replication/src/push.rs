@@ -11,7 +11,7 @@ use std::sync::Arc;
 use drchain_support::{ServiceName, H256};
 use parity_scale_codec::{Decode, DecodeLimit, Encode};
 
-use crate::compress::{decode_chunk, Dictionary};
+use crate::compress::{decode_chunk, encode_chunk, raw_bytes, Dictionary};
 use crate::error::ReplicationError;
 use crate::manifest::{EncodedManifest, Manifest};
 use crate::snapshot::Unwritten;
@@ -267,8 +267,21 @@ fn write_objects(
                 .iter()
                 .filter(|(id, _)| manifest.dictionary != Some(*id)),
         );
+    let mut dictionary = None;
     for (id, encoded) in dictionary_first {
-        store.put_verified(id, encoded)?;
+        let unencoded = raw_bytes(encoded).filter(|_| manifest.dictionary != Some(*id));
+        match unencoded {
+            // A small push travels unencoded (the active compresses only after pushing): the
+            // store keeps chunks compressed, as members fetch them from it.
+            Some(plain) if !store.contains(id) => {
+                if let (None, Some(d)) = (&dictionary, manifest.dictionary) {
+                    dictionary = Some(store.dictionary(&d)?);
+                }
+                let compressed = encode_chunk(plain, dictionary.as_deref(), &store.stats)?;
+                store.put_verified(id, &compressed)?;
+            }
+            _ => store.put_verified(id, encoded)?,
+        }
     }
     // The bytes as pushed: checked against the root when the push was verified.
     store.put_encoded_manifest(&push.root, &push.manifest)
@@ -278,9 +291,10 @@ fn write_objects(
 mod tests {
     use super::*;
     use crate::chunk::ChunkingParams;
+    use crate::compress::needed_dictionary;
     use crate::manifest::missing;
-    use crate::snapshot::snapshot_dir;
-    use crate::testdata::pseudo_random;
+    use crate::snapshot::{snapshot_dir, snapshot_dir_deferred, FileCache};
+    use crate::testdata::{database_pages, pseudo_random};
 
     fn service() -> ServiceName {
         ServiceName::new("db").unwrap()
@@ -343,6 +357,64 @@ mod tests {
         decoded.store(&standby).unwrap();
         assert_eq!(standby.manifest(&second.root()).unwrap(), second);
         assert!(missing(&second, |id| standby.contains(id)).is_empty());
+    }
+
+    /// A small change travels unencoded — the active compresses it only after pushing it, off
+    /// the path to the standbys — and both stores keep it compressed (with the dictionary,
+    /// when the service has one), as members fetch it from there.
+    #[test]
+    fn a_small_change_is_pushed_unencoded_and_stored_compressed_on_both_sides() {
+        let trained = Dictionary::train(&database_pages(2000, 1)).expect("enough samples");
+        for dictionary in [None, Some(&trained)] {
+            let dir = tempfile::tempdir().unwrap();
+            let source = dir.path().join("source");
+            std::fs::create_dir(&source).unwrap();
+            let page = database_pages(1, 2).remove(0);
+            std::fs::write(source.join("page"), &page).unwrap();
+            let active = ChunkStore::open(dir.path().join("active")).unwrap();
+            let standby = ChunkStore::open(dir.path().join("standby")).unwrap();
+            let (manifest, _, unwritten) = snapshot_dir_deferred(
+                &source,
+                &active,
+                ChunkingParams::default(),
+                dictionary,
+                &mut FileCache::default(),
+                MAX_PUSH_BYTES,
+                None,
+            )
+            .unwrap();
+            let encoded = manifest.encoded();
+            let push = CheckpointPush::build_with(
+                &active,
+                &unwritten,
+                service(),
+                1,
+                &manifest,
+                &encoded,
+                || None,
+            )
+            .unwrap()
+            .expect("fits");
+            let id = manifest.files[0].chunks[0].id;
+            let pushed = push.objects.iter().find(|(o, _)| *o == id).unwrap();
+            assert_eq!(
+                raw_bytes(&pushed.1),
+                Some(page.as_slice()),
+                "pushed unencoded"
+            );
+            unwritten.write(&active, &encoded).unwrap();
+
+            let received = CheckpointPush::decode_bounded(&push.encode()).unwrap();
+            let verified = received.verify(&standby).unwrap();
+            assert_eq!(verified.chunks.as_ref().unwrap()[&id], page);
+            verified.store(&standby).unwrap();
+            for store in [&active, &standby] {
+                let stored = store.get_encoded(&id).unwrap();
+                assert!(raw_bytes(&stored).is_none(), "stored compressed");
+                assert_eq!(needed_dictionary(&stored), dictionary.map(Dictionary::id));
+                assert_eq!(store.get(&id).unwrap(), page);
+            }
+        }
     }
 
     /// A standby applies a push from memory before storing it: what `verify` gives must be

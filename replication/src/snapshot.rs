@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::changes::Changes;
 use crate::chunk::{chunk_stream, ChunkingParams};
-use crate::compress::Dictionary;
+use crate::compress::{encode_chunk, encode_raw, raw_bytes, Dictionary};
 use crate::error::ReplicationError;
 use crate::manifest::{ChunkRef, EncodedManifest, FileEntry, Manifest, MAX_PATH_BYTES};
 use crate::store::ChunkStore;
@@ -110,13 +110,29 @@ pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// objects, up to a budget of bytes (its manifest is not written either). The active pushes a checkpoint to its
 /// standbys from these first — the two file creations of storing a small change would
 /// otherwise come before the push — and then writes them with [`Unwritten::write`].
+///
+/// The first [`UNCOMPRESSED_BYTES`] of new chunks are held unencoded (RAW) and compressed
+/// only when written: compressing a 4 KiB chunk with a dictionary that went cold in the
+/// CPU's caches took 46–50 µs on the VM of docs/benchmarks.md, on the path from a write to
+/// the standbys. A small change then travels uncompressed (a few KiB more on the wire); the
+/// store, and what a member fetches from it, stays compressed.
 #[derive(Debug, Default)]
 pub struct Unwritten {
     /// Encoded bytes held at most; an object beyond that is written at once.
     budget: usize,
     bytes: usize,
     objects: HashMap<H256, Vec<u8>>,
+    /// Plain bytes of the chunks held unencoded.
+    uncompressed: usize,
+    /// The chunks held unencoded, to compress when written.
+    to_compress: Vec<H256>,
+    /// The dictionary to compress them with.
+    dictionary: Option<H256>,
 }
+
+/// Plain bytes of new chunks a deferred snapshot holds unencoded at most (within its
+/// budget): a write or two, which a push carries as they are.
+pub const UNCOMPRESSED_BYTES: usize = 64 * 1024;
 
 impl Unwritten {
     fn with_budget(budget: usize) -> Self {
@@ -131,7 +147,8 @@ impl Unwritten {
         self.objects.is_empty()
     }
 
-    /// Object `id`'s encoding, if held here.
+    /// Object `id`'s encoding, if held here (unencoded — RAW — if small enough: see
+    /// [`Unwritten`]).
     pub fn object(&self, id: &H256) -> Option<&[u8]> {
         self.objects.get(id).map(Vec::as_slice)
     }
@@ -143,6 +160,19 @@ impl Unwritten {
         data: &[u8],
         dictionary: Option<&Dictionary>,
     ) -> Result<(H256, bool), ReplicationError> {
+        let later = self.uncompressed + data.len() <= UNCOMPRESSED_BYTES
+            && self.bytes + 1 + data.len() <= self.budget;
+        if later {
+            let (id, new) = store.name_new(data, |id| self.objects.contains_key(id));
+            if new {
+                self.uncompressed += data.len();
+                self.bytes += data.len() + 1;
+                self.objects.insert(id, encode_raw(data));
+                self.to_compress.push(id);
+                self.dictionary = dictionary.map(Dictionary::id);
+            }
+            return Ok((id, new));
+        }
         let (id, encoded) =
             store.encode_new(data, dictionary, |id| self.objects.contains_key(id))?;
         let Some(encoded) = encoded else {
@@ -157,14 +187,25 @@ impl Unwritten {
         Ok((id, true))
     }
 
-    /// Writes what is held into `store`, then `manifest` — the encoding of the one the
-    /// snapshot gave with this — which names them. Not flushed: call [`ChunkStore::sync`]
-    /// before the checkpoint is recorded.
+    /// Writes what is held into `store` (compressing what is held unencoded), then
+    /// `manifest` — the encoding of the one the snapshot gave with this — which names them.
+    /// Not flushed: call [`ChunkStore::sync`] before the checkpoint is recorded.
     pub fn write(
-        self,
+        mut self,
         store: &ChunkStore,
         manifest: &EncodedManifest,
     ) -> Result<(), ReplicationError> {
+        let dictionary = match self.dictionary {
+            Some(id) if !self.to_compress.is_empty() => Some(store.dictionary(&id)?),
+            _ => None,
+        };
+        for id in std::mem::take(&mut self.to_compress) {
+            let Some(plain) = self.objects.get(&id).and_then(|o| raw_bytes(o)) else {
+                continue;
+            };
+            let encoded = encode_chunk(plain, dictionary.as_deref(), &store.stats)?;
+            self.objects.insert(id, encoded);
+        }
         for (id, encoded) in &self.objects {
             store.put_verified(id, encoded)?;
         }

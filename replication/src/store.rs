@@ -179,11 +179,21 @@ impl ChunkStore {
         dictionary: Option<&Dictionary>,
         known: impl Fn(&ChunkId) -> bool,
     ) -> Result<(ChunkId, Option<Vec<u8>>), ReplicationError> {
-        let id = blake3_hash(data);
-        if known(&id) || self.contains(&id) {
+        let (id, new) = self.name_new(data, known);
+        if !new {
             return Ok((id, None));
         }
         Ok((id, Some(encode_chunk(data, dictionary, &self.stats)?)))
+    }
+
+    /// Chunk `data`'s name, and whether it is new: neither `known` nor the store holds it.
+    pub(crate) fn name_new(
+        &self,
+        data: &[u8],
+        known: impl Fn(&ChunkId) -> bool,
+    ) -> (ChunkId, bool) {
+        let id = blake3_hash(data);
+        (id, !known(&id) && !self.contains(&id))
     }
 
     /// Stores a dictionary (raw, as an object of its own: peers fetch it like a chunk).
