@@ -20,6 +20,7 @@ use drchain_replication::{
 };
 use drchain_support::{ServiceName, H256};
 
+use crate::blocking::{Work, SMALL_BYTES, SMALL_CHANGED_FILES, SMALL_FILES};
 use crate::process::{self, ProcessOutcome};
 
 /// How a consistent copy of the service's data is obtained.
@@ -93,6 +94,8 @@ pub struct Taken {
     pub encoded: Arc<EncodedManifest>,
     /// What was read and stored.
     pub stats: SnapshotStats,
+    /// How long taking it was expected to take: building its push is as small.
+    pub(crate) work: Work,
     /// Its new objects not in the store yet (at most [`MAX_UNWRITTEN_BYTES`]: the rest is);
     /// neither is its manifest. Push them, then write both ([`Taken::write`]).
     unwritten: Unwritten,
@@ -228,7 +231,14 @@ impl Producer {
             let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
             std::mem::replace(&mut *changes, Changes::none())
         });
-        let result = crate::blocking::on_this_thread(move || {
+        let size = match &changes {
+            Some(changes) => {
+                let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+                work_of(&read, &cache, &store, changes)
+            }
+            None => Work::Large,
+        };
+        let result = crate::blocking::on_this_thread(size, move || {
             let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
             snapshot_dir_deferred(
                 &read,
@@ -267,6 +277,7 @@ impl Producer {
             unwritten,
             hold: Some(hold),
             cache: self.cache.clone(),
+            work: size,
         }))
     }
 
@@ -283,6 +294,30 @@ impl Producer {
         std::fs::create_dir_all(&dir).map_err(scratch)?;
         Ok(dir)
     }
+}
+
+/// Whether taking the watched `source`'s `changes` into `cache` is [`Work::Small`]: the
+/// snapshot reads only the changed paths, the listing is short, and those paths are a few
+/// small files (or gone; a directory may hold any number).
+fn work_of(source: &Path, cache: &FileCache, store: &ChunkStore, changes: &Changes) -> Work {
+    let Some(paths) = changes.paths() else {
+        return Work::Large;
+    };
+    if cache.files() > SMALL_FILES
+        || paths.len() > SMALL_CHANGED_FILES
+        || !cache.reads_changes_only(store, true)
+    {
+        return Work::Large;
+    }
+    let mut bytes = 0;
+    for path in paths {
+        match std::fs::symlink_metadata(source.join(path)) {
+            Ok(m) if m.is_file() => bytes += m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            _ => return Work::Large,
+        }
+    }
+    Work::small_if(bytes <= SMALL_BYTES)
 }
 
 fn is_empty(dir: &Path) -> bool {
@@ -338,6 +373,64 @@ mod tests {
         assert!(
             take(&s, None).await.unwritten().is_empty(),
             "stored: nothing new"
+        );
+    }
+
+    /// What a watcher saw change is taken on the worker thread itself only when that is
+    /// small: a few small files (or removals) in a short listing the cache holds whole.
+    #[test]
+    fn taking_a_few_small_changed_files_is_small_work_and_anything_more_is_not() {
+        let s = setup(Consistency::Watch);
+        let source = &s.producer.source;
+        std::fs::write(source.join("big"), vec![7u8; SMALL_BYTES as usize + 1]).unwrap();
+        std::fs::create_dir(source.join("dir")).unwrap();
+        let mut cache = FileCache::default();
+        let changed = |paths: &[&str]| {
+            let mut changes = Changes::none();
+            for path in paths {
+                changes.note(source, &source.join(path));
+            }
+            changes
+        };
+        let one_page = changed(&["table.db"]);
+        assert_eq!(
+            work_of(source, &cache, &s.store, &one_page),
+            Work::Large,
+            "nothing cached yet: every file is read"
+        );
+        drchain_replication::snapshot_dir_cached(
+            source,
+            &s.store,
+            ChunkingParams::default(),
+            None,
+            &mut cache,
+        )
+        .unwrap();
+        let work = |changes: &Changes| work_of(source, &cache, &s.store, changes);
+        assert_eq!(work(&one_page), Work::Small);
+        assert_eq!(work(&changed(&["table.db", "removed"])), Work::Small);
+        assert_eq!(work(&changed(&["big"])), Work::Large);
+        assert_eq!(work(&changed(&["dir"])), Work::Large);
+        let many: Vec<String> = (0..=SMALL_CHANGED_FILES).map(|i| format!("f{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(work(&changed(&many)), Work::Large);
+        assert_eq!(work(&Changes::everything()), Work::Large);
+
+        for i in 0..SMALL_FILES {
+            std::fs::write(source.join("dir").join(i.to_string()), i.to_string()).unwrap();
+        }
+        drchain_replication::snapshot_dir_cached(
+            source,
+            &s.store,
+            ChunkingParams::default(),
+            None,
+            &mut cache,
+        )
+        .unwrap();
+        assert_eq!(
+            work_of(source, &cache, &s.store, &one_page),
+            Work::Large,
+            "a long listing"
         );
     }
 

@@ -224,6 +224,26 @@ pub fn materialize_after(
     Ok(done)
 }
 
+/// The files [`materialize_after`] writes to apply `manifest` over the checkpoint shown now
+/// (`shown`), out of its prepared copy: how many, and their bytes. The rest is a pass over
+/// both listings.
+pub fn files_to_write(manifest: &Manifest, shown: &Manifest) -> (usize, u64) {
+    // Both listings are sorted by path.
+    let mut before = shown.files.iter().peekable();
+    let (mut files, mut bytes) = (0, 0);
+    for entry in &manifest.files {
+        while before.next_if(|f| f.path < entry.path).is_some() {}
+        let unchanged = before
+            .next_if(|f| f.path == entry.path)
+            .is_some_and(|f| f == entry);
+        if !unchanged {
+            files += 1;
+            bytes += entry.size();
+        }
+    }
+    (files, bytes)
+}
+
 /// Makes what the target shows durable — its files, its directory and the link, with one
 /// flush — and records its label as the last durable one. Older checkpoints stay until
 /// [`prepare_next`].

@@ -103,6 +103,34 @@ pub struct FileCache {
     complete: bool,
 }
 
+impl FileCache {
+    /// How many files the last snapshot listed.
+    pub fn files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether a snapshot with a watcher's changed paths ([`Changes::paths`]) reads only
+    /// those: the cache lists every file and its chunks are known stored.
+    pub fn reads_changes_only(&self, store: &ChunkStore, of_changed_paths: bool) -> bool {
+        self.complete && self.checked_at(store, of_changed_paths).is_some()
+    }
+
+    /// When the cached files' chunks were last each looked up, if that still holds: no
+    /// removal from the store since, and — for a reading of the whole source — not longer
+    /// than [`FULL_CHECK_EVERY`] ago.
+    fn checked_at(&self, store: &ChunkStore, of_changed_paths: bool) -> Option<std::time::Instant> {
+        match self.checked {
+            Some((r, at))
+                if r == store.removals()
+                    && (of_changed_paths || at.elapsed() < FULL_CHECK_EVERY) =>
+            {
+                Some(at)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The longest time cached files' chunks go without being looked up in the store.
 pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(60);
 
@@ -298,12 +326,7 @@ fn snapshot_into(
         .map_or(0, |d| d.as_nanos() as i128);
     let removals = store.removals();
     let of_changed_paths = changes.and_then(Changes::paths).is_some();
-    let checked_at = match cache.checked {
-        Some((r, at)) if r == removals && (of_changed_paths || at.elapsed() < FULL_CHECK_EVERY) => {
-            Some(at)
-        }
-        _ => None,
-    };
+    let checked_at = cache.checked_at(store, of_changed_paths);
     if let Some(d) = dictionary {
         store.put_dictionary(d)?;
     }
@@ -313,7 +336,7 @@ fn snapshot_into(
     // changed, not a copy of the directory's listing.
     let changed = changes
         .and_then(Changes::paths)
-        .filter(|_| cache.complete && checked_at.is_some())
+        .filter(|_| cache.reads_changes_only(store, true))
         .map(|changed| outermost(changed));
     let mut listed = std::mem::take(&mut cache.files);
     let (known, carried) = match &changed {

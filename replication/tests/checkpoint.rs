@@ -8,7 +8,7 @@ use std::path::Path;
 
 use drchain_replication::manifest::missing;
 use drchain_replication::materialize::{
-    applied_label, durable_label, materialize_after, recover, Recovery,
+    applied_label, durable_label, files_to_write, materialize_after, recover, Recovery,
 };
 use drchain_replication::testdata::pseudo_random;
 use drchain_replication::{
@@ -396,6 +396,16 @@ fn applying_after_a_shown_checkpoint_links_unchanged_files_and_writes_only_the_c
     // The previous checkpoint, still kept for its readers, is untouched.
     let previous = base.path().join(".target.checkpoints/1");
     assert_eq!(fs::read(previous.join("log/1")).unwrap(), b"first entry");
+
+    // What the agent weighs before applying: the changed and new files, not the unchanged
+    // or removed ones.
+    write(&source.join("log/2"), b"a new file");
+    fs::remove_file(source.join("log/1")).unwrap();
+    let (third, _) = snapshot_dir(&source, &store, ChunkingParams::default(), None).unwrap();
+    assert_eq!(files_to_write(&second, &first), (1, 26));
+    assert_eq!(files_to_write(&third, &second), (1, 10));
+    assert_eq!(files_to_write(&third, &third), (0, 0));
+    assert_eq!(files_to_write(&first, &third), (1, 11));
 }
 
 #[test]

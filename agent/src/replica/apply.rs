@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drchain_replication::materialize::WithChunks;
+use drchain_replication::materialize::{files_to_write, WithChunks};
 use drchain_replication::push::VerifiedPush;
 use drchain_replication::{materialize_after, Manifest, ReplicationError};
 use drchain_runtime::pallet_checkpoints;
@@ -27,6 +27,8 @@ use drchain_support::{AccountId, Epoch, H256};
 use tokio::sync::{mpsc, watch};
 
 use drchain_rpc::Announcement;
+
+use crate::blocking::{Work, SMALL_BYTES, SMALL_CHANGED_FILES, SMALL_FILES};
 
 use super::{
     applies, label, root_of, Applied, ReplicaInput, Task, ACK_RESEND, EARLY_ACK_CHECK, RETRY,
@@ -322,8 +324,9 @@ impl Task {
             .shown_manifest
             .take()
             .filter(|m| Some(m.0) == shown_root);
+        let size = self.work_of_applying(&manifest, cached.as_ref().map(|(_, m)| &**m));
         let applying = manifest.clone();
-        let applied = crate::blocking::on_this_thread(move || {
+        let applied = crate::blocking::on_this_thread(size, move || {
             // Unchanged files are linked from the checkpoint shown now, not written again (its
             // manifest kept from the last apply: reading and checking it costs its size).
             let shown = match cached {
@@ -361,6 +364,23 @@ impl Task {
             self.shown_manifest = Some((a.root, manifest));
         }
         applied
+    }
+
+    /// Whether applying `manifest` over the shown checkpoint (`shown`, its manifest if at
+    /// hand) is [`Work::Small`]: out of its prepared copy (else every file is linked), with a
+    /// short listing and a few small files to write.
+    fn work_of_applying(&self, manifest: &Manifest, shown: Option<&Manifest>) -> Work {
+        let shown_durable = self.applied.borrow().as_ref().map(|a| (a.sequence, a.root));
+        let prepared = self.durable.is_some()
+            && self.next_prepared == self.durable
+            && shown_durable == self.durable;
+        let small = shown.filter(|_| prepared).is_some_and(|shown| {
+            let (files, bytes) = files_to_write(manifest, shown);
+            manifest.files.len().max(shown.files.len()) <= SMALL_FILES
+                && files <= SMALL_CHANGED_FILES
+                && bytes <= SMALL_BYTES
+        });
+        Work::small_if(small)
     }
 
     /// Makes what the target shows durable, with the chunks it was applied from (`pushed`,

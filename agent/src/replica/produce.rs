@@ -97,7 +97,7 @@ impl Task {
             .clone()
             .filter(|_| self.last_taken.is_some() && self.last_taken == previous);
         let (store, service) = (self.store.clone(), self.service.clone());
-        let built = crate::blocking::on_this_thread(move || {
+        let built = crate::blocking::on_this_thread(taken.work, move || {
             let previous = || match known {
                 Some(m) => Some(m),
                 None => previous.and_then(|root| store.manifest(&root).ok().map(Arc::new)),
