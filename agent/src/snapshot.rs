@@ -392,20 +392,18 @@ mod tests {
             }
             changes
         };
+        let read_all = |cache: &mut FileCache| {
+            let chunking = ChunkingParams::default();
+            drchain_replication::snapshot_dir_cached(source, &s.store, chunking, None, cache)
+                .unwrap();
+        };
         let one_page = changed(&["table.db"]);
         assert_eq!(
             work_of(source, &cache, &s.store, &one_page),
             Work::Large,
             "nothing cached yet: every file is read"
         );
-        drchain_replication::snapshot_dir_cached(
-            source,
-            &s.store,
-            ChunkingParams::default(),
-            None,
-            &mut cache,
-        )
-        .unwrap();
+        read_all(&mut cache);
         let work = |changes: &Changes| work_of(source, &cache, &s.store, changes);
         assert_eq!(work(&one_page), Work::Small);
         assert_eq!(work(&changed(&["table.db", "removed"])), Work::Small);
@@ -419,14 +417,7 @@ mod tests {
         for i in 0..SMALL_FILES {
             std::fs::write(source.join("dir").join(i.to_string()), i.to_string()).unwrap();
         }
-        drchain_replication::snapshot_dir_cached(
-            source,
-            &s.store,
-            ChunkingParams::default(),
-            None,
-            &mut cache,
-        )
-        .unwrap();
+        read_all(&mut cache);
         assert_eq!(
             work_of(source, &cache, &s.store, &one_page),
             Work::Large,
