@@ -10,6 +10,10 @@ pub(crate) const SMALL_FILES: usize = 500;
 pub(crate) const SMALL_BYTES: u64 = 64 * 1024;
 /// Changed files that work may read or write to count as small.
 pub(crate) const SMALL_CHANGED_FILES: usize = 8;
+/// Chunks of those files an apply may look up to count as small: the active's manifest says
+/// how a file is cut, and chunks of a byte each would make 64 KiB tens of thousands of
+/// look-ups.
+pub(crate) const SMALL_CHUNKS: usize = 64;
 
 /// How long work takes, as far as the caller can tell before running it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -224,24 +224,35 @@ pub fn materialize_after(
     Ok(done)
 }
 
-/// The files [`materialize_after`] writes to apply `manifest` over the checkpoint shown now
-/// (`shown`), out of its prepared copy: how many, and their bytes. The rest is a pass over
-/// both listings.
-pub fn files_to_write(manifest: &Manifest, shown: &Manifest) -> (usize, u64) {
+/// What [`materialize_after`] writes to apply a manifest over the checkpoint shown now, out
+/// of its prepared copy ([`files_to_write`]). The rest is a pass over both listings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ToWrite {
+    /// Files written (changed or new).
+    pub files: usize,
+    /// Their bytes, as the manifest gives them.
+    pub bytes: u64,
+    /// Their chunks: a look-up each, however small (a manifest may name chunks of 1 byte).
+    pub chunks: usize,
+}
+
+/// What applying `manifest` over the checkpoint shown now (`shown`) writes.
+pub fn files_to_write(manifest: &Manifest, shown: &Manifest) -> ToWrite {
     // Both listings are sorted by path.
     let mut before = shown.files.iter().peekable();
-    let (mut files, mut bytes) = (0, 0);
+    let mut to_write = ToWrite::default();
     for entry in &manifest.files {
         while before.next_if(|f| f.path < entry.path).is_some() {}
         let unchanged = before
             .next_if(|f| f.path == entry.path)
             .is_some_and(|f| f == entry);
         if !unchanged {
-            files += 1;
-            bytes += entry.size();
+            to_write.files += 1;
+            to_write.bytes += entry.size();
+            to_write.chunks += entry.chunks.len();
         }
     }
-    (files, bytes)
+    to_write
 }
 
 /// Makes what the target shows durable — its files, its directory and the link, with one

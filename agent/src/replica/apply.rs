@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 
 use drchain_rpc::Announcement;
 
-use crate::blocking::{Work, SMALL_BYTES, SMALL_CHANGED_FILES, SMALL_FILES};
+use crate::blocking::{Work, SMALL_BYTES, SMALL_CHANGED_FILES, SMALL_CHUNKS, SMALL_FILES};
 
 use super::{
     applies, label, root_of, Applied, ReplicaInput, Task, ACK_RESEND, EARLY_ACK_CHECK, RETRY,
@@ -375,10 +375,11 @@ impl Task {
             && self.next_prepared == self.durable
             && shown_durable == self.durable;
         let small = shown.filter(|_| prepared).is_some_and(|shown| {
-            let (files, bytes) = files_to_write(manifest, shown);
+            let to_write = files_to_write(manifest, shown);
             manifest.files.len().max(shown.files.len()) <= SMALL_FILES
-                && files <= SMALL_CHANGED_FILES
-                && bytes <= SMALL_BYTES
+                && to_write.files <= SMALL_CHANGED_FILES
+                && to_write.bytes <= SMALL_BYTES
+                && to_write.chunks <= SMALL_CHUNKS
         });
         Work::small_if(small)
     }
