@@ -19,7 +19,7 @@ pub(crate) const SMALL_CHUNKS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Work {
     /// A few small files' worth (see [`SMALL_FILES`], [`SMALL_BYTES`],
-    /// [`SMALL_CHANGED_FILES`]): a fraction of a millisecond.
+    /// [`SMALL_CHANGED_FILES`], [`SMALL_CHUNKS`]): a fraction of a millisecond.
     Small,
     /// Anything else, or unknown.
     Large,
@@ -44,9 +44,8 @@ impl Work {
 /// reached a standby sooner with its small work run directly in 14 of 21 runs alternated with
 /// the hand-off (by 0.16 ms at the median). Handing work to the blocking pool and back
 /// instead costs two thread wake-ups, each ~0.1 ms on a VM whose idle vCPUs halt, more than
-/// the work itself. Outside a multi-threaded runtime (unit
-/// tests) it simply runs. A panic is returned as an error, as the blocking pool would (the
-/// replication task goes on).
+/// the work itself. Outside a multi-threaded runtime (unit tests) it simply runs. A panic is
+/// returned as an error, as the blocking pool would (the replication task goes on).
 pub(crate) fn on_this_thread<R>(size: Work, work: impl FnOnce() -> R) -> Result<R, String> {
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
