@@ -374,13 +374,17 @@ impl Task {
         let prepared = self.durable.is_some()
             && self.next_prepared == self.durable
             && shown_durable == self.durable;
-        let small = shown.filter(|_| prepared).is_some_and(|shown| {
-            let to_write = files_to_write(manifest, shown);
-            manifest.files.len().max(shown.files.len()) <= SMALL_FILES
-                && to_write.files <= SMALL_CHANGED_FILES
-                && to_write.bytes <= SMALL_BYTES
-                && to_write.chunks <= SMALL_CHUNKS
-        });
+        // The listings' lengths first: comparing them costs a pass over both, here on the
+        // task's thread.
+        let short = |m: &Manifest| m.files.len() <= SMALL_FILES;
+        let small = shown
+            .filter(|s| prepared && short(s) && short(manifest))
+            .is_some_and(|shown| {
+                let to_write = files_to_write(manifest, shown);
+                to_write.files <= SMALL_CHANGED_FILES
+                    && to_write.bytes <= SMALL_BYTES
+                    && to_write.chunks <= SMALL_CHUNKS
+            });
         Work::small_if(small)
     }
 
