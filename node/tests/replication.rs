@@ -507,6 +507,22 @@ impl Drop for Writer {
     }
 }
 
+/// Copies the directories and files under `from` into `to`; a file that goes away meanwhile
+/// (a live node's temporary) is left out.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let (path, copy) = (entry.path(), to.join(entry.file_name()));
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => copy_tree(&path, &copy),
+            Ok(kind) if kind.is_file() => {
+                let _ = std::fs::copy(&path, &copy);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Every file under `dir`, relative path → bytes.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     try_files(dir).unwrap_or_else(|| panic!("cannot read {}", dir.display()))
@@ -601,7 +617,7 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
     let replica = c.node(second).replica();
 
     // The target equals, byte for byte, the checkpoint the dead active took (rebuilt here
-    // from its chunk store): one the chain recorded, or a newer one it announced and the
+    // from its chunk store, or the new active's): one the chain recorded, or a newer one it announced and the
     // standby applied before a block could record it. The standby acknowledged the newest
     // recorded checkpoint its data covers.
     let checkpoints = c.checkpoints();
@@ -625,8 +641,23 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
             (root, killed_at)
         }
     };
-    let store = ChunkStore::open(c.node(first).chunk_store()).unwrap();
-    let manifest = store.manifest(&root).unwrap();
+    // The dead active pushes a checkpoint before storing it (its store write comes after the
+    // push): killed in between, it never stored one the standby applied from the push. The
+    // standby stored that one before making it durable; its store is copied, not opened in
+    // place (opening a store removes the temporary files of writes under way).
+    let dead = ChunkStore::open(c.node(first).chunk_store()).unwrap();
+    let copied = tempfile::tempdir().unwrap();
+    let (store, manifest) = match dead.manifest(&root) {
+        Ok(manifest) => (dead, manifest),
+        Err(_) => {
+            copy_tree(&c.node(second).chunk_store(), copied.path());
+            let store = ChunkStore::open(copied.path()).unwrap();
+            let manifest = store.manifest(&root).unwrap_or_else(|e| {
+                panic!("neither the dead active nor {second} holds checkpoint {root}: {e}")
+            });
+            (store, manifest)
+        }
+    };
     let rebuilt = tempfile::tempdir().unwrap();
     let rebuilt_target = rebuilt.path().join("svc");
     materialize(&manifest, &store, &rebuilt_target, "check").unwrap();
