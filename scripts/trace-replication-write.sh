@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where a 4 KiB write's way to a standby goes, step by step, without changing the code: runs
 # the replication benchmark (node/tests/replication.rs, `replication_benchmark`) and records,
-# with `perf`, the system calls and scheduler events of every process while its writes run;
+# with `perf`, the system calls of every process that mark each step while its writes run;
 # then prints, for each write, when the active read the file, wrote the push, the watched
 # standby read it, began and ended its apply, and the benchmark read the file — and the
 # medians. (Earlier sessions added timestamps to the code for this, then took them out.)
@@ -48,7 +48,7 @@ sleep 8
 perf record -q -o "$out/perf.data" -a \
   -e syscalls:sys_exit_rename -e syscalls:sys_enter_openat -e syscalls:sys_enter_sendto \
   -e syscalls:sys_exit_recvfrom -e syscalls:sys_enter_symlink -e syscalls:sys_enter_syncfs \
-  -e sched:sched_switch -e sched:sched_wakeup --exclude-perf -- sleep "$seconds" 2>/dev/null
+  --exclude-perf -- sleep "$seconds" 2>/dev/null
 perf script -i "$out/perf.data" -F comm,pid,tid,cpu,time,event,trace >"$out/perf.txt" 2>/dev/null
 wait "$benchmark" || { echo "trace-replication-write: the benchmark failed:" >&2; cat "$out/benchmark.txt" >&2; exit 1; }
 grep -E '^4 KiB' "$out/benchmark.txt" || true

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Reads what scripts/trace-replication-write.sh recorded (`perf script` lines of system-call
-and scheduler tracepoints, and the nodes' pids by name) and prints, per benchmark write, when
+tracepoints, and the nodes' pids by name) and prints, per benchmark write, when
 each step happened after the writer's rename, then the medians.
 
 A write starts when the benchmark thread's rename returns. Then, in order:
@@ -75,26 +75,20 @@ def main():
             continue
         active = pushed[2]
         read = first(window, 0, lambda e: e[2] == active and e[3] == "sys_enter_openat")
-        # Each standby's switch: its rename after its new link.
-        switches = {}
-        for i, e in enumerate(window):
-            if e[3] == "sys_enter_symlink" and e[2] in nodes and e[2] != active and e[2] not in switches:
-                switch = first(window, i, lambda x, pid=e[2]: x[2] == pid and x[3] == "sys_exit_rename")
-                if switch and switch[0] <= seen[0]:
-                    switches[e[2]] = switch
-        if not switches:
+        # The benchmark watches the first of its candidates that is not the active; the other
+        # candidate is the other standby.
+        standbys = [c for c in CANDIDATES if c != nodes[active]]
+        pid_of = {name: pid for pid, name in nodes.items()}
+        watched, other = (pid_of.get(name) for name in standbys[:2])
+        # Its switch: its rename after its new link.
+        link = first(window, 0, lambda e: e[2] == watched and e[3] == "sys_enter_symlink")
+        shown = link and first(window, 0, lambda e: e[2] == watched and e[3] == "sys_exit_rename" and e[0] >= link[0])
+        if not shown or shown[0] > seen[0]:
             continue
-        # The benchmark watches the first of its candidates that is not the active.
-        watched_name = next((c for c in CANDIDATES if c != nodes[active]), None)
-        watched = next((pid for pid, name in nodes.items() if name == watched_name), None)
-        if watched not in switches:
-            continue
-        shown = switches[watched]
         received = first(window, 0, lambda e: e[2] == watched and e[3] == "sys_exit_recvfrom" and e[0] >= pushed[0])
         applying = received and first(window, 0, lambda e: e[2] == watched and e[3] == "sys_exit_rename" and e[0] >= received[0])
-        others = [pid for pid in nodes if pid not in (active, watched)]
-        flushes = [first(window, 0, lambda e, pid=pid: e[2] == pid and e[3] == "sys_enter_syncfs") for pid in others]
-        flushed_first = any(f and f[0] < shown[0] and f[2] in switches for f in flushes)
+        flush = first(window, 0, lambda e: e[2] == other and e[3] == "sys_enter_syncfs")
+        flushed_first = bool(flush and flush[0] < shown[0])
         at = {
             "read": read,
             "pushed": pushed,

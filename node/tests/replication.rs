@@ -617,9 +617,9 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
     let replica = c.node(second).replica();
 
     // The target equals, byte for byte, the checkpoint the dead active took (rebuilt here
-    // from its chunk store, or the new active's): one the chain recorded, or a newer one it announced and the
-    // standby applied before a block could record it. The standby acknowledged the newest
-    // recorded checkpoint its data covers.
+    // from its chunk store, or the new active's): one the chain recorded, or a newer one it
+    // announced and the standby applied before a block could record it. The standby
+    // acknowledged the newest recorded checkpoint its data covers.
     let checkpoints = c.checkpoints();
     let (root, recorded_at) = match checkpoints.get(&applied) {
         Some((root, at)) => {
