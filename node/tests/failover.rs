@@ -662,7 +662,34 @@ fn operator_fails(c: &Cluster, args: &[&str]) -> String {
 }
 
 /// `drchain switchover svc --to TARGET`, signed by the admin alice, unprompted; its output.
+/// A switchover to `target`, once the chain has its first heartbeat: the chain refuses to
+/// hand the service to a node it has not heard from ("no heartbeat yet"), and a candidate's
+/// first heartbeat can come after another's promotion.
 fn switch_over(c: &Cluster, target: &str) -> String {
+    let account = drchain_runtime::dev::dev_account(target).to_string();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let view = common::rpc_call(
+            c.nodes[3].rpc,
+            "failover_service",
+            &serde_json::json!(["svc"]),
+        )
+        .unwrap_or_default();
+        let heartbeating = view["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|n| n["node"] == account.as_str() && !n["heartbeat"].is_null())
+        });
+        if heartbeating {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{target} never heartbeated\n{}",
+            c.dump()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     operator_ok(
         c,
         &[
