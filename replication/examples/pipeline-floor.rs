@@ -13,7 +13,8 @@
 //! cargo run --release -p drchain-replication --example pipeline-floor -- [WRITES] [INTERVALS_MS] [DIR]
 //! ```
 //! Defaults: 100 writes at each interval of 300 (the benchmark's) and 30 ms, in the system's
-//! temporary directory (give DIR to measure another filesystem). See docs/benchmarks.md.
+//! temporary directory (give DIR to measure another filesystem). Before them, what a `stat`
+//! and a small file's creation cost right after sleeping as long. See docs/benchmarks.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -49,18 +50,48 @@ fn measure(args: &[String]) {
         })
         .collect();
     let parent = args.get(2).map_or_else(std::env::temp_dir, PathBuf::from);
-    println!("{writes} writes of 4 KiB, writer → active → two standbys → writer sees the switch");
+    println!("waking after a sleep (40 rounds each, p50):");
+    // 1 ms: a thread that just ran, for comparison.
+    for interval in std::iter::once(&1).chain(&intervals) {
+        let dir = tempfile::tempdir_in(&parent).unwrap();
+        let (stat, create) = after_sleep(dir.path(), Duration::from_millis(*interval));
+        println!(
+            "  after {interval} ms: a stat {stat:.1} µs, then a 4 KiB file made {create:.1} µs"
+        );
+    }
+    println!("{writes} writes of 4 KiB, writer → active → two standbys → writer sees the switch:");
     for interval in intervals {
         let dir = tempfile::tempdir_in(&parent).unwrap();
         let latencies = run(dir.path(), writes, Duration::from_millis(interval));
         let q = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
         println!(
-            "one write every {interval} ms: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+            "  one write every {interval} ms: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
             q(0.5),
             q(0.9),
             q(0.99)
         );
     }
+}
+
+/// What the first system calls after sleeping `interval` cost: a `stat`, then creating and
+/// writing a 4 KiB file in `dir` (medians, µs). On some VMs a thread that slept runs its
+/// first calls many times slower than one that just ran.
+fn after_sleep(dir: &Path, interval: Duration) -> (f64, f64) {
+    let (mut stats, mut creates) = (vec![], vec![]);
+    for round in 0..40 {
+        std::thread::sleep(interval);
+        let started = Instant::now();
+        fs::metadata(dir).unwrap();
+        let statted = Instant::now();
+        fs::write(dir.join(format!("file-{round}")), page(round)).unwrap();
+        stats.push((statted - started).as_secs_f64() * 1e6);
+        creates.push(statted.elapsed().as_secs_f64() * 1e6);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(stats), median(creates))
 }
 
 /// Starts the three processes in `dir`, writes `writes` files `interval` apart and returns
