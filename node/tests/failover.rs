@@ -773,7 +773,10 @@ fn operators_list_switch_over_pause_resume_and_read_the_history() {
         .iter()
         .find(|t| t["reason"] == "heartbeat_stale" && t["epoch"] == e3)
         .unwrap_or_else(|| panic!("no failover to epoch {e3} in {history}"));
-    assert!(stale["silent_ms"].as_u64().unwrap() >= 4000, "{stale}");
+    // Silence on the chain's live clock, which skips stalls (at most `live_clock_max_gap_ms`
+    // a block): with a validator down, rounds it should have proposed time out, so the 4 s
+    // the active was dead can read as less — but always more than the heartbeat timeout.
+    assert!(stale["silent_ms"].as_u64().unwrap() > 1000, "{stale}");
     assert!(transitions.iter().any(|t| t["kind"] == "paused"));
     assert!(transitions.iter().any(|t| t["kind"] == "resumed"));
     let table = operator_ok(&c, &["history", "svc"]);
