@@ -662,9 +662,9 @@ fn operator_fails(c: &Cluster, args: &[&str]) -> String {
 }
 
 /// `drchain switchover svc --to TARGET`, signed by the admin alice, unprompted; its output.
-/// A switchover to `target`, once the chain has its first heartbeat: the chain refuses to
-/// hand the service to a node it has not heard from ("no heartbeat yet"), and a candidate's
-/// first heartbeat can come after another's promotion.
+/// Sent once the chain has the target's first heartbeat: the chain refuses to hand the
+/// service to a node it has not heard from ("no heartbeat yet"), and a candidate's first
+/// heartbeat can come after another's promotion.
 fn switch_over(c: &Cluster, target: &str) -> String {
     let account = drchain_runtime::dev::dev_account(target).to_string();
     let deadline = Instant::now() + WAIT;
