@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use drchain_replication::store::sync_filesystem;
 use rustix::fs::inotify;
 
 fn main() {
@@ -200,7 +201,7 @@ fn active(args: &[String]) {
         let temp = stored.with_extension("tmp");
         fs::write(&temp, &data).unwrap();
         fs::rename(&temp, &stored).unwrap();
-        flush(&store);
+        sync_filesystem(&store).unwrap();
     }
 }
 
@@ -233,15 +234,10 @@ fn standby(target: &Path) {
         let link = versions.join(".link");
         std::os::unix::fs::symlink(Path::new(".checkpoints").join(&label), &link).unwrap();
         fs::rename(&link, target).unwrap();
-        flush(&versions);
+        sync_filesystem(&versions).unwrap();
         fs::create_dir(&spare).unwrap();
         if let Some(old) = sequence.checked_sub(2) {
             let _ = fs::remove_dir_all(versions.join(old.to_string()));
         }
     }
-}
-
-fn flush(dir: &Path) {
-    let file = fs::File::open(dir).unwrap();
-    rustix::fs::syncfs(&file).unwrap();
 }

@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use drchain_replication::manifest::missing;
+use drchain_replication::store::sync_filesystem;
 use drchain_replication::{
     materialize, snapshot_dir, ChunkStore, ChunkingParams, Dictionary, Manifest,
 };
@@ -442,7 +443,7 @@ fn main() {
         // Restore: a fresh target from the store. What this program wrote before is flushed
         // first: the restore's own flush must not pay for it.
         let restore = dir.join("restore");
-        flush_filesystem(&dir);
+        sync_filesystem(&dir).unwrap();
         let start = Instant::now();
         materialize(&m, &standby, &restore, "r").unwrap();
         let secs = start.elapsed().as_secs_f64();
@@ -485,7 +486,7 @@ fn main() {
             full.cpu + inc.cpu
         );
         let out = work.join("restic-restore");
-        flush_filesystem(work);
+        sync_filesystem(work).unwrap();
         let start = Instant::now();
         restic(
             &repo,
@@ -500,7 +501,7 @@ fn main() {
         let restored = start.elapsed().as_secs_f64();
         // restic does not flush what it restores; drchain's restore above does (one syncfs):
         // both figures, so the comparison can be made either way.
-        flush_filesystem(&out);
+        sync_filesystem(&out).unwrap();
         let flushed = start.elapsed().as_secs_f64();
         println!(
             "  restic restore: {:.0} MB/s ({:.0} MB/s with a flush to disk after it, as drchain's includes)",
@@ -519,9 +520,4 @@ fn main() {
             *ours as f64 / *rsync as f64
         );
     }
-}
-
-/// Flushes the filesystem holding `path` (`syncfs`).
-fn flush_filesystem(path: &Path) {
-    rustix::fs::syncfs(fs::File::open(path).unwrap()).unwrap();
 }
