@@ -51,6 +51,14 @@ impl Rng {
 
 const ROW_BYTES: u64 = 400;
 
+/// Flushes every filesystem (`sync(2)`), not only the one the restore writes to: when that
+/// one is a loop-mounted image, what this program wrote before is flushed into the image
+/// file's page cache, and its write-back to the disk below otherwise runs during the next
+/// timed restore (the first restore of a run measured 155–215 MB/s then, the others 500+).
+fn flush_everything() {
+    rustix::fs::sync();
+}
+
 fn sqlite(db: &Path, sql: &str) {
     let mut child = Command::new("sqlite3")
         .arg(db)
@@ -443,7 +451,7 @@ fn main() {
         // Restore: a fresh target from the store. What this program wrote before is flushed
         // first: the restore's own flush must not pay for it.
         let restore = dir.join("restore");
-        sync_filesystem(&dir).unwrap();
+        flush_everything();
         let start = Instant::now();
         materialize(&m, &standby, &restore, "r").unwrap();
         let secs = start.elapsed().as_secs_f64();
@@ -486,7 +494,7 @@ fn main() {
             full.cpu + inc.cpu
         );
         let out = work.join("restic-restore");
-        sync_filesystem(work).unwrap();
+        flush_everything();
         let start = Instant::now();
         restic(
             &repo,
