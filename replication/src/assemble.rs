@@ -13,7 +13,7 @@ use crate::chunk::ChunkId;
 use crate::compress::{decode_chunk, Dictionary};
 use crate::error::ReplicationError;
 use crate::manifest::Manifest;
-use crate::store::sync_filesystem;
+use crate::store::{sync_filesystem, ChunkStore};
 
 /// Where one chunk goes: its plain length and each (file, offset) it fills.
 #[derive(Debug)]
@@ -158,6 +158,31 @@ impl Assembly {
         Ok(false)
     }
 
+    /// Writes every chunk not written yet that `store` holds intact, on `threads` threads (at
+    /// least one): decoding and verifying are most of a restore from local chunks, and they
+    /// then run on every core. A chunk the store lacks, holds damaged (then removed from it,
+    /// as [`ChunkStore::get`] does, so a fetched copy can take its place) or that cannot be
+    /// written is left unwritten, for the caller to fetch (and to report a write error for).
+    /// Returns how many chunks it wrote.
+    pub fn place_from_store(&self, store: &ChunkStore, threads: usize) -> usize {
+        let ids = self.unwritten();
+        let next = AtomicUsize::new(0);
+        let placed = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..threads.clamp(1, ids.len().max(1)) {
+                scope.spawn(|| {
+                    while let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let new = store.get(id).and_then(|plain| self.place(id, &plain));
+                        if matches!(new, Ok(true)) {
+                            placed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        placed.into_inner()
+    }
+
     /// Once every chunk is written: gives the files their modes and makes them durable. The
     /// caller then renames the directory into place.
     pub fn finish(self) -> Result<PathBuf, ReplicationError> {
@@ -181,7 +206,6 @@ mod tests {
     use super::*;
     use crate::chunk::ChunkingParams;
     use crate::snapshot::snapshot_dir;
-    use crate::store::ChunkStore;
     use crate::testdata::pseudo_random;
 
     fn source() -> (tempfile::TempDir, ChunkStore, Manifest) {
@@ -227,6 +251,37 @@ mod tests {
         }
         assert_eq!(assembly.remaining(), 0);
         assert!(assembly.unwritten().is_empty());
+        assembly.finish().unwrap();
+        assert_eq!(tree(&out), tree(&dir.path().join("data")));
+    }
+
+    #[test]
+    fn chunks_the_store_holds_intact_are_placed_from_several_threads_the_rest_left_to_fetch() {
+        let (dir, store, manifest) = source();
+        let out = dir.path().join("out");
+        let assembly = Assembly::create(&manifest, &out).unwrap();
+        let ids = assembly.unwritten();
+        let (lost, damaged) = (ids[0], ids[1]);
+        let lost_bytes = store.get_encoded(&lost).unwrap();
+        let damaged_bytes = store.get_encoded(&damaged).unwrap();
+        fs::remove_file(store.object_path(&lost)).unwrap();
+        fs::write(store.object_path(&damaged), b"not the chunk").unwrap();
+
+        assert_eq!(assembly.place_from_store(&store, 3), ids.len() - 2);
+        assert!(
+            !store.contains(&damaged),
+            "a damaged chunk stays in the store"
+        );
+        let mut left = assembly.unwritten();
+        left.sort();
+        let mut expected = vec![lost, damaged];
+        expected.sort();
+        assert_eq!(left, expected);
+        // What the caller then fetches elsewhere completes the files.
+        assert!(assembly.place_encoded(&lost, &lost_bytes, None).unwrap());
+        assert!(assembly
+            .place_encoded(&damaged, &damaged_bytes, None)
+            .unwrap());
         assembly.finish().unwrap();
         assert_eq!(tree(&out), tree(&dir.path().join("data")));
     }
