@@ -189,24 +189,13 @@ async fn assemble(
     let assembly = {
         let (manifest, staging) = (manifest.clone(), staging.to_path_buf());
         let cache = cache.cloned();
-        let dictionary = dictionary.clone();
         tokio::task::spawn_blocking(move || -> Result<(Assembly, usize)> {
             let assembly = Assembly::create(&manifest, &staging)?;
-            let mut reused = 0;
-            if let Some(cache) = cache {
-                for id in assembly.unwritten() {
-                    let Ok(encoded) = cache.get_encoded(&id) else {
-                        continue;
-                    };
-                    // A damaged cached chunk is fetched instead.
-                    if assembly
-                        .place_encoded(&id, &encoded, dictionary.as_deref())
-                        .is_ok()
-                    {
-                        reused += 1;
-                    }
-                }
-            }
+            // A chunk the cache lacks or holds damaged is fetched below.
+            let reused = cache.map_or(0, |cache| {
+                let cores = std::thread::available_parallelism().map_or(1, usize::from);
+                assembly.place_from_store(&cache, cores)
+            });
             Ok((assembly, reused))
         })
         .await

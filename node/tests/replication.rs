@@ -711,7 +711,7 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
     // With a cache: the first restore fills it, the second takes every chunk from it.
     let cache = restored.path().join("cache");
     let cache = cache.to_str().unwrap();
-    for (i, all_cached) in [(1, false), (2, true)] {
+    let restore_cached = |i: usize, all_cached: bool| {
         let again = restored.path().join(format!("svc-{i}"));
         let report = restore(&again, &["--cache", cache]);
         assert_eq!(files(&again), files(&replica));
@@ -720,7 +720,19 @@ fn kill_the_active_and_check_the_data(mode: Mode) {
             all_cached,
             "{report}"
         );
+    };
+    restore_cached(1, false);
+    restore_cached(2, true);
+    // A damaged cache: every object in it overwritten. The restore fetches them instead, and
+    // the good copies replace the damaged ones, so the next restore needs nothing.
+    let objects = Path::new(cache).join("objects");
+    for prefix in std::fs::read_dir(&objects).unwrap() {
+        for object in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
+            std::fs::write(object.unwrap().path(), b"damaged on disk").unwrap();
+        }
     }
+    restore_cached(3, false);
+    restore_cached(4, true);
     let refused = common::fails(
         restored.path(),
         &[
