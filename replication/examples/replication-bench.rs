@@ -21,7 +21,7 @@ use std::time::Instant;
 use drchain_replication::manifest::missing;
 use drchain_replication::store::sync_filesystem;
 use drchain_replication::{
-    materialize, snapshot_dir, ChunkStore, ChunkingParams, Dictionary, Manifest,
+    materialize, snapshot_dir, Assembly, ChunkStore, ChunkingParams, Dictionary, Manifest,
 };
 
 /// xorshift64*: the same seed gives the same dataset.
@@ -457,6 +457,20 @@ fn main() {
         let secs = start.elapsed().as_secs_f64();
         println!(
             "  restore from the local store, flushed: {:.0} MB/s",
+            du(&mutated) as f64 / 1e6 / secs
+        );
+        // What `drchain restore` does with the chunks on local disk (`--cache`, or run on a
+        // node that holds them): files made at their size, chunks written from every core.
+        let assembled = dir.join("assembled");
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        flush_everything();
+        let start = Instant::now();
+        let assembly = Assembly::create(&m, &assembled).unwrap();
+        assembly.place_from_store(&standby, cores);
+        assembly.finish().unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "  restore as `drchain restore` writes it, from local chunks on {cores} threads, flushed: {:.0} MB/s",
             du(&mutated) as f64 / 1e6 / secs
         );
         results.push((name, inc.wire));
